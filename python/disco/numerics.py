@@ -1,0 +1,229 @@
+"""The Python face of the Rust core: log-space reductions and divergence estimates.
+
+This is the only module that imports ``disco._core``. Every function accepts numpy arrays,
+Python sequences or torch tensors (any float dtype, any device), converts them once to
+contiguous float64 numpy, and hands them to a Rust kernel that releases the interpreter lock.
+
+Log-scores may be ``-inf`` (probability zero) and are handled exactly; NaN, ``+inf``, length
+mismatches and wrong shapes raise ``ValueError`` naming the argument and the position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal, overload
+
+import numpy as np
+import numpy.typing as npt
+
+from disco import _core
+
+__all__ = [
+    "as_matrix",
+    "as_vector",
+    "effective_sample_size",
+    "estimate_log_z",
+    "js_divergence",
+    "kl_divergence",
+    "logmeanexp",
+    "logsumexp",
+    "normalized_weights",
+    "reverse_kl_divergence",
+    "tv_distance",
+    "weighted_moments",
+]
+
+ArrayLike = Any
+"""Anything with numbers in it: a numpy array, a (nested) sequence, a torch tensor."""
+
+FloatArray = npt.NDArray[np.float64]
+DivergenceKind = Literal["kl", "reverse_kl", "tv", "js"]
+
+
+def _to_float64(x: ArrayLike, name: str) -> FloatArray:
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor, without importing torch
+        if x.is_complex():
+            raise ValueError(f"{name} is a complex tensor: real numbers are expected")
+        return np.ascontiguousarray(x.detach().cpu().double().numpy())
+    try:
+        array = np.asarray(x)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} cannot be read as an array of numbers: {err}") from err
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"{name} has dtype {array.dtype}: real numbers are expected")
+    return np.ascontiguousarray(array, dtype=np.float64)
+
+
+def as_vector(x: ArrayLike, name: str) -> FloatArray:
+    """Convert ``x`` to a contiguous 1-D float64 array, or raise ``ValueError`` naming ``name``."""
+    array = _to_float64(x, name)
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (one value per sample); got shape {array.shape}")
+    return array
+
+
+def as_matrix(x: ArrayLike, name: str) -> FloatArray:
+    """Convert ``x`` to a C-contiguous 2-D float64 array (a 1-D input becomes one column)."""
+    array = _to_float64(x, name)
+    if array.ndim == 1:
+        array = array.reshape(-1, 1)
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (samples x features); got shape {array.shape}")
+    return array
+
+
+def logsumexp(x: ArrayLike) -> float:
+    """``log(sum(exp(x)))`` without overflow; empty or all ``-inf`` gives ``-inf`` (as scipy).
+
+    Precise to a few ulp for magnitudes up to 1e300 and arrays of millions of values
+    (compensated summation; the largest term is split off as in ``log1p``).
+
+    >>> logsumexp([0.0, 0.0])
+    0.6931471805599453
+    """
+    return float(_core.logsumexp(as_vector(x, "x")))
+
+
+def logmeanexp(x: ArrayLike) -> float:
+    """``log(mean(exp(x)))``: the log of an importance-sampling estimate of a normaliser.
+
+    >>> logmeanexp([1.0, 1.0, 1.0])
+    1.0
+    """
+    return float(_core.logmeanexp(as_vector(x, "x")))
+
+
+def normalized_weights(log_weights: ArrayLike) -> FloatArray:
+    """Self-normalised importance weights ``w = exp(l - logsumexp(l))``, summing to 1.
+
+    >>> normalized_weights([0.0, float("-inf"), 0.0]).tolist()
+    [0.5, 0.0, 0.5]
+    """
+    return _core.normalized_weights(as_vector(log_weights, "log_weights"))
+
+
+def effective_sample_size(log_weights: ArrayLike) -> float:
+    """Kish's effective sample size ``1 / sum(w**2)`` of the normalised weights, in ``[1, N]``.
+
+    >>> effective_sample_size([0.0, 0.0, 0.0, 0.0])
+    4.0
+    """
+    return float(_core.effective_sample_size(as_vector(log_weights, "log_weights")))
+
+
+@overload
+def weighted_moments(log_weights: ArrayLike, features: FloatArray) -> FloatArray: ...
+@overload
+def weighted_moments(log_weights: ArrayLike, features: ArrayLike) -> FloatArray | float: ...
+def weighted_moments(log_weights: ArrayLike, features: ArrayLike) -> FloatArray | float:
+    """Self-normalised moments ``sum_i w_i f_ik`` of an ``N x K`` feature matrix.
+
+    A 1-D ``features`` (one feature) gives a float; a matrix gives an array of ``K`` moments.
+
+    >>> weighted_moments([0.0, 0.0], [1.0, 3.0])
+    2.0
+    """
+    lw = as_vector(log_weights, "log_weights")
+    matrix = as_matrix(features, "features")
+    if matrix.shape[0] != lw.shape[0]:
+        raise ValueError(
+            f"length mismatch: log_weights has {lw.shape[0]} values but features has "
+            f"{matrix.shape[0]} rows"
+        )
+    moments = _core.weighted_moments(lw, matrix)
+    if _to_float64(features, "features").ndim == 1:
+        return float(moments[0])
+    return moments
+
+
+def estimate_log_z(target_log_scores: ArrayLike, proposal_log_probs: ArrayLike) -> float:
+    """``log Z ≈ logmeanexp(log P - log q)`` from samples of the proposal ``q`` (DESIGN §3).
+
+    Unbiased for ``Z`` (not for ``log Z``). Samples where the target is ``-inf`` weigh zero.
+    """
+    return float(
+        _core.estimate_log_z(
+            as_vector(target_log_scores, "target_log_scores"),
+            as_vector(proposal_log_probs, "proposal_log_probs"),
+        )
+    )
+
+
+def _divergence(
+    kind: DivergenceKind,
+    target_log_scores: ArrayLike,
+    model_log_probs: ArrayLike,
+    proposal_log_probs: ArrayLike | None,
+    log_z: ArrayLike | float | None,
+) -> float | FloatArray:
+    target = _to_float64(target_log_scores, "target_log_scores")
+    model = _to_float64(model_log_probs, "model_log_probs")
+    proposal = model if proposal_log_probs is None else _to_float64(proposal_log_probs, "proposal_log_probs")
+    for name, array in (("target_log_scores", target), ("model_log_probs", model), ("proposal_log_probs", proposal)):
+        if array.ndim not in (1, 2):
+            raise ValueError(
+                f"{name} must be 1-D (samples) or 2-D (contexts x samples); got shape {array.shape}"
+            )
+        if array.shape != target.shape:
+            raise ValueError(
+                f"shape mismatch: target_log_scores has shape {target.shape} but {name} has "
+                f"shape {array.shape}"
+            )
+    if target.ndim == 1:
+        z = None if log_z is None else float(np.asarray(log_z, dtype=np.float64))
+        return float(_core.divergence(kind, target, model, proposal, z))
+    zs = None if log_z is None else as_vector(log_z, "log_z")
+    return _core.divergence_grouped(kind, target, model, proposal, zs)
+
+
+def kl_divergence(
+    target_log_scores: ArrayLike,
+    model_log_probs: ArrayLike,
+    proposal_log_probs: ArrayLike | None = None,
+    log_z: ArrayLike | float | None = None,
+) -> Any:
+    """Forward ``KL(p ‖ model)`` in nats, where ``p = P / Z`` and the samples come from a proposal.
+
+    ``KL ≈ mean_i (p_i / q_i) (log P_i - log Z - log model_i)`` (DESIGN §5). ``proposal_log_probs``
+    defaults to ``model_log_probs`` (on-policy samples); ``log_z`` defaults to the estimate
+    from the same samples, which makes the estimate self-normalised. 1-D inputs give a float;
+    ``C x N`` inputs (one row per context, each with its own ``Z``) give ``C`` estimates.
+    """
+    return _divergence("kl", target_log_scores, model_log_probs, proposal_log_probs, log_z)
+
+
+def reverse_kl_divergence(
+    target_log_scores: ArrayLike,
+    model_log_probs: ArrayLike,
+    proposal_log_probs: ArrayLike | None = None,
+    log_z: ArrayLike | float | None = None,
+) -> Any:
+    """Reverse ``KL(model ‖ p)`` in nats: ``mean_i (model_i / q_i) (log model_i - log P_i + log Z)``.
+
+    Arguments as in :func:`kl_divergence`. With ``log_z=0`` and a normalised ``target_log_scores``
+    (a base model's log-probabilities) this is ``KL(model ‖ base)``.
+    """
+    return _divergence("reverse_kl", target_log_scores, model_log_probs, proposal_log_probs, log_z)
+
+
+def tv_distance(
+    target_log_scores: ArrayLike,
+    model_log_probs: ArrayLike,
+    proposal_log_probs: ArrayLike | None = None,
+    log_z: ArrayLike | float | None = None,
+) -> Any:
+    """Total variation ``½ mean_i |p_i - model_i| / q_i``, in [0, 1]; arguments as in :func:`kl_divergence`."""
+    return _divergence("tv", target_log_scores, model_log_probs, proposal_log_probs, log_z)
+
+
+def js_divergence(
+    target_log_scores: ArrayLike,
+    model_log_probs: ArrayLike,
+    proposal_log_probs: ArrayLike | None = None,
+    log_z: ArrayLike | float | None = None,
+) -> Any:
+    """Jensen–Shannon ``½ KL(p ‖ m) + ½ KL(model ‖ m)``, ``m = (p + model) / 2``, in nats (≤ ln 2).
+
+    Arguments as in :func:`kl_divergence`.
+    """
+    return _divergence("js", target_log_scores, model_log_probs, proposal_log_probs, log_z)

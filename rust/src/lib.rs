@@ -1,0 +1,15 @@
+//! The numerical core of disco.
+//!
+//! Every module except `python` is a pure kernel over slices that returns [`Result`]; the
+//! `python` module (behind the default `python` feature) only validates shapes, borrows numpy
+//! buffers, releases the interpreter lock around the work and maps errors (STYLE.md §1–§4).
+
+pub mod divergence;
+pub mod error;
+pub mod logspace;
+pub mod vexp;
+
+#[cfg(feature = "python")]
+mod python;
+
+pub use error::{Error, Result};
