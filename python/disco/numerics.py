@@ -10,7 +10,6 @@ mismatches and wrong shapes raise ``ValueError`` naming the argument and the pos
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, Literal, overload
 
 import numpy as np
@@ -158,8 +157,16 @@ def _divergence(
 ) -> float | FloatArray:
     target = _to_float64(target_log_scores, "target_log_scores")
     model = _to_float64(model_log_probs, "model_log_probs")
-    proposal = model if proposal_log_probs is None else _to_float64(proposal_log_probs, "proposal_log_probs")
-    for name, array in (("target_log_scores", target), ("model_log_probs", model), ("proposal_log_probs", proposal)):
+    proposal = (
+        model
+        if proposal_log_probs is None
+        else _to_float64(proposal_log_probs, "proposal_log_probs")
+    )
+    for name, array in (
+        ("target_log_scores", target),
+        ("model_log_probs", model),
+        ("proposal_log_probs", proposal),
+    ):
         if array.ndim not in (1, 2):
             raise ValueError(
                 f"{name} must be 1-D (samples) or 2-D (contexts x samples); got shape {array.shape}"

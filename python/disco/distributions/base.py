@@ -31,7 +31,9 @@ class Distribution(abc.ABC):
         """Draw ``sampling_size`` samples for ``context``; return them and their log-probabilities."""
 
     @abc.abstractmethod
-    def log_score(self, samples: Sequence[Any], context: Any = "", grad: bool = False) -> torch.Tensor:
+    def log_score(
+        self, samples: Sequence[Any], context: Any = "", grad: bool = False
+    ) -> torch.Tensor:
         """Log-probabilities of ``samples`` given ``context`` (differentiable when ``grad``)."""
 
     def sample_batch(
@@ -60,7 +62,7 @@ class BaseDistribution(Distribution):
     """
 
     def clone(self) -> BaseDistribution:
-        """An independent copy (parameters included) of this distribution."""
+        """Return an independent copy (parameters included) of this distribution."""
         import copy
 
         return copy.deepcopy(self)
