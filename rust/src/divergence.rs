@@ -106,76 +106,341 @@ fn log_z_from_ratios(lw: &[f64]) -> Result<f64> {
 }
 
 /// Estimates one divergence from one group of samples.
+///
+/// A first pass over the three arrays finds the maxima of `log P - log q` and
+/// `log pi - log q`, and flags in one go every input the checks would refuse (the error
+/// itself, naming the first culprit, is only built when the flag is up: see
+/// [`Samples::first_error`]) and, for the KLs, a sample that makes the estimate infinite.
+/// A second pass sums the terms; `log Z`, when estimated, costs one more pass except for the
+/// forward KL, where `KL = D / S - log(S / n)` with `S = Σ e^{w_i - m}` and
+/// `D = Σ e^{w_i - m} (log P_i - log pi_i - m)` (`w = log P - log q`, `m = max w`) comes
+/// out of the same pass. Inside a pass, each block of samples is mapped into small buffers
+/// that stay in the L1 cache and then reduced (see `vexp::map2`), so the work vectorises.
 pub fn estimate(kind: Divergence, s: &Samples<'_>, log_z: Option<f64>) -> Result<f64> {
-    s.validate()?;
-    let lw = s.log_ratios(s.target)?;
-    let log_z = match log_z {
-        Some(z) if z.is_nan() || z == f64::INFINITY || z == f64::NEG_INFINITY => {
-            return Err(invalid(format!("log_z is {z}: it must be finite")));
-        }
-        Some(z) => z,
-        None => log_z_from_ratios(&lw)?,
+    check_same_length(&[
+        (TARGET, s.target.len()),
+        (MODEL, s.model.len()),
+        (PROPOSAL, s.proposal.len()),
+    ])?;
+    if s.target.is_empty() {
+        return Err(invalid(format!(
+            "{TARGET} is empty: at least one sample is needed"
+        )));
+    }
+    let flag = match kind {
+        Divergence::ForwardKl => InfiniteWhen::TargetWithoutModel,
+        Divergence::ReverseKl => InfiniteWhen::ModelWithoutTarget,
+        _ => InfiniteWhen::Never,
     };
-    let a: Vec<f64> = lw.iter().map(|&v| v - log_z).collect();
-    let b = s.log_ratios(s.model)?;
-    let n = a.len() as f64;
+    let scan = scan(s, kind != Divergence::ForwardKl, flag);
+    if scan.bad {
+        return Err(s.first_error(log_z));
+    }
+    let (t, m, q) = (s.target, s.model, s.proposal);
+    let ln_n = (t.len() as f64).ln();
+    let mw = scan.max_w;
+    let given = match log_z {
+        Some(z) => Some(check_log_z(z)?),
+        None if mw == f64::NEG_INFINITY => return Err(all_zero_target()),
+        None => None,
+    };
+    if scan.infinite {
+        return Ok(f64::INFINITY);
+    }
+    // log Z = logmeanexp(w) = m + log(S / n), from one extra pass.
+    let z_from_samples = || mw + (exp_sum(t, q, mw).ln() - ln_n);
     Ok(match kind {
-        Divergence::ForwardKl => weighted_log_gap(&a, s.target, s.model, log_z, n),
-        Divergence::ReverseKl => weighted_log_gap(&b, s.model, s.target, -log_z, n),
-        Divergence::TotalVariation => total_variation(&a, &b, n),
-        Divergence::JensenShannon => jensen_shannon(&a, &b, n),
+        Divergence::ForwardKl => match given {
+            Some(_) if mw == f64::NEG_INFINITY => 0.0,
+            Some(z) => gap_sums(t, m, q, mw, z)[1] * (mw - z - ln_n).exp(),
+            None => {
+                let [total, d] = gap_sums(t, m, q, mw, mw);
+                d / total - (total.ln() - ln_n)
+            }
+        },
+        Divergence::ReverseKl => {
+            let z = given.unwrap_or_else(z_from_samples);
+            let mv = scan.max_v;
+            if mv == f64::NEG_INFINITY {
+                0.0
+            } else {
+                gap_sums(m, t, q, mv, -z)[1] * (mv - ln_n).exp()
+            }
+        }
+        Divergence::TotalVariation | Divergence::JensenShannon => {
+            let z = given.unwrap_or_else(z_from_samples);
+            let top = (mw - z).max(scan.max_v);
+            if top == f64::NEG_INFINITY {
+                0.0
+            } else if kind == Divergence::TotalVariation {
+                0.5 * tv_sum(t, m, q, z + top, top) * (top - ln_n).exp()
+            } else {
+                0.5 * js_sum(t, m, q, z + top, top) * (top - ln_n).exp()
+            }
+        }
     })
 }
 
-/// `mean_i e^{w_i} (x_i - shift - y_i)`, with `0 · anything = 0` and `e^w · (+inf) = +inf`.
-fn weighted_log_gap(w: &[f64], x: &[f64], y: &[f64], shift: f64, n: f64) -> f64 {
-    let mut gap = Vec::with_capacity(w.len());
-    for ((&wi, &xi), &yi) in w.iter().zip(x).zip(y) {
-        if wi == f64::NEG_INFINITY {
-            gap.push(0.0);
-        } else if yi == f64::NEG_INFINITY {
-            return f64::INFINITY;
-        } else {
-            gap.push(xi - shift - yi);
-        }
+fn check_log_z(z: f64) -> Result<f64> {
+    if z.is_nan() || z == f64::INFINITY || z == f64::NEG_INFINITY {
+        return Err(invalid(format!("log_z is {z}: it must be finite")));
     }
-    let m = vexp::max_and_flag(w).0;
-    vexp::dot_exp(w, &gap, m) * (m - n.ln()).exp()
+    Ok(z)
 }
 
-fn shared_max(a: &[f64], b: &[f64]) -> f64 {
-    vexp::max_and_flag(a).0.max(vexp::max_and_flag(b).0)
+fn all_zero_target() -> crate::Error {
+    invalid(format!(
+        "every entry of {TARGET} is -inf: the target gives zero weight to all samples, so \
+         its normaliser and divergences cannot be estimated from them"
+    ))
 }
 
-fn total_variation(a: &[f64], b: &[f64], n: f64) -> f64 {
-    let m = shared_max(a, b);
-    let terms = a
-        .iter()
-        .zip(b)
-        .map(|(&x, &y)| (vexp::exp_nonpos(x - m) - vexp::exp_nonpos(y - m)).abs());
-    0.5 * vexp::compensated_sum(terms) * (m - n.ln()).exp()
+impl Samples<'_> {
+    /// The error the checks report first, in their documented order: lengths, NaN / +inf in
+    /// each array, a proposal of probability zero under a target sample, `log_z`, a target
+    /// that is zero everywhere, a proposal of probability zero under a model sample.
+    fn first_error(&self, log_z: Option<f64>) -> crate::Error {
+        let checks = || -> Result<()> {
+            self.validate()?;
+            let lw = self.log_ratios(self.target)?;
+            match log_z {
+                Some(z) => {
+                    check_log_z(z)?;
+                }
+                None => {
+                    log_z_from_ratios(&lw)?;
+                }
+            }
+            self.log_ratios(self.model)?;
+            Ok(())
+        };
+        checks().err().unwrap_or_else(|| {
+            invalid("internal error: the validity scan and the checks disagree".to_string())
+        })
+    }
 }
 
-/// `log(1 + e^z)` without overflow.
-fn softplus(z: f64) -> f64 {
-    z.max(0.0) + (-z.abs()).exp().ln_1p()
+/// Which samples make a KL estimate infinite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InfiniteWhen {
+    /// `KL(p‖pi)`: `p > 0` where `pi = 0`.
+    TargetWithoutModel,
+    /// `KL(pi‖p)`: `pi > 0` where `p = 0`.
+    ModelWithoutTarget,
+    Never,
 }
 
-fn jensen_shannon(a: &[f64], b: &[f64], n: f64) -> f64 {
-    let m = shared_max(a, b);
-    let ln2 = std::f64::consts::LN_2;
-    let terms = a.iter().zip(b).map(|(&x, &y)| {
-        let mut t = 0.0;
-        if x > f64::NEG_INFINITY {
-            // log(2p / (p + pi)) = ln 2 - softplus(log pi - log p)
-            t += vexp::exp_nonpos(x - m) * (ln2 - softplus(y - x));
+/// What the first pass learns.
+struct Scan {
+    /// `max_i (log P_i - log q_i)` over samples with `log P_i > -inf`.
+    max_w: f64,
+    /// `max_i (log pi_i - log q_i)` over samples with `log pi_i > -inf` (when asked for).
+    max_v: f64,
+    /// Some input would be refused.
+    bad: bool,
+    /// Some sample makes the KL asked for infinite.
+    infinite: bool,
+}
+
+const NEG_INF: f64 = f64::NEG_INFINITY;
+const INF: f64 = f64::INFINITY;
+
+fn scan(s: &Samples<'_>, with_v: bool, flag: InfiniteWhen) -> Scan {
+    let (t, m, q) = (s.target, s.model, s.proposal);
+    let flag = flag as usize;
+    let run =
+        |r: std::ops::Range<usize>| scan_serial(&t[r.clone()], &m[r.clone()], &q[r], with_v, flag);
+    let [max_w, bad, max_v, infinite] = if t.len() < vexp::PARALLEL_THRESHOLD {
+        run(0..t.len())
+    } else {
+        let tasks = t.len().div_ceil(TASK_LEN);
+        (0..tasks)
+            .into_par_iter()
+            .map(|i| run(i * TASK_LEN..((i + 1) * TASK_LEN).min(t.len())))
+            .reduce(
+                || [NEG_INF, 0.0, NEG_INF, 0.0],
+                |a, b| [a[0].max(b[0]), a[1] + b[1], a[2].max(b[2]), a[3] + b[3]],
+            )
+    };
+    Scan {
+        max_w,
+        max_v,
+        bad: bad > 0.0,
+        infinite: infinite > 0.0,
+    }
+}
+
+/// Elements per parallel task of the divergence passes (fixed: results do not depend on the
+/// number of threads).
+const TASK_LEN: usize = 1 << 15;
+const BLOCK: usize = vexp::BLOCK;
+
+vexp::dispatched! {
+    /// `[max w, #bad, max v, #infinite]` on the calling thread (see [`Scan`]).
+    #[allow(clippy::needless_bitwise_bool)] // branch-free on purpose: it vectorises
+    fn scan_serial(t: &[f64], m: &[f64], q: &[f64], with_v: bool, flag: usize) -> [f64; 4] => [M] {
+        let mut buf = [0.0f64; BLOCK];
+        let (mut max_w, mut bad, mut max_v, mut infinite) = (NEG_INF, 0.0, NEG_INF, 0.0);
+        for ((bt, bm), bq) in t.chunks(BLOCK).zip(m.chunks(BLOCK)).zip(q.chunks(BLOCK)) {
+            let w = &mut buf[..bt.len()];
+            // A refused sample maps to NaN, which `lane_max` flags.
+            vexp::map3(bt, bm, bq, w, |ti, mi, qi| {
+                let refused = !(ti < INF) | !(mi < INF) | !(qi < INF)
+                    | ((qi == NEG_INF) & ((ti > NEG_INF) | (mi > NEG_INF)));
+                if refused {
+                    f64::NAN
+                } else if ti > NEG_INF {
+                    ti - qi
+                } else {
+                    NEG_INF
+                }
+            });
+            let (mx, flagged) = vexp::lane_max(w);
+            max_w = max_w.max(mx);
+            bad += if flagged { 1.0 } else { 0.0 };
+            if with_v {
+                vexp::map2(bm, bq, w, |mi, qi| if mi > NEG_INF { mi - qi } else { NEG_INF });
+                max_v = max_v.max(vexp::lane_max(w).0);
+            }
+            if flag == InfiniteWhen::TargetWithoutModel as usize {
+                infinite += vexp::lane_sum_zip(bt, bm, |ti, mi| {
+                    if (ti > NEG_INF) & (mi == NEG_INF) { 1.0 } else { 0.0 }
+                });
+            } else if flag == InfiniteWhen::ModelWithoutTarget as usize {
+                infinite += vexp::lane_sum_zip(bt, bm, |ti, mi| {
+                    if (mi > NEG_INF) & (ti == NEG_INF) { 1.0 } else { 0.0 }
+                });
+            }
         }
-        if y > f64::NEG_INFINITY {
-            t += vexp::exp_nonpos(y - m) * (ln2 - softplus(x - y));
+        [max_w, bad, max_v, infinite]
+    }
+}
+
+/// `Σ_i exp(x_i - q_i - shift)` over samples with `x_i > -inf`.
+fn exp_sum(x: &[f64], q: &[f64], shift: f64) -> f64 {
+    vexp::sum_ranges(x.len(), |r| [exp_sum_serial(&x[r.clone()], &q[r], shift)])[0]
+}
+
+vexp::dispatched! {
+    /// [`exp_sum`] on the calling thread.
+    fn exp_sum_serial(x: &[f64], q: &[f64], shift: f64) -> f64 => [M] {
+        let mut e = [0.0f64; BLOCK];
+        let mut total = (0.0, 0.0);
+        for (bx, bq) in x.chunks(BLOCK).zip(q.chunks(BLOCK)) {
+            let e = &mut e[..bx.len()];
+            vexp::map2(bx, bq, e, |xi, qi| masked_exp::<M>(xi, qi, shift));
+            vexp::neumaier_add(&mut total, vexp::lane_sum(e, |v| v));
         }
-        t
-    });
-    0.5 * vexp::compensated_sum(terms) * (m - n.ln()).exp()
+        total.0 + total.1
+    }
+}
+
+/// `e^{x - q - shift}`, exactly 0 where `x = -inf` (also when `q = -inf` there).
+#[inline(always)]
+fn masked_exp<M: vexp::MulAdd>(x: f64, q: f64, shift: f64) -> f64 {
+    if x > NEG_INF {
+        vexp::exp_nonpos_with::<M>(x - q - shift)
+    } else {
+        0.0
+    }
+}
+
+/// `[Σ e_i, Σ e_i (x_i - y_i - c)]` with `e_i = exp(x_i - q_i - shift)`, over `x_i > -inf`.
+///
+/// Invariant: no sample has `x_i > -inf` and `y_i = -inf` (the KL is then infinite and the
+/// caller returns before).
+fn gap_sums(x: &[f64], y: &[f64], q: &[f64], shift: f64, c: f64) -> [f64; 2] {
+    vexp::sum_ranges(x.len(), |r| {
+        gap_sums_serial(&x[r.clone()], &y[r.clone()], &q[r], shift, c)
+    })
+}
+
+vexp::dispatched! {
+    /// [`gap_sums`] on the calling thread.
+    fn gap_sums_serial(x: &[f64], y: &[f64], q: &[f64], shift: f64, c: f64) -> [f64; 2] => [M] {
+        let mut e = [0.0f64; BLOCK];
+        let mut g = [0.0f64; BLOCK];
+        let mut total = [(0.0, 0.0); 2];
+        for ((bx, by), bq) in x.chunks(BLOCK).zip(y.chunks(BLOCK)).zip(q.chunks(BLOCK)) {
+            let e = &mut e[..bx.len()];
+            let g = &mut g[..bx.len()];
+            vexp::map2(bx, bq, e, |xi, qi| masked_exp::<M>(xi, qi, shift));
+            vexp::map2(bx, by, g, |xi, yi| if xi > NEG_INF { xi - yi - c } else { 0.0 });
+            vexp::neumaier_add(&mut total[0], vexp::lane_sum(e, |v| v));
+            vexp::neumaier_add(&mut total[1], vexp::lane_sum_zip(e, g, |a, b| a * b));
+        }
+        total.map(|(s, c)| s + c)
+    }
+}
+
+/// `Σ_i |e^{t_i - q_i - la} - e^{m_i - q_i - lb}|`, with `e^{-inf} = 0`.
+fn tv_sum(t: &[f64], m: &[f64], q: &[f64], la: f64, lb: f64) -> f64 {
+    vexp::sum_ranges(t.len(), |r| {
+        [tv_sum_serial(&t[r.clone()], &m[r.clone()], &q[r], la, lb)]
+    })[0]
+}
+
+vexp::dispatched! {
+    /// [`tv_sum`] on the calling thread.
+    fn tv_sum_serial(t: &[f64], m: &[f64], q: &[f64], la: f64, lb: f64) -> f64 => [M] {
+        let mut ea = [0.0f64; BLOCK];
+        let mut eb = [0.0f64; BLOCK];
+        let mut total = (0.0, 0.0);
+        for ((bt, bm), bq) in t.chunks(BLOCK).zip(m.chunks(BLOCK)).zip(q.chunks(BLOCK)) {
+            let ea = &mut ea[..bt.len()];
+            let eb = &mut eb[..bt.len()];
+            vexp::map2(bt, bq, ea, |ti, qi| masked_exp::<M>(ti, qi, la));
+            vexp::map2(bm, bq, eb, |mi, qi| masked_exp::<M>(mi, qi, lb));
+            vexp::neumaier_add(&mut total, vexp::lane_sum_zip(ea, eb, |a, b| (a - b).abs()));
+        }
+        total.0 + total.1
+    }
+}
+
+/// `Σ_i [p_i log(2 p_i / (p_i + pi_i)) + pi_i log(2 pi_i / (p_i + pi_i))]` with
+/// `p_i = e^{t_i - q_i - la}` and `pi_i = e^{m_i - q_i - lb}` (each at most 1).
+fn js_sum(t: &[f64], m: &[f64], q: &[f64], la: f64, lb: f64) -> f64 {
+    vexp::sum_ranges(t.len(), |r| {
+        [js_sum_serial(&t[r.clone()], &m[r.clone()], &q[r], la, lb)]
+    })[0]
+}
+
+vexp::dispatched! {
+    /// [`js_sum`] on the calling thread.
+    fn js_sum_serial(t: &[f64], m: &[f64], q: &[f64], la: f64, lb: f64) -> f64 => [M] {
+        let mut a = [0.0f64; BLOCK];
+        let mut b = [0.0f64; BLOCK];
+        let mut total = (0.0, 0.0);
+        for ((bt, bm), bq) in t.chunks(BLOCK).zip(m.chunks(BLOCK)).zip(q.chunks(BLOCK)) {
+            let a = &mut a[..bt.len()];
+            let b = &mut b[..bt.len()];
+            vexp::map2(bt, bq, a, |ti, qi| if ti > NEG_INF { ti - qi - la } else { NEG_INF });
+            vexp::map2(bm, bq, b, |mi, qi| if mi > NEG_INF { mi - qi - lb } else { NEG_INF });
+            vexp::neumaier_add(&mut total, vexp::lane_sum_zip(a, b, js_term::<M>));
+        }
+        total.0 + total.1
+    }
+}
+
+/// One Jensen–Shannon term from `a = log p`, `b = log pi` (both `<= 0` or `-inf`).
+///
+/// With `h = max(a, b)`, `d = min(a, b) - h <= 0` and `u = e^d`:
+/// `p log(2p/(p+pi)) + pi log(2pi/(p+pi)) = e^h [(1 + u)(ln 2 - ln(1 + u)) + u d]`,
+/// which needs two exponentials and one `ln(1 + u)` on `[0, 1]` (vectorised), where the
+/// textbook form needs two `log1p(exp(.))`. A `-inf` side gives `u = 0` and `u d = 0`.
+#[inline(always)]
+fn js_term<M: vexp::MulAdd>(a: f64, b: f64) -> f64 {
+    let hi = if a > b { a } else { b };
+    let lo = if a > b { b } else { a };
+    let d = lo - hi; // NaN when both are -inf: `exp_nonpos` maps it to 0
+    let u = vexp::exp_nonpos_with::<M>(d);
+    let ud = if u > 0.0 { u * d } else { 0.0 };
+    let bracket = M::mul_add(
+        1.0 + u,
+        std::f64::consts::LN_2 - vexp::ln_1p_unit::<M>(u),
+        ud,
+    );
+    vexp::exp_nonpos_with::<M>(hi) * bracket
 }
 
 /// Row-major `c x n` log-scores, one row per context.
@@ -311,6 +576,154 @@ mod tests {
         let out = estimate_grouped(Divergence::ForwardKl, &g, None).unwrap();
         assert_eq!(out.len(), 2);
         assert_eq!(out[0], out[1]);
+    }
+
+    /// The textbook formulas with libm, sample by sample (DESIGN §5).
+    fn naive(kind: Divergence, t: &[f64], m: &[f64], q: &[f64], log_z: Option<f64>) -> f64 {
+        let n = t.len() as f64;
+        let z = log_z.unwrap_or_else(|| {
+            let s: f64 = t.iter().zip(q).map(|(a, b)| (a - b).exp()).sum();
+            (s / n).ln()
+        });
+        let terms = t.iter().zip(m).zip(q).map(|((&ti, &mi), &qi)| {
+            let p = if ti > f64::NEG_INFINITY {
+                (ti - qi - z).exp()
+            } else {
+                0.0
+            };
+            let pi = if mi > f64::NEG_INFINITY {
+                (mi - qi).exp()
+            } else {
+                0.0
+            };
+            let mid = 0.5 * (p + pi);
+            let xlog = |a: f64, b: f64| if a > 0.0 { a * (a / b).ln() } else { 0.0 };
+            match kind {
+                Divergence::ForwardKl => xlog(p, pi),
+                Divergence::ReverseKl => xlog(pi, p),
+                Divergence::TotalVariation => 0.5 * (p - pi).abs(),
+                Divergence::JensenShannon => 0.5 * (xlog(p, mid) + xlog(pi, mid)),
+            }
+        });
+        terms.sum::<f64>() / n
+    }
+
+    #[test]
+    fn fused_passes_match_the_textbook_formulas() {
+        let kinds = [
+            Divergence::ForwardKl,
+            Divergence::ReverseKl,
+            Divergence::TotalVariation,
+            Divergence::JensenShannon,
+        ];
+        for n in [
+            1,
+            7,
+            8,
+            9,
+            100,
+            513,
+            5_000,
+            vexp::PARALLEL_THRESHOLD + 17,
+            200_003,
+        ] {
+            let mut state = 0x2545_f491_4f6c_dd1d_u64 ^ n as u64;
+            let mut unif = move || {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 11) as f64 / (1u64 << 53) as f64
+            };
+            let q: Vec<f64> = (0..n).map(|_| -30.0 + 6.0 * unif()).collect();
+            let m: Vec<f64> = q.iter().map(|v| v + unif() - 0.5).collect();
+            let full: Vec<f64> = q.iter().map(|v| v + 5.0 + 2.0 * unif() - 1.0).collect();
+            let mut t = full.clone();
+            if n > 3 {
+                t[n / 3] = f64::NEG_INFINITY; // a sample the target rules out
+            }
+            for target in [&full, &t] {
+                let s = Samples {
+                    target,
+                    model: &m,
+                    proposal: &q,
+                };
+                for kind in kinds {
+                    for log_z in [None, Some(5.25)] {
+                        let got = estimate(kind, &s, log_z).unwrap();
+                        let want = naive(kind, target, &m, &q, log_z);
+                        assert!(
+                            got == want || (got - want).abs() <= 1e-10 * want.abs().max(1e-3),
+                            "{kind:?} n={n} log_z={log_z:?}: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+            // Model zero where the target is not: forward KL infinite, the others finite.
+            let mut m0 = m.clone();
+            m0[n - 1] = f64::NEG_INFINITY;
+            let s0 = Samples {
+                target: &t,
+                model: &m0,
+                proposal: &q,
+            };
+            assert_eq!(
+                estimate(Divergence::ForwardKl, &s0, None).unwrap(),
+                f64::INFINITY
+            );
+            for kind in [Divergence::TotalVariation, Divergence::JensenShannon] {
+                let got = estimate(kind, &s0, Some(5.0)).unwrap();
+                let want = naive(kind, &t, &m0, &q, Some(5.0));
+                assert!(
+                    (got - want).abs() <= 1e-10 * want.abs().max(1e-3),
+                    "{kind:?} n={n}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_first_problem_is_the_one_reported() {
+        let nan = f64::NAN;
+        let ninf = f64::NEG_INFINITY;
+        let err = |t: &[f64], m: &[f64], q: &[f64], z: Option<f64>| {
+            let s = Samples {
+                target: t,
+                model: m,
+                proposal: q,
+            };
+            estimate(Divergence::TotalVariation, &s, z)
+                .unwrap_err()
+                .to_string()
+        };
+        // NaN in the model beats a zero-probability proposal under the target.
+        assert!(
+            err(&[0.0, 0.0], &[0.0, nan], &[ninf, 0.0], None).contains("model_log_probs[1] is NaN")
+        );
+        // The target's zero proposal beats a bad log_z, which beats the model's zero proposal.
+        assert!(err(&[0.0, 0.0], &[0.0, 0.0], &[0.0, ninf], Some(nan))
+            .contains("proposal_log_probs[1]"));
+        assert!(err(&[0.0, ninf], &[0.0, 0.0], &[0.0, ninf], Some(nan)).contains("log_z is NaN"));
+        assert!(err(&[ninf, ninf], &[0.0, 0.0], &[0.0, ninf], None).contains("zero weight"));
+        assert!(err(&[0.0, ninf], &[0.0, 0.0], &[0.0, ninf], Some(1.0))
+            .contains("proposal_log_probs[1]"));
+        // Both zero under a zero-probability proposal is legal and weighs nothing.
+        let s = Samples {
+            target: &[0.0, ninf],
+            model: &[0.0, ninf],
+            proposal: &[0.0, ninf],
+        };
+        assert!(
+            estimate(Divergence::JensenShannon, &s, Some(0.0))
+                .unwrap()
+                .abs()
+                < 1e-15
+        );
+        assert!(
+            estimate(Divergence::ForwardKl, &s, Some(0.0))
+                .unwrap()
+                .abs()
+                < 1e-15
+        );
     }
 
     #[test]

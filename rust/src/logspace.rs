@@ -3,6 +3,8 @@
 //! input or one that is all `-inf` sums to `-inf`; `-inf` entries are exact zeros.
 
 use crate::error::{check_finite_matrix, check_log_scores, invalid, Result};
+use rayon::prelude::*;
+
 use crate::vexp;
 
 /// Maximum of `x`, refusing NaN and `+inf` (named `arg` in the error).
@@ -51,20 +53,34 @@ pub fn logmeanexp(arg: &str, x: &[f64]) -> Result<f64> {
     Ok(logsumexp(arg, x)? - (x.len() as f64).ln())
 }
 
-/// Normalised weights `w_i = exp(l_i - logsumexp(l))`, written into `out`.
+/// Normalised weights `w_i = exp(l_i - logsumexp(l))`, written into `out`; returns the
+/// `logsumexp`.
+///
+/// Two passes after the maximum `m`: `out_i = e_i = exp(l_i - m)` while summing
+/// `S = Σ e_i`, then `out_i *= 1 / S`. This is one exponential per element instead of two,
+/// and each weight carries one rounding less than `exp(l_i - lse)`, whose argument is
+/// rounded at the magnitude of `lse`.
 pub fn normalized_weights_into(arg: &str, log_w: &[f64], out: &mut [f64]) -> Result<f64> {
-    let lse = normalizer(arg, log_w)?;
-    vexp::exp_into(log_w, lse, out);
-    Ok(lse)
+    let m = normalizer_max(arg, log_w)?;
+    let total = vexp::exp_into_sum(log_w, m, out);
+    vexp::scale(out, 1.0 / total);
+    Ok(lse_from_total(log_w, m, total))
 }
 
-/// Effective sample size `1 / Σ w_i²` of normalised weights, as `(Σ e^l)² / Σ e^{2l}`.
+/// Effective sample size `1 / Σ w_i²` of normalised weights, as `(Σ e_i)² / Σ e_i²` with
+/// `e_i = exp(l_i - max l)`: both sums in one pass, one exponential per element.
 pub fn effective_sample_size(arg: &str, log_w: &[f64]) -> Result<f64> {
-    let lse = normalizer(arg, log_w)?;
-    Ok(1.0 / vexp::sum_exp_sq(log_w, lse))
+    let m = normalizer_max(arg, log_w)?;
+    let (s, s2) = vexp::sum_exp_and_sq(log_w, m);
+    Ok(s * s / s2)
 }
 
 /// Self-normalised moments `Σ_i w_i f_ik` for a row-major `n x k` feature matrix.
+///
+/// One pass over the features after the maximum `m` of the log-weights: with
+/// `e_i = exp(l_i - m)` it sums `S = Σ e_i` and `Σ e_i f_ik` (lanes within blocks, blocks
+/// with compensation) and returns `Σ e_i f_ik / S`. The finiteness of the features is
+/// checked in the same pass; the message naming the first bad entry is only built on failure.
 pub fn weighted_moments(
     weights_arg: &str,
     log_w: &[f64],
@@ -79,35 +95,170 @@ pub fn weighted_moments(
             features.len().checked_div(k).unwrap_or(0)
         )));
     }
-    check_finite_matrix(features_arg, features, k)?;
-    let mut w = vec![0.0; n];
-    normalized_weights_into(weights_arg, log_w, &mut w)?;
-    let mut acc = vec![(0.0, 0.0); k];
-    for (row, &wi) in features.chunks_exact(k.max(1)).zip(&w) {
-        if wi == 0.0 {
-            continue;
-        }
-        for (a, &f) in acc.iter_mut().zip(row) {
-            vexp::neumaier_add(a, wi * f);
-        }
+    let (m, bad_weights) = vexp::max_and_flag(log_w);
+    if n == 0 || bad_weights || m == f64::NEG_INFINITY || k == 0 {
+        // Error paths (and the degenerate k = 0): the checks in their documented order.
+        check_finite_matrix(features_arg, features, k)?;
+        normalizer_max(weights_arg, log_w)?;
+        return Ok(Vec::new());
     }
-    Ok(acc.into_iter().map(|(s, c)| s + c).collect())
+    let sums = moment_sums(log_w, m, features, k);
+    if sums[k + 1] != 0.0 {
+        check_finite_matrix(features_arg, features, k)?;
+    }
+    let total = sums[k];
+    Ok(sums[..k].iter().map(|s| s / total).collect())
 }
 
-/// `logsumexp` of non-empty weights that are not all zero, as needed to normalise them.
-fn normalizer(arg: &str, log_w: &[f64]) -> Result<f64> {
+/// `[Σ e_i f_i0, ..., Σ e_i f_i(k-1), Σ e_i, #non-finite features]` with `e_i = exp(l_i - m)`.
+fn moment_sums(log_w: &[f64], m: f64, features: &[f64], k: usize) -> Vec<f64> {
+    let n = log_w.len();
+    let run = |r: std::ops::Range<usize>| {
+        moment_sums_serial(&log_w[r.clone()], m, &features[r.start * k..r.end * k], k)
+    };
+    if n < vexp::PARALLEL_THRESHOLD {
+        return run(0..n);
+    }
+    let tasks = n.div_ceil(MOMENT_TASK_ROWS);
+    let partials: Vec<Vec<f64>> = (0..tasks)
+        .into_par_iter()
+        .map(|t| run(t * MOMENT_TASK_ROWS..((t + 1) * MOMENT_TASK_ROWS).min(n)))
+        .collect();
+    (0..k + 2)
+        .map(|c| vexp::compensated_sum(partials.iter().map(|p| p[c])))
+        .collect()
+}
+
+/// Rows per parallel task of [`moment_sums`]; fixed so results do not depend on the threads.
+const MOMENT_TASK_ROWS: usize = 1 << 14;
+/// Rows whose weights are exponentiated together into a stack buffer.
+const MOMENT_BLOCK: usize = 256;
+
+vexp::dispatched! {
+    /// [`moment_sums`] on the calling thread.
+    fn moment_sums_serial(log_w: &[f64], m: f64, features: &[f64], k: usize) -> Vec<f64> => [M] {
+        match k {
+            1 => moment_rows::<M, 1>(log_w, m, features),
+            2 => moment_rows::<M, 2>(log_w, m, features),
+            3 => moment_rows::<M, 3>(log_w, m, features),
+            4 => moment_rows::<M, 4>(log_w, m, features),
+            _ => moment_rows_any::<M>(log_w, m, features, k),
+        }
+    }
+}
+
+/// [`moment_sums`] for a number of features known at compile time: per block of rows, the
+/// weights are exponentiated into a buffer, then each row adds `e_i f_i` to one of eight
+/// independent accumulators (so the additions do not wait on each other).
+#[inline(always)]
+fn moment_rows<M: vexp::MulAdd, const K: usize>(
+    log_w: &[f64],
+    m: f64,
+    features: &[f64],
+) -> Vec<f64> {
+    const LANES: usize = 8;
+    let mut total = [(0.0, 0.0); K];
+    let mut weight_total = (0.0, 0.0);
+    let mut bad = 0.0;
+    let mut e = [0.0f64; MOMENT_BLOCK];
+    for (lw, f) in log_w
+        .chunks(MOMENT_BLOCK)
+        .zip(features.chunks(MOMENT_BLOCK * K))
+    {
+        let e = &mut e[..lw.len()];
+        vexp::lane_exp_into::<M>(lw, m, e);
+        let block_weight = vexp::lane_sum(e, |v| v);
+        bad += vexp::lane_sum(f, |v| if v.is_finite() { 0.0 } else { 1.0 });
+        let mut acc = [[0.0f64; K]; LANES];
+        let mut rows = f.chunks_exact(K * LANES);
+        let mut weights = e.chunks_exact(LANES);
+        for (rows8, e8) in (&mut rows).zip(&mut weights) {
+            for j in 0..LANES {
+                for c in 0..K {
+                    let v = rows8[j * K + c];
+                    acc[j][c] = M::mul_add(e8[j], v, acc[j][c]);
+                }
+            }
+        }
+        let mut block = [0.0f64; K];
+        for (row, &ei) in rows.remainder().chunks_exact(K).zip(weights.remainder()) {
+            for c in 0..K {
+                block[c] = M::mul_add(ei, row[c], block[c]);
+            }
+        }
+        for lane in acc {
+            for c in 0..K {
+                block[c] += lane[c];
+            }
+        }
+        for c in 0..K {
+            vexp::neumaier_add(&mut total[c], block[c]);
+        }
+        vexp::neumaier_add(&mut weight_total, block_weight);
+    }
+    let mut out: Vec<f64> = total.iter().map(|(s, c)| s + c).collect();
+    out.push(weight_total.0 + weight_total.1);
+    out.push(bad);
+    out
+}
+
+/// [`moment_rows`] for any number of features.
+#[inline(always)]
+fn moment_rows_any<M: vexp::MulAdd>(log_w: &[f64], m: f64, features: &[f64], k: usize) -> Vec<f64> {
+    let mut total = vec![(0.0, 0.0); k];
+    let mut weight_total = (0.0, 0.0);
+    let mut bad = 0.0;
+    let mut e = [0.0f64; MOMENT_BLOCK];
+    let mut block = vec![0.0f64; k];
+    for (lw, f) in log_w
+        .chunks(MOMENT_BLOCK)
+        .zip(features.chunks(MOMENT_BLOCK * k))
+    {
+        let e = &mut e[..lw.len()];
+        vexp::lane_exp_into::<M>(lw, m, e);
+        let block_weight = vexp::lane_sum(e, |v| v);
+        bad += vexp::lane_sum(f, |v| if v.is_finite() { 0.0 } else { 1.0 });
+        block.fill(0.0);
+        for (row, &ei) in f.chunks_exact(k).zip(e.iter()) {
+            for (b, &v) in block.iter_mut().zip(row) {
+                *b = M::mul_add(ei, v, *b);
+            }
+        }
+        for (t, &b) in total.iter_mut().zip(&block) {
+            vexp::neumaier_add(t, b);
+        }
+        vexp::neumaier_add(&mut weight_total, block_weight);
+    }
+    let mut out: Vec<f64> = total.iter().map(|(s, c)| s + c).collect();
+    out.push(weight_total.0 + weight_total.1);
+    out.push(bad);
+    out
+}
+
+/// `logsumexp` from the maximum `m` and `total = Σ exp(x_i - m)`, as [`logsumexp_with_max`]
+/// would compute it (its `log1p` refinement included).
+fn lse_from_total(x: &[f64], m: f64, total: f64) -> f64 {
+    if total >= 2.0 {
+        m + total.ln()
+    } else {
+        logsumexp_with_max(x, m)
+    }
+}
+
+/// The maximum of non-empty weights that are not all zero, as needed to normalise them.
+fn normalizer_max(arg: &str, log_w: &[f64]) -> Result<f64> {
     if log_w.is_empty() {
         return Err(invalid(format!(
             "{arg} is empty: at least one weight is needed"
         )));
     }
-    let lse = logsumexp(arg, log_w)?;
-    if lse == f64::NEG_INFINITY {
+    let m = checked_max(arg, log_w)?;
+    if m == f64::NEG_INFINITY {
         return Err(invalid(format!(
             "every entry of {arg} is -inf: weights that are all zero cannot be normalised"
         )));
     }
-    Ok(lse)
+    Ok(m)
 }
 
 #[cfg(test)]
@@ -145,6 +296,40 @@ mod tests {
         assert_eq!(got, 1e300);
         let got = logsumexp("x", &[-1e300, 0.0]).unwrap();
         assert_eq!(got, 0.0);
+    }
+
+    #[test]
+    fn fused_moments_match_naive_weights_for_any_width() {
+        for n in [1, 9, 300, 2_000, vexp::PARALLEL_THRESHOLD + 5] {
+            for k in 1..=6 {
+                let lw: Vec<f64> = (0..n)
+                    .map(|i| {
+                        if i % 97 == 3 {
+                            f64::NEG_INFINITY
+                        } else {
+                            -((i * 7919 % 1000) as f64) / 40.0
+                        }
+                    })
+                    .collect();
+                let f: Vec<f64> = (0..n * k).map(|i| ((i * 31 % 17) as f64) - 8.0).collect();
+                let lse = logsumexp("lw", &lw).unwrap();
+                let w: Vec<f64> = lw.iter().map(|v| (v - lse).exp()).collect();
+                let got = weighted_moments("lw", &lw, "f", &f, k).unwrap();
+                for c in 0..k {
+                    let want: f64 = (0..n).map(|i| w[i] * f[i * k + c]).sum();
+                    assert!((got[c] - want).abs() <= 1e-12 * 8.0, "n={n} k={k} c={c}");
+                }
+                let mut bad = f.clone();
+                bad[n * k - 1] = f64::INFINITY;
+                let msg = weighted_moments("lw", &lw, "f", &bad, k)
+                    .unwrap_err()
+                    .to_string();
+                assert!(
+                    msg.contains(&format!("f[{}, {}] is +inf", n - 1, k - 1)),
+                    "{msg}"
+                );
+            }
+        }
     }
 
     #[test]
