@@ -3,7 +3,19 @@
 import numpy as np
 import numpy.typing as npt
 
-__all__: list[str]
+__all__ = [
+    "ConvergenceError",
+    "__version__",
+    "divergence",
+    "divergence_grouped",
+    "effective_sample_size",
+    "estimate_log_z",
+    "fit_coefficients",
+    "logmeanexp",
+    "logsumexp",
+    "normalized_weights",
+    "weighted_moments",
+]
 __version__: str
 
 class ConvergenceError(RuntimeError):
@@ -37,3 +49,12 @@ def divergence_grouped(
     proposal_log_probs: npt.NDArray[np.float64],
     log_z: npt.NDArray[np.float64] | None = None,
 ) -> npt.NDArray[np.float64]: ...
+def fit_coefficients(
+    features: npt.NDArray[np.float64],
+    target_moments: npt.NDArray[np.float64],
+    log_weights: npt.NDArray[np.float64] | None = None,
+    groups: npt.NDArray[np.int64] | None = None,
+    tolerance: float = 1e-08,
+    max_iterations: int = 100,
+    initial: npt.NDArray[np.float64] | None = None,
+) -> tuple[npt.NDArray[np.float64], int, npt.NDArray[np.float64], float, float, float]: ...

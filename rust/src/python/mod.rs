@@ -7,6 +7,7 @@ use pyo3::prelude::*;
 use crate::Error;
 
 mod logspace;
+mod maxent;
 
 pyo3::create_exception!(
     disco._core,
@@ -55,6 +56,8 @@ pub(crate) fn slice2<'a>(
 mod core_module {
     use pyo3::prelude::*;
 
+    #[pymodule_export]
+    use super::maxent::fit_coefficients;
     #[pymodule_export]
     use super::logspace::{
         divergence, divergence_grouped, effective_sample_size, estimate_log_z, logmeanexp,
