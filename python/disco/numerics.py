@@ -10,7 +10,6 @@ mismatches and wrong shapes raise ``ValueError`` naming the argument and the pos
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, overload
 
@@ -161,8 +160,16 @@ def _divergence(
 ) -> float | FloatArray:
     target = _to_float64(target_log_scores, "target_log_scores")
     model = _to_float64(model_log_probs, "model_log_probs")
-    proposal = model if proposal_log_probs is None else _to_float64(proposal_log_probs, "proposal_log_probs")
-    for name, array in (("target_log_scores", target), ("model_log_probs", model), ("proposal_log_probs", proposal)):
+    proposal = (
+        model
+        if proposal_log_probs is None
+        else _to_float64(proposal_log_probs, "proposal_log_probs")
+    )
+    for name, array in (
+        ("target_log_scores", target),
+        ("model_log_probs", model),
+        ("proposal_log_probs", proposal),
+    ):
         if array.ndim not in (1, 2):
             raise ValueError(
                 f"{name} must be 1-D (samples) or 2-D (contexts x samples); got shape {array.shape}"
@@ -273,7 +280,9 @@ def _as_groups(groups: ArrayLike) -> npt.NDArray[np.int64]:
     except (TypeError, ValueError) as err:
         raise ValueError(f"groups cannot be read as an array of integers: {err}") from err
     if array.ndim != 1:
-        raise ValueError(f"groups must be 1-D (one context index per sample); got shape {array.shape}")
+        raise ValueError(
+            f"groups must be 1-D (one context index per sample); got shape {array.shape}"
+        )
     if array.size and array.dtype.kind not in "iu":
         raise ValueError(
             f"groups has dtype {array.dtype}: integer context indices 0..C-1 are expected"
@@ -362,7 +371,9 @@ def fit_coefficients(
     g = None if groups is None else _as_groups(groups)
     start = None if initial is None else as_vector(initial, "initial")
     if isinstance(max_iterations, bool) or not isinstance(max_iterations, int | np.integer):
-        raise ValueError(f"max_iterations is {max_iterations!r}: a non-negative integer is expected")
+        raise ValueError(
+            f"max_iterations is {max_iterations!r}: a non-negative integer is expected"
+        )
     if max_iterations < 0:
         raise ValueError(f"max_iterations is {max_iterations}: it must be non-negative")
     coefficients, iterations, moments, max_error, ess, log_z = _core.fit_coefficients(
