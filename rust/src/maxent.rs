@@ -56,6 +56,11 @@ const MAX_HALVINGS: usize = 60;
 /// is reported as collinear with them: with this much redundancy the Hessian's condition number
 /// exceeds 1e10 everywhere and the coefficients are not identified to any useful precision.
 const COLLINEAR: f64 = 1e-10;
+/// Damping: one step changes no ratio of two samples' weights by more than `e^20`. Newton steps
+/// from a point where the weights have collapsed onto a few samples (a tiny, rounding-dominated
+/// Hessian) can be astronomically long; this keeps them in the region where `L` is resolved,
+/// and costs nothing near the solution, where steps are short.
+const MAX_LOG_RATIO_CHANGE: f64 = 20.0;
 /// Relative size of the smallest Cholesky pivot accepted for a Newton step.
 const PIVOT: f64 = 1e-13;
 /// Elements per parallel task in the sums; fixed so results do not depend on the thread count.
@@ -91,7 +96,11 @@ pub struct Options<'a> {
 
 impl Default for Options<'_> {
     fn default() -> Self {
-        Self { tolerance: DEFAULT_TOLERANCE, max_iterations: DEFAULT_MAX_ITERATIONS, initial: None }
+        Self {
+            tolerance: DEFAULT_TOLERANCE,
+            max_iterations: DEFAULT_MAX_ITERATIONS,
+            initial: None,
+        }
     }
 }
 
@@ -140,6 +149,11 @@ struct Prepared {
     /// `log n_c`, with `n_c` counting every sample of context `c` (zero weights included).
     log_counts: Vec<f64>,
     targets: Vec<f64>,
+    /// `(min, max)` of feature `j` over the kept samples of context `c` at `ranges[c * k + j]`.
+    ranges: Vec<(f64, f64)>,
+    /// `max(|mu_bar_k|, max_i |phi_ik|)` per feature: the scale of the rounding in `x_ik`, used
+    /// by [`Solver::hull_certificate`].
+    col_scale: Vec<f64>,
     /// The dual's lower bound over attainable targets, `mean_c [min_{i in c} lw_i - log n_c]`.
     lower_bound: f64,
 }
@@ -155,7 +169,9 @@ impl Prepared {
         }
         check_non_empty(FEATURES, n)?;
         if k == 0 {
-            return Err(invalid(format!("{FEATURES} has no columns: at least one feature is needed")));
+            return Err(invalid(format!(
+                "{FEATURES} has no columns: at least one feature is needed"
+            )));
         }
         if p.targets.len() != k {
             return Err(invalid(format!(
@@ -236,20 +252,43 @@ impl Prepared {
         let mut next = offsets[..contexts].to_vec();
         let mut cols = vec![0.0; m * k];
         let mut lw = vec![0.0; m];
+        let mut ranges = vec![(f64::INFINITY, f64::NEG_INFINITY); contexts * k];
         for i in (0..n).filter(|&i| kept(i)) {
-            let slot = &mut next[group(i)];
-            lw[*slot] = weight(i);
-            for (j, (&phi, &mu)) in p.features[i * k..(i + 1) * k].iter().zip(p.targets).enumerate() {
-                cols[j * m + *slot] = phi - mu;
+            let c = group(i);
+            let slot = next[c];
+            next[c] += 1;
+            lw[slot] = weight(i);
+            let row = p.features[i * k..(i + 1) * k].iter().zip(p.targets);
+            for (j, ((&phi, &mu), range)) in row.zip(&mut ranges[c * k..(c + 1) * k]).enumerate() {
+                cols[j * m + slot] = phi - mu;
+                *range = (range.0.min(phi), range.1.max(phi));
             }
-            *slot += 1;
         }
         let log_counts: Vec<f64> = counts.iter().map(|&c| (c as f64).ln()).collect();
         let lower_bound = mean((0..contexts).map(|c| {
             let span = &lw[offsets[c]..offsets[c + 1]];
             span.iter().fold(f64::INFINITY, |a, &b| a.min(b)) - log_counts[c]
         }));
-        Ok(Self { k, m, cols, lw, offsets, log_counts, targets: p.targets.to_vec(), lower_bound })
+        let col_scale = (0..k)
+            .map(|j| {
+                (0..contexts).fold(p.targets[j].abs(), |a, c| {
+                    let (lo, hi) = ranges[c * k + j];
+                    a.max(lo.abs()).max(hi.abs())
+                })
+            })
+            .collect();
+        Ok(Self {
+            k,
+            m,
+            cols,
+            lw,
+            offsets,
+            log_counts,
+            targets: p.targets.to_vec(),
+            ranges,
+            col_scale,
+            lower_bound,
+        })
     }
 
     fn contexts(&self) -> usize {
@@ -279,32 +318,34 @@ impl Prepared {
     /// With `C` contexts the average `mean_c E_c[phi_k]` ranges over
     /// `[mean_c min_{i in c} phi_ik, mean_c max_{i in c} phi_ik]`; with one, over `[min, max]`.
     fn check_ranges(&self) -> Result<()> {
-        let contexts = self.contexts() as f64;
+        let k = self.k;
         for (j, &mu) in self.targets.iter().enumerate() {
-            let (mut lo, mut hi) = (0.0, 0.0);
-            for c in 0..self.contexts() {
-                let (a, b) = self
-                    .column(j, c)
-                    .iter()
-                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
-                lo += a;
-                hi += b;
-            }
-            // Back from the centred values to the feature's own (exact when C = 1 and the
-            // subtraction was exact; the messages only need a few digits).
-            let (lo, hi) = (lo / contexts + mu, hi / contexts + mu);
+            // With one context these are the exact extremes, compared exactly with the target.
+            let lo = mean((0..self.contexts()).map(|c| self.ranges[c * k + j].0));
+            let hi = mean((0..self.contexts()).map(|c| self.ranges[c * k + j].1));
+            let constant = (0..self.contexts()).all(|c| {
+                let (a, b) = self.ranges[c * k + j];
+                a == b
+            });
             let what = if self.contexts() == 1 {
                 format!("feature {j}")
             } else {
-                format!("the average over the {} contexts of feature {j}", self.contexts())
+                format!(
+                    "the average over the {} contexts of feature {j}",
+                    self.contexts()
+                )
             };
-            if lo == hi {
-                let value = self.cols[j * self.m] + mu;
+            if constant {
+                let value = self.ranges[j].0;
                 return Err(invalid(format!(
                     "feature {j} is constant {}{}: its coefficient is not identified (its \
                      covariance is zero); drop it",
                     self.scope(),
-                    if self.contexts() == 1 { format!(" (always {value})") } else { String::new() }
+                    if self.contexts() == 1 {
+                        format!(" (always {value})")
+                    } else {
+                        String::new()
+                    }
                 )));
             }
             let range = format!("[{lo}, {hi}]");
@@ -336,7 +377,14 @@ impl Prepared {
         let k = self.k;
         let mut cov = vec![0.0; k * k];
         let mut means = vec![0.0; k];
-        let ones = vec![1.0; self.offsets.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0)];
+        let ones = vec![
+            1.0;
+            self.offsets
+                .windows(2)
+                .map(|w| w[1] - w[0])
+                .max()
+                .unwrap_or(0)
+        ];
         for c in 0..self.contexts() {
             let e = &ones[..self.span(c).len()];
             let total = e.len() as f64;
@@ -345,13 +393,9 @@ impl Prepared {
             }
             for a in 0..k {
                 for b in 0..=a {
-                    cov[a * k + b] += centred_cross(
-                        e,
-                        self.column(a, c),
-                        means[a],
-                        self.column(b, c),
-                        means[b],
-                    ) / total;
+                    cov[a * k + b] +=
+                        centred_cross(e, self.column(a, c), means[a], self.column(b, c), means[b])
+                            / total;
                 }
             }
         }
@@ -494,8 +538,11 @@ fn sum3_serial(a: &[f64], b: &[f64], c: &[f64], term: impl Fn(f64, f64, f64) -> 
     let mut total = (0.0, 0.0);
     for ((ba, bb), bc) in a.chunks(BLOCK).zip(b.chunks(BLOCK)).zip(c.chunks(BLOCK)) {
         let mut lanes = [0.0f64; LANES];
-        let (mut ca, mut cb, mut cc) =
-            (ba.chunks_exact(LANES), bb.chunks_exact(LANES), bc.chunks_exact(LANES));
+        let (mut ca, mut cb, mut cc) = (
+            ba.chunks_exact(LANES),
+            bb.chunks_exact(LANES),
+            bc.chunks_exact(LANES),
+        );
         for ((x, y), z) in (&mut ca).zip(&mut cb).zip(&mut cc) {
             for j in 0..LANES {
                 lanes[j] += term(x[j], y[j], z[j]);
@@ -551,7 +598,12 @@ struct Solver<'a> {
 
 impl<'a> Solver<'a> {
     fn new(data: &'a Prepared) -> Self {
-        Self { data, scores: vec![0.0; data.m], weights: vec![0.0; data.m], means: vec![0.0; data.k] }
+        Self {
+            data,
+            scores: vec![0.0; data.m],
+            weights: vec![0.0; data.m],
+            means: vec![0.0; data.k],
+        }
     }
 
     /// Fills `scores` for context `c` and returns their maximum, or `None` if any overflowed.
@@ -581,7 +633,9 @@ impl<'a> Solver<'a> {
         }
         let contexts = d.contexts() as f64;
         let value = (total.0 + total.1) / contexts;
-        value.is_finite().then_some((value, value.abs() + scale / contexts))
+        value
+            .is_finite()
+            .then_some((value, value.abs() + scale / contexts))
     }
 
     /// Value, gradient, Hessian and ESS at `lambda`.
@@ -635,7 +689,9 @@ impl<'a> Solver<'a> {
     fn run(mut self, options: &Options<'_>) -> Result<Fit> {
         let d = self.data;
         let k = d.k;
-        let mut lambda = options.initial.map_or_else(|| vec![0.0; k], <[f64]>::to_vec);
+        let mut lambda = options
+            .initial
+            .map_or_else(|| vec![0.0; k], <[f64]>::to_vec);
         let mut trial = vec![0.0; k];
         let mut step = vec![0.0; k];
         let mut factor = vec![0.0; k * k];
@@ -647,24 +703,38 @@ impl<'a> Solver<'a> {
             hessian: vec![0.0; k * k],
             ess: 0.0,
         };
+        let mut taken = vec![0.0; k];
         let mut iterations = 0;
         loop {
             if self.evaluate(&lambda, &mut at).is_none() {
                 return Err(invalid(format!(
                     "the weights overflow at the {} coefficients {lambda:?}: {} are too large \
                      for these features",
-                    if iterations == 0 { "initial" } else { "current" },
+                    if iterations == 0 {
+                        "initial"
+                    } else {
+                        "current"
+                    },
                     if iterations == 0 { INITIAL } else { "they" }
                 )));
             }
-            let (worst, max_error) = at
-                .gradient
-                .iter()
-                .enumerate()
-                .fold((0, 0.0f64), |(w, m), (j, g)| if g.abs() > m { (j, g.abs()) } else { (w, m) });
+            let (worst, max_error) =
+                at.gradient
+                    .iter()
+                    .enumerate()
+                    .fold(
+                        (0, 0.0f64),
+                        |(w, m), (j, g)| if g.abs() > m { (j, g.abs()) } else { (w, m) },
+                    );
             if max_error < options.tolerance {
-                let moments: Vec<f64> = at.gradient.iter().zip(&d.targets).map(|(g, mu)| mu + g).collect();
-                let shift = vexp::compensated_sum(lambda.iter().zip(&d.targets).map(|(l, mu)| l * mu));
+                let moments: Vec<f64> = at
+                    .gradient
+                    .iter()
+                    .zip(&d.targets)
+                    .map(|(g, mu)| mu + g)
+                    .collect();
+                let shift =
+                    vexp::compensated_sum(lambda.iter().zip(&d.targets).map(|(l, mu)| l * mu));
                 return Ok(Fit {
                     coefficients: lambda,
                     iterations,
@@ -674,8 +744,16 @@ impl<'a> Solver<'a> {
                     log_z: at.value + shift,
                 });
             }
+            // Not there yet: do the iterates point at a target outside the attainable set?
+            if iterations > 0 {
+                for direction in [&lambda, &taken] {
+                    if let Some(err) = self.hull_certificate(direction) {
+                        return Err(err);
+                    }
+                }
+            }
             if at.value < d.lower_bound - 1e-9 * (1.0 + d.lower_bound.abs()) {
-                return Err(self.infeasible(&lambda, at.value));
+                return Err(self.below_bound(&lambda, at.value));
             }
             if iterations >= options.max_iterations {
                 return Err(Error::NoConvergence {
@@ -696,15 +774,15 @@ impl<'a> Solver<'a> {
             if !(slope < 0.0) {
                 // Rounding made the Newton direction useless: fall back to steepest descent,
                 // scaled by the Hessian's diagonal.
-                for j in 0..k {
-                    step[j] = -at.gradient[j] / at.hessian[j * k + j].max(f64::MIN_POSITIVE);
+                for (j, (s, g)) in step.iter_mut().zip(&at.gradient).enumerate() {
+                    *s = -g / at.hessian[j * k + j].max(f64::MIN_POSITIVE);
                 }
                 slope = at.gradient.iter().zip(&step).map(|(g, s)| g * s).sum();
             }
             // Armijo with a slack for the rounding of L, so that a Newton step near the optimum,
             // whose decrease is below what L can resolve, is still taken.
             let slack = 64.0 * f64::EPSILON * at.magnitude;
-            let mut t = 1.0;
+            let mut t = self.step_cap(&step);
             let mut accepted = false;
             for _ in 0..=MAX_HALVINGS {
                 for j in 0..k {
@@ -721,6 +799,9 @@ impl<'a> Solver<'a> {
                 t *= 0.5;
             }
             if !accepted {
+                if let Some(err) = self.hull_certificate(&step) {
+                    return Err(err);
+                }
                 return Err(Error::NoConvergence {
                     message: format!(
                         "fit_coefficients stalled at iteration {iterations}: the line search \
@@ -733,13 +814,111 @@ impl<'a> Solver<'a> {
                     max_error,
                 });
             }
+            for j in 0..k {
+                taken[j] = trial[j] - lambda[j];
+            }
             std::mem::swap(&mut lambda, &mut trial);
             iterations += 1;
         }
     }
 
-    /// The error for targets that the dual certifies as jointly unattainable.
-    fn infeasible(&self, lambda: &[f64], value: f64) -> Error {
+    /// Fills `scores` for context `c` with `dir . x_i` and returns their `(min, max)`.
+    fn project(&mut self, dir: &[f64], c: usize) -> (f64, f64) {
+        let d = self.data;
+        let s = &mut self.scores[d.span(c)];
+        s.fill(0.0);
+        for (j, &l) in dir.iter().enumerate() {
+            for (si, &x) in s.iter_mut().zip(d.column(j, c)) {
+                *si += l * x;
+            }
+        }
+        s.iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+                (a.min(v), b.max(v))
+            })
+    }
+
+    /// The largest step along `dir` that changes no log-weight ratio by more than
+    /// [`MAX_LOG_RATIO_CHANGE`]: `MAX / (max_i dir . x_i - min_i dir . x_i)`, at most 1.
+    fn step_cap(&mut self, dir: &[f64]) -> f64 {
+        let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+        for c in 0..self.data.contexts() {
+            let (a, b) = self.project(dir, c);
+            lo = lo.min(a);
+            hi = hi.max(b);
+        }
+        let spread = hi - lo;
+        if spread > MAX_LOG_RATIO_CHANGE {
+            MAX_LOG_RATIO_CHANGE / spread
+        } else {
+            1.0
+        }
+    }
+
+    /// An error when the direction `dir` proves the targets unattainable with finite
+    /// coefficients, `None` otherwise.
+    ///
+    /// The moments `mean_c E_c[phi]` reachable by reweighting form the average over contexts of
+    /// each context's convex hull, whose support function in direction `dir` is
+    /// `h(dir) = mean_c max_{i in c} dir . phi_i`. If `h(dir) < dir . mu_bar` no weights reach
+    /// `mu_bar` (Farkas); if `h(dir) = dir . mu_bar`, `mu_bar` is on the boundary and only
+    /// infinite coefficients reach it (the features are not collinear, so not every sample lies
+    /// on that face). With centred features the test reads `mean_c max_{i in c} dir . x_i`
+    /// against 0; within a rounding margin relative to `sum_k |dir_k| max(|mu_k|, max_i |phi_ik|)`
+    /// it is taken as 0 (on the boundary).
+    fn hull_certificate(&mut self, dir: &[f64]) -> Option<Error> {
+        let d = self.data;
+        let scale: f64 = dir.iter().zip(&d.col_scale).map(|(a, b)| a.abs() * b).sum();
+        if !(scale > 0.0 && scale.is_finite()) {
+            return None;
+        }
+        let mut support = (0.0, 0.0);
+        for c in 0..d.contexts() {
+            vexp::neumaier_add(&mut support, self.project(dir, c).1);
+        }
+        let gap = (support.0 + support.1) / d.contexts() as f64;
+        let rounding = 16.0 * (d.k as f64 + 1.0) * f64::EPSILON * scale;
+        let outside = gap < -rounding;
+        if !outside && gap > rounding {
+            return None;
+        }
+        let top = dir.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+        let dir: Vec<f64> = dir.iter().map(|v| v / top).collect();
+        let at_target = vexp::compensated_sum(dir.iter().zip(&d.targets).map(|(a, b)| a * b));
+        let shown: Vec<String> = dir.iter().map(|v| format!("{v:.6}")).collect();
+        let (hull, largest) = if d.contexts() == 1 {
+            (
+                "the convex hull of the feature vectors of the samples with nonzero weight",
+                "the largest value of v . phi over those samples",
+            )
+        } else {
+            (
+                "the set of averages over the contexts of points of each context's convex hull \
+                 (of the feature vectors of its samples with nonzero weight)",
+                "the mean over contexts of each context's largest v . phi",
+            )
+        };
+        let head = format!(
+            "along v ≈ [{}], {largest} is {} while v . {TARGETS} = {at_target}",
+            shown.join(", "),
+            gap / top + at_target
+        );
+        Some(invalid(if outside {
+            format!(
+                "{TARGETS} cannot be met together on these samples: each target lies inside its \
+                 own feature's range, but the target vector lies outside {hull}: {head}, so no \
+                 reweighting of the samples reaches it (the coefficients diverge along v)"
+            )
+        } else {
+            format!(
+                "{TARGETS} lie on the boundary of {hull}: {head}, so meeting them would need \
+                 infinite coefficients (all weight on the samples that maximise v . phi)"
+            )
+        }))
+    }
+
+    /// The error for targets that the dual value certifies as jointly unattainable.
+    fn below_bound(&self, lambda: &[f64], value: f64) -> Error {
         let norm = lambda.iter().map(|v| v * v).sum::<f64>().sqrt();
         let direction: Vec<String> = lambda.iter().map(|v| format!("{:.3}", v / norm)).collect();
         invalid(format!(
@@ -748,7 +927,11 @@ impl<'a> Solver<'a> {
              vectors of the samples with nonzero weight{}. The coefficients diverge (|lambda| = \
              {norm:.3e}, direction [{}]) and the dual objective fell to {value:.6} below {:.6}, \
              a bound that every attainable target respects",
-            if self.data.contexts() == 1 { "" } else { " (averaged over the contexts)" },
+            if self.data.contexts() == 1 {
+                ""
+            } else {
+                " (averaged over the contexts)"
+            },
             direction.join(", "),
             self.data.lower_bound
         ))
@@ -808,8 +991,11 @@ mod tests {
     }
 
     /// Tight enough that the coefficients, not only the moments, are exact to ~1e-10.
-    const TIGHT: Options<'static> =
-        Options { tolerance: 1e-13, max_iterations: DEFAULT_MAX_ITERATIONS, initial: None };
+    const TIGHT: Options<'static> = Options {
+        tolerance: 1e-13,
+        max_iterations: DEFAULT_MAX_ITERATIONS,
+        initial: None,
+    };
 
     fn message(r: Result<Fit>) -> String {
         r.unwrap_err().to_string()
@@ -826,10 +1012,16 @@ mod tests {
         let lw: Vec<f64> = a.iter().map(|p| p.ln() - 0.2f64.ln()).collect();
         for mu in [0.01, 0.2, 0.4, 0.7, 0.999] {
             let targets = [mu];
-            let p = Problem { log_weights: Some(&lw), ..problem(&phi, 1, &targets) };
+            let p = Problem {
+                log_weights: Some(&lw),
+                ..problem(&phi, 1, &targets)
+            };
             let fit = fit(&p, &TIGHT).unwrap();
             let want = logit(mu) - logit(rate);
-            assert!((fit.coefficients[0] - want).abs() < 1e-9, "mu={mu}: {fit:?} vs {want}");
+            assert!(
+                (fit.coefficients[0] - want).abs() < 1e-9,
+                "mu={mu}: {fit:?} vs {want}"
+            );
             assert!(fit.max_error < 1e-13 && (fit.moments[0] - mu).abs() < 1e-13);
             // The default tolerance bounds the moment error, not the coefficient's.
             let loose = super::fit(&p, &Options::default()).unwrap();
@@ -839,7 +1031,11 @@ mod tests {
             let z: f64 = a.iter().zip(&phi).map(|(a, f)| a * (want * f).exp()).sum();
             assert!((fit.log_z - z.ln()).abs() < 1e-9);
             // ESS of p_lambda's normalised weights over the five points.
-            let w: Vec<f64> = a.iter().zip(&phi).map(|(a, f)| a * (want * f).exp() / z).collect();
+            let w: Vec<f64> = a
+                .iter()
+                .zip(&phi)
+                .map(|(a, f)| a * (want * f).exp() / z)
+                .collect();
             let ess = 1.0 / w.iter().map(|v| v * v).sum::<f64>();
             assert!((fit.ess - ess).abs() < 1e-9 * ess);
         }
@@ -851,7 +1047,10 @@ mod tests {
         let phi = [1.0, 0.0, 0.0, 0.0, 50.0];
         let lw = [0.0, 0.0, 0.0, 0.0, f64::NEG_INFINITY];
         let targets = [0.5];
-        let p = Problem { log_weights: Some(&lw), ..problem(&phi, 1, &targets) };
+        let p = Problem {
+            log_weights: Some(&lw),
+            ..problem(&phi, 1, &targets)
+        };
         let fit = fit(&p, &TIGHT).unwrap();
         assert!((fit.coefficients[0] - (logit(0.5) - logit(0.25))).abs() < 1e-9);
         // Z = (1/5) (e^lambda + 3) = (1/5) * 6 at lambda = ln 3.
@@ -868,7 +1067,10 @@ mod tests {
         }
         let groups: Vec<i64> = (0..15).map(|i| i64::from(i >= 10)).collect();
         let targets = [0.5];
-        let p = Problem { groups: Some(&groups), ..problem(&phi, 1, &targets) };
+        let p = Problem {
+            groups: Some(&groups),
+            ..problem(&phi, 1, &targets)
+        };
         let fit = fit(&p, &TIGHT).unwrap();
         let sigmoid = |z: f64| 1.0 / (1.0 + (-z).exp());
         let l = fit.coefficients[0];
@@ -880,7 +1082,10 @@ mod tests {
         let order: Vec<usize> = (0..15).map(|i| (i * 7) % 15).collect();
         let phi2: Vec<f64> = order.iter().map(|&i| phi[i]).collect();
         let groups2: Vec<i64> = order.iter().map(|&i| groups[i]).collect();
-        let p2 = Problem { groups: Some(&groups2), ..problem(&phi2, 1, &targets) };
+        let p2 = Problem {
+            groups: Some(&groups2),
+            ..problem(&phi2, 1, &targets)
+        };
         let fit2 = super::fit(&p2, &TIGHT).unwrap();
         assert!((fit2.coefficients[0] - l).abs() < 1e-10);
     }
@@ -897,13 +1102,19 @@ mod tests {
             }
         }
         let targets = [3.1, 4.0];
-        let p = Problem { log_weights: Some(&lw), ..problem(&phi, 2, &targets) };
+        let p = Problem {
+            log_weights: Some(&lw),
+            ..problem(&phi, 2, &targets)
+        };
         let fit = fit(&p, &Options::default()).unwrap();
         assert!(fit.max_error < 1e-8 && fit.iterations < 20, "{fit:?}");
         // Warm start at the answer takes no step.
         let again = super::fit(
             &p,
-            &Options { initial: Some(&fit.coefficients), ..Options::default() },
+            &Options {
+                initial: Some(&fit.coefficients),
+                ..Options::default()
+            },
         )
         .unwrap();
         assert_eq!(again.iterations, 0);
@@ -920,16 +1131,43 @@ mod tests {
         let inf = [0.0, f64::INFINITY, 1.0, 0.0];
         assert!(message(fit(&problem(&inf, 1, &t), &opts)).contains("features[1, 0] is +inf"));
         let lw = [0.0, f64::NAN, 0.0, 0.0];
-        let m = message(fit(&Problem { log_weights: Some(&lw), ..base }, &opts));
+        let m = message(fit(
+            &Problem {
+                log_weights: Some(&lw),
+                ..base
+            },
+            &opts,
+        ));
         assert!(m.contains("log_weights[1] is NaN"), "{m}");
         let lw = [0.0, 0.0, f64::INFINITY, 0.0];
-        let m = message(fit(&Problem { log_weights: Some(&lw), ..base }, &opts));
+        let m = message(fit(
+            &Problem {
+                log_weights: Some(&lw),
+                ..base
+            },
+            &opts,
+        ));
         assert!(m.contains("log_weights[2] is +inf"), "{m}");
         let lw = [0.0; 3];
-        let m = message(fit(&Problem { log_weights: Some(&lw), ..base }, &opts));
-        assert!(m.contains("length mismatch") && m.contains("log_weights has 3"), "{m}");
+        let m = message(fit(
+            &Problem {
+                log_weights: Some(&lw),
+                ..base
+            },
+            &opts,
+        ));
+        assert!(
+            m.contains("length mismatch") && m.contains("log_weights has 3"),
+            "{m}"
+        );
         let lw = [f64::NEG_INFINITY; 4];
-        let m = message(fit(&Problem { log_weights: Some(&lw), ..base }, &opts));
+        let m = message(fit(
+            &Problem {
+                log_weights: Some(&lw),
+                ..base
+            },
+            &opts,
+        ));
         assert!(m.contains("every entry of log_weights is -inf"), "{m}");
         let m = message(fit(&problem(&[], 1, &t), &opts));
         assert!(m.contains("features is empty"), "{m}");
@@ -937,9 +1175,21 @@ mod tests {
         assert!(m.contains("target_moments has 2"), "{m}");
         let m = message(fit(&problem(&phi, 1, &[f64::NAN]), &opts));
         assert!(m.contains("target_moments[0] is NaN"), "{m}");
-        let m = message(fit(&base, &Options { initial: Some(&[1.0, 2.0]), ..opts }));
+        let m = message(fit(
+            &base,
+            &Options {
+                initial: Some(&[1.0, 2.0]),
+                ..opts
+            },
+        ));
         assert!(m.contains("initial has 2"), "{m}");
-        let m = message(fit(&base, &Options { tolerance: 0.0, ..opts }));
+        let m = message(fit(
+            &base,
+            &Options {
+                tolerance: 0.0,
+                ..opts
+            },
+        ));
         assert!(m.contains("tolerance"), "{m}");
     }
 
@@ -949,19 +1199,44 @@ mod tests {
         let t = [0.5];
         let opts = Options::default();
         let g = [0, -1, 0, 0];
-        let m = message(fit(&Problem { groups: Some(&g), ..problem(&phi, 1, &t) }, &opts));
+        let m = message(fit(
+            &Problem {
+                groups: Some(&g),
+                ..problem(&phi, 1, &t)
+            },
+            &opts,
+        ));
         assert!(m.contains("groups[1] is -1"), "{m}");
         let g = [0, 9, 0, 0];
-        let m = message(fit(&Problem { groups: Some(&g), ..problem(&phi, 1, &t) }, &opts));
+        let m = message(fit(
+            &Problem {
+                groups: Some(&g),
+                ..problem(&phi, 1, &t)
+            },
+            &opts,
+        ));
         assert!(m.contains("groups[1] is 9"), "{m}");
         let g = [0, 2, 0, 2];
-        let m = message(fit(&Problem { groups: Some(&g), ..problem(&phi, 1, &t) }, &opts));
+        let m = message(fit(
+            &Problem {
+                groups: Some(&g),
+                ..problem(&phi, 1, &t)
+            },
+            &opts,
+        ));
         assert!(m.contains("context 1 has no samples"), "{m}");
         let g = [0, 1, 0, 1];
         let lw = [0.0, f64::NEG_INFINITY, 0.0, f64::NEG_INFINITY];
-        let p = Problem { groups: Some(&g), log_weights: Some(&lw), ..problem(&phi, 1, &t) };
+        let p = Problem {
+            groups: Some(&g),
+            log_weights: Some(&lw),
+            ..problem(&phi, 1, &t)
+        };
         let m = message(fit(&p, &opts));
-        assert!(m.contains("context 1 has no sample with nonzero weight"), "{m}");
+        assert!(
+            m.contains("context 1 has no sample with nonzero weight"),
+            "{m}"
+        );
     }
 
     #[test]
@@ -969,14 +1244,20 @@ mod tests {
         let phi = [0.0, 1.0, 1.0, 0.0, 0.5, 0.25];
         let opts = Options::default();
         let m = message(fit(&problem(&phi, 1, &[1.5]), &opts));
-        assert!(m.contains("target_moments[0] = 1.5 is outside the range [0, 1]"), "{m}");
+        assert!(
+            m.contains("target_moments[0] = 1.5 is outside the range [0, 1]"),
+            "{m}"
+        );
         let m = message(fit(&problem(&phi, 1, &[-0.1]), &opts));
         assert!(m.contains("outside the range [0, 1]"), "{m}");
         let m = message(fit(&problem(&phi, 1, &[1.0]), &opts));
         assert!(m.contains("on the boundary of the range [0, 1]"), "{m}");
         // Only zero-weight samples have the feature: 0.7 is out of reach.
         let lw = [0.0, f64::NEG_INFINITY, f64::NEG_INFINITY, 0.0, 0.0, 0.0];
-        let p = Problem { log_weights: Some(&lw), ..problem(&phi, 1, &[0.7]) };
+        let p = Problem {
+            log_weights: Some(&lw),
+            ..problem(&phi, 1, &[0.7])
+        };
         let m = message(fit(&p, &opts));
         assert!(m.contains("outside the range [0, 0.5]"), "{m}");
     }
@@ -987,10 +1268,16 @@ mod tests {
         // Column 1 is constant.
         let phi = [0.0, 2.0, 1.0, 2.0, 0.5, 2.0];
         let m = message(fit(&problem(&phi, 2, &[0.5, 2.0]), &opts));
-        assert!(m.contains("feature 1 is constant") && m.contains("always 2"), "{m}");
+        assert!(
+            m.contains("feature 1 is constant") && m.contains("always 2"),
+            "{m}"
+        );
         // Column 2 = column 0 + 2 column 1 - 1.
         let rows = [[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.5, 0.2]];
-        let phi: Vec<f64> = rows.iter().flat_map(|r| [r[0], r[1], r[0] + 2.0 * r[1] - 1.0]).collect();
+        let phi: Vec<f64> = rows
+            .iter()
+            .flat_map(|r| [r[0], r[1], r[0] + 2.0 * r[1] - 1.0])
+            .collect();
         let m = message(fit(&problem(&phi, 3, &[0.5, 0.5, 0.5]), &opts));
         assert!(m.contains("features 0, 1 and 2 are collinear"), "{m}");
         // Duplicated column 0 in column 2, column 1 independent.
@@ -1005,18 +1292,35 @@ mod tests {
         let phi = [1.0, 0.0, 0.0, 1.0, 0.0, 0.0];
         let m = message(fit(&problem(&phi, 2, &[0.6, 0.6]), &Options::default()));
         assert!(m.contains("cannot be met together"), "{m}");
+        // On the face x1 + x2 = 1: only infinite coefficients reach it.
+        let m = message(fit(&problem(&phi, 2, &[0.3, 0.7]), &Options::default()));
+        assert!(m.contains("lie on the boundary of the convex hull"), "{m}");
         // Barely outside the hull is caught too.
-        let m = message(fit(&problem(&phi, 2, &[0.5, 0.500_001]), &Options::default()));
+        let m = message(fit(
+            &problem(&phi, 2, &[0.5, 0.500_001]),
+            &Options::default(),
+        ));
         assert!(m.contains("cannot be met together"), "{m}");
     }
 
     #[test]
     fn no_convergence_carries_the_last_iterate() {
         let phi = [1.0, 0.0, 0.0, 0.0];
-        let err = fit(&problem(&phi, 1, &[0.9]), &Options { max_iterations: 2, ..Options::default() })
-            .unwrap_err();
+        let err = fit(
+            &problem(&phi, 1, &[0.9]),
+            &Options {
+                max_iterations: 2,
+                ..Options::default()
+            },
+        )
+        .unwrap_err();
         match err {
-            Error::NoConvergence { last, iterations, max_error, message } => {
+            Error::NoConvergence {
+                last,
+                iterations,
+                max_error,
+                message,
+            } => {
                 assert_eq!(iterations, 2);
                 assert!(last[0].is_finite() && last[0] > 0.0);
                 assert!(max_error > 1e-8, "{message}");
@@ -1030,8 +1334,14 @@ mod tests {
     fn extreme_but_attainable_targets() {
         // A boolean feature with rate 1/2 and a target of 1e-12: lambda ~ -27.6.
         let phi = [1.0, 0.0];
-        let fit = fit(&problem(&phi, 1, &[1e-12]), &Options { tolerance: 1e-14, ..Options::default() })
-            .unwrap();
+        let fit = fit(
+            &problem(&phi, 1, &[1e-12]),
+            &Options {
+                tolerance: 1e-14,
+                ..Options::default()
+            },
+        )
+        .unwrap();
         assert!((fit.coefficients[0] - logit(1e-12)).abs() < 1e-3, "{fit:?}");
         assert!(fit.coefficients[0].is_finite());
     }

@@ -8,7 +8,14 @@ use super::{slice1, slice2, to_pyerr};
 use crate::maxent::{self, Options, Problem};
 
 /// `(coefficients, iterations, moments, max_error, ess, log_z)`.
-type FitTuple<'py> = (Bound<'py, PyArray1<f64>>, usize, Bound<'py, PyArray1<f64>>, f64, f64, f64);
+type FitTuple<'py> = (
+    Bound<'py, PyArray1<f64>>,
+    usize,
+    Bound<'py, PyArray1<f64>>,
+    f64,
+    f64,
+    f64,
+);
 
 /// Fits the coefficients `lambda` of `P = a b exp(lambda . phi)` so that its moments meet the
 /// targets on importance-weighted samples; see `disco.numerics.fit_coefficients`.
@@ -36,19 +43,41 @@ pub fn fit_coefficients<'py>(
 ) -> PyResult<FitTuple<'py>> {
     let (f, rows, cols) = slice2(maxent::FEATURES, &features)?;
     let targets = slice1(maxent::TARGETS, &target_moments)?;
-    let lw = log_weights.as_ref().map(|a| slice1(maxent::LOG_WEIGHTS, a)).transpose()?;
+    let lw = log_weights
+        .as_ref()
+        .map(|a| slice1(maxent::LOG_WEIGHTS, a))
+        .transpose()?;
     let g = groups
         .as_ref()
         .map(|a| {
             a.as_slice().map_err(|_| {
-                PyValueError::new_err(format!("{} must be a contiguous int64 array", maxent::GROUPS))
+                PyValueError::new_err(format!(
+                    "{} must be a contiguous int64 array",
+                    maxent::GROUPS
+                ))
             })
         })
         .transpose()?;
-    let init = initial.as_ref().map(|a| slice1(maxent::INITIAL, a)).transpose()?;
-    let problem = Problem { features: f, rows, cols, targets, log_weights: lw, groups: g };
-    let options = Options { tolerance, max_iterations, initial: init };
-    let fit = py.detach(|| maxent::fit(&problem, &options)).map_err(|e| to_pyerr(py, e))?;
+    let init = initial
+        .as_ref()
+        .map(|a| slice1(maxent::INITIAL, a))
+        .transpose()?;
+    let problem = Problem {
+        features: f,
+        rows,
+        cols,
+        targets,
+        log_weights: lw,
+        groups: g,
+    };
+    let options = Options {
+        tolerance,
+        max_iterations,
+        initial: init,
+    };
+    let fit = py
+        .detach(|| maxent::fit(&problem, &options))
+        .map_err(|e| to_pyerr(py, e))?;
     Ok((
         fit.coefficients.into_pyarray(py),
         fit.iterations,

@@ -62,12 +62,12 @@ mod core_module {
     use pyo3::prelude::*;
 
     #[pymodule_export]
-    use super::maxent::fit_coefficients;
-    #[pymodule_export]
     use super::logspace::{
         divergence, divergence_grouped, effective_sample_size, estimate_log_z, logmeanexp,
         logsumexp, normalized_weights, weighted_moments,
     };
+    #[pymodule_export]
+    use super::maxent::fit_coefficients;
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
