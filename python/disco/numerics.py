@@ -346,8 +346,10 @@ def fit_coefficients(
         weights zero, a context without a sample of nonzero weight, a target outside or on the
         boundary of the range its feature takes on the samples of nonzero weight, a constant
         feature, collinear features, or targets that are each attainable but not together
-        (outside the convex hull of the sampled feature vectors). The message names the
-        feature, the target and the sampled range.
+        (outside, or on the boundary of, the convex hull of the sampled feature vectors; with
+        groups, of the average over contexts of each context's hull). The message names the
+        features, the target and the sampled range, or the direction that separates the
+        targets from what the samples can reach.
     disco.ConvergenceError
         ``max_iterations`` steps were not enough; ``.last`` holds the last coefficients,
         ``.iterations`` and ``.max_error`` the state reached.

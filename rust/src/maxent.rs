@@ -19,15 +19,25 @@
 //!   (they count in `Z_c`'s `1 / n_c` only) and centred on the targets: `x_i = phi_i - mu_bar`.
 //!   Then `L(lambda) = mean_c log mean_{i in c} exp(lw_i + lambda . x_i)` exactly, the
 //!   gradient is `mean_c E_c[x]` and no `lambda . mu_bar` cancellation is left.
-//! - Columns are stored contiguously, so `s = lw + X lambda` is K vectorised axpys and each
-//!   moment or covariance entry is one lane-unrolled, compensated sum. The covariance is
-//!   accumulated about the current means (two passes), not as `E[x x^T] - E[x] E[x]^T`.
-//! - Buffers of length N are allocated once; an iteration allocates nothing.
-//! - Infeasible targets are caught before the loop where a per-feature range decides it, and
-//!   during the loop by weak duality: for any attainable target the dual is bounded below by
-//!   `B = mean_c [min_{i in c} lw_i - log n_c]` (the dual optimum is `mean_c log Z_c(0)` minus a
-//!   KL divergence to the base weights, and that KL is at most `log(1 / min_i w_i)`). A dual
-//!   value below `B` proves that no distribution on the samples meets the targets.
+//! - Columns are stored contiguously and every pass works block by block (512 rows), taking
+//!   all its sums over a block while it is in cache: `s = lw + X lambda`, then `sum e`,
+//!   `sum e^2` and `sum e x_k`, then the K(K+1)/2 centred cross sums `sum e (x_a - m_a)(x_b - m_b)`
+//!   (about the current means, not `E[x x^T] - E[x] E[x]^T`, which cancels). Block totals enter
+//!   compensated sums; long contexts run in parallel in fixed-size tasks (deterministic).
+//! - Buffers of length N are allocated once; an iteration allocates nothing of size N.
+//! - Steps are damped twice: an Armijo backtracking line search on `L`, started at the longest
+//!   step that changes no ratio of two samples' weights by more than `e^20` (Newton steps from a
+//!   point where the weights have collapsed onto a few samples can be astronomically long).
+//! - Unattainable targets fail loudly, never with a huge or non-finite `lambda`. Before the loop:
+//!   a target outside or on the edge of its feature's range, a constant feature, collinear
+//!   features. During the loop, for targets that are each in range but not together: the
+//!   attainable moments are the average over contexts of each context's convex hull, with
+//!   support function `h(v) = mean_c max_{i in c} v . phi_i`; the iterate `lambda` and the last
+//!   step are tried as `v`, and `h(v) < v . mu_bar` proves the targets unattainable (Farkas),
+//!   `h(v) = v . mu_bar` (to rounding) puts them on the boundary (infinite coefficients). As a
+//!   second certificate, weak duality bounds the dual below by
+//!   `B = mean_c [min_{i in c} lw_i - log n_c]` for every attainable target (the optimum is
+//!   `mean_c log Z_c(0)` minus a KL divergence to the base weights, at most `log(1 / min w_i)`).
 
 use rayon::prelude::*;
 
@@ -299,11 +309,6 @@ impl Prepared {
         self.offsets[c]..self.offsets[c + 1]
     }
 
-    fn column(&self, j: usize, c: usize) -> &[f64] {
-        let r = self.span(c);
-        &self.cols[j * self.m + r.start..j * self.m + r.end]
-    }
-
     /// "on the samples" or "within each context", for messages.
     fn scope(&self) -> &'static str {
         if self.contexts() == 1 {
@@ -377,25 +382,22 @@ impl Prepared {
         let k = self.k;
         let mut cov = vec![0.0; k * k];
         let mut means = vec![0.0; k];
-        let ones = vec![
-            1.0;
-            self.offsets
-                .windows(2)
-                .map(|w| w[1] - w[0])
-                .max()
-                .unwrap_or(0)
-        ];
+        let mut acc = vec![(0.0, 0.0); (k + 2).max(k * (k + 1) / 2)];
+        let longest = self.offsets.windows(2).map(|w| w[1] - w[0]).max();
+        let ones = vec![1.0; longest.unwrap_or(0)];
         for c in 0..self.contexts() {
             let e = &ones[..self.span(c).len()];
             let total = e.len() as f64;
+            moment_sums(self, c, e, &mut acc);
             for (j, mean) in means.iter_mut().enumerate() {
-                *mean = weighted_sum(e, self.column(j, c)) / total;
+                *mean = (acc[2 + j].0 + acc[2 + j].1) / total;
             }
+            covariance_sums(self, c, e, &means, &mut acc);
+            let mut slot = 0;
             for a in 0..k {
                 for b in 0..=a {
-                    cov[a * k + b] +=
-                        centred_cross(e, self.column(a, c), means[a], self.column(b, c), means[b])
-                            / total;
+                    cov[a * k + b] += (acc[slot].0 + acc[slot].1) / total;
+                    slot += 1;
                 }
             }
         }
@@ -516,61 +518,138 @@ fn cholesky_solve(l: &[f64], k: usize, x: &mut [f64]) {
     }
 }
 
-/// `sum_i term(a_i, b_i, c_i)` with eight lanes per block and compensated block totals;
-/// parallel (in fixed-size tasks, so deterministically) for long inputs.
-#[inline(always)]
-fn sum3(a: &[f64], b: &[f64], c: &[f64], term: impl Fn(f64, f64, f64) -> f64 + Copy + Sync) -> f64 {
-    debug_assert!(a.len() == b.len() && a.len() == c.len());
-    if a.len() < vexp::PARALLEL_THRESHOLD {
-        return sum3_serial(a, b, c, term);
+/// Runs `block(lo, hi, acc)` over the rows `0..len` of one context, [`BLOCK`] rows at a time,
+/// accumulating into `acc` (reset first).
+///
+/// A pass takes all its sums over one block before moving on, so each column is read from
+/// memory once per pass rather than once per sum (the K(K+1)/2 covariance sums would otherwise
+/// stream the columns K times over). Long contexts are split into [`TASK_LEN`]-row tasks run in
+/// parallel and merged in order; as `TASK_LEN` is a multiple of `BLOCK`, the blocks, and so the
+/// result, do not depend on the number of threads.
+fn blocked_sums(
+    len: usize,
+    acc: &mut [(f64, f64)],
+    block: impl Fn(usize, usize, &mut [(f64, f64)]) + Sync,
+) {
+    let serial = |lo: usize, hi: usize, acc: &mut [(f64, f64)]| {
+        let mut b = lo;
+        while b < hi {
+            let e = (b + BLOCK).min(hi);
+            block(b, e, acc);
+            b = e;
+        }
+    };
+    acc.fill((0.0, 0.0));
+    if len < vexp::PARALLEL_THRESHOLD {
+        serial(0, len, acc);
+        return;
     }
-    let partials: Vec<f64> = a
-        .par_chunks(TASK_LEN)
-        .zip(b.par_chunks(TASK_LEN))
-        .zip(c.par_chunks(TASK_LEN))
-        .map(|((a, b), c)| sum3_serial(a, b, c, term))
+    let n = acc.len();
+    let parts: Vec<Vec<(f64, f64)>> = (0..len.div_ceil(TASK_LEN))
+        .into_par_iter()
+        .map(|t| {
+            let mut part = vec![(0.0, 0.0); n];
+            serial(t * TASK_LEN, ((t + 1) * TASK_LEN).min(len), &mut part);
+            part
+        })
         .collect();
-    vexp::compensated_sum(partials)
+    for part in parts {
+        for (a, (sum, compensation)) in acc.iter_mut().zip(part) {
+            vexp::neumaier_add(a, sum);
+            vexp::neumaier_add(a, compensation);
+        }
+    }
 }
 
+/// `sum_i term(a_i, b_i, c_i)` over one block, in eight lanes.
 #[inline(always)]
-fn sum3_serial(a: &[f64], b: &[f64], c: &[f64], term: impl Fn(f64, f64, f64) -> f64 + Copy) -> f64 {
-    let mut total = (0.0, 0.0);
-    for ((ba, bb), bc) in a.chunks(BLOCK).zip(b.chunks(BLOCK)).zip(c.chunks(BLOCK)) {
-        let mut lanes = [0.0f64; LANES];
-        let (mut ca, mut cb, mut cc) = (
-            ba.chunks_exact(LANES),
-            bb.chunks_exact(LANES),
-            bc.chunks_exact(LANES),
-        );
-        for ((x, y), z) in (&mut ca).zip(&mut cb).zip(&mut cc) {
-            for j in 0..LANES {
-                lanes[j] += term(x[j], y[j], z[j]);
+fn lane_sum(a: &[f64], b: &[f64], c: &[f64], term: impl Fn(f64, f64, f64) -> f64) -> f64 {
+    let mut lanes = [0.0f64; LANES];
+    let (mut ca, mut cb, mut cc) = (
+        a.chunks_exact(LANES),
+        b.chunks_exact(LANES),
+        c.chunks_exact(LANES),
+    );
+    for ((x, y), z) in (&mut ca).zip(&mut cb).zip(&mut cc) {
+        for j in 0..LANES {
+            lanes[j] += term(x[j], y[j], z[j]);
+        }
+    }
+    let mut total: f64 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .zip(cc.remainder())
+        .map(|((&x, &y), &z)| term(x, y, z))
+        .sum();
+    for lane in lanes {
+        total += lane;
+    }
+    total
+}
+
+/// For context `c` with weights `e` (one per row of the context): `acc[0] = sum e`,
+/// `acc[1] = sum e^2`, `acc[2 + j] = sum e x_j`.
+fn moment_sums(d: &Prepared, c: usize, e: &[f64], acc: &mut [(f64, f64)]) {
+    let start = d.span(c).start;
+    blocked_sums(e.len(), &mut acc[..d.k + 2], |lo, hi, acc| {
+        let w = &e[lo..hi];
+        vexp::neumaier_add(&mut acc[0], lane_sum(w, w, w, |v, _, _| v));
+        vexp::neumaier_add(&mut acc[1], lane_sum(w, w, w, |v, _, _| v * v));
+        for j in 0..d.k {
+            let x = &d.cols[j * d.m + start + lo..j * d.m + start + hi];
+            vexp::neumaier_add(&mut acc[2 + j], lane_sum(w, x, x, |v, a, _| v * a));
+        }
+    });
+}
+
+/// For context `c` with weights `e` and weighted means `means`: the centred cross sums
+/// `sum e (x_a - means_a) (x_b - means_b)` for `b <= a`, packed row by row into `acc`.
+fn covariance_sums(d: &Prepared, c: usize, e: &[f64], means: &[f64], acc: &mut [(f64, f64)]) {
+    let start = d.span(c).start;
+    let col = |j: usize, lo: usize, hi: usize| &d.cols[j * d.m + start + lo..j * d.m + start + hi];
+    blocked_sums(e.len(), &mut acc[..d.k * (d.k + 1) / 2], |lo, hi, acc| {
+        let w = &e[lo..hi];
+        let mut slot = 0;
+        for (a, &ma) in means.iter().enumerate() {
+            let xa = col(a, lo, hi);
+            for (b, &mb) in means[..=a].iter().enumerate() {
+                let xb = col(b, lo, hi);
+                let sum = lane_sum(w, xa, xb, |v, p, q| v * (p - ma) * (q - mb));
+                vexp::neumaier_add(&mut acc[slot], sum);
+                slot += 1;
             }
         }
-        let mut block: f64 = ca
-            .remainder()
-            .iter()
-            .zip(cb.remainder())
-            .zip(cc.remainder())
-            .map(|((&x, &y), &z)| term(x, y, z))
-            .sum();
-        for lane in lanes {
-            block += lane;
+    });
+}
+
+/// Writes `base_i + sum_j coef_j x_ij` for the rows of context `c` into `out`, block by block
+/// (`base` is the log-weights, or zero).
+fn combine(d: &Prepared, c: usize, coef: &[f64], with_log_weights: bool, out: &mut [f64]) {
+    let start = d.span(c).start;
+    let work = |offset: usize, out: &mut [f64]| {
+        for (b, block) in out.chunks_mut(BLOCK).enumerate() {
+            let lo = start + offset + b * BLOCK;
+            let hi = lo + block.len();
+            if with_log_weights {
+                block.copy_from_slice(&d.lw[lo..hi]);
+            } else {
+                block.fill(0.0);
+            }
+            for (j, &l) in coef.iter().enumerate() {
+                for (o, &x) in block.iter_mut().zip(&d.cols[j * d.m + lo..j * d.m + hi]) {
+                    *o += l * x;
+                }
+            }
         }
-        vexp::neumaier_add(&mut total, block);
+    };
+    if out.len() < vexp::PARALLEL_THRESHOLD {
+        work(0, out);
+    } else {
+        out.par_chunks_mut(TASK_LEN)
+            .enumerate()
+            .for_each(|(t, chunk)| work(t * TASK_LEN, chunk));
     }
-    total.0 + total.1
-}
-
-/// `sum_i e_i a_i`.
-fn weighted_sum(e: &[f64], a: &[f64]) -> f64 {
-    sum3(e, a, a, |w, x, _| w * x)
-}
-
-/// `sum_i e_i (a_i - ma) (b_i - mb)`.
-fn centred_cross(e: &[f64], a: &[f64], ma: f64, b: &[f64], mb: f64) -> f64 {
-    sum3(e, a, b, move |w, x, y| w * (x - ma) * (y - mb))
 }
 
 /// The dual at one point: value, gradient, Hessian and ESS.
@@ -588,35 +667,33 @@ struct Eval {
 
 struct Solver<'a> {
     data: &'a Prepared,
-    /// `s_i = lw_i + lambda . x_i` for the kept samples.
+    /// `s_i = lw_i + lambda . x_i` for the kept samples (or `dir . x_i`, scratch).
     scores: Vec<f64>,
     /// `exp(s_i - max_{j in c} s_j)`.
     weights: Vec<f64>,
     /// Per-context means, scratch.
     means: Vec<f64>,
+    /// Compensated accumulators for the sums of one context, scratch.
+    acc: Vec<(f64, f64)>,
 }
 
 impl<'a> Solver<'a> {
     fn new(data: &'a Prepared) -> Self {
+        let k = data.k;
         Self {
             data,
             scores: vec![0.0; data.m],
             weights: vec![0.0; data.m],
-            means: vec![0.0; data.k],
+            means: vec![0.0; k],
+            acc: vec![(0.0, 0.0); (k + 2).max(k * (k + 1) / 2)],
         }
     }
 
     /// Fills `scores` for context `c` and returns their maximum, or `None` if any overflowed.
     fn fill_scores(&mut self, lambda: &[f64], c: usize) -> Option<f64> {
         let d = self.data;
-        let r = d.span(c);
-        let s = &mut self.scores[r.clone()];
-        s.copy_from_slice(&d.lw[r]);
-        for (j, &l) in lambda.iter().enumerate() {
-            for (si, &x) in s.iter_mut().zip(d.column(j, c)) {
-                *si += l * x;
-            }
-        }
+        let s = &mut self.scores[d.span(c)];
+        combine(d, c, lambda, true, s);
         let (max, bad) = vexp::max_and_flag(s);
         (!bad && max.is_finite()).then_some(max)
     }
@@ -655,22 +732,20 @@ impl<'a> Solver<'a> {
             let e = &mut self.weights[r.clone()];
             vexp::exp_into(&self.scores[r], max, e);
             let e = &*e;
-            let norm = sum3(e, e, e, |w, _, _| w);
-            ess += norm * norm / sum3(e, e, e, |w, _, _| w * w);
+            moment_sums(d, c, e, &mut self.acc);
+            let sum = |a: (f64, f64)| a.0 + a.1;
+            let norm = sum(self.acc[0]);
+            ess += norm * norm / sum(self.acc[1]);
             for j in 0..k {
-                self.means[j] = weighted_sum(e, d.column(j, c)) / norm;
+                self.means[j] = sum(self.acc[2 + j]) / norm;
                 out.gradient[j] += self.means[j];
             }
+            covariance_sums(d, c, e, &self.means, &mut self.acc);
+            let mut slot = 0;
             for a in 0..k {
                 for b in 0..=a {
-                    let cov = centred_cross(
-                        e,
-                        d.column(a, c),
-                        self.means[a],
-                        d.column(b, c),
-                        self.means[b],
-                    );
-                    out.hessian[a * k + b] += cov / norm;
+                    out.hessian[a * k + b] += sum(self.acc[slot]) / norm;
+                    slot += 1;
                 }
             }
         }
@@ -826,12 +901,7 @@ impl<'a> Solver<'a> {
     fn project(&mut self, dir: &[f64], c: usize) -> (f64, f64) {
         let d = self.data;
         let s = &mut self.scores[d.span(c)];
-        s.fill(0.0);
-        for (j, &l) in dir.iter().enumerate() {
-            for (si, &x) in s.iter_mut().zip(d.column(j, c)) {
-                *si += l * x;
-            }
-        }
+        combine(d, c, dir, false, s);
         s.iter()
             .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
                 (a.min(v), b.max(v))
