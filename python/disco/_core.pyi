@@ -10,6 +10,8 @@ __all__ = [
     "divergence_grouped",
     "effective_sample_size",
     "estimate_log_z",
+    "f_divergence",
+    "f_pseudo_rewards",
     "fit_coefficients",
     "logmeanexp",
     "logsumexp",
@@ -49,6 +51,21 @@ def divergence_grouped(
     proposal_log_probs: npt.NDArray[np.float64],
     log_z: npt.NDArray[np.float64] | None = None,
 ) -> npt.NDArray[np.float64]: ...
+def f_pseudo_rewards(
+    kind: str,
+    policy_log_probs: npt.NDArray[np.float64],
+    target_log_scores: npt.NDArray[np.float64],
+    proposal_log_probs: npt.NDArray[np.float64],
+    log_z: float,
+    max_log_t: float,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]: ...
+def f_divergence(
+    kind: str,
+    policy_log_probs: npt.NDArray[np.float64],
+    target_log_scores: npt.NDArray[np.float64],
+    proposal_log_probs: npt.NDArray[np.float64],
+    log_z: float,
+) -> tuple[float, float]: ...
 def fit_coefficients(
     features: npt.NDArray[np.float64],
     target_moments: npt.NDArray[np.float64],

@@ -24,6 +24,8 @@ __all__ = [
     "as_vector",
     "effective_sample_size",
     "estimate_log_z",
+    "f_divergence",
+    "f_pseudo_rewards",
     "fit_coefficients",
     "js_divergence",
     "kl_divergence",
@@ -237,6 +239,59 @@ def js_divergence(
     Arguments as in :func:`kl_divergence`.
     """
     return _divergence("js", target_log_scores, model_log_probs, proposal_log_probs, log_z)
+
+
+FDivergenceKind = Literal["kl", "reverse_kl", "tv", "js", "chi2", "reverse_chi2"]
+
+
+def _f_batch(
+    policy_log_probs: ArrayLike, target_log_scores: ArrayLike, proposal_log_probs: ArrayLike | None
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    policy = as_vector(policy_log_probs, "policy_log_probs")
+    target = as_vector(target_log_scores, "target_log_scores")
+    proposal = (
+        policy
+        if proposal_log_probs is None
+        else as_vector(proposal_log_probs, "proposal_log_probs")
+    )
+    return policy, target, proposal
+
+
+def f_pseudo_rewards(
+    kind: FDivergenceKind,
+    policy_log_probs: ArrayLike,
+    target_log_scores: ArrayLike,
+    proposal_log_probs: ArrayLike | None,
+    log_z: float,
+    max_log_t: float = 30.0,
+) -> tuple[FloatArray, FloatArray]:
+    """Importance weights ``w = pi/q`` and weighted pseudo-rewards ``w * -f'(t)`` for f-DPG.
+
+    ``t = pi/p = exp(log pi - log P + log Z)`` (DESIGN §5); the loss whose gradient is the
+    gradient of ``D_f(pi ‖ p)`` is ``-mean((w r - w b) log pi)`` for any baseline ``b``.
+    ``log t`` is capped at ``max_log_t`` so that samples the target rules out get a large
+    finite penalty under losses whose ``f'`` is unbounded; where ``pi = 0`` both are 0.
+    """
+    policy, target, proposal = _f_batch(policy_log_probs, target_log_scores, proposal_log_probs)
+    return _core.f_pseudo_rewards(kind, policy, target, proposal, float(log_z), float(max_log_t))
+
+
+def f_divergence(
+    kind: FDivergenceKind,
+    policy_log_probs: ArrayLike,
+    target_log_scores: ArrayLike,
+    proposal_log_probs: ArrayLike | None,
+    log_z: float,
+) -> tuple[float, float]:
+    """Estimate ``D_f(pi ‖ p)`` and its standard error by importance sampling from ``q``.
+
+    Terms are ``(p/q) f(t)`` where ``P > 0`` and ``(pi/q) lim f(t)/t`` where ``P = 0``, so
+    mass the policy puts outside the target's support is counted. Jensen–Shannon is returned
+    as the standard JS in nats (half of the table's ``f``).
+    """
+    policy, target, proposal = _f_batch(policy_log_probs, target_log_scores, proposal_log_probs)
+    value, stderr = _core.f_divergence(kind, policy, target, proposal, float(log_z))
+    return float(value), float(stderr)
 
 
 @dataclass(frozen=True, eq=False)

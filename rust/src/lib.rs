@@ -6,6 +6,7 @@
 
 pub mod divergence;
 pub mod error;
+pub mod fdiv;
 pub mod logspace;
 pub mod maxent;
 pub mod vexp;

@@ -87,6 +87,23 @@ class EnumerableLM(BaseDistribution, torch.nn.Module):
             f"contexts={self.contexts!r})"
         )
 
+    def clone(self) -> EnumerableLM:
+        """An independent copy whose sampling stream is seeded from this model's (not shared)."""
+        import copy
+
+        twin = copy.deepcopy(self)
+        seed = int(torch.randint(0, 2**62, (1,), generator=self._generator))
+        twin._generator = torch.Generator().manual_seed(seed)
+        return twin
+
+    def random_state(self) -> torch.Tensor:
+        """State of the sampling generator (for checkpoints)."""
+        return self._generator.get_state()
+
+    def set_random_state(self, state: torch.Tensor) -> None:
+        """Restore the sampling generator from :meth:`random_state`."""
+        self._generator.set_state(state)
+
     def _context_index(self, context: Any) -> int:
         try:
             return self.contexts.index(context)

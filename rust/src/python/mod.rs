@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 
 use crate::Error;
 
+mod fdiv;
 mod logspace;
 mod maxent;
 
@@ -61,6 +62,8 @@ pub(crate) fn slice2<'a>(
 mod core_module {
     use pyo3::prelude::*;
 
+    #[pymodule_export]
+    use super::fdiv::{f_divergence, f_pseudo_rewards};
     #[pymodule_export]
     use super::logspace::{
         divergence, divergence_grouped, effective_sample_size, estimate_log_z, logmeanexp,
