@@ -25,9 +25,9 @@ from disco.tuners import (
     KLLoss,
     ReverseChiSquareLoss,
     ReverseKLLoss,
+    Tuner,
     TunerConfig,
     TVLoss,
-    Tuner,
 )
 
 HAS_A = BooleanScorer(lambda s, c: "a" in s.text.split(), name="has_a")
@@ -75,7 +75,7 @@ def test_each_loss_converges_and_reports_an_unbiased_estimate(loss_cls, mode):
 
 
 def test_log_z_estimate_is_consistent_online_and_offline():
-    base, support, _, target, log_p = problem()
+    base, _, _, target, log_p = problem()
     for mode in ("online", "offline"):
         tuner = Tuner(
             base.clone(),
@@ -186,7 +186,7 @@ def test_resume_continues_bit_identically(tmp_path):
     policy_a, uninterrupted = fresh()
     uninterrupted.tune()
 
-    policy_b, first = fresh()
+    _, first = fresh()
     first.tune(n_steps=3)
     first.save_checkpoint(tmp_path)
     policy_c, resumed = fresh()
@@ -247,7 +247,7 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_last_good_one(tmp_path):
 
 def test_settings_are_validated_and_honoured():
     base, _, _, target, _ = problem()
-    with pytest.raises(ValueError, match="unknown tuner setting.*learning_rat"):
+    with pytest.raises(ValueError, match=r"unknown tuner setting.*learning_rat"):
         Tuner(base.clone(), target, learning_rat=0.1)
     with pytest.raises(ValueError, match="optimizer"):
         Tuner(base.clone(), target, optimizer="adagrad")
