@@ -63,7 +63,9 @@ def test_divergence_estimate_is_exact_on_the_whole_support(loss_cls):
     uniform = np.full(len(support), -np.log(len(support)))
     log_pi = policy.log_score(support).numpy()
     value, stderr = loss_cls().divergence(log_pi, log_p, uniform, exact.log_partition(log_p))
-    assert value == pytest.approx(exact.f_divergence(log_pi, log_p, loss_cls.kind), rel=1e-12, abs=1e-14)
+    assert value == pytest.approx(
+        exact.f_divergence(log_pi, log_p, loss_cls.kind), rel=1e-12, abs=1e-14
+    )
     assert stderr >= 0
 
 
@@ -83,7 +85,9 @@ def test_f_divergence_handles_disjoint_support():
     assert numerics.f_divergence("tv", log_pi, log_p, log_pi, 0.0)[0] == pytest.approx(0.5)
     assert numerics.f_divergence("reverse_kl", log_pi, log_p, log_pi, 0.0)[0] == np.inf
     assert numerics.f_divergence("kl", log_pi, log_p, log_pi, 0.0)[0] == pytest.approx(np.log(2))
-    assert numerics.f_divergence("js", log_pi, log_p, log_pi, 0.0)[0] == pytest.approx(exact.js(log_pi, log_p))
+    assert numerics.f_divergence("js", log_pi, log_p, log_pi, 0.0)[0] == pytest.approx(
+        exact.js(log_pi, log_p)
+    )
 
 
 def test_bad_input():

@@ -181,7 +181,9 @@ class Tuner:
         log_z_batch = numerics.logmeanexp(log_ratios)
         if not math.isfinite(log_z_batch):
             return self.log_z(context)
-        relative_variance = max(1.0 / numerics.effective_sample_size(log_ratios) - 1.0 / n, 1e-3 / n)
+        relative_variance = max(
+            1.0 / numerics.effective_sample_size(log_ratios) - 1.0 / n, 1e-3 / n
+        )
         log_weight = -2.0 * log_z_batch - math.log(relative_variance)
         weighted, total = self.log_z_sums.get(key, (-math.inf, -math.inf))
         self.log_z_sums[key] = (
