@@ -36,6 +36,16 @@ class Distribution(abc.ABC):
     ) -> torch.Tensor:
         """Log-probabilities of ``samples`` given ``context`` (differentiable when ``grad``)."""
 
+    def __mul__(self, other: Any) -> Any:
+        from disco.scorers import Product
+
+        return Product(self, other)
+
+    def __rmul__(self, other: Any) -> Any:
+        from disco.scorers import Product
+
+        return Product(other, self)
+
     def sample_batch(
         self, contexts: Sequence[Any], sampling_size: int = 32
     ) -> tuple[list[list[Any]], torch.Tensor]:
@@ -60,6 +70,15 @@ class BaseDistribution(Distribution):
     ``constrain(features, moments)`` returns the energy-based model closest to this
     distribution in KL that meets the moments (DESIGN §4).
     """
+
+    def constrain(self, features: Sequence[Any], moments: Sequence[float], **kwargs: Any) -> Any:
+        """Return the EBM closest to this distribution in KL that meets the feature moments.
+
+        See :func:`disco.distributions.constraints.constrain` for the options.
+        """
+        from disco.distributions.constraints import constrain
+
+        return constrain(self, features, moments, **kwargs)
 
     def clone(self) -> BaseDistribution:
         """Return an independent copy (parameters included) of this distribution."""
