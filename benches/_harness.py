@@ -25,7 +25,7 @@ ROOT = HERE.parent
 OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
-class CheckFailed(AssertionError):
+class CheckError(AssertionError):
     """A contestant's result disagreed with the reference value: it is not timed."""
 
 
@@ -40,6 +40,7 @@ class RefTask:
     rtol: float
     atol: float = 0.0
     params: Mapping[str, Any] = field(default_factory=dict)
+    repeats: int | None = None  # default: the context's
 
 
 @dataclass
@@ -68,10 +69,10 @@ class Context:
     # -- checking and timing -------------------------------------------------------------
 
     def check(self, name: str, got: Any, want: Any, rtol: float, atol: float = 0.0) -> None:
-        """Raises ``CheckFailed`` unless ``got`` matches ``want`` to the tolerance."""
+        """Raises ``CheckError`` unless ``got`` matches ``want`` to the tolerance."""
         problem = _timing.mismatch(got, want, rtol, atol)
         if problem is not None:
-            raise CheckFailed(f"{name}: {problem}")
+            raise CheckError(f"{name}: {problem}")
 
     def measure(
         self,
@@ -125,6 +126,7 @@ class Context:
                         "expect": _timing.as_floats(task.expect),
                         "rtol": task.rtol,
                         "atol": task.atol,
+                        "repeats": task.repeats or self.repeats,
                     }
                 )
             spec = {
@@ -149,9 +151,7 @@ class Context:
             results_file = work / "results.json"
             if proc.returncode != 0 or not results_file.exists():
                 tail = (proc.stderr or proc.stdout)[-2000:]
-                raise RuntimeError(
-                    f"the reference runner failed (exit {proc.returncode}):\n{tail}"
-                )
+                raise RuntimeError(f"the reference runner failed (exit {proc.returncode}):\n{tail}")
             report = json.loads(results_file.read_text())
         self.ref_versions = dict(report["versions"])
         self.ref_versions["torch threads"] = str(report["torch_threads"])
@@ -248,7 +248,11 @@ def _openblas_runtime(np: Any) -> str:
     for path in libs:
         try:
             lib = ctypes.CDLL(path)
-            for prefix, suffix in (("scipy_openblas_", "64_"), ("scipy_openblas_", ""), ("openblas_", "")):
+            for prefix, suffix in (
+                ("scipy_openblas_", "64_"),
+                ("scipy_openblas_", ""),
+                ("openblas_", ""),
+            ):
                 corename = getattr(lib, f"{prefix}get_corename{suffix}", None)
                 threads = getattr(lib, f"{prefix}get_num_threads{suffix}", None)
                 if corename is not None and threads is not None:
@@ -279,7 +283,7 @@ def _numpy_runtime() -> str:
     try:
         deps = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
         blas = f"{deps.get('name')} {deps.get('version')}"
-    except Exception:  # noqa: BLE001 - informational only
+    except Exception:  # informational only
         pass
     return f"{simd}; BLAS {blas}, {_openblas_runtime(np)}"
 
@@ -321,9 +325,7 @@ def machine_info(openblas_before: Mapping[str, str | None]) -> list[tuple[str, s
         )
     except ImportError as err:
         rows.append(("disco (ours)", f"not importable: {err}"))
-    env = ", ".join(
-        f"{k}={'unset' if v is None else v!r}" for k, v in openblas_before.items()
-    )
+    env = ", ".join(f"{k}={'unset' if v is None else v!r}" for k, v in openblas_before.items())
     rows.append(("OpenBLAS overrides", f"{env} in the caller's environment; unset for this run"))
     load = os.getloadavg()
     rows.append(("load average at start", f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"))
@@ -345,13 +347,17 @@ def fmt_time(seconds: float | None) -> str:
     raise AssertionError("unreachable")
 
 
+#: The multiplication sign, for ratios.
+TIMES = "\u00d7"
+
+
 def fmt_ratio(ratio: float) -> str:
-    """A ratio as ``12×``, ``3.4×`` or ``0.56×``."""
+    """A ratio as ``12x``, ``3.4x`` or ``0.56x`` (with a multiplication sign)."""
     if ratio >= 10:
-        return f"{ratio:.0f}×"
+        return f"{ratio:.0f}{TIMES}"
     if ratio >= 1:
-        return f"{ratio:.1f}×"
-    return f"{ratio:.2f}×"
+        return f"{ratio:.1f}{TIMES}"
+    return f"{ratio:.2f}{TIMES}"
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: str = "") -> str:

@@ -42,7 +42,9 @@ class EMABaseline:
         self.baseline = 0.0
 
     def advantage(self, rewards):  # type: ignore[no-untyped-def]
-        mean = float(rewards.detach().mean()) if hasattr(rewards, "detach") else float(rewards.mean())
+        mean = (
+            float(rewards.detach().mean()) if hasattr(rewards, "detach") else float(rewards.mean())
+        )
         self.baseline = self.ema_weight * self.baseline + (1.0 - self.ema_weight) * mean
         return rewards - self.baseline
 
@@ -64,7 +66,7 @@ def versions() -> dict[str, str]:
     for name in ("disco", "numpy", "torch", "transformers"):
         try:
             out[name] = importlib.import_module(name).__version__
-        except Exception as err:  # noqa: BLE001 - reported, not fatal
+        except Exception as err:  # reported, not fatal
             out[name] = f"unavailable ({type(err).__name__})"
     return out
 
@@ -103,12 +105,12 @@ def main(workdir: Path) -> dict:
                 else:
                     timing = _timing.measure(
                         {task["id"]: fn},
-                        repeats=spec["repeats"],
+                        repeats=task.get("repeats", spec["repeats"]),
                         batch_s=spec["batch_s"],
                         warmup=spec.get("warmup", 2),
                     )[task["id"]]
                     entry["timing"] = timing.as_dict()
-        except Exception as err:  # noqa: BLE001 - one failing task must not hide the others
+        except Exception as err:  # one failing task must not hide the others
             entry["error"] = f"{type(err).__name__}: {err}"
             traceback.print_exc(file=sys.stderr)
         results.append(entry)

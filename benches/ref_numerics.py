@@ -25,7 +25,9 @@ import numpy as np
 import torch
 
 
-def build(fn: str, arrays: Mapping[str, np.ndarray], params: Mapping[str, Any]) -> Callable[[], Any] | None:
+def build(
+    fn: str, arrays: Mapping[str, np.ndarray], params: Mapping[str, Any]
+) -> Callable[[], Any] | None:
     """A zero-argument callable computing ``fn`` with 1.1.1's code, or ``None`` if it has none."""
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
     if fn == "logmeanexp":

@@ -117,7 +117,7 @@ def main(argv: list[str]) -> int:
         try:
             module = importlib.import_module(f"bench_{name}")
             body = module.run(ctx)
-        except Exception:  # noqa: BLE001 - reported in the output, exit code says it failed
+        except Exception:  # reported in the output, exit code says it failed
             failed = True
             body = f"## {name}\n\n**Failed:**\n\n```\n{traceback.format_exc()}```"
         elapsed = time.perf_counter() - t0
