@@ -79,7 +79,9 @@ layer and its handling of weights, signs and edge cases; torch adds dispatch ove
 busy machine, waits on its OpenMP team). What we pay is the conversion and argument checks of
 `disco.numerics` (see the call overhead below), and a thread that the operating system
 deschedules stalls a parallel pass until it returns: on a loaded machine (see the load
-averages) the 2-thread rows at N >= 1e5 are the noisiest.
+averages) the 2-thread rows at N >= 1e5 are the noisiest. torch, and disco 1.1.1 which runs
+on torch, suffer most from that: their times at small N come in multiples of a scheduler
+time slice (their OpenMP workers wait for a core), far above what they take on an idle machine.
 """
 
 

@@ -610,6 +610,10 @@ mod tests {
 
     #[test]
     fn fused_passes_match_the_textbook_formulas() {
+        vexp::with_level(fused_passes_match_here);
+    }
+
+    fn fused_passes_match_here() {
         let kinds = [
             Divergence::ForwardKl,
             Divergence::ReverseKl,

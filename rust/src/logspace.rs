@@ -300,6 +300,10 @@ mod tests {
 
     #[test]
     fn fused_moments_match_naive_weights_for_any_width() {
+        vexp::with_level(fused_moments_match_here);
+    }
+
+    fn fused_moments_match_here() {
         for n in [1, 9, 300, 2_000, vexp::PARALLEL_THRESHOLD + 5] {
             for k in 1..=6 {
                 let lw: Vec<f64> = (0..n)

@@ -358,13 +358,16 @@ macro_rules! dispatched {
                     type $m = $crate::vexp::Fused;
                     $body
                 }
-                if std::arch::is_x86_feature_detected!("avx512f")
+                let level = $crate::vexp::forced_level();
+                if level == 0
+                    && std::arch::is_x86_feature_detected!("avx512f")
                     && std::arch::is_x86_feature_detected!("avx512dq")
                 {
                     // SAFETY: the CPU was just checked to support every enabled feature.
                     return unsafe { wide($($arg),*) };
                 }
-                if std::arch::is_x86_feature_detected!("avx2")
+                if level != 1
+                    && std::arch::is_x86_feature_detected!("avx2")
                     && std::arch::is_x86_feature_detected!("fma")
                 {
                     // SAFETY: as above.
@@ -376,6 +379,37 @@ macro_rules! dispatched {
     };
 }
 pub(crate) use dispatched;
+
+/// Which copy [`dispatched`] kernels may use on this thread: 0 = the widest the CPU has,
+/// 2 = at most AVX2+FMA, 1 = baseline. Always 0 outside unit tests, which lower it to check
+/// every copy on a machine that has AVX-512 (see [`with_level`]).
+#[inline(always)]
+pub(crate) fn forced_level() -> u8 {
+    #[cfg(test)]
+    {
+        FORCED_LEVEL.with(std::cell::Cell::get)
+    }
+    #[cfg(not(test))]
+    {
+        0
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    static FORCED_LEVEL: std::cell::Cell<u8> = const { std::cell::Cell::new(0) };
+}
+
+/// Runs `f` once with each kernel copy this CPU can run (baseline, AVX2+FMA, widest), on
+/// this thread; parallel chunks on rayon's threads keep the widest copy.
+#[cfg(test)]
+pub(crate) fn with_level(f: impl Fn()) {
+    for level in [1, 2, 0] {
+        FORCED_LEVEL.with(|c| c.set(level));
+        f();
+    }
+    FORCED_LEVEL.with(|c| c.set(0));
+}
 
 dispatched! {
     /// Σ exp(x_i - shift) on the calling thread.
@@ -565,6 +599,10 @@ mod tests {
 
     #[test]
     fn fused_sums_agree_with_naive_ones() {
+        with_level(fused_sums_agree_with_naive_ones_here);
+    }
+
+    fn fused_sums_agree_with_naive_ones_here() {
         for n in [0, 1, 7, 8, 9, 513, 10_000, PARALLEL_THRESHOLD + 3, 300_001] {
             let x: Vec<f64> = (0..n).map(|i| -((i * 7919 % 1000) as f64) / 50.0).collect();
             let naive: f64 = x.iter().map(|v| v.exp()).sum();
