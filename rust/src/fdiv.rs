@@ -130,7 +130,9 @@ impl Batch<'_> {
             ("proposal_log_probs", self.proposal.len()),
         ])?;
         if self.policy.is_empty() {
-            return Err(invalid("policy_log_probs is empty: at least one sample is needed"));
+            return Err(invalid(
+                "policy_log_probs is empty: at least one sample is needed",
+            ));
         }
         check_log_scores("policy_log_probs", self.policy)?;
         check_log_scores("target_log_scores", self.target)?;
@@ -168,7 +170,9 @@ pub fn pseudo_rewards(
     batch.validate()?;
     check_log_z(log_z)?;
     if max_log_t.is_nan() || max_log_t <= 0.0 {
-        return Err(invalid(format!("max_log_t must be positive, got {max_log_t}")));
+        return Err(invalid(format!(
+            "max_log_t must be positive, got {max_log_t}"
+        )));
     }
     for i in 0..batch.policy.len() {
         let (lpi, lp, lq) = (batch.policy[i], batch.target[i], batch.proposal[i]);
@@ -219,7 +223,11 @@ pub fn estimate(kind: FDivergence, batch: &Batch<'_>, log_z: f64) -> Result<(f64
         };
         terms.push(term);
     }
-    let scale = if kind == FDivergence::JensenShannon { 0.5 } else { 1.0 };
+    let scale = if kind == FDivergence::JensenShannon {
+        0.5
+    } else {
+        1.0
+    };
     if terms.iter().any(|t| t.is_infinite()) {
         return Ok((f64::INFINITY, f64::INFINITY));
     }
@@ -255,7 +263,10 @@ mod tests {
                 let h = 1e-6 * t;
                 let numeric = (kind.f((t + h).ln()) - kind.f((t - h).ln())) / (2.0 * h);
                 let analytic = kind.f_prime(t.ln());
-                assert!((numeric - analytic).abs() < 1e-6 * (1.0 + analytic.abs()), "{kind:?} at {t}");
+                assert!(
+                    (numeric - analytic).abs() < 1e-6 * (1.0 + analytic.abs()),
+                    "{kind:?} at {t}"
+                );
             }
             assert!(kind.f(0.0).abs() < 1e-15, "{kind:?}: f(1) must be 0");
         }
@@ -269,7 +280,11 @@ mod tests {
         let lp: Vec<f64> = p.iter().map(|v| (v * 3.0).ln()).collect(); // Z = 3
         let lpi: Vec<f64> = pi.iter().map(|v| v.ln()).collect();
         let lq: Vec<f64> = q.iter().map(|v| v.ln()).collect();
-        let batch = Batch { policy: &lpi, target: &lp, proposal: &lq };
+        let batch = Batch {
+            policy: &lpi,
+            target: &lp,
+            proposal: &lq,
+        };
         let tv = 0.5 * p.iter().zip(&pi).map(|(a, b)| (a - b).abs()).sum::<f64>();
         let (got, _) = estimate(FDivergence::TotalVariation, &batch, 3f64.ln()).unwrap();
         assert!((got - tv).abs() < 1e-14, "{got} vs {tv}");
@@ -293,7 +308,11 @@ mod tests {
 
     #[test]
     fn rewards_are_finite_where_the_target_is_zero() {
-        let batch = Batch { policy: &[-1.0, f64::NEG_INFINITY], target: &[f64::NEG_INFINITY, 0.0], proposal: &[-1.0, -1.0] };
+        let batch = Batch {
+            policy: &[-1.0, f64::NEG_INFINITY],
+            target: &[f64::NEG_INFINITY, 0.0],
+            proposal: &[-1.0, -1.0],
+        };
         for kind in ALL {
             let (mut w, mut wr) = ([0.0; 2], [0.0; 2]);
             pseudo_rewards(kind, &batch, 0.0, 30.0, &mut w, &mut wr).unwrap();

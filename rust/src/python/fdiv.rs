@@ -46,5 +46,6 @@ pub fn f_divergence(
         target: slice1("target_log_scores", &target_log_scores)?,
         proposal: slice1("proposal_log_probs", &proposal_log_probs)?,
     };
-    py.detach(|| fdiv::estimate(kind, &batch, log_z)).map_err(|e| to_pyerr(py, e))
+    py.detach(|| fdiv::estimate(kind, &batch, log_z))
+        .map_err(|e| to_pyerr(py, e))
 }
