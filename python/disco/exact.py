@@ -172,7 +172,11 @@ def optimal_coefficients(
         hessian = (centred * p[:, None]).T @ centred
         step = np.linalg.solve(hessian, -gradient)
         t, current = 1.0, dual(lam)
-        while dual(lam + t * step) > current + 1e-4 * t * float(gradient @ step) and t > 1e-12:
+        # Rounding-level slack: near the optimum the dual's decrease is below its rounding error.
+        slack = 1e-14 * max(1.0, abs(current))
+        while (
+            dual(lam + t * step) > current + 1e-4 * t * float(gradient @ step) + slack and t > 1e-12
+        ):
             t /= 2
         lam = lam + t * step
     raise ValueError("the exact dual did not converge: are the moments inside the convex hull?")

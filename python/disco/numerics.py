@@ -91,8 +91,8 @@ def logsumexp(x: ArrayLike) -> float:
 def logmeanexp(x: ArrayLike) -> float:
     """``log(mean(exp(x)))``: the log of an importance-sampling estimate of a normaliser.
 
-    >>> logmeanexp([1.0, 1.0, 1.0])
-    1.0
+    >>> logmeanexp([0.0, 0.0])
+    0.0
     """
     return float(_core.logmeanexp(as_vector(x, "x")))
 

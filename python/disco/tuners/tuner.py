@@ -118,6 +118,7 @@ class Tuner:
         self.log_z_sums: dict[str, tuple[float, float]] = {}
         self.log_z_counts: dict[str, int] = {}
         self.history: list[dict[str, float]] = []
+        self.last_samples: list[dict[str, Any]] = []
         self.rng = np.random.default_rng(cfg.seed)
         self._seeded = False
 
@@ -308,6 +309,14 @@ class Tuner:
                 weights.append(out.weights)
                 weighted.append(out.weighted_rewards)
             self.loss.record_batch(np.concatenate(weights), np.concatenate(weighted))
+            self.last_samples = [
+                {
+                    "context": str(context),
+                    "text": getattr(x, "text", str(x)),
+                    "target_log_score": float(lp),
+                }
+                for x, lp in zip(samples[:8], log_p[:8])
+            ]
             log_pi_all = np.concatenate(log_pi_parts)
             metrics = self._metrics(context, samples, log_p, log_pi_all, log_q, log_z)
             metrics["loss"] = loss_value
