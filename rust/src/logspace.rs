@@ -22,8 +22,41 @@ pub fn checked_max(arg: &str, x: &[f64]) -> Result<f64> {
 /// when the other terms add up to less than the maximum term, that term is split off and
 /// the rest enters through `log1p` so that tiny contributions are not rounded away (as scipy).
 pub fn logsumexp(arg: &str, x: &[f64]) -> Result<f64> {
-    let m = checked_max(arg, x)?;
-    Ok(logsumexp_with_max(x, m))
+    if x.len() < vexp::PARALLEL_THRESHOLD {
+        let m = checked_max(arg, x)?;
+        return Ok(logsumexp_with_max(x, m));
+    }
+    // One parallel region instead of two (maximum, then sum): each chunk finds its own
+    // maximum m_c and sums exp(x_i - m_c) while it is still in cache; the chunk sums are then
+    // rescaled by exp(m_c - m) and added with compensation (the order is fixed).
+    let parts: Vec<(f64, bool, f64)> = x
+        .par_chunks(vexp::TASK_LEN)
+        .map(|c| {
+            let (mc, bad) = vexp::max_serial(c);
+            let sum = if bad || mc == f64::NEG_INFINITY {
+                0.0
+            } else {
+                vexp::sum_exp_serial(c, mc)
+            };
+            (mc, bad, sum)
+        })
+        .collect();
+    if parts.iter().any(|p| p.1) {
+        check_log_scores(arg, x)?;
+    }
+    let m = parts
+        .iter()
+        .fold(f64::NEG_INFINITY, |a, p| if p.0 > a { p.0 } else { a });
+    if m == f64::NEG_INFINITY {
+        return Ok(f64::NEG_INFINITY);
+    }
+    let total = vexp::compensated_sum(
+        parts
+            .iter()
+            .filter(|p| p.0 > f64::NEG_INFINITY)
+            .map(|&(mc, _, sum)| sum * (mc - m).exp()),
+    );
+    Ok(lse_from_total(x, m, total))
 }
 
 /// [`logsumexp`] for input already known to be valid, with its maximum.
@@ -281,6 +314,30 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("+inf"));
+    }
+
+    #[test]
+    fn long_inputs_take_one_parallel_region() {
+        let n = vexp::PARALLEL_THRESHOLD * 3 + 11;
+        let mut x: Vec<f64> = (0..n).map(|i| -((i * 7919 % 1000) as f64) / 10.0).collect();
+        for v in &mut x[..vexp::TASK_LEN * 2] {
+            *v = f64::NEG_INFINITY; // whole chunks of zeros
+        }
+        x[n - 5] = 30.0; // the maximum sits in the last chunk
+        let m = 30.0;
+        let want = m + vexp::sum_exp_serial(&x, m).ln();
+        let got = logsumexp("x", &x).unwrap();
+        assert!((got - want).abs() <= 1e-14 * want.abs(), "{got} vs {want}");
+        x[n - 1] = f64::NAN;
+        let msg = logsumexp("x", &x).unwrap_err().to_string();
+        assert!(msg.contains(&format!("x[{}] is NaN", n - 1)), "{msg}");
+        let zeros = vec![f64::NEG_INFINITY; n];
+        assert_eq!(logsumexp("x", &zeros).unwrap(), f64::NEG_INFINITY);
+        // Dominated by one term: the log1p refinement still applies.
+        let mut one = vec![-60.0; n];
+        one[7] = 0.0;
+        let want = ((n - 1) as f64 * (-60.0f64).exp()).ln_1p();
+        assert!((logsumexp("x", &one).unwrap() - want).abs() <= 1e-15 * want);
     }
 
     #[test]

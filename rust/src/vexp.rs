@@ -9,9 +9,15 @@
 use rayon::prelude::*;
 
 /// Below this many elements a reduction runs on the calling thread: spawning costs more.
-pub const PARALLEL_THRESHOLD: usize = 1 << 16;
+///
+/// Measured on the project's 2-core machines (benches/, `logsumexp`, best of 15): one
+/// fork-join of the rayon pool costs 30-100 µs there (the workers sleep between calls and
+/// waking them is slow), so two threads only win from about 2^18 elements on (serial 250 µs,
+/// parallel 190-330 µs at 2^18; 470 vs 240-360 µs at 2^19; at 2^16 and 2^17 serial was
+/// faster: 53 vs 82-130 µs, 118 vs 150-190 µs). It was 2^16 before that measurement.
+pub const PARALLEL_THRESHOLD: usize = 1 << 18;
 /// Elements per parallel task; fixed so results do not depend on the number of threads.
-const TASK_LEN: usize = 1 << 15;
+pub(crate) const TASK_LEN: usize = 1 << 15;
 /// Lanes of the manual unrolling; eight f64 fill one AVX-512 register.
 const LANES: usize = 8;
 /// Elements summed naively per lane before the block total is added with compensation.
