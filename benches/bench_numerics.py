@@ -73,8 +73,12 @@ instruction instead of one libm call each; each estimate is one or two fused pas
 inputs (a scan for the maxima and the validity of every input, then one pass that sums all
 terms), reading each array once per pass and allocating nothing, where the numpy formulas
 build four to eight temporary arrays; sums run in eight lanes inside blocks of 512 and are
-compensated across blocks, so the error does not grow with N; from 65 536 samples on, the passes are split into fixed
-chunks over the cores (rayon), with a deterministic reduction. What numpy, scipy and torch pay
+compensated across blocks, so the error does not grow with N; from 262 144 samples on, the passes are split into fixed
+chunks over the cores (rayon), with a deterministic reduction. That threshold is where two
+threads start to win here: the pool's workers sleep between calls and waking them costs
+30-100 µs on these machines, whereas torch timed in a tight loop keeps its OpenMP workers
+spinning and pays nothing, which is why torch (and disco 1.1.1, whose estimators are one or two
+torch passes without the max-shift that log-space safety needs) can win at N = 1e5 to 1e6. What numpy, scipy and torch pay
 on top is allocation and extra passes (scipy's `logsumexp` also goes through its array-API
 layer and its handling of weights, signs and edge cases; torch adds dispatch overhead and, with two threads on a
 busy machine, waits on its OpenMP team). What we pay is the conversion and argument checks of
