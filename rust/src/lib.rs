@@ -7,6 +7,7 @@
 pub mod divergence;
 pub mod error;
 pub mod logspace;
+pub mod qrs;
 pub mod vexp;
 
 #[cfg(feature = "python")]

@@ -7,6 +7,7 @@ use pyo3::prelude::*;
 use crate::Error;
 
 mod logspace;
+mod qrs;
 
 pyo3::create_exception!(
     disco._core,
@@ -60,6 +61,8 @@ mod core_module {
         divergence, divergence_grouped, effective_sample_size, estimate_log_z, logmeanexp,
         logsumexp, normalized_weights, weighted_moments,
     };
+    #[pymodule_export]
+    use super::qrs::{imh_chain, qrs_accept, PyQrsIndex};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
