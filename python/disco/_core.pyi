@@ -3,7 +3,18 @@
 import numpy as np
 import numpy.typing as npt
 
-__all__: list[str]
+__all__ = [
+    "ConvergenceError",
+    "__version__",
+    "divergence",
+    "divergence_grouped",
+    "effective_sample_size",
+    "estimate_log_z",
+    "logmeanexp",
+    "logsumexp",
+    "normalized_weights",
+    "weighted_moments",
+]
 __version__: str
 
 class ConvergenceError(RuntimeError):

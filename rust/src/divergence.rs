@@ -7,7 +7,8 @@
 //! - `KL(pi‖p) = mean_i e^{b_i} (log pi_i - log P_i + log Z)`
 //! - `TV(p, pi) = ½ mean_i |e^{a_i} - e^{b_i}|`
 //! - `JS(p, pi) = ½ mean_i [e^{a_i} log(2p/(p+pi)) + e^{b_i} log(2pi/(p+pi))]`, the standard JS
-//!   in nats (at most ln 2).
+//!   in nats (at most ln 2 in truth; each term is non-negative, so the estimate is too, but
+//!   it is not clipped to the range: an estimate above ln 2 shows sampling noise).
 //!
 //! When `log Z` is not given it is `logmeanexp(log P - log q)` from the same samples, which
 //! makes the forward-KL estimate self-normalised.
@@ -50,7 +51,9 @@ impl Samples<'_> {
             (PROPOSAL, self.proposal.len()),
         ])?;
         if self.target.is_empty() {
-            return Err(invalid(format!("{TARGET} is empty: at least one sample is needed")));
+            return Err(invalid(format!(
+                "{TARGET} is empty: at least one sample is needed"
+            )));
         }
         check_log_scores(TARGET, self.target)?;
         check_log_scores(MODEL, self.model)?;
@@ -81,7 +84,11 @@ impl Samples<'_> {
 
 /// Estimates `log Z = logmeanexp(log P - log q)`; fails when every sample has zero target weight.
 pub fn estimate_log_z(target: &[f64], proposal: &[f64]) -> Result<f64> {
-    let s = Samples { target, model: target, proposal };
+    let s = Samples {
+        target,
+        model: target,
+        proposal,
+    };
     s.validate()?;
     let lw = s.log_ratios(target)?;
     log_z_from_ratios(&lw)
@@ -142,8 +149,11 @@ fn shared_max(a: &[f64], b: &[f64]) -> f64 {
 
 fn total_variation(a: &[f64], b: &[f64], n: f64) -> f64 {
     let m = shared_max(a, b);
-    let terms = a.iter().zip(b).map(|(&x, &y)| (vexp::exp_nonpos(x - m) - vexp::exp_nonpos(y - m)).abs());
-    (0.5 * vexp::compensated_sum(terms) * (m - n.ln()).exp()).min(1.0)
+    let terms = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| (vexp::exp_nonpos(x - m) - vexp::exp_nonpos(y - m)).abs());
+    0.5 * vexp::compensated_sum(terms) * (m - n.ln()).exp()
 }
 
 /// `log(1 + e^z)` without overflow.
@@ -165,7 +175,7 @@ fn jensen_shannon(a: &[f64], b: &[f64], n: f64) -> f64 {
         }
         t
     });
-    (0.5 * vexp::compensated_sum(terms) * (m - n.ln()).exp()).clamp(0.0, ln2)
+    0.5 * vexp::compensated_sum(terms) * (m - n.ln()).exp()
 }
 
 /// Row-major `c x n` log-scores, one row per context.
@@ -182,7 +192,11 @@ pub fn estimate_grouped(
     g: &GroupedSamples<'_>,
     log_z: Option<&[f64]>,
 ) -> Result<Vec<f64>> {
-    check_same_length(&[(TARGET, g.target.len()), (MODEL, g.model.len()), (PROPOSAL, g.proposal.len())])?;
+    check_same_length(&[
+        (TARGET, g.target.len()),
+        (MODEL, g.model.len()),
+        (PROPOSAL, g.proposal.len()),
+    ])?;
     let n = g.n.max(1);
     let c = g.target.len() / n;
     if let Some(z) = log_z {
@@ -225,7 +239,11 @@ mod tests {
     #[test]
     fn exact_on_whole_support() {
         let (t, m, q) = exact_case();
-        let s = Samples { target: &t, model: &m, proposal: &q };
+        let s = Samples {
+            target: &t,
+            model: &m,
+            proposal: &q,
+        };
         let p = [0.5f64, 0.3, 0.2];
         let pi = [0.2f64, 0.3, 0.5];
         let kl: f64 = p.iter().zip(&pi).map(|(a, b)| a * (a / b).ln()).sum();
@@ -248,7 +266,10 @@ mod tests {
             let got = estimate(kind, &s, None).unwrap();
             assert!((got - want).abs() < 1e-14, "{kind:?}: {got} vs {want}");
             let given = estimate(kind, &s, Some(7f64.ln())).unwrap();
-            assert!((given - want).abs() < 1e-14, "{kind:?} with Z: {given} vs {want}");
+            assert!(
+                (given - want).abs() < 1e-14,
+                "{kind:?} with Z: {given} vs {want}"
+            );
         }
     }
 
@@ -257,9 +278,19 @@ mod tests {
         let t = [0.0, f64::NEG_INFINITY];
         let m = [f64::NEG_INFINITY, 0.0];
         let q = [0.5f64.ln(), 0.5f64.ln()];
-        let s = Samples { target: &t, model: &m, proposal: &q };
-        assert_eq!(estimate(Divergence::ForwardKl, &s, None).unwrap(), f64::INFINITY);
-        assert_eq!(estimate(Divergence::ReverseKl, &s, None).unwrap(), f64::INFINITY);
+        let s = Samples {
+            target: &t,
+            model: &m,
+            proposal: &q,
+        };
+        assert_eq!(
+            estimate(Divergence::ForwardKl, &s, None).unwrap(),
+            f64::INFINITY
+        );
+        assert_eq!(
+            estimate(Divergence::ReverseKl, &s, None).unwrap(),
+            f64::INFINITY
+        );
         assert!((estimate(Divergence::TotalVariation, &s, None).unwrap() - 1.0).abs() < 1e-15);
         let js = estimate(Divergence::JensenShannon, &s, None).unwrap();
         assert!((js - std::f64::consts::LN_2).abs() < 1e-15);
@@ -271,7 +302,12 @@ mod tests {
         let tt = [t.clone(), t].concat();
         let mm = [m.clone(), m].concat();
         let qq = [q.clone(), q].concat();
-        let g = GroupedSamples { target: &tt, model: &mm, proposal: &qq, n: 3 };
+        let g = GroupedSamples {
+            target: &tt,
+            model: &mm,
+            proposal: &qq,
+            n: 3,
+        };
         let out = estimate_grouped(Divergence::ForwardKl, &g, None).unwrap();
         assert_eq!(out.len(), 2);
         assert_eq!(out[0], out[1]);
@@ -279,11 +315,29 @@ mod tests {
 
     #[test]
     fn refuses_bad_input() {
-        let s = Samples { target: &[0.0], model: &[0.0, 1.0], proposal: &[0.0] };
-        assert!(estimate(Divergence::ForwardKl, &s, None).unwrap_err().to_string().contains("mismatch"));
-        let s = Samples { target: &[f64::NEG_INFINITY], model: &[0.0], proposal: &[0.0] };
+        let s = Samples {
+            target: &[0.0],
+            model: &[0.0, 1.0],
+            proposal: &[0.0],
+        };
+        assert!(estimate(Divergence::ForwardKl, &s, None)
+            .unwrap_err()
+            .to_string()
+            .contains("mismatch"));
+        let s = Samples {
+            target: &[f64::NEG_INFINITY],
+            model: &[0.0],
+            proposal: &[0.0],
+        };
         assert!(estimate(Divergence::ForwardKl, &s, None).is_err());
-        let s = Samples { target: &[0.0], model: &[0.0], proposal: &[f64::NEG_INFINITY] };
-        assert!(estimate(Divergence::ForwardKl, &s, None).unwrap_err().to_string().contains("proposal_log_probs[0]"));
+        let s = Samples {
+            target: &[0.0],
+            model: &[0.0],
+            proposal: &[f64::NEG_INFINITY],
+        };
+        assert!(estimate(Divergence::ForwardKl, &s, None)
+            .unwrap_err()
+            .to_string()
+            .contains("proposal_log_probs[0]"));
     }
 }

@@ -27,15 +27,12 @@ pub(crate) fn invalid(message: impl Into<String>) -> Error {
 /// Checks that every value is a legal log-score: finite or `-inf` (probability zero).
 /// NaN and `+inf` are refused with the argument name and the first offending position.
 pub fn check_log_scores(arg: &str, values: &[f64]) -> Result<()> {
-    // Invariant: `!(v < INF)` is true exactly for NaN and +inf, so one vectorisable pass
-    // decides; the slow scan below only runs to name the culprit.
-    let bad = values.iter().fold(false, |acc, &v| acc | !(v < f64::INFINITY));
-    if bad {
-        let (i, v) = values
-            .iter()
-            .enumerate()
-            .find(|(_, v)| !(**v < f64::INFINITY))
-            .expect("a bad value was seen");
+    // `!(v < INF)` is true exactly for NaN and +inf.
+    if let Some((i, v)) = values
+        .iter()
+        .enumerate()
+        .find(|(_, v)| !(**v < f64::INFINITY))
+    {
         return Err(invalid(format!(
             "{arg}[{i}] is {}: log-scores must be finite or -inf",
             describe(*v)
@@ -47,7 +44,10 @@ pub fn check_log_scores(arg: &str, values: &[f64]) -> Result<()> {
 /// Checks that every value is finite (features, moments, coefficients).
 pub fn check_finite(arg: &str, values: &[f64]) -> Result<()> {
     if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-        return Err(invalid(format!("{arg}[{i}] is {}: values must be finite", describe(*v))));
+        return Err(invalid(format!(
+            "{arg}[{i}] is {}: values must be finite",
+            describe(*v)
+        )));
     }
     Ok(())
 }
@@ -55,8 +55,14 @@ pub fn check_finite(arg: &str, values: &[f64]) -> Result<()> {
 /// Checks that a row-major matrix of `rows` x `cols` values has a finite entry everywhere.
 pub fn check_finite_matrix(arg: &str, values: &[f64], cols: usize) -> Result<()> {
     if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-        let (r, c) = if cols == 0 { (i, 0) } else { (i / cols, i % cols) };
-        return Err(invalid(format!("{arg}[{r}, {c}] is {}: values must be finite", describe(*v))));
+        let (r, c) = (
+            i.checked_div(cols).unwrap_or(i),
+            i.checked_rem(cols).unwrap_or(0),
+        );
+        return Err(invalid(format!(
+            "{arg}[{r}, {c}] is {}: values must be finite",
+            describe(*v)
+        )));
     }
     Ok(())
 }
@@ -78,7 +84,9 @@ pub fn check_same_length(arrays: &[(&str, usize)]) -> Result<()> {
 /// Checks that an array is not empty.
 pub fn check_non_empty(arg: &str, len: usize) -> Result<()> {
     if len == 0 {
-        return Err(invalid(format!("{arg} is empty: at least one sample is needed")));
+        return Err(invalid(format!(
+            "{arg} is empty: at least one sample is needed"
+        )));
     }
     Ok(())
 }

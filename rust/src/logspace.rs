@@ -35,7 +35,10 @@ pub fn logsumexp_with_max(x: &[f64], m: f64) -> f64 {
     }
     // Invariant: the first maximum contributes exactly 1 to `total`; summing the rest on
     // their own keeps their full relative precision.
-    let j = x.iter().position(|&v| v == m).expect("the maximum is an element");
+    let j = x
+        .iter()
+        .position(|&v| v == m)
+        .expect("the maximum is an element");
     let rest = vexp::sum_exp(&x[..j], m) + vexp::sum_exp(&x[j + 1..], m);
     m + rest.ln_1p()
 }
@@ -73,7 +76,7 @@ pub fn weighted_moments(
     if features.len() != n * k {
         return Err(invalid(format!(
             "length mismatch: {weights_arg} has {n} values but {features_arg} has {} rows",
-            if k == 0 { 0 } else { features.len() / k }
+            features.len().checked_div(k).unwrap_or(0)
         )));
     }
     check_finite_matrix(features_arg, features, k)?;
@@ -94,7 +97,9 @@ pub fn weighted_moments(
 /// `logsumexp` of non-empty weights that are not all zero, as needed to normalise them.
 fn normalizer(arg: &str, log_w: &[f64]) -> Result<f64> {
     if log_w.is_empty() {
-        return Err(invalid(format!("{arg} is empty: at least one weight is needed")));
+        return Err(invalid(format!(
+            "{arg} is empty: at least one weight is needed"
+        )));
     }
     let lse = logsumexp(arg, log_w)?;
     if lse == f64::NEG_INFINITY {
@@ -112,10 +117,19 @@ mod tests {
     #[test]
     fn scipy_edge_cases() {
         assert_eq!(logsumexp("x", &[]).unwrap(), f64::NEG_INFINITY);
-        assert_eq!(logsumexp("x", &[f64::NEG_INFINITY; 3]).unwrap(), f64::NEG_INFINITY);
+        assert_eq!(
+            logsumexp("x", &[f64::NEG_INFINITY; 3]).unwrap(),
+            f64::NEG_INFINITY
+        );
         assert_eq!(logsumexp("x", &[f64::NEG_INFINITY, 2.5]).unwrap(), 2.5);
-        assert!(logsumexp("x", &[1.0, f64::NAN]).unwrap_err().to_string().contains("x[1] is NaN"));
-        assert!(logsumexp("x", &[f64::INFINITY]).unwrap_err().to_string().contains("+inf"));
+        assert!(logsumexp("x", &[1.0, f64::NAN])
+            .unwrap_err()
+            .to_string()
+            .contains("x[1] is NaN"));
+        assert!(logsumexp("x", &[f64::INFINITY])
+            .unwrap_err()
+            .to_string()
+            .contains("+inf"));
     }
 
     #[test]

@@ -19,7 +19,7 @@ const BLOCK: usize = 512;
 
 const LOG2E: f64 = std::f64::consts::LOG2_E;
 /// ln 2 split so that `k * LN2_HI` is exact for |k| < 2^11 (Cody–Waite).
-const LN2_HI: f64 = 6.931_471_803_691_238_2e-1;
+const LN2_HI: f64 = 6.931_471_803_691_238e-1;
 const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
 /// 1.5 * 2^52: adding it rounds to the nearest integer and leaves that integer in the low bits.
 const ROUND_MAGIC: f64 = 6_755_399_441_055_744.0;
@@ -214,7 +214,10 @@ pub fn sum_exp(x: &[f64], shift: f64) -> f64 {
     if x.len() < PARALLEL_THRESHOLD {
         return sum_exp_serial(x, shift);
     }
-    let partials: Vec<f64> = x.par_chunks(TASK_LEN).map(|c| sum_exp_serial(c, shift)).collect();
+    let partials: Vec<f64> = x
+        .par_chunks(TASK_LEN)
+        .map(|c| sum_exp_serial(c, shift))
+        .collect();
     compensated_sum(partials)
 }
 
@@ -223,8 +226,10 @@ pub fn sum_exp_sq(x: &[f64], shift: f64) -> f64 {
     if x.len() < PARALLEL_THRESHOLD {
         return sum_exp_sq_serial(x, shift);
     }
-    let partials: Vec<f64> =
-        x.par_chunks(TASK_LEN).map(|c| sum_exp_sq_serial(c, shift)).collect();
+    let partials: Vec<f64> = x
+        .par_chunks(TASK_LEN)
+        .map(|c| sum_exp_sq_serial(c, shift))
+        .collect();
     compensated_sum(partials)
 }
 
@@ -247,9 +252,10 @@ pub fn max_and_flag(x: &[f64]) -> (f64, bool) {
     if x.len() < PARALLEL_THRESHOLD {
         return max_serial(x);
     }
-    x.par_chunks(TASK_LEN)
-        .map(max_serial)
-        .reduce(|| (f64::NEG_INFINITY, false), |a, b| (if b.0 > a.0 { b.0 } else { a.0 }, a.1 | b.1))
+    x.par_chunks(TASK_LEN).map(max_serial).reduce(
+        || (f64::NEG_INFINITY, false),
+        |a, b| (if b.0 > a.0 { b.0 } else { a.0 }, a.1 | b.1),
+    )
 }
 
 /// `out_i = exp(x_i - shift)`, parallel for long inputs.
@@ -295,10 +301,15 @@ mod tests {
     #[test]
     fn sums_agree_across_lengths_and_thread_split() {
         for n in [0, 1, 7, 8, 9, 513, 10_000, PARALLEL_THRESHOLD + 3, 300_001] {
-            let x: Vec<f64> = (0..n).map(|i| -((i * 7919 % 1000) as f64) / 100.0).collect();
+            let x: Vec<f64> = (0..n)
+                .map(|i| -((i * 7919 % 1000) as f64) / 100.0)
+                .collect();
             let naive: f64 = x.iter().map(|v| v.exp()).sum();
             let ours = sum_exp(&x, 0.0);
-            assert!((ours - naive).abs() <= 1e-12 * naive.max(1.0), "n={n}: {ours} vs {naive}");
+            assert!(
+                (ours - naive).abs() <= 1e-12 * naive.max(1.0),
+                "n={n}: {ours} vs {naive}"
+            );
             let y: Vec<f64> = (0..n).map(|i| (i % 13) as f64 - 6.0).collect();
             let naive_dot: f64 = x.iter().zip(&y).map(|(a, b)| a.exp() * b).sum();
             let dot = dot_exp(&x, &y, 0.0);

@@ -31,8 +31,20 @@ class Distribution(abc.ABC):
         """Draw ``sampling_size`` samples for ``context``; return them and their log-probabilities."""
 
     @abc.abstractmethod
-    def log_score(self, samples: Sequence[Any], context: Any = "", grad: bool = False) -> torch.Tensor:
+    def log_score(
+        self, samples: Sequence[Any], context: Any = "", grad: bool = False
+    ) -> torch.Tensor:
         """Log-probabilities of ``samples`` given ``context`` (differentiable when ``grad``)."""
+
+    def __mul__(self, other: Any) -> Any:
+        from disco.scorers import Product
+
+        return Product(self, other)
+
+    def __rmul__(self, other: Any) -> Any:
+        from disco.scorers import Product
+
+        return Product(other, self)
 
     def sample_batch(
         self, contexts: Sequence[Any], sampling_size: int = 32
@@ -59,8 +71,17 @@ class BaseDistribution(Distribution):
     distribution in KL that meets the moments (DESIGN §4).
     """
 
+    def constrain(self, features: Sequence[Any], moments: Sequence[float], **kwargs: Any) -> Any:
+        """Return the EBM closest to this distribution in KL that meets the feature moments.
+
+        See :func:`disco.distributions.constraints.constrain` for the options.
+        """
+        from disco.distributions.constraints import constrain
+
+        return constrain(self, features, moments, **kwargs)
+
     def clone(self) -> BaseDistribution:
-        """An independent copy (parameters included) of this distribution."""
+        """Return an independent copy (parameters included) of this distribution."""
         import copy
 
         return copy.deepcopy(self)

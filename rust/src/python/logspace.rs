@@ -24,14 +24,16 @@ fn parse_kind(kind: &str) -> PyResult<Divergence> {
 #[pyfunction]
 pub fn logsumexp(py: Python<'_>, x: PyReadonlyArray1<'_, f64>) -> PyResult<f64> {
     let x = slice1("x", &x)?;
-    py.detach(|| kernels::logsumexp("x", x)).map_err(|e| to_pyerr(py, e))
+    py.detach(|| kernels::logsumexp("x", x))
+        .map_err(|e| to_pyerr(py, e))
 }
 
 /// `log mean exp(x)`.
 #[pyfunction]
 pub fn logmeanexp(py: Python<'_>, x: PyReadonlyArray1<'_, f64>) -> PyResult<f64> {
     let x = slice1("x", &x)?;
-    py.detach(|| kernels::logmeanexp("x", x)).map_err(|e| to_pyerr(py, e))
+    py.detach(|| kernels::logmeanexp("x", x))
+        .map_err(|e| to_pyerr(py, e))
 }
 
 /// Normalised weights `exp(l - logsumexp(l))`.
@@ -49,9 +51,13 @@ pub fn normalized_weights<'py>(
 
 /// Effective sample size `1 / Σ w²`.
 #[pyfunction]
-pub fn effective_sample_size(py: Python<'_>, log_weights: PyReadonlyArray1<'_, f64>) -> PyResult<f64> {
+pub fn effective_sample_size(
+    py: Python<'_>,
+    log_weights: PyReadonlyArray1<'_, f64>,
+) -> PyResult<f64> {
     let lw = slice1("log_weights", &log_weights)?;
-    py.detach(|| kernels::effective_sample_size("log_weights", lw)).map_err(|e| to_pyerr(py, e))
+    py.detach(|| kernels::effective_sample_size("log_weights", lw))
+        .map_err(|e| to_pyerr(py, e))
 }
 
 /// Self-normalised moments of an `n x k` feature matrix.
@@ -78,7 +84,8 @@ pub fn estimate_log_z(
 ) -> PyResult<f64> {
     let t = slice1(div::TARGET, &target_log_scores)?;
     let q = slice1(div::PROPOSAL, &proposal_log_probs)?;
-    py.detach(|| div::estimate_log_z(t, q)).map_err(|e| to_pyerr(py, e))
+    py.detach(|| div::estimate_log_z(t, q))
+        .map_err(|e| to_pyerr(py, e))
 }
 
 /// One divergence estimate (`kind` in kl, reverse_kl, tv, js) from one group of samples.
@@ -98,7 +105,8 @@ pub fn divergence(
         model: slice1(div::MODEL, &model_log_probs)?,
         proposal: slice1(div::PROPOSAL, &proposal_log_probs)?,
     };
-    py.detach(|| div::estimate(kind, &s, log_z)).map_err(|e| to_pyerr(py, e))
+    py.detach(|| div::estimate(kind, &s, log_z))
+        .map_err(|e| to_pyerr(py, e))
 }
 
 /// One divergence estimate per context for `c x n` matrices of log-scores.
@@ -120,7 +128,12 @@ pub fn divergence_grouped<'py>(
         Some(z) => Some(slice1("log_z", z)?),
         None => None,
     };
-    let g = GroupedSamples { target: t, model: m, proposal: q, n };
+    let g = GroupedSamples {
+        target: t,
+        model: m,
+        proposal: q,
+        n,
+    };
     let out = py
         .detach(|| div::estimate_grouped(kind, &g, z))
         .map_err(|e| to_pyerr(py, e))?;

@@ -20,7 +20,12 @@ pyo3::create_exception!(
 pub(crate) fn to_pyerr(py: Python<'_>, error: Error) -> PyErr {
     match error {
         Error::InvalidInput(message) => PyValueError::new_err(message),
-        Error::NoConvergence { message, last, iterations, max_error } => {
+        Error::NoConvergence {
+            message,
+            last,
+            iterations,
+            max_error,
+        } => {
             let err = ConvergenceError::new_err(message);
             let value = err.value(py);
             // Attaching attributes to a fresh exception object cannot fail in practice; if it
@@ -67,7 +72,10 @@ mod core_module {
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-        m.add("ConvergenceError", m.py().get_type::<super::ConvergenceError>())?;
+        m.add(
+            "ConvergenceError",
+            m.py().get_type::<super::ConvergenceError>(),
+        )?;
         Ok(())
     }
 }

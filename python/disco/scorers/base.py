@@ -1,0 +1,230 @@
+"""Scorers: features of samples, positive factors, and their products (energy-based models).
+
+A :class:`Scorer` is a real-valued feature ``phi(x, c)``; a :class:`PositiveScorer` is a
+non-negative factor of an unnormalised distribution and exposes ``log_score``; a
+:class:`Product` multiplies factors (a base distribution included) into an EBM
+``P(x) = a(x) b(x) exp(lambda . phi(x))`` (DESIGN §4). Everything scores whole batches and
+returns float64 tensors; ``-inf`` log-scores (probability zero) stay exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["BooleanScorer", "ExponentialScorer", "PositiveScorer", "Product", "Scorer"]
+
+
+def _as_scores(values: Any, n: int, who: str) -> torch.Tensor:
+    """Turns a scoring function's output into a finite float64 CPU tensor of length ``n``."""
+    if isinstance(values, torch.Tensor):
+        scores = values.detach().to("cpu", torch.float64).reshape(-1)
+    else:
+        scores = torch.as_tensor(np.asarray(values, dtype=np.float64).reshape(-1))
+    if scores.numel() != n:
+        raise ValueError(f"{who} returned {scores.numel()} values for {n} samples")
+    bad = ~torch.isfinite(scores)
+    if bad.any():
+        i = int(bad.nonzero()[0])
+        raise ValueError(f"{who} returned {scores[i].item()} for sample {i}: scores must be finite")
+    return scores
+
+
+class Scorer:
+    """A real-valued feature of a sample and its context, scored in batches.
+
+    Parameters
+    ----------
+    scoring_function:
+        ``f(sample, context) -> float``, or with ``batched=True``
+        ``f(samples, context) -> sequence of floats``.
+    batched:
+        Whether ``scoring_function`` takes the whole list of samples at once.
+    name:
+        Used in error messages and reports (defaults to the function's name).
+    """
+
+    def __init__(
+        self,
+        scoring_function: Callable[..., Any],
+        batched: bool = False,
+        name: str | None = None,
+    ) -> None:
+        if not callable(scoring_function):
+            raise TypeError(f"scoring_function must be callable, got {scoring_function!r}")
+        self.scoring_function = scoring_function
+        self.batched = batched
+        self.name: str = str(name or getattr(scoring_function, "__name__", type(self).__name__))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+    def _raw(self, samples: Sequence[Any], context: Any) -> Any:
+        if self.batched:
+            return self.scoring_function(list(samples), context)
+        return [self.scoring_function(s, context) for s in samples]
+
+    def score(self, samples: Sequence[Any], context: Any = "") -> torch.Tensor:
+        """The feature's value for each sample, as a float64 tensor."""
+        return _as_scores(self._raw(samples, context), len(samples), f"scorer {self.name!r}")
+
+
+class PositiveScorer(Scorer):
+    """A non-negative factor of an unnormalised distribution; ``log_score = log(score)``.
+
+    ``scoring_function`` returns non-negative values (0 is allowed and gives ``-inf``).
+    Multiplying positive scorers (or a distribution) with ``*`` builds a :class:`Product`.
+    """
+
+    def score(self, samples: Sequence[Any], context: Any = "") -> torch.Tensor:
+        """The factor's value for each sample (non-negative)."""
+        scores = super().score(samples, context)
+        if (scores < 0).any():
+            i = int((scores < 0).nonzero()[0])
+            raise ValueError(
+                f"positive scorer {self.name!r} returned {scores[i].item()} for sample {i}: "
+                "values must be non-negative"
+            )
+        return scores
+
+    def log_score(self, samples: Sequence[Any], context: Any = "") -> torch.Tensor:
+        """``log`` of the factor for each sample (``-inf`` where it is 0)."""
+        return torch.log(self.score(samples, context))
+
+    def __mul__(self, other: Any) -> Product:
+        return Product(self, other)
+
+    def __rmul__(self, other: Any) -> Product:
+        return Product(other, self)
+
+
+class BooleanScorer(PositiveScorer):
+    """A predicate: ``score`` is 1.0 or 0.0 and ``log_score`` is 0 or ``-inf``.
+
+    As a feature it has a moment in [0, 1] (how often it holds); with moment 1.0 it becomes a
+    pointwise constraint of the target.
+    """
+
+    def score(self, samples: Sequence[Any], context: Any = "") -> torch.Tensor:
+        """1.0 where the predicate holds, else 0.0."""
+        raw = self._raw(samples, context)
+        values = torch.as_tensor(np.asarray(raw, dtype=bool).reshape(-1), dtype=torch.float64)
+        if values.numel() != len(samples):
+            raise ValueError(
+                f"boolean scorer {self.name!r} returned {values.numel()} values for {len(samples)} samples"
+            )
+        return values
+
+    def negation(self) -> BooleanScorer:
+        """The predicate that holds exactly where this one does not."""
+        return BooleanScorer(
+            lambda samples, context: [not v for v in self.score(samples, context).bool().tolist()],
+            batched=True,
+            name=f"not {self.name}",
+        )
+
+
+class ExponentialScorer(PositiveScorer):
+    """The factor ``exp(sum_k coefficients[k] * features[k](x))``.
+
+    Parameters
+    ----------
+    features:
+        Scorers giving ``phi_k``.
+    coefficients:
+        The ``lambda_k`` (finite).
+    """
+
+    def __init__(self, features: Sequence[Scorer], coefficients: Sequence[float] | Any) -> None:
+        coefficients = np.atleast_1d(np.asarray(coefficients, dtype=np.float64))
+        if len(features) != coefficients.size:
+            raise ValueError(f"{len(features)} features but {coefficients.size} coefficients")
+        if not np.all(np.isfinite(coefficients)):
+            raise ValueError(f"coefficients must be finite, got {coefficients.tolist()}")
+        self.features = list(features)
+        self.coefficients = torch.as_tensor(coefficients)
+        super().__init__(
+            self._energy, batched=True, name="exp(" + ", ".join(f.name for f in self.features) + ")"
+        )
+
+    def __repr__(self) -> str:
+        terms = ", ".join(
+            f"{c:.6g}*{f.name}" for f, c in zip(self.features, self.coefficients.tolist())
+        )
+        return f"ExponentialScorer({terms})"
+
+    def feature_matrix(self, samples: Sequence[Any], context: Any = "") -> torch.Tensor:
+        """``N x K`` matrix of the features' values."""
+        if not samples:
+            return torch.zeros((0, len(self.features)), dtype=torch.float64)
+        return torch.stack([f.score(samples, context) for f in self.features], dim=1)
+
+    def log_score(self, samples: Sequence[Any], context: Any = "") -> torch.Tensor:
+        """``lambda . phi(x)`` for each sample."""
+        return self.feature_matrix(samples, context) @ self.coefficients
+
+    def _energy(self, samples: Sequence[Any], context: Any) -> torch.Tensor:
+        return torch.exp(self.log_score(samples, context))
+
+    def score(self, samples: Sequence[Any], context: Any = "") -> torch.Tensor:
+        """``exp(lambda . phi(x))`` (may overflow to inf for extreme energies: use log_score)."""
+        return self._energy(samples, context)
+
+
+class Product(PositiveScorer):
+    """The product of positive factors: an unnormalised distribution (EBM) over samples.
+
+    Factors are positive scorers or distributions (anything with ``log_score(samples,
+    context)``); ``log_score`` is the sum of their log-scores. Nested products are flattened.
+    ``fit_report`` holds the coefficient fit when the product came from ``constrain``.
+    """
+
+    def __init__(self, *factors: Any) -> None:
+        flat: list[Any] = []
+        for f in factors:
+            if isinstance(f, Product):
+                flat.extend(f.factors)
+            elif hasattr(f, "log_score"):
+                flat.append(f)
+            else:
+                raise TypeError(f"cannot multiply by {f!r}: factors need a log_score method")
+        if not flat:
+            raise ValueError("a product needs at least one factor")
+        self.factors: list[Any] = flat
+        self.fit_report: Any = None
+        super().__init__(self._product, batched=True, name=" * ".join(self._name(f) for f in flat))
+
+    @staticmethod
+    def _name(factor: Any) -> str:
+        return getattr(factor, "name", None) or type(factor).__name__
+
+    def __repr__(self) -> str:
+        return f"Product({', '.join(repr(f) for f in self.factors)})"
+
+    def log_score(self, samples: Sequence[Any], context: Any = "") -> torch.Tensor:
+        """Sum of the factors' log-scores (``-inf`` wherever any factor is zero)."""
+        total = torch.zeros(len(samples), dtype=torch.float64)
+        for factor in self.factors:
+            scores = factor.log_score(samples, context)
+            scores = scores.detach().to("cpu", torch.float64).reshape(-1)
+            if scores.numel() != len(samples):
+                raise ValueError(
+                    f"factor {self._name(factor)!r} returned {scores.numel()} log-scores for {len(samples)} samples"
+                )
+            if torch.isnan(scores).any() or (scores == float("inf")).any():
+                i = int((torch.isnan(scores) | (scores == float("inf"))).nonzero()[0])
+                raise ValueError(
+                    f"factor {self._name(factor)!r} returned log-score {scores[i].item()} for sample {i}"
+                )
+            total = total + scores
+        return total
+
+    def _product(self, samples: Sequence[Any], context: Any) -> torch.Tensor:
+        return torch.exp(self.log_score(samples, context))
+
+    def score(self, samples: Sequence[Any], context: Any = "") -> torch.Tensor:
+        """``exp(log_score)``; prefer ``log_score``, which cannot overflow."""
+        return self._product(samples, context)
