@@ -21,6 +21,8 @@
 //! magnitude of its terms ([`Scale`]): a sum of ratios spanning hundreds of orders of magnitude
 //! keeps its relative precision at every split, and no term is ever exponentiated unshifted.
 
+use std::sync::OnceLock;
+
 use rayon::prelude::*;
 
 use crate::error::{check_finite_matrix, check_log_scores, check_same_length, invalid, Result};
@@ -93,6 +95,20 @@ impl Scale {
         1.0
     }
 
+    /// Sets the unit to the binary magnitude of `log_term` (at or above the current one);
+    /// returns the factor the running sums must be multiplied by.
+    fn admit_floor(&mut self, log_term: f64) -> f64 {
+        let e = (log_term / LN2).floor().clamp(-1e6, 1e6) as i32;
+        let factor = if self.started {
+            pow2(self.exp - e)
+        } else {
+            1.0
+        };
+        self.started = true;
+        self.exp = e;
+        factor
+    }
+
     /// `e^{log_term}` in this unit.
     fn units(self, log_term: f64) -> f64 {
         let e = f64::from(self.exp);
@@ -100,25 +116,25 @@ impl Scale {
     }
 }
 
-/// A logarithm kept as `e · ln 2 + lm`, with an integer `e` and `lm ∈ [-ln 2, 0)`.
+/// A logarithm kept as `e · ln 2 + ln m`, with an integer `e` and a mantissa `m ∈ [0.5, 1)`
+/// (`m = 0` for the log of zero).
 ///
 /// Differences of two such logs (or of one and a float) are formed with the large parts
 /// cancelling exactly (`e · LN2_HI` is exact for |e| < 2^11), so a sum of size `e^{-800}` keeps
-/// the relative precision that a plain f64 logarithm (ulp ≈ 1e-13 at 800) would lose.
+/// the relative precision that a plain f64 logarithm (ulp ≈ 1e-13 at 800) would lose. Taking
+/// the snapshot is a few bit operations; the `ln` is paid per query, not per sample.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct SplitLog {
     e: i32,
-    lm: f64,
+    m: f64,
 }
 
 impl SplitLog {
     /// The log of zero.
-    const ZERO: SplitLog = SplitLog {
-        e: 0,
-        lm: f64::NEG_INFINITY,
-    };
+    const ZERO: SplitLog = SplitLog { e: 0, m: 0.0 };
 
     /// `log(value · 2^exp)` for `value >= 0`.
+    #[inline]
     fn from_scaled(value: f64, exp: i32) -> Self {
         if value.is_nan() || value <= 0.0 {
             return Self::ZERO;
@@ -131,15 +147,20 @@ impl SplitLog {
         let bits = v.to_bits();
         let e2 = ((bits >> 52) & 0x7ff) as i32 - 1022;
         // Invariant: with the exponent field set to 1022 the mantissa reads as a value in [0.5, 1).
-        let frac = f64::from_bits((bits & !(0x7ffu64 << 52)) | (1022u64 << 52));
+        let m = f64::from_bits((bits & !(0x7ffu64 << 52)) | (1022u64 << 52));
         SplitLog {
             e: exp + e2 + adjust,
-            lm: frac.ln(),
+            m,
         }
     }
 
+    /// `log n` for a count (exact mantissa).
+    fn of_count(n: usize) -> Self {
+        Self::from_scaled(n as f64, 0)
+    }
+
     fn is_zero(self) -> bool {
-        self.lm == f64::NEG_INFINITY
+        self.m == 0.0
     }
 
     /// The logarithm as one float.
@@ -147,7 +168,7 @@ impl SplitLog {
         if self.is_zero() {
             return f64::NEG_INFINITY;
         }
-        f64::from(self.e) * LN2 + self.lm
+        f64::from(self.e) * LN2 + self.m.ln()
     }
 
     /// `log self - log other + shift`.
@@ -159,13 +180,14 @@ impl SplitLog {
             return f64::INFINITY;
         }
         let de = f64::from(self.e - other.e);
-        ((de * LN2_HI + shift) + de * LN2_LO) + (self.lm - other.lm)
+        ((de * LN2_HI + shift) + de * LN2_LO) + (self.m / other.m).ln()
     }
 
-    /// `x - log self` for a float `x`.
-    fn subtracted_from(self, x: f64) -> f64 {
+    /// A function computing `x - log self` for floats `x`, with `ln m` taken once.
+    fn subtractor(self) -> impl Fn(f64) -> f64 + Sync {
         let e = f64::from(self.e);
-        ((x - e * LN2_HI) - e * LN2_LO) - self.lm
+        let (hi, lo, lm) = (e * LN2_HI, e * LN2_LO, self.m.ln());
+        move |x| ((x - hi) - lo) - lm
     }
 }
 
@@ -198,6 +220,55 @@ fn check_log_beta(arg: &str, i: usize, b: f64) -> Result<()> {
 // Accept / reject
 // ---------------------------------------------------------------------------------------------
 
+/// Invariant: the loop body has no branch (bitwise `&` on the validity tests), so it vectorises;
+/// it returns true when some input was invalid, and the caller then names it.
+#[inline(always)]
+#[allow(clippy::needless_bitwise_bool, clippy::manual_range_contains)]
+fn decide_uniform_body(l: &[f64], u: &[f64], log_beta: f64, out: &mut [bool]) -> bool {
+    let mut ok = true;
+    for ((o, &li), &ui) in out.iter_mut().zip(l).zip(u) {
+        ok &= (li < f64::INFINITY) & (ui >= 0.0) & (ui < 1.0);
+        // exp of a non-positive argument; exp_nonpos(0) is exactly 1 and u < 1.
+        *o = ui < vexp::exp_nonpos((li - log_beta).min(0.0));
+    }
+    !ok
+}
+
+/// As [`decide_uniform_body`], with `log u` given.
+#[inline(always)]
+#[allow(clippy::needless_bitwise_bool)]
+fn decide_log_body(l: &[f64], u: &[f64], log_beta: f64, out: &mut [bool]) -> bool {
+    let mut ok = true;
+    for ((o, &li), &ui) in out.iter_mut().zip(l).zip(u) {
+        ok &= (li < f64::INFINITY) & (ui < 0.0);
+        *o = ui < (li - log_beta).min(0.0);
+    }
+    !ok
+}
+
+macro_rules! with_avx2 {
+    ($name:ident, $body:ident) => {
+        fn $name(l: &[f64], u: &[f64], log_beta: f64, out: &mut [bool]) -> bool {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn wide(l: &[f64], u: &[f64], log_beta: f64, out: &mut [bool]) -> bool {
+                    $body(l, u, log_beta, out)
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU was just checked to support every enabled feature.
+                    return unsafe { wide(l, u, log_beta, out) };
+                }
+            }
+            $body(l, u, log_beta, out)
+        }
+    };
+}
+with_avx2!(decide_uniform, decide_uniform_body);
+with_avx2!(decide_log, decide_log_body);
+
 /// The QRS decision: sample `i` is accepted iff `log u_i < min(0, l_i - log β)`, i.e. with
 /// probability `min(1, P_i / (β q_i))`. `uniforms` are `u_i ∈ [0, 1)`, or `log u_i ∈ [-inf, 0)`
 /// when `log_uniforms`. A sample with `l_i = -inf` is never accepted.
@@ -226,20 +297,11 @@ pub fn accept(
         }
     };
     let decide = |l: &[f64], u: &[f64], out: &mut [bool]| -> bool {
-        let mut bad = false;
         if log_uniforms {
-            for ((o, &li), &ui) in out.iter_mut().zip(l).zip(u) {
-                bad |= li.is_nan() || li == f64::INFINITY || bad_u(ui);
-                *o = ui < (li - log_beta).min(0.0);
-            }
+            decide_log(l, u, log_beta, out)
         } else {
-            for ((o, &li), &ui) in out.iter_mut().zip(l).zip(u) {
-                bad |= li.is_nan() || li == f64::INFINITY || bad_u(ui);
-                // exp of a non-positive argument; exp_nonpos(0) is exactly 1 and u < 1.
-                *o = ui < vexp::exp_nonpos((li - log_beta).min(0.0));
-            }
+            decide_uniform(l, u, log_beta, out)
         }
-        bad
     };
     let mut out = vec![false; log_ratios.len()];
     let bad = if log_ratios.len() < vexp::PARALLEL_THRESHOLD {
@@ -263,7 +325,7 @@ pub fn accept(
             .expect("a bad uniform was seen");
         let range = if log_uniforms { "[-inf, 0)" } else { "[0, 1)" };
         return Err(invalid(format!(
-            "{u_arg}[{i}] is {u}: it must lie in {range}"
+            "{u_arg}[{i}] is {u:?}: it must lie in {range}"
         )));
     }
     Ok(out)
@@ -316,7 +378,7 @@ pub fn imh_chain(
         if !ok {
             let range = if log_uniforms { "[-inf, 0)" } else { "[0, 1)" };
             return Err(invalid(format!(
-                "{u_arg}[{i}] is {u}: it must lie in {range}"
+                "{u_arg}[{i}] is {u:?}: it must lie in {range}"
             )));
         }
     }
@@ -365,6 +427,10 @@ pub struct CurvePoint {
 struct Split {
     /// Samples `[0, k)` are unclipped (`r <= β`, the `-inf` ones included), `[k, n)` clipped.
     k: usize,
+    /// `log Σ_{i<k} ω r`.
+    s_le: SplitLog,
+    /// `log Σ_{i>=k} ω`.
+    w_gt: SplitLog,
     /// `log(S_β / S) <= 0`.
     rho: f64,
     /// `log AR(β) = log(S_β / (β W))`.
@@ -373,33 +439,401 @@ struct Split {
     exact: bool,
 }
 
-/// Sorted log-ratios with prefix and suffix sums: answers any beta in O(log N).
+/// Running compensated sums `s = Σ e^{a_i}` and `g = Σ e^{a_i} c_i` in one binary unit.
+#[derive(Debug, Clone, Copy)]
+struct Sums {
+    scale: Scale,
+    s: (f64, f64),
+    g: (f64, f64),
+}
+
+impl Sums {
+    fn new() -> Self {
+        Sums {
+            scale: Scale::new(),
+            s: (0.0, 0.0),
+            g: (0.0, 0.0),
+        }
+    }
+
+    fn rescale(&mut self, factor: f64) {
+        scale_pair(&mut self.s, factor);
+        scale_pair(&mut self.g, factor);
+    }
+}
+
+/// Prefix (upward from `start`) or suffix (downward from the end) sums over the sorted samples,
+/// run in blocks of [`TERM_BLOCK`] with the state saved before each block. Any prefix or suffix
+/// sum is then the saved state plus part of one block, recomputed exactly as in the full pass:
+/// O(N / TERM_BLOCK) memory and O(TERM_BLOCK) per query.
+#[derive(Debug, Clone)]
+struct BlockedSums {
+    start: usize,
+    n: usize,
+    up: bool,
+    saved: Vec<Sums>,
+    /// `(log s, g / s)` over everything.
+    total: (SplitLog, f64),
+}
+
+impl BlockedSums {
+    fn blocks(start: usize, n: usize) -> usize {
+        (n - start).div_ceil(TERM_BLOCK)
+    }
+
+    /// Sample range `[i0, i1)` of block `j`.
+    fn range(&self, j: usize) -> (usize, usize) {
+        if self.up {
+            let i0 = self.start + j * TERM_BLOCK;
+            (i0, (i0 + TERM_BLOCK).min(self.n))
+        } else {
+            let i1 = self.n - j * TERM_BLOCK;
+            (i1.saturating_sub(TERM_BLOCK).max(self.start), i1)
+        }
+    }
+
+    fn build<A, C>(n: usize, start: usize, up: bool, log_term: &A, companion: Option<&C>) -> Self
+    where
+        A: Fn(usize) -> f64,
+        C: Fn(usize) -> f64,
+    {
+        let mut this = BlockedSums {
+            start,
+            n,
+            up,
+            saved: Vec::new(),
+            total: (SplitLog::ZERO, 0.0),
+        };
+        let mut sums = Sums::new();
+        for j in 0..Self::blocks(start, n) {
+            this.saved.push(sums);
+            this.run_block(j, &mut sums, log_term, companion, None);
+        }
+        this.total = snapshot(&sums, sums.scale.exp);
+        this
+    }
+
+    /// Runs block `j` from `sums`; with `stop = Some(i)`, returns the sums right after sample
+    /// `i` is added (upward: over `[start, i]`; downward: over `[i, n)`).
+    fn run_block<A, C>(
+        &self,
+        j: usize,
+        sums: &mut Sums,
+        log_term: &A,
+        companion: Option<&C>,
+        stop: Option<usize>,
+    ) -> (SplitLog, f64)
+    where
+        A: Fn(usize) -> f64,
+        C: Fn(usize) -> f64,
+    {
+        let (i0, i1) = self.range(j);
+        let len = i1 - i0;
+        let mut a = [0.0; TERM_BLOCK];
+        for (x, i) in a.iter_mut().zip(i0..i1) {
+            *x = log_term(i);
+        }
+        let (mut x, mut t, mut f) = ([0.0; TERM_BLOCK], [0.0; TERM_BLOCK], [0.0; TERM_BLOCK]);
+        let mut ex = [0i32; TERM_BLOCK];
+        let unit = block_terms(
+            &mut sums.scale,
+            &a[..len],
+            !self.up,
+            &mut x,
+            &mut t,
+            &mut f,
+            &mut ex,
+        );
+        if let BlockUnit::Uniform { pre, exp } = unit {
+            sums.rescale(pre);
+            if stop.is_none() {
+                // Building: only the state after the block is kept, so add the block's total.
+                neumaier_add(&mut sums.s, lane_sum(&t[..len], None));
+                if let Some(c) = companion {
+                    for (xj, i) in x.iter_mut().zip(i0..i1) {
+                        *xj = c(i);
+                    }
+                    neumaier_add(&mut sums.g, lane_sum(&t[..len], Some(&x[..len])));
+                }
+                return (SplitLog::ZERO, 0.0);
+            }
+            f[..len].fill(1.0);
+            ex[..len].fill(exp);
+        }
+        let step = |jj: usize, sums: &mut Sums| -> Option<(SplitLog, f64)> {
+            if f[jj] != 1.0 {
+                sums.rescale(f[jj]);
+            }
+            neumaier_add(&mut sums.s, t[jj]);
+            if let Some(c) = companion {
+                if t[jj] != 0.0 {
+                    neumaier_add(&mut sums.g, t[jj] * c(i0 + jj));
+                }
+            }
+            (stop == Some(i0 + jj)).then(|| snapshot(sums, ex[jj]))
+        };
+        if self.up {
+            for jj in 0..len {
+                if let Some(out) = step(jj, sums) {
+                    return out;
+                }
+            }
+        } else {
+            for jj in (0..len).rev() {
+                if let Some(out) = step(jj, sums) {
+                    return out;
+                }
+            }
+        }
+        (SplitLog::ZERO, 0.0)
+    }
+
+    /// Upward: the sums over `[start, k)`; downward: over `[max(k, start), n)`. The full
+    /// sums are the saved totals, so `k = start` (down) and `k = n` (up) match them exactly.
+    fn at<A, C>(&self, k: usize, log_term: &A, companion: Option<&C>) -> (SplitLog, f64)
+    where
+        A: Fn(usize) -> f64,
+        C: Fn(usize) -> f64,
+    {
+        if self.up {
+            if k <= self.start {
+                return (SplitLog::ZERO, 0.0);
+            }
+            if k >= self.n {
+                return self.total;
+            }
+            let j = (k - 1 - self.start) / TERM_BLOCK;
+            let mut sums = self.saved[j];
+            self.run_block(j, &mut sums, log_term, companion, Some(k - 1))
+        } else {
+            if k <= self.start {
+                return self.total;
+            }
+            if k >= self.n {
+                return (SplitLog::ZERO, 0.0);
+            }
+            let j = (self.n - 1 - k) / TERM_BLOCK;
+            let mut sums = self.saved[j];
+            self.run_block(j, &mut sums, log_term, companion, Some(k))
+        }
+    }
+}
+
+/// `(log s, g / s)` of running sums whose unit is `2^exp`.
+fn snapshot(sums: &Sums, exp: i32) -> (SplitLog, f64) {
+    let s = total(sums.s);
+    let ratio = if s > 0.0 { total(sums.g) / s } else { 0.0 };
+    (SplitLog::from_scaled(s, exp), ratio)
+}
+
+/// Sorted log-ratios with blocked prefix and suffix sums: answers any beta in O(log N).
 #[derive(Debug, Clone)]
 pub struct QrsIndex {
     /// Log-ratios in ascending order (`-inf` first); samples with zero weight are dropped.
     l: Vec<f64>,
     /// Log-weights in the same order (empty when all weights are 1).
     w: Vec<f64>,
-    /// Original position of each sorted sample.
-    order: Vec<usize>,
+    /// Original position of each sorted sample (computed on first need when unweighted).
+    order: OnceLock<Vec<u32>>,
+    /// The log-ratios as given, kept (unweighted case) to find `order` when features come.
+    input: Vec<f64>,
     /// Number of samples given (zero-weight ones included), for feature matrices.
     n_input: usize,
     /// Number of sorted samples with `l = -inf`.
     n_zero: usize,
-    /// `log Σ_{i<k} ω_i r_i`, for k = 0..=n.
-    s_le: Vec<SplitLog>,
-    /// `log Σ_{i>=k} ω_i r_i`, for k = 0..=n.
-    s_gt: Vec<SplitLog>,
-    /// `log Σ_{i>=k} ω_i`, for k = 0..=n.
-    w_gt: Vec<SplitLog>,
-    /// `Σ_{i>=k} ω_i r_i (l_i - l_max) / Σ_{i>=k} ω_i r_i` (0 when that sum is 0), for k = 0..=n.
-    tau_gt: Vec<f64>,
+    /// `Σ_{i<k} ω_i r_i`.
+    up: BlockedSums,
+    /// `Σ_{i>=k} ω_i r_i` and `Σ_{i>=k} ω_i r_i (l_i - l_max) / Σ_{i>=k} ω_i r_i`.
+    down: BlockedSums,
+    /// `Σ_{i>=k} ω_i` (unused when unweighted: it is the count `n - k`).
+    weights: Option<BlockedSums>,
 }
 
+/// A float mapped to an unsigned integer with the same order (`-inf` lowest), and back.
+fn order_key(v: f64) -> u64 {
+    let b = v.to_bits();
+    if b >> 63 == 1 {
+        !b
+    } else {
+        b | (1 << 63)
+    }
+}
+
+fn from_order_key(k: u64) -> f64 {
+    f64::from_bits(if k >> 63 == 1 { k & !(1 << 63) } else { !k })
+}
+
+/// Stable argsort of the kept `values`: `(sorted values, their original positions)`.
+fn argsort(values: &[f64], keep: impl Fn(usize) -> bool + Sync) -> (Vec<f64>, Vec<u32>) {
+    // Invariant: (key << 32 | position) is unique, so an unstable integer sort is stable here.
+    let mut packed: Vec<u128> = values
+        .par_iter()
+        .enumerate()
+        .filter(|&(i, _)| keep(i))
+        .map(|(i, &v)| (u128::from(order_key(v)) << 32) | i as u128)
+        .collect();
+    packed.par_sort_unstable();
+    packed
+        .par_iter()
+        .map(|&p| (from_order_key((p >> 32) as u64), (p & 0xffff_ffff) as u32))
+        .unzip()
+}
+
+/// `values` in ascending order (integer keys: a branch-free comparison).
+fn sorted(values: &[f64]) -> Vec<f64> {
+    let mut keys: Vec<u64> = values.par_iter().map(|&v| order_key(v)).collect();
+    keys.par_sort_unstable();
+    keys.into_par_iter().map(from_order_key).collect()
+}
+
+/// Blocks of this many samples share one exponent shift, so their exponentials are vectorised.
+const TERM_BLOCK: usize = 256;
+/// A block whose finite log-terms span at most this many nats gets one unit for all its terms.
+const BLOCK_SPAN: f64 = 300.0;
+
+/// How the terms of one block relate to the unit of their running sums.
+#[derive(Debug, Clone, Copy)]
+enum BlockUnit {
+    /// One unit `2^exp` for the whole block, reached by multiplying the sums by `pre` first.
+    Uniform { pre: f64, exp: i32 },
+    /// The unit changes inside the block: `factors[j]` rescales the sums before term `j`, and
+    /// `exps[j]` is the unit's exponent once it is added.
+    PerSample,
+}
+
+/// Computes `terms[j] = e^{a[j]}` in the unit of `scale` for one block, visited in array order
+/// (or in reverse when `rev`).
+///
+/// Invariant: a unit only ever rises, and never above a term about to be added, so every sum
+/// taken after its first term is at least about one unit and terms that underflow in it are
+/// negligible against it.
+fn block_terms(
+    scale: &mut Scale,
+    a: &[f64],
+    rev: bool,
+    shifted: &mut [f64],
+    terms: &mut [f64],
+    factors: &mut [f64],
+    exps: &mut [i32],
+) -> BlockUnit {
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for &v in a {
+        if v > f64::NEG_INFINITY {
+            lo = lo.min(v);
+        }
+        hi = hi.max(v);
+    }
+    let terms = &mut terms[..a.len()];
+    if hi == f64::NEG_INFINITY {
+        terms.fill(0.0);
+        return BlockUnit::Uniform {
+            pre: 1.0,
+            exp: scale.exp,
+        };
+    }
+    if hi - lo <= BLOCK_SPAN {
+        let mut pre = 1.0;
+        if !scale.started || hi > f64::from(scale.exp + RESCALE_BITS) * LN2 {
+            pre = scale.admit_floor(lo);
+        }
+        let e = f64::from(scale.exp);
+        let (hi_shift, lo_shift) = (e * LN2_HI, e * LN2_LO);
+        let shifted = &mut shifted[..a.len()];
+        for (x, &v) in shifted.iter_mut().zip(a) {
+            *x = (v - hi_shift) - lo_shift;
+        }
+        // Arguments are at most BLOCK_SPAN + RESCALE_BITS·ln 2 < 709, where exp_nonpos is exact.
+        vexp::exp_into(shifted, 0.0, terms);
+        return BlockUnit::Uniform {
+            pre,
+            exp: scale.exp,
+        };
+    }
+    let mut visit = |j: usize| {
+        factors[j] = scale.admit(a[j]);
+        terms[j] = scale.units(a[j]);
+        exps[j] = scale.exp;
+    };
+    if rev {
+        (0..a.len()).rev().for_each(&mut visit);
+    } else {
+        (0..a.len()).for_each(&mut visit);
+    }
+    BlockUnit::PerSample
+}
+
+/// `Σ x_i y_i` (or `Σ x_i` without `y`) in eight lanes: vectorised; for one block of at most
+/// [`TERM_BLOCK`] terms the rounding error stays below ~40 ulp of `Σ |x_i y_i|`.
+fn lane_sum(x: &[f64], y: Option<&[f64]>) -> f64 {
+    let mut lanes = [0.0f64; 8];
+    match y {
+        None => {
+            let mut chunks = x.chunks_exact(8);
+            for c in &mut chunks {
+                for j in 0..8 {
+                    lanes[j] += c[j];
+                }
+            }
+            lanes[0] += chunks.remainder().iter().sum::<f64>();
+        }
+        Some(y) => {
+            let mut cx = x.chunks_exact(8);
+            let mut cy = y.chunks_exact(8);
+            for (a, b) in (&mut cx).zip(&mut cy) {
+                for j in 0..8 {
+                    lanes[j] += a[j] * b[j];
+                }
+            }
+            lanes[0] += cx
+                .remainder()
+                .iter()
+                .zip(cy.remainder())
+                .map(|(a, b)| a * b)
+                .sum::<f64>();
+        }
+    }
+    ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3]))
+        + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
+}
+
+/// No companion sum.
+const NO_COMPANION: Option<&fn(usize) -> f64> = None;
+
 impl QrsIndex {
-    /// Sorts the samples and builds the prefix and suffix sums.
+    /// Sorts the samples and builds the blocked prefix and suffix sums.
     pub fn new(log_ratios: &[f64], log_weights: Option<&[f64]>) -> Result<Self> {
+        Self::with_sorted(log_ratios, log_weights, None)
+    }
+
+    /// As [`QrsIndex::new`], with the caller's ascending copy of `log_ratios` (unweighted case
+    /// only; e.g. numpy's vectorised sort, faster than a comparison sort here). It is checked to
+    /// have the same length and to be non-decreasing; that it holds the same values is the
+    /// caller's contract.
+    pub fn with_sorted(
+        log_ratios: &[f64],
+        log_weights: Option<&[f64]>,
+        sorted_log_ratios: Option<&[f64]>,
+    ) -> Result<Self> {
         check_log_scores(LOG_RATIOS, log_ratios)?;
+        if let Some(sl) = sorted_log_ratios {
+            check_same_length(&[
+                (LOG_RATIOS, log_ratios.len()),
+                ("sorted_log_ratios", sl.len()),
+            ])?;
+            if log_weights.is_some() {
+                return Err(invalid(
+                    "sorted_log_ratios can only be given without log_weights",
+                ));
+            }
+            if let Some(i) = sl.windows(2).position(|p| !(p[0] <= p[1])) {
+                return Err(invalid(format!(
+                    "sorted_log_ratios[{}] = {} is below its predecessor {}: not sorted",
+                    i + 1,
+                    sl[i + 1],
+                    sl[i]
+                )));
+            }
+        }
         if let Some(w) = log_weights {
             check_same_length(&[(LOG_RATIOS, log_ratios.len()), (LOG_WEIGHTS, w.len())])?;
             check_log_scores(LOG_WEIGHTS, w)?;
@@ -409,29 +843,32 @@ impl QrsIndex {
                 "{LOG_RATIOS} is empty: at least one sample is needed"
             )));
         }
-        let mut pairs: Vec<(f64, usize)> = match log_weights {
-            None => log_ratios.iter().copied().zip(0..).collect(),
-            Some(w) => log_ratios
-                .iter()
-                .copied()
-                .zip(0..)
-                .filter(|&(_, i)| w[i] > f64::NEG_INFINITY)
-                .collect(),
+        if u32::try_from(log_ratios.len()).is_err() {
+            return Err(invalid(format!(
+                "{LOG_RATIOS} has {} values: at most 2^32 - 1 samples are supported",
+                log_ratios.len()
+            )));
+        }
+        let weighted = log_weights.is_some_and(|w| w.iter().any(|&v| v != 0.0));
+        let order = OnceLock::new();
+        let (l, w) = match log_weights {
+            Some(lw) if weighted => {
+                let (l, idx) = argsort(log_ratios, |i| lw[i] > f64::NEG_INFINITY);
+                let w: Vec<f64> = idx.iter().map(|&i| lw[i as usize]).collect();
+                let _ = order.set(idx);
+                (l, w)
+            }
+            _ => (
+                sorted_log_ratios.map_or_else(|| sorted(log_ratios), <[f64]>::to_vec),
+                Vec::new(),
+            ),
         };
-        if pairs.is_empty() {
+        let n = l.len();
+        if n == 0 {
             return Err(invalid(format!(
                 "every entry of {LOG_WEIGHTS} is -inf: samples that all weigh zero define no mean"
             )));
         }
-        pairs.par_sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
-        let n = pairs.len();
-        let l: Vec<f64> = pairs.iter().map(|p| p.0).collect();
-        let order: Vec<usize> = pairs.iter().map(|p| p.1).collect();
-        drop(pairs);
-        let w: Vec<f64> = match log_weights {
-            Some(lw) if lw.iter().any(|&v| v != 0.0) => order.iter().map(|&i| lw[i]).collect(),
-            _ => Vec::new(),
-        };
         let n_zero = l.partition_point(|&v| v == f64::NEG_INFINITY);
         if n_zero == n {
             return Err(invalid(format!(
@@ -439,58 +876,80 @@ impl QrsIndex {
                  weight to all samples, so no beta trade-off can be estimated from them"
             )));
         }
-        let l_max = l[n - 1];
-        let wt = |i: usize| if w.is_empty() { 0.0 } else { w[i] };
-
-        // Upward pass: Σ_{i<k} ω r.
-        let mut s_le = vec![SplitLog::ZERO; n + 1];
-        let mut scale = Scale::new();
-        let mut s = (0.0, 0.0);
-        for i in n_zero..n {
-            let a = wt(i) + l[i];
-            scale_pair(&mut s, scale.admit(a));
-            neumaier_add(&mut s, scale.units(a));
-            s_le[i + 1] = SplitLog::from_scaled(total(s), scale.exp);
-        }
-
-        // Downward pass: Σ_{i>=k} ω r, Σ_{i>=k} ω r (l - l_max), Σ_{i>=k} ω.
-        let mut s_gt = vec![SplitLog::ZERO; n + 1];
-        let mut w_gt = vec![SplitLog::ZERO; n + 1];
-        let mut tau_gt = vec![0.0; n + 1];
-        let (mut s_scale, mut w_scale) = (Scale::new(), Scale::new());
-        let (mut s, mut t, mut om) = ((0.0, 0.0), (0.0, 0.0), (0.0, 0.0));
-        for i in (0..n).rev() {
-            let wi = wt(i);
-            let f = w_scale.admit(wi);
-            scale_pair(&mut om, f);
-            neumaier_add(&mut om, w_scale.units(wi));
-            w_gt[i] = SplitLog::from_scaled(total(om), w_scale.exp);
-            if i >= n_zero {
-                let a = wi + l[i];
-                let f = s_scale.admit(a);
-                scale_pair(&mut s, f);
-                scale_pair(&mut t, f);
-                let term = s_scale.units(a);
-                neumaier_add(&mut s, term);
-                neumaier_add(&mut t, term * (l[i] - l_max));
-                s_gt[i] = SplitLog::from_scaled(total(s), s_scale.exp);
-                tau_gt[i] = total(t) / total(s);
+        let mut index = QrsIndex {
+            input: if weighted {
+                Vec::new()
             } else {
-                s_gt[i] = s_gt[i + 1];
-                tau_gt[i] = tau_gt[i + 1];
-            }
-        }
-        Ok(QrsIndex {
+                log_ratios.to_vec()
+            },
             l,
             w,
             order,
             n_input: log_weights.map_or(log_ratios.len(), <[f64]>::len),
             n_zero,
-            s_le,
-            s_gt,
-            w_gt,
-            tau_gt,
-        })
+            up: BlockedSums::build(0, 0, true, &|_| 0.0, NO_COMPANION),
+            down: BlockedSums::build(0, 0, false, &|_| 0.0, NO_COMPANION),
+            weights: None,
+        };
+        let ((up, down), weights) = rayon::join(
+            || {
+                rayon::join(
+                    || BlockedSums::build(n, n_zero, true, &|i| index.log_term(i), NO_COMPANION),
+                    || {
+                        let companion = |i: usize| index.l[i] - index.max_log_ratio();
+                        BlockedSums::build(
+                            n,
+                            n_zero,
+                            false,
+                            &|i| index.log_term(i),
+                            Some(&companion),
+                        )
+                    },
+                )
+            },
+            || {
+                (!index.w.is_empty())
+                    .then(|| BlockedSums::build(n, 0, false, &|i| index.w[i], NO_COMPANION))
+            },
+        );
+        index.up = up;
+        index.down = down;
+        index.weights = weights;
+        Ok(index)
+    }
+
+    /// `log ω_i + log r_i` of sorted sample `i`.
+    fn log_term(&self, i: usize) -> f64 {
+        if self.w.is_empty() {
+            self.l[i]
+        } else {
+            self.w[i] + self.l[i]
+        }
+    }
+
+    /// `log Σ_{i<k} ω_i r_i`.
+    fn s_le(&self, k: usize) -> SplitLog {
+        self.up.at(k, &|i| self.log_term(i), NO_COMPANION).0
+    }
+
+    /// `(log Σ_{i>=k} ω_i r_i, Σ_{i>=k} ω_i r_i (l_i - l_max) / Σ_{i>=k} ω_i r_i)`.
+    fn s_gt(&self, k: usize) -> (SplitLog, f64) {
+        let l_max = self.max_log_ratio();
+        let companion = |i: usize| self.l[i] - l_max;
+        self.down.at(k, &|i| self.log_term(i), Some(&companion))
+    }
+
+    /// `log Σ_{i>=k} ω_i`.
+    fn w_gt(&self, k: usize) -> SplitLog {
+        match &self.weights {
+            None => SplitLog::of_count(self.l.len() - k.min(self.l.len())),
+            Some(sums) => sums.at(k, &|i| self.w[i], NO_COMPANION).0,
+        }
+    }
+
+    /// Original positions of the sorted samples.
+    fn order(&self) -> &[u32] {
+        self.order.get_or_init(|| argsort(&self.input, |_| true).1)
     }
 
     /// Number of samples with nonzero weight.
@@ -504,11 +963,14 @@ impl QrsIndex {
     }
 
     fn s(&self) -> SplitLog {
-        self.s_gt[0]
+        self.down.total.0
     }
 
     fn total_weight(&self) -> SplitLog {
-        self.w_gt[0]
+        match &self.weights {
+            None => SplitLog::of_count(self.l.len()),
+            Some(sums) => sums.total.0,
+        }
     }
 
     /// `log W = log Σ ω`.
@@ -533,7 +995,7 @@ impl QrsIndex {
 
     /// Fraction of the weight on samples with `P > 0`: the acceptance rate of any small beta.
     pub fn max_acceptance_rate(&self) -> f64 {
-        self.w_gt[self.n_zero].minus(self.total_weight(), 0.0).exp()
+        self.w_gt(self.n_zero).minus(self.total_weight(), 0.0).exp()
     }
 
     fn weight(&self, i: usize) -> f64 {
@@ -547,24 +1009,36 @@ impl QrsIndex {
     fn split(&self, b: f64) -> Split {
         let n = self.l.len();
         let (s, w) = (self.s(), self.total_weight());
-        if self.l.partition_point(|&v| v <= b) == n {
+        let k = self.l.partition_point(|&v| v < b);
+        if k == n {
+            let log_ar = s.minus(w, -b);
             return Split {
-                k: n,
+                k,
+                s_le: s,
+                w_gt: SplitLog::ZERO,
                 rho: 0.0,
-                log_ar: s.minus(w, -b),
+                log_ar,
                 exact: true,
             };
         }
-        let k = self.l.partition_point(|&v| v < b);
-        // S_β = S_le + β Ω_gt, taken relative to S (for rho) and to β W (for the acceptance rate),
-        // so that all-clipped gives exactly AR = Ω_gt / W.
-        let rho = logaddexp(self.s_le[k].minus(s, 0.0), self.w_gt[k].minus(s, b)).min(0.0);
-        let log_ar = logaddexp(self.s_le[k].minus(w, -b), self.w_gt[k].minus(w, 0.0));
+        // Samples equal to β count as clipped (min(r, β) = r = β either way). S_β = S_le + β Ω_gt
+        // is taken relative to S (for rho) and to β W (for the acceptance rate), so that
+        // all-clipped gives exactly AR = Ω_gt / W; when β is the largest ratio, p_β = p exactly.
+        let (s_le, w_gt) = (self.s_le(k), self.w_gt(k));
+        let exact = self.l[n - 1] <= b;
+        let rho = if exact {
+            0.0
+        } else {
+            logaddexp(s_le.minus(s, 0.0), w_gt.minus(s, b)).min(0.0)
+        };
+        let log_ar = logaddexp(s_le.minus(w, -b), w_gt.minus(w, 0.0));
         Split {
             k,
+            s_le,
+            w_gt,
             rho,
             log_ar,
-            exact: false,
+            exact,
         }
     }
 
@@ -584,17 +1058,17 @@ impl QrsIndex {
             };
         }
         let s = self.s();
-        let k = sp.k;
         // KL = Σ_gt p (l - b) + log(S_β / S), with log(S_β/S) = log1p(-d), d = (S_gt - β Ω_gt) / S.
-        let frac_gt = self.s_gt[k].minus(s, 0.0).exp();
-        let gt_term = frac_gt * (self.tau_gt[k] + (self.max_log_ratio() - b));
-        let d = frac_gt - self.w_gt[k].minus(s, b).exp();
+        let (s_gt, tau) = self.s_gt(sp.k);
+        let frac_gt = s_gt.minus(s, 0.0).exp();
+        let gt_term = frac_gt * (tau + (self.max_log_ratio() - b));
+        let d = frac_gt - sp.w_gt.minus(s, b).exp();
         let log_ratio = if d < 0.5 { (-d).ln_1p() } else { sp.rho };
         let kl = (gt_term + log_ratio).max(0.0);
         // TV = S_{>t}/S - β Ω_{>t}/S_β over the samples where p > p_β: l > log t = b + log(S/S_β).
         let log_t = b - sp.rho;
         let k2 = self.l.partition_point(|&v| v <= log_t);
-        let tv = (self.s_gt[k2].minus(s, 0.0).exp() - (self.w_gt[k2].minus(s, b) - sp.rho).exp())
+        let tv = (self.s_gt(k2).0.minus(s, 0.0).exp() - (self.w_gt(k2).minus(s, b) - sp.rho).exp())
             .clamp(0.0, 1.0);
         let js = if js { self.js(b, &sp) } else { f64::NAN };
         CurvePoint {
@@ -608,17 +1082,19 @@ impl QrsIndex {
 
     fn js(&self, b: f64, sp: &Split) -> f64 {
         let s = self.s();
-        let rho = sp.rho; // log(S_β / S) <= 0: p_β = e^{-rho} p on the unclipped samples
-                          // Unclipped part: Σ_le ½ [p (ln2 - softplus(-rho)) + p_β (ln2 - softplus(rho))].
-        let le_frac = self.s_le[sp.k].minus(s, 0.0);
+        // rho = log(S_β / S) <= 0: p_β = e^{-rho} p on the unclipped samples, whose part is
+        // Σ_le ½ [p (ln2 - softplus(-rho)) + p_β (ln2 - softplus(rho))].
+        let rho = sp.rho;
+        let le_frac = sp.s_le.minus(s, 0.0);
         let le = 0.5
             * (le_frac.exp() * (LN2 - softplus(-rho))
                 + (le_frac - rho).exp() * (LN2 - softplus(rho)));
         // Clipped part, one term per sample: log p = w + l - log S, log p_β = w + b - log S - rho.
-        let b_rel = s.subtracted_from(b) - rho;
+        let minus_log_s = s.subtractor();
+        let b_rel = minus_log_s(b) - rho;
         let term = |i: usize| {
             let wi = self.weight(i);
-            let lp = s.subtracted_from(wi + self.l[i]);
+            let lp = minus_log_s(wi + self.l[i]);
             let lpb = wi + b_rel;
             let lrho = lpb - lp;
             0.5 * (lp.exp() * (LN2 - softplus(lrho)) + lpb.exp() * (LN2 - softplus(-lrho)))
@@ -672,7 +1148,11 @@ impl QrsIndex {
         let splits: Vec<Split> = log_betas.iter().map(|&b| self.split(b)).collect();
         let mut by_k: Vec<usize> = (0..splits.len()).collect();
         by_k.sort_unstable_by_key(|&q| splits[q].k);
-        let row = |i: usize| &features[self.order[i] * k..(self.order[i] + 1) * k];
+        let order = self.order();
+        let row = |i: usize| {
+            let o = order[i] as usize;
+            &features[o * k..(o + 1) * k]
+        };
 
         // Upward: μ_le(k) = Σ_{i<k} ω r f / Σ_{i<k} ω r.
         let mut mu_le = vec![0.0; splits.len() * k];
@@ -742,10 +1222,10 @@ impl QrsIndex {
         let s = self.s();
         let mut out = vec![0.0; splits.len() * k];
         for (q, sp) in splits.iter().enumerate() {
-            let pi = if sp.exact {
+            let pi = if sp.k == n {
                 1.0
             } else {
-                (self.s_le[sp.k].minus(s, 0.0) - sp.rho).exp().min(1.0)
+                (sp.s_le.minus(s, 0.0) - sp.rho).exp().min(1.0)
             };
             for j in 0..k {
                 out[q * k + j] = pi * mu_le[q * k + j] + (1.0 - pi) * mu_gt[q * k + j];
@@ -794,8 +1274,8 @@ impl QrsIndex {
         if k == n {
             return Ok(self.s().minus(w, -rate.ln()).max(lj));
         }
-        let gap = rate - self.w_gt[k].minus(w, 0.0).exp();
-        let b = self.s_le[k].minus(w, -gap.ln());
+        let gap = rate - self.w_gt(k).minus(w, 0.0).exp();
+        let b = self.s_le(k).minus(w, -gap.ln());
         Ok(if b.is_nan() {
             lj
         } else {

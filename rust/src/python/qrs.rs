@@ -78,19 +78,24 @@ pub struct PyQrsIndex {
 #[pymethods]
 impl PyQrsIndex {
     #[new]
-    #[pyo3(signature = (log_ratios, log_weights=None))]
+    #[pyo3(signature = (log_ratios, log_weights=None, sorted_log_ratios=None))]
     fn new(
         py: Python<'_>,
         log_ratios: PyReadonlyArray1<'_, f64>,
         log_weights: Option<PyReadonlyArray1<'_, f64>>,
+        sorted_log_ratios: Option<PyReadonlyArray1<'_, f64>>,
     ) -> PyResult<Self> {
         let l = slice1(kernels::LOG_RATIOS, &log_ratios)?;
         let w = match &log_weights {
             Some(w) => Some(slice1(kernels::LOG_WEIGHTS, w)?),
             None => None,
         };
+        let sorted = match &sorted_log_ratios {
+            Some(s) => Some(slice1("sorted_log_ratios", s)?),
+            None => None,
+        };
         let inner = py
-            .detach(|| kernels::QrsIndex::new(l, w))
+            .detach(|| kernels::QrsIndex::with_sorted(l, w, sorted))
             .map_err(|e| to_pyerr(py, e))?;
         Ok(PyQrsIndex { inner })
     }
