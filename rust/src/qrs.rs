@@ -251,14 +251,26 @@ macro_rules! with_avx2 {
         fn $name(l: &[f64], u: &[f64], log_beta: f64, out: &mut [bool]) -> bool {
             #[cfg(target_arch = "x86_64")]
             {
+                #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
+                unsafe fn widest(l: &[f64], u: &[f64], log_beta: f64, out: &mut [bool]) -> bool {
+                    $body(l, u, log_beta, out)
+                }
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn wide(l: &[f64], u: &[f64], log_beta: f64, out: &mut [bool]) -> bool {
                     $body(l, u, log_beta, out)
                 }
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512dq")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                {
+                    // SAFETY: the CPU was just checked to support every enabled feature.
+                    return unsafe { widest(l, u, log_beta, out) };
+                }
                 if std::arch::is_x86_feature_detected!("avx2")
                     && std::arch::is_x86_feature_detected!("fma")
                 {
-                    // SAFETY: the CPU was just checked to support every enabled feature.
+                    // SAFETY: as above.
                     return unsafe { wide(l, u, log_beta, out) };
                 }
             }
