@@ -288,14 +288,15 @@ class QRSEstimator:
         """The trade-off at many betas, averaged over contexts, as a table (``rows()``, markdown).
 
         ``betas`` defaults to 50 points from the smallest to the largest ratio ``P/q`` seen.
-        ``features`` (one or a list, as in :meth:`feature_moment_at_beta`) adds their moments.
+        ``features`` (one feature as in :meth:`feature_moment_at_beta`, or a list of them) adds
+        their moments: ``B`` values for one feature, ``B x K`` for a list.
         """
         if betas is None and log_betas is None:
             log_betas = self.default_log_betas()
         per = [g.index.curve(betas, log_betas=log_betas, js=js) for g in self._groups]
         moments = None
         if features is not None:
-            many = isinstance(features, (list, tuple))
+            many = isinstance(features, (list, tuple)) and not _is_number(features[0])
             feats = list(features) if many else [features]
             columns = []
             for k, g in enumerate(self._groups):
@@ -388,6 +389,11 @@ class QRSEstimator:
             raise ValueError(f"length mismatch: {values.shape[0]} feature values for {n} samples")
         self._feature_cache[key] = (feature, values)
         return values
+
+
+def _is_number(x: Any) -> bool:
+    """A plain number (so a list of them is one feature's values, not a list of features)."""
+    return isinstance(x, (int, float, np.number))
 
 
 def _beta(beta: float) -> float:
