@@ -13,6 +13,9 @@ __all__ = [
     "divergence_grouped",
     "effective_sample_size",
     "estimate_log_z",
+    "f_divergence",
+    "f_pseudo_rewards",
+    "fit_coefficients",
     "imh_chain",
     "logmeanexp",
     "logsumexp",
@@ -97,3 +100,28 @@ class QrsIndex:
     def log_beta_for_acceptance_rate(
         self, rates: npt.NDArray[np.float64]
     ) -> npt.NDArray[np.float64]: ...
+
+def f_pseudo_rewards(
+    kind: str,
+    policy_log_probs: npt.NDArray[np.float64],
+    target_log_scores: npt.NDArray[np.float64],
+    proposal_log_probs: npt.NDArray[np.float64],
+    log_z: float,
+    max_log_t: float,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]: ...
+def f_divergence(
+    kind: str,
+    policy_log_probs: npt.NDArray[np.float64],
+    target_log_scores: npt.NDArray[np.float64],
+    proposal_log_probs: npt.NDArray[np.float64],
+    log_z: float,
+) -> tuple[float, float]: ...
+def fit_coefficients(
+    features: npt.NDArray[np.float64],
+    target_moments: npt.NDArray[np.float64],
+    log_weights: npt.NDArray[np.float64] | None = None,
+    groups: npt.NDArray[np.int64] | None = None,
+    tolerance: float = 1e-08,
+    max_iterations: int = 100,
+    initial: npt.NDArray[np.float64] | None = None,
+) -> tuple[npt.NDArray[np.float64], int, npt.NDArray[np.float64], float, float, float]: ...

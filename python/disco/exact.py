@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "f_divergence",
     "js",
     "kl",
     "log_partition",
@@ -109,6 +110,38 @@ def js(log_p: Any, log_q: Any) -> float:
     return 0.5 * kl(lp, lm) + 0.5 * kl(lq, lm)
 
 
+def f_divergence(log_pi: Any, log_p: Any, kind: str) -> float:
+    """``D_f(pi ‖ p) = Σ_x p f(pi/p)`` for the f-DPG divergences (DESIGN §5).
+
+    ``kind`` is ``"kl"`` (``KL(p‖pi)``), ``"reverse_kl"`` (``KL(pi‖p)``), ``"tv"``, ``"js"``
+    (standard, in nats), ``"chi2"`` (Pearson, ``Σ (pi-p)²/p``) or ``"reverse_chi2"`` (Neyman,
+    ``Σ (p-pi)²/pi``).
+    """
+    lpi, lp = _pair(log_pi, log_p)
+    pi, p = np.exp(lpi), np.exp(lp)
+    if kind == "kl":
+        return kl(lp, lpi)
+    if kind == "reverse_kl":
+        return kl(lpi, lp)
+    if kind == "tv":
+        return tv(lpi, lp)
+    if kind == "js":
+        return js(lpi, lp)
+    if kind == "chi2":
+        return (
+            np.inf
+            if np.any((p == 0) & (pi > 0))
+            else float(np.sum(np.where(p > 0, (pi - p) ** 2 / np.where(p > 0, p, 1), 0.0)))
+        )
+    if kind == "reverse_chi2":
+        return (
+            np.inf
+            if np.any((pi == 0) & (p > 0))
+            else float(np.sum(np.where(pi > 0, (p - pi) ** 2 / np.where(pi > 0, pi, 1), 0.0)))
+        )
+    raise ValueError(f"unknown f-divergence {kind!r}")
+
+
 def optimal_coefficients(
     base_log_probs: Any,
     features: Any,
@@ -139,7 +172,11 @@ def optimal_coefficients(
         hessian = (centred * p[:, None]).T @ centred
         step = np.linalg.solve(hessian, -gradient)
         t, current = 1.0, dual(lam)
-        while dual(lam + t * step) > current + 1e-4 * t * float(gradient @ step) and t > 1e-12:
+        # Rounding-level slack: near the optimum the dual's decrease is below its rounding error.
+        slack = 1e-14 * max(1.0, abs(current))
+        while (
+            dual(lam + t * step) > current + 1e-4 * t * float(gradient @ step) + slack and t > 1e-12
+        ):
             t /= 2
         lam = lam + t * step
     raise ValueError("the exact dual did not converge: are the moments inside the convex hull?")

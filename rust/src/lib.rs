@@ -6,7 +6,9 @@
 
 pub mod divergence;
 pub mod error;
+pub mod fdiv;
 pub mod logspace;
+pub mod maxent;
 pub mod qrs;
 pub mod vexp;
 

@@ -87,6 +87,23 @@ class EnumerableLM(BaseDistribution, torch.nn.Module):
             f"contexts={self.contexts!r})"
         )
 
+    def clone(self) -> EnumerableLM:
+        """An independent copy whose sampling stream is seeded from this model's (not shared)."""
+        import copy
+
+        twin = copy.deepcopy(self)
+        seed = int(torch.randint(0, 2**62, (1,), generator=self._generator))
+        twin._generator = torch.Generator().manual_seed(seed)
+        return twin
+
+    def random_state(self) -> torch.Tensor:
+        """State of the sampling generator (for checkpoints)."""
+        return self._generator.get_state()
+
+    def set_random_state(self, state: torch.Tensor) -> None:
+        """Restore the sampling generator from :meth:`random_state`."""
+        self._generator.set_state(state)
+
     def _context_index(self, context: Any) -> int:
         try:
             return self.contexts.index(context)
@@ -106,11 +123,19 @@ class EnumerableLM(BaseDistribution, torch.nn.Module):
             row = row * len(self.tokens) + ids[:, i]
         return row + self._offsets[t]
 
-    def _step_log_probs(self, ids: torch.Tensor, t: int, context_index: int) -> torch.Tensor:
-        logits = self.logits[self._prefix_rows(ids, t)]
+    def _tables(self, context_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Next-token log-probabilities: every prefix's row, and the first token's row."""
+        table = torch.log_softmax(self.logits, dim=-1)
+        first = torch.log_softmax(self.logits[0] + self.context_bias[context_index], dim=-1)
+        return table, first
+
+    def _step_log_probs(
+        self, tables: tuple[torch.Tensor, torch.Tensor], ids: torch.Tensor, t: int
+    ) -> torch.Tensor:
+        table, first = tables
         if t == 0:
-            logits = logits + self.context_bias[context_index]
-        return torch.log_softmax(logits, dim=-1)
+            return first.expand(ids.shape[0], -1)
+        return table[self._prefix_rows(ids, t)]
 
     def sample(
         self, context: Any = "", sampling_size: int = 32
@@ -123,8 +148,9 @@ class EnumerableLM(BaseDistribution, torch.nn.Module):
         alive = torch.ones(sampling_size, dtype=torch.bool)
         lengths = torch.full((sampling_size,), self.max_length, dtype=torch.long)
         with torch.no_grad():
+            tables = self._tables(c)
             for t in range(self.max_length):
-                probs = self._step_log_probs(ids.clamp(max=len(self.tokens) - 1), t, c).exp()
+                probs = self._step_log_probs(tables, ids.clamp(max=len(self.tokens) - 1), t).exp()
                 drawn = torch.multinomial(probs, 1, generator=self._generator).squeeze(1)
                 ids[:, t] = torch.where(alive, drawn, ids[:, t])
                 ended = alive & (drawn == self.eos_id)
@@ -152,8 +178,9 @@ class EnumerableLM(BaseDistribution, torch.nn.Module):
         with torch.set_grad_enabled(grad):
             total = torch.zeros(n, dtype=torch.float64)
             safe = ids.clamp(max=len(self.tokens) - 1)
+            tables = self._tables(c)
             for t in range(self.max_length):
-                step = self._step_log_probs(safe, t, c).gather(1, ids[:, t : t + 1]).squeeze(1)
+                step = self._step_log_probs(tables, safe, t).gather(1, ids[:, t : t + 1]).squeeze(1)
                 total = total + torch.where(lengths > t, step, torch.zeros_like(step))
             total = torch.where(valid, total, torch.full_like(total, float("-inf")))
         return total if grad else total.detach()

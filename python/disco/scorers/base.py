@@ -58,6 +58,8 @@ class Scorer:
         self.scoring_function = scoring_function
         self.batched = batched
         self.name: str = str(name or getattr(scoring_function, "__name__", type(self).__name__))
+        self.spec: dict[str, Any] | None = None
+        """How to rebuild this scorer (see :mod:`disco.features`); ``None`` for arbitrary code."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"

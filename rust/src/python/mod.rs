@@ -6,7 +6,9 @@ use pyo3::prelude::*;
 
 use crate::Error;
 
+mod fdiv;
 mod logspace;
+mod maxent;
 mod qrs;
 
 pyo3::create_exception!(
@@ -62,10 +64,14 @@ mod core_module {
     use pyo3::prelude::*;
 
     #[pymodule_export]
+    use super::fdiv::{f_divergence, f_pseudo_rewards};
+    #[pymodule_export]
     use super::logspace::{
         divergence, divergence_grouped, effective_sample_size, estimate_log_z, logmeanexp,
         logsumexp, normalized_weights, weighted_moments,
     };
+    #[pymodule_export]
+    use super::maxent::fit_coefficients;
     #[pymodule_export]
     use super::qrs::{imh_chain, qrs_accept, PyQrsIndex};
 

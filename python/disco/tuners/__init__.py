@@ -1,0 +1,29 @@
+"""Tuning a policy towards a target: DPG, CDPG and f-DPG over six f-divergences."""
+
+from disco.tuners.config import TunerConfig
+from disco.tuners.losses import (
+    ChiSquareLoss,
+    FDivergenceLoss,
+    JSLoss,
+    KLLoss,
+    ReverseChiSquareLoss,
+    ReverseKLLoss,
+    TVLoss,
+)
+from disco.tuners.tuner import CDPGTuner, DPGTuner, FCDPGTuner, FDPGTuner, Tuner
+
+__all__ = [
+    "CDPGTuner",
+    "ChiSquareLoss",
+    "DPGTuner",
+    "FCDPGTuner",
+    "FDPGTuner",
+    "FDivergenceLoss",
+    "JSLoss",
+    "KLLoss",
+    "ReverseChiSquareLoss",
+    "ReverseKLLoss",
+    "TVLoss",
+    "Tuner",
+    "TunerConfig",
+]

@@ -1,0 +1,151 @@
+"""The tuner's settings: one dataclass, every field with its meaning and default."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["TunerConfig"]
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULERS = ("constant", "linear", "cosine")
+PROPOSALS = ("online", "offline")
+UPDATE_METRICS = ("kl", "tv", "js")
+AUTOCAST = ("auto", "bf16", "off")
+
+
+def _help(text: str, **kwargs: Any) -> Any:
+    return field(metadata={"help": text}, **kwargs)
+
+
+@dataclass
+class TunerConfig:
+    """Settings of a :class:`disco.tuners.Tuner` run (see each field's ``help``)."""
+
+    n_steps: int = _help("number of gradient steps", default=100)
+    samples_per_context: int = _help("samples drawn per context at each step", default=128)
+    contexts_per_step: int = _help(
+        "contexts drawn from the context distribution at each step", default=1
+    )
+    sampling_batch_size: int = _help(
+        "samples drawn per call to the proposal (bounds memory)", default=64
+    )
+    scoring_batch_size: int = _help(
+        "samples scored per forward/backward pass of the policy (gradients accumulate)", default=64
+    )
+    optimizer: str = _help("'adam', 'adamw' or 'sgd'", default="adam")
+    learning_rate: float = _help("peak learning rate", default=1e-4)
+    weight_decay: float = _help(
+        "weight decay (decoupled for AdamW, L2 for Adam and SGD)", default=0.0
+    )
+    momentum: float = _help("SGD momentum", default=0.0)
+    scheduler: str = _help(
+        "learning-rate schedule after warm-up: 'constant', 'linear' or 'cosine'", default="constant"
+    )
+    warmup_steps: int = _help("linear warm-up steps from 0 to the peak learning rate", default=0)
+    max_grad_norm: float | None = _help(
+        "clip the gradient's global norm to this (None: no clipping)", default=1.0
+    )
+    proposal: str = _help(
+        "'online': sample from the current policy; 'offline': from a frozen copy replaced by the policy "
+        "whenever the policy is closer to the target",
+        default="online",
+    )
+    proposal_update_interval: int = _help(
+        "offline: steps between comparisons of policy and proposal", default=1
+    )
+    proposal_update_metric: str = _help(
+        "offline: divergence to the target that decides the replacement: 'kl', 'tv' or 'js'",
+        default="kl",
+    )
+    baseline: bool = _help(
+        "subtract a moving-average baseline from the pseudo-rewards", default=True
+    )
+    baseline_window: int = _help("batches covered by the moving-average baseline", default=32)
+    max_log_t: float = _help(
+        "cap on log(pi/p) when forming pseudo-rewards of unbounded losses", default=30.0
+    )
+    seed: int = _help(
+        "seeds torch, numpy and the context draws: one seed reproduces a run", default=0
+    )
+    features: tuple[Any, ...] = _help(
+        "scorers whose moments under the policy are reported each step", default=()
+    )
+    kl_from_base: bool = _help("report KL(pi || base) (needs the tuner's base)", default=False)
+    validation_contexts: tuple[Any, ...] = _help(
+        "contexts on which metrics are also estimated every validation_interval steps", default=()
+    )
+    validation_interval: int = _help("steps between validation estimates (0: never)", default=0)
+    validation_samples: int = _help("samples per validation context", default=128)
+    checkpoint_dir: str | None = _help(
+        "folder for checkpoints (None: no checkpoints)", default=None
+    )
+    checkpoint_interval: int = _help("steps between checkpoints (0: only at the end)", default=0)
+    keep_checkpoints: int = _help("how many recent checkpoints to keep", default=2)
+    autocast: str = _help(
+        "'auto' (bf16 on a GPU that supports it, float32 on the CPU), 'bf16' or 'off'",
+        default="auto",
+    )
+
+    def __post_init__(self) -> None:
+        choices = {
+            "optimizer": OPTIMIZERS,
+            "scheduler": SCHEDULERS,
+            "proposal": PROPOSALS,
+            "proposal_update_metric": UPDATE_METRICS,
+            "autocast": AUTOCAST,
+        }
+        for name, allowed in choices.items():
+            value = getattr(self, name)
+            if not isinstance(value, str) or value.lower() not in allowed:
+                raise ValueError(f"{name}={value!r} is not one of {allowed}")
+            setattr(self, name, value.lower())
+        positive = (
+            "n_steps",
+            "samples_per_context",
+            "contexts_per_step",
+            "sampling_batch_size",
+            "scoring_batch_size",
+            "proposal_update_interval",
+            "baseline_window",
+            "validation_samples",
+            "keep_checkpoints",
+        )
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "validation_interval", "checkpoint_interval"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be positive or None, got {self.max_grad_norm}")
+        self.features = tuple(self.features)
+        self.validation_contexts = tuple(self.validation_contexts)
+
+    @classmethod
+    def field_help(cls) -> dict[str, str]:
+        """Each setting's help text."""
+        return {f.name: f.metadata["help"] for f in dataclasses.fields(cls)}
+
+    def replace(self, **settings: Any) -> TunerConfig:
+        """A copy with ``settings`` changed; an unknown name is an error that lists the valid ones."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(settings) - known)
+        if unknown:
+            raise ValueError(f"unknown tuner setting(s) {unknown}; valid settings: {sorted(known)}")
+        return dataclasses.replace(self, **settings)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as plain JSON-friendly values (features by name)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "features":
+                value = [getattr(s, "name", repr(s)) for s in value]
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out

@@ -1,0 +1,104 @@
+"""The logger interface the tuners call, and a composite that fans out to several loggers."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+__all__ = ["Logger", "LoggerList"]
+
+
+class Logger:
+    """Receives a tuning run's settings, metrics and samples; every method is a no-op here.
+
+    A tuner calls :meth:`start` once before its first step, :meth:`log` after every step,
+    :meth:`log_samples` now and then, and :meth:`close` once at the end, also when the run stops
+    on an exception or Ctrl-C. A tuner resumed with another ``tune()`` call starts the same logger
+    again after closing it, so subclasses accept ``start`` after ``close``. ``close`` must be
+    safe to call twice, or without a ``start``. Loggers are context managers that close on exit.
+    """
+
+    def start(self, config: Mapping[str, Any]) -> None:
+        """Begin a run; ``config`` holds the run's settings (``"n_steps"``, ``"start_step"``, …)."""
+
+    def log(self, step: int, metrics: Mapping[str, float | int]) -> None:
+        """Record the metrics of step ``step`` (names such as ``"kl_target_policy"``, ``"moment/x"``)."""
+
+    def log_samples(self, step: int, samples: Sequence[Mapping[str, Any]]) -> None:
+        """Record a few samples (texts with their scores) drawn at step ``step``."""
+
+    def close(self) -> None:
+        """End the run and release files or connections."""
+
+    def __enter__(self) -> Logger:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class LoggerList(Logger):
+    """Several loggers behind one: each call goes to every logger, in order.
+
+    One logger's failure does not keep the others from their call: the first exception is
+    raised once all have been called. If a ``start`` fails, the loggers already started are
+    closed before the exception propagates, so nothing is left open.
+    """
+
+    def __init__(self, loggers: Iterable[Logger] = ()) -> None:
+        self.loggers: list[Logger] = []
+        for logger in loggers:
+            if isinstance(logger, LoggerList):
+                self.loggers.extend(logger.loggers)
+            else:
+                self.loggers.append(logger)
+
+    def __iter__(self) -> Iterator[Logger]:
+        return iter(self.loggers)
+
+    def __len__(self) -> int:
+        return len(self.loggers)
+
+    def start(self, config: Mapping[str, Any]) -> None:
+        """Start every logger; on a failure close the ones started and re-raise."""
+        started: list[Logger] = []
+        try:
+            for logger in self.loggers:
+                logger.start(config)
+                started.append(logger)
+        except BaseException:
+            for logger in reversed(started):
+                with contextlib.suppress(Exception):  # the start failure is the one to report
+                    logger.close()
+            raise
+
+    def log(self, step: int, metrics: Mapping[str, float | int]) -> None:
+        """Pass the step's metrics to every logger."""
+        _call_all(self.loggers, "log", step, metrics)
+
+    def log_samples(self, step: int, samples: Sequence[Mapping[str, Any]]) -> None:
+        """Pass the samples to every logger."""
+        _call_all(self.loggers, "log_samples", step, samples)
+
+    def close(self) -> None:
+        """Close every logger, even when one of them fails."""
+        _call_all(self.loggers, "close")
+
+
+def _call_all(loggers: Sequence[Logger], method: str, *args: Any) -> None:
+    first: Exception | None = None
+    for logger in loggers:
+        try:
+            getattr(logger, method)(*args)
+        except Exception as exc:
+            if first is None:
+                first = exc
+    if first is not None:
+        raise first

@@ -1,0 +1,177 @@
+"""f-divergence losses for f-DPG (DESIGN §5).
+
+Each loss names its divergence ``D_f(pi ‖ p)``; given a batch of samples from a proposal ``q``
+it returns the surrogate whose gradient is an unbiased estimate of ``∇ D_f``:
+``-mean(w (r - b) log pi)`` with ``w = pi/q`` and ``r = -f'(pi/p)`` (computed by the Rust
+core from ``log t``), ``b`` an optional moving-average baseline, and only ``log pi`` carrying
+gradient.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from disco import numerics
+
+__all__ = [
+    "ChiSquareLoss",
+    "FDivergenceLoss",
+    "JSLoss",
+    "KLLoss",
+    "LossOutput",
+    "ReverseChiSquareLoss",
+    "ReverseKLLoss",
+    "TVLoss",
+]
+
+
+@dataclass
+class LossOutput:
+    """A loss value with what went into it."""
+
+    loss: torch.Tensor
+    """Scalar surrogate to call ``backward`` on."""
+    weights: np.ndarray
+    """Importance weights ``pi/q`` per sample."""
+    weighted_rewards: np.ndarray
+    """``(pi/q) * -f'(t)`` per sample (0 where ``pi = 0``)."""
+    baseline: float
+    """Baseline subtracted from the rewards."""
+
+
+class FDivergenceLoss:
+    """The f-DPG loss for one f-divergence, with an optional moving-average baseline.
+
+    Parameters
+    ----------
+    baseline:
+        Subtract a moving average of past (importance-weighted) mean rewards: it leaves the
+        gradient unbiased (``E_pi[∇ log pi] = 0``) and lowers its variance.
+    baseline_window:
+        Number of past batches the moving average covers.
+    max_log_t:
+        Cap on ``log(pi/p)`` when forming rewards (see :func:`disco.numerics.f_pseudo_rewards`).
+    """
+
+    kind: ClassVar[numerics.FDivergenceKind]
+    divergence_name: ClassVar[str]
+
+    def __init__(
+        self, baseline: bool = True, baseline_window: int = 32, max_log_t: float = 30.0
+    ) -> None:
+        if baseline_window < 1:
+            raise ValueError(f"baseline_window must be at least 1, got {baseline_window}")
+        self.use_baseline = baseline
+        self.baseline_window = baseline_window
+        self.max_log_t = max_log_t
+        self._history: deque[float] = deque(maxlen=baseline_window)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(baseline={self.use_baseline}, baseline_window={self.baseline_window})"
+
+    @property
+    def baseline(self) -> float:
+        """Current moving-average baseline (0 when disabled or before the first batch)."""
+        if not self.use_baseline or not self._history:
+            return 0.0
+        return float(np.mean(self._history))
+
+    def state_dict(self) -> dict[str, list[float]]:
+        """The baseline's history, for checkpoints."""
+        return {"history": list(self._history)}
+
+    def load_state_dict(self, state: dict[str, list[float]]) -> None:
+        """Restore the baseline's history from :meth:`state_dict`."""
+        self._history = deque(state["history"], maxlen=self.baseline_window)
+
+    def __call__(
+        self,
+        policy_log_probs: torch.Tensor,
+        target_log_scores: torch.Tensor | np.ndarray,
+        proposal_log_probs: torch.Tensor | np.ndarray,
+        log_z: float,
+    ) -> LossOutput:
+        """The surrogate loss for one batch (``policy_log_probs`` carries gradient).
+
+        The baseline is not updated here: call :meth:`record_batch` once the whole batch of a
+        context has been seen, so that every chunk of it uses the same baseline.
+        """
+        policy_np = policy_log_probs.detach().to("cpu", torch.float64).numpy()
+        weights, weighted_rewards = numerics.f_pseudo_rewards(
+            self.kind, policy_np, target_log_scores, proposal_log_probs, log_z, self.max_log_t
+        )
+        baseline = self.baseline
+        coefficient = torch.as_tensor(
+            weighted_rewards - baseline * weights, device=policy_log_probs.device
+        )
+        loss = -(coefficient.to(policy_log_probs.dtype) * policy_log_probs).mean()
+        return LossOutput(loss, weights, weighted_rewards, baseline)
+
+    def record_batch(self, weights: np.ndarray, weighted_rewards: np.ndarray) -> None:
+        """Feed one batch's importance-weighted mean reward to the moving-average baseline."""
+        total = float(np.sum(weights))
+        if self.use_baseline and total > 0:
+            self._history.append(float(np.sum(weighted_rewards)) / total)
+
+    def divergence(
+        self,
+        policy_log_probs: torch.Tensor | np.ndarray,
+        target_log_scores: torch.Tensor | np.ndarray,
+        proposal_log_probs: torch.Tensor | np.ndarray,
+        log_z: float,
+    ) -> tuple[float, float]:
+        """Importance-sampling estimate of this loss's ``D_f(pi ‖ p)`` and its standard error."""
+        return numerics.f_divergence(
+            self.kind, policy_log_probs, target_log_scores, proposal_log_probs, log_z
+        )
+
+
+class KLLoss(FDivergenceLoss):
+    """Forward ``KL(p ‖ pi)`` (``f(t) = -log t``): DPG and CDPG."""
+
+    kind = "kl"
+    divergence_name = "kl(p||pi)"
+
+
+class ReverseKLLoss(FDivergenceLoss):
+    """Reverse ``KL(pi ‖ p)`` (``f(t) = t log t``): with ``P = a·exp(r/beta)``, KL-regularised RLHF."""
+
+    kind = "reverse_kl"
+    divergence_name = "kl(pi||p)"
+
+
+class TVLoss(FDivergenceLoss):
+    """Total variation (``f(t) = |t - 1| / 2``)."""
+
+    kind = "tv"
+    divergence_name = "tv(pi,p)"
+
+
+class JSLoss(FDivergenceLoss):
+    """Jensen–Shannon (``f(t) = t log(2t/(1+t)) + log(2/(1+t))``); f-DPG's default.
+
+    This ``f`` is twice the standard JS, so the loss's gradient is that of ``2 JS``: only a
+    constant factor (absorbed by the learning rate). Reported estimates are the standard JS.
+    """
+
+    kind = "js"
+    divergence_name = "js(pi,p)"
+
+
+class ChiSquareLoss(FDivergenceLoss):
+    """Pearson chi² ``Σ (pi - p)² / p`` (``f(t) = (t - 1)²``)."""
+
+    kind = "chi2"
+    divergence_name = "chi2(pi||p)"
+
+
+class ReverseChiSquareLoss(FDivergenceLoss):
+    """Neyman chi² ``Σ (p - pi)² / pi`` (``f(t) = (1 - t)² / t``)."""
+
+    kind = "reverse_chi2"
+    divergence_name = "chi2(p||pi)"

@@ -1,0 +1,576 @@
+"""One tuning loop for DPG, CDPG and f-DPG (DESIGN §5)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from disco import numerics
+from disco.tuners.config import TunerConfig
+from disco.tuners.losses import FDivergenceLoss, JSLoss, KLLoss
+
+__all__ = ["CDPGTuner", "DPGTuner", "FCDPGTuner", "FDPGTuner", "Tuner"]
+
+
+def _module(distribution: Any) -> torch.nn.Module:
+    """The torch module holding a distribution's parameters."""
+    if isinstance(distribution, torch.nn.Module):
+        return distribution
+    model = getattr(distribution, "model", None)
+    if isinstance(model, torch.nn.Module):
+        return model
+    raise TypeError(
+        f"{type(distribution).__name__} exposes no torch module (a .model or nn.Module) to tune"
+    )
+
+
+def _trainable(module: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    return {name: p for name, p in module.named_parameters() if p.requires_grad}
+
+
+def _device(module: torch.nn.Module) -> torch.device:
+    for p in module.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _cpu64(x: torch.Tensor) -> np.ndarray:
+    return x.detach().to("cpu", torch.float64).numpy()
+
+
+def _chunks(n: int, size: int) -> Iterable[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(n, start + size))
+
+
+class Tuner:
+    """Tunes a policy ``pi`` towards a target EBM ``P`` by minimising ``D_f(pi ‖ p)``.
+
+    Parameters
+    ----------
+    policy:
+        The distribution to tune (an ``EnumerableLM``, an ``LMDistribution`` created with
+        ``freeze=False``, ...): it samples, scores with ``grad=True`` and has trainable parameters.
+    target:
+        The EBM (anything with ``log_score(samples, context)``), e.g. from ``base.constrain``.
+    loss:
+        An :class:`~disco.tuners.losses.FDivergenceLoss`; default forward KL (DPG).
+    context, context_distribution:
+        One fixed context, or a distribution of contexts drawn ``contexts_per_step`` at a time
+        (conditional tuning, CDPG).
+    base:
+        The original model, for reporting ``KL(pi ‖ base)`` when ``kl_from_base`` is set.
+    loggers:
+        Objects with ``start(config)``, ``log(step, metrics)`` and ``close()`` (see
+        :mod:`disco.tuners.loggers`).
+    config, **settings:
+        A :class:`TunerConfig`, and/or settings overriding it by name (an unknown name is an error).
+    """
+
+    default_loss: type[FDivergenceLoss] = KLLoss
+
+    def __init__(
+        self,
+        policy: Any,
+        target: Any,
+        loss: FDivergenceLoss | None = None,
+        *,
+        context: Any = "",
+        context_distribution: Any = None,
+        base: Any = None,
+        loggers: Sequence[Any] = (),
+        config: TunerConfig | None = None,
+        **settings: Any,
+    ) -> None:
+        self.config = (config or TunerConfig()).replace(**settings)
+        cfg = self.config
+        self.policy = policy
+        self.target = target
+        self.loss = loss or self.default_loss(
+            baseline=cfg.baseline, baseline_window=cfg.baseline_window, max_log_t=cfg.max_log_t
+        )
+        self.context = context
+        self.context_distribution = context_distribution
+        self.base = base
+        if cfg.kl_from_base and base is None:
+            raise ValueError("kl_from_base=True needs the tuner's base distribution (base=...)")
+        self.loggers = list(loggers)
+        self.module = _module(policy)
+        self.parameters = _trainable(self.module)
+        if not self.parameters:
+            raise ValueError("the policy has no trainable parameters (create it with freeze=False)")
+        self.device = _device(self.module)
+        self.optimizer = self._make_optimizer()
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.proposal = policy if cfg.proposal == "online" else self._frozen_copy(policy)
+        self.step_count = 0
+        self.log_z_sums: dict[str, tuple[float, float]] = {}
+        self.log_z_counts: dict[str, int] = {}
+        self.history: list[dict[str, float]] = []
+        self.last_samples: list[dict[str, Any]] = []
+        self.rng = np.random.default_rng(cfg.seed)
+        self._seeded = False
+
+    # --- setup --------------------------------------------------------------------------
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        cfg = self.config
+        params = list(self.parameters.values())
+        if cfg.optimizer == "adam":
+            return torch.optim.Adam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        if cfg.optimizer == "adamw":
+            return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(
+            params, lr=cfg.learning_rate, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+
+    def _lr_factor(self, step: int) -> float:
+        cfg = self.config
+        if step < cfg.warmup_steps:
+            return (step + 1) / (cfg.warmup_steps + 1)
+        if cfg.scheduler == "constant":
+            return 1.0
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.n_steps - cfg.warmup_steps))
+        if cfg.scheduler == "linear":
+            return 1.0 - progress
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    @staticmethod
+    def _frozen_copy(policy: Any) -> Any:
+        copy = policy.clone()
+        for p in _module(copy).parameters():
+            p.requires_grad_(False)
+        return copy
+
+    def _autocast(self) -> Any:
+        mode = self.config.autocast
+        if (
+            self.device.type == "cuda"
+            and mode in ("auto", "bf16")
+            and torch.cuda.is_bf16_supported()
+        ):
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        if mode == "bf16" and self.device.type != "cuda":
+            raise ValueError(
+                "autocast='bf16' needs a CUDA device; the policy is on " + str(self.device)
+            )
+        return torch.autocast(self.device.type, enabled=False)
+
+    # --- partition function --------------------------------------------------------------
+
+    def _update_log_z(self, context: Any, log_ratios: np.ndarray) -> float:
+        """Fold one batch's estimate of Z (the mean of P/q) into the context's running average.
+
+        Batches are averaged with inverse-variance weights (each batch's variance estimated from
+        its own ratios: ``Var/Z² = 1/ESS - 1/n``), so the noisy batches drawn while the proposal
+        was far from the target do not dominate once it is close. Kept in log space as
+        ``(log Σ w_b Z_b, log Σ w_b)``.
+        """
+        key = str(context)
+        n = len(log_ratios)
+        log_z_batch = numerics.logmeanexp(log_ratios)
+        if not math.isfinite(log_z_batch):
+            return self.log_z(context)
+        relative_variance = max(
+            1.0 / numerics.effective_sample_size(log_ratios) - 1.0 / n, 1e-3 / n
+        )
+        log_weight = -2.0 * log_z_batch - math.log(relative_variance)
+        weighted, total = self.log_z_sums.get(key, (-math.inf, -math.inf))
+        self.log_z_sums[key] = (
+            float(np.logaddexp(weighted, log_weight + log_z_batch)),
+            float(np.logaddexp(total, log_weight)),
+        )
+        self.log_z_counts[key] = self.log_z_counts.get(key, 0) + n
+        return self.log_z(context)
+
+    def log_z(self, context: Any = "") -> float:
+        """The current estimate of ``log Z`` for a context (``nan`` if it was never seen)."""
+        key = str(context)
+        if key not in self.log_z_sums:
+            return math.nan
+        weighted, total = self.log_z_sums[key]
+        return weighted - total
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def _contexts(self) -> list[Any]:
+        if self.context_distribution is None:
+            return [self.context]
+        cd = self.context_distribution
+        listing = getattr(cd, "contexts", None)
+        pool = listing() if callable(listing) else listing
+        if pool is not None:
+            pool = list(pool)
+            picks = self.rng.choice(
+                len(pool),
+                size=self.config.contexts_per_step,
+                replace=len(pool) < self.config.contexts_per_step,
+            )
+            return [pool[int(i)] for i in picks]
+        return list(cd.sample(self.config.contexts_per_step)[0])
+
+    def _draw(self, proposal: Any, context: Any, n: int) -> tuple[list[Any], np.ndarray]:
+        samples: list[Any] = []
+        log_q: list[np.ndarray] = []
+        while len(samples) < n:
+            batch, lq = proposal.sample(
+                context, min(self.config.sampling_batch_size, n - len(samples))
+            )
+            if len(batch) == 0:
+                raise ValueError("the proposal returned an empty batch of samples")
+            samples.extend(batch)
+            log_q.append(_cpu64(lq))
+        return samples, np.concatenate(log_q)
+
+    def _metrics(
+        self,
+        context: Any,
+        samples: list[Any],
+        log_p: np.ndarray,
+        log_pi: np.ndarray,
+        log_q: np.ndarray,
+        log_z: float,
+    ) -> dict[str, float]:
+        m: dict[str, float] = {
+            "kl_target_policy": float(numerics.kl_divergence(log_p, log_pi, log_q, log_z)),
+            "kl_target_proposal": float(numerics.kl_divergence(log_p, log_q, log_q, log_z)),
+            "tv_target_proposal": float(numerics.tv_distance(log_p, log_q, log_q, log_z)),
+            "js_target_proposal": float(numerics.js_divergence(log_p, log_q, log_q, log_z)),
+            "tv_target_policy": float(numerics.tv_distance(log_p, log_pi, log_q, log_z)),
+            "js_target_policy": float(numerics.js_divergence(log_p, log_pi, log_q, log_z)),
+            "log_z": log_z,
+            "ess": numerics.effective_sample_size(log_p - log_q)
+            if np.any(log_p > -np.inf)
+            else 0.0,
+        }
+        value, stderr = self.loss.divergence(log_pi, log_p, log_q, log_z)
+        m["divergence"] = value
+        m["divergence_stderr"] = stderr
+        if self.config.features:
+            phi = np.stack(
+                [_cpu64(f.score(samples, context)) for f in self.config.features], axis=1
+            )
+            moments = numerics.weighted_moments(log_pi - log_q, phi)
+            for f, value in zip(self.config.features, np.atleast_1d(moments)):
+                m[f"moment/{getattr(f, 'name', repr(f))}"] = float(value)
+        if self.config.kl_from_base:
+            log_a = _cpu64(self.base.log_score(samples, context))
+            m["kl_policy_base"] = float(numerics.reverse_kl_divergence(log_a, log_pi, log_q, 0.0))
+        return m
+
+    def step(self) -> dict[str, float]:
+        """One gradient step; returns its metrics (averaged over the step's contexts)."""
+        cfg = self.config
+        t0 = time.perf_counter()
+        contexts = self._contexts()
+        per_context: list[dict[str, float]] = []
+        timings = {"time/sample": 0.0, "time/score": 0.0, "time/backward": 0.0}
+        self.optimizer.zero_grad(set_to_none=True)
+        n = cfg.samples_per_context
+        for context in contexts:
+            ts = time.perf_counter()
+            samples, log_q = self._draw(self.proposal, context, n)
+            log_p = _cpu64(self.target.log_score(samples, context))
+            if len(log_p) != n:
+                raise ValueError(f"the target returned {len(log_p)} log-scores for {n} samples")
+            ratios = np.where(log_p == -np.inf, -np.inf, log_p - log_q)
+            log_z = self._update_log_z(context, ratios)
+            if not math.isfinite(log_z):
+                raise ValueError(
+                    f"no sample so far has positive target probability in context {context!r}: the "
+                    "partition function cannot be estimated (is the target's support reachable?)"
+                )
+            timings["time/sample"] += time.perf_counter() - ts
+            log_pi_parts, weights, weighted = [], [], []
+            loss_value = 0.0
+            for part in _chunks(n, cfg.scoring_batch_size):
+                tf = time.perf_counter()
+                with self._autocast():
+                    log_pi = self.policy.log_score(samples[part], context, grad=True)
+                timings["time/score"] += time.perf_counter() - tf
+                tb = time.perf_counter()
+                out = self.loss(log_pi, log_p[part], log_q[part], log_z)
+                share = (part.stop - part.start) / n
+                (out.loss * share / len(contexts)).backward()
+                loss_value += float(out.loss.detach()) * share
+                timings["time/backward"] += time.perf_counter() - tb
+                log_pi_parts.append(_cpu64(log_pi))
+                weights.append(out.weights)
+                weighted.append(out.weighted_rewards)
+            self.loss.record_batch(np.concatenate(weights), np.concatenate(weighted))
+            self.last_samples = [
+                {
+                    "context": str(context),
+                    "text": getattr(x, "text", str(x)),
+                    "target_log_score": float(lp),
+                }
+                for x, lp in zip(samples[:8], log_p[:8])
+            ]
+            log_pi_all = np.concatenate(log_pi_parts)
+            metrics = self._metrics(context, samples, log_p, log_pi_all, log_q, log_z)
+            metrics["loss"] = loss_value
+            per_context.append(metrics)
+        grad_norm = self._clip()
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step_count += 1
+        result = {k: float(np.mean([m[k] for m in per_context])) for k in per_context[0]}
+        result.update(timings)
+        result["grad_norm"] = grad_norm
+        result["lr"] = float(self.optimizer.param_groups[0]["lr"])
+        result["baseline"] = self.loss.baseline
+        if cfg.proposal == "offline" and self.step_count % cfg.proposal_update_interval == 0:
+            result["proposal_updated"] = float(self._maybe_update_proposal(per_context))
+        result["time/step"] = time.perf_counter() - t0
+        return result
+
+    def _clip(self) -> float:
+        params = [p for p in self.parameters.values() if p.grad is not None]
+        if not params:
+            return 0.0
+        max_norm = self.config.max_grad_norm if self.config.max_grad_norm is not None else math.inf
+        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+
+    def _maybe_update_proposal(self, per_context: list[dict[str, float]]) -> bool:
+        """Replace the frozen proposal by the policy when the policy is closer to the target."""
+        metric = self.config.proposal_update_metric
+        # Both are estimated on the same samples from the proposal (before this step's update).
+        policy_div = np.mean([m[f"{metric}_target_policy"] for m in per_context])
+        proposal_div = np.mean([m[f"{metric}_target_proposal"] for m in per_context])
+        if policy_div < proposal_div:
+            self.proposal = self._frozen_copy(self.policy)
+            return True
+        return False
+
+    def tune(self, n_steps: int | None = None) -> list[dict[str, float]]:
+        """Run the loop (the remaining steps, or ``n_steps`` more); returns the metric history."""
+        cfg = self.config
+        if not self._seeded and self.step_count == 0:
+            torch.manual_seed(cfg.seed)
+            random.seed(cfg.seed)
+            self._seeded = True
+        last = cfg.n_steps if n_steps is None else self.step_count + n_steps
+        for logger in self.loggers:
+            logger.start(
+                {**cfg.to_dict(), "loss": type(self.loss).__name__, "start_step": self.step_count}
+            )
+        try:
+            while self.step_count < last:
+                metrics = self.step()
+                if (
+                    cfg.validation_interval
+                    and cfg.validation_contexts
+                    and self.step_count % cfg.validation_interval == 0
+                ):
+                    metrics.update(self.validate())
+                self.history.append(metrics)
+                for logger in self.loggers:
+                    logger.log(self.step_count, metrics)
+                if (
+                    cfg.checkpoint_dir
+                    and cfg.checkpoint_interval
+                    and self.step_count % cfg.checkpoint_interval == 0
+                ):
+                    self.save_checkpoint()
+            if cfg.checkpoint_dir:
+                self.save_checkpoint()
+        finally:
+            for logger in self.loggers:
+                logger.close()
+        return self.history
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Estimate the divergences on the validation contexts with fresh policy samples."""
+        rows = []
+        for context in self.config.validation_contexts:
+            samples, log_q = self._draw(self.policy, context, self.config.validation_samples)
+            log_p = _cpu64(self.target.log_score(samples, context))
+            ratios = np.where(log_p == -np.inf, -np.inf, log_p - log_q)
+            log_z = self.log_z(context)
+            if not math.isfinite(log_z):
+                log_z = numerics.logmeanexp(ratios)
+            rows.append(self._metrics(context, samples, log_p, log_q, log_q, log_z))
+        return {f"validation/{k}": float(np.mean([r[k] for r in rows])) for k in rows[0]}
+
+    # --- checkpoints -------------------------------------------------------------------------
+
+    def _state(self) -> dict[str, Any]:
+        np_state = self.rng.bit_generator.state
+        return {
+            "step": self.step_count,
+            "log_z_sums": self.log_z_sums,
+            "log_z_counts": self.log_z_counts,
+            "loss": self.loss.state_dict(),
+            "numpy_rng": np_state,
+            "python_rng": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
+            "history": self.history,
+            "config": self.config.to_dict(),
+            "proposal_is_policy": self.proposal is self.policy,
+            "seeded": self._seeded,
+        }
+
+    def save_checkpoint(self, directory: str | os.PathLike[str] | None = None) -> Path:
+        """Write a checkpoint atomically; returns its folder (``checkpoint_dir/step-NNNNNNNN``)."""
+        from safetensors.torch import save_file
+
+        root = Path(directory or self.config.checkpoint_dir or "")
+        if not str(root):
+            raise ValueError("no checkpoint folder: set checkpoint_dir")
+        root.mkdir(parents=True, exist_ok=True)
+        final = root / f"step-{self.step_count:08d}"
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+        try:
+            save_file(
+                {k: v.detach().cpu().contiguous() for k, v in self.parameters.items()},
+                tmp / "policy.safetensors",
+            )
+            if self.proposal is not self.policy:
+                proposal_params = {
+                    n: p.detach().cpu().contiguous()
+                    for n, p in _module(self.proposal).named_parameters()
+                    if n in self.parameters
+                }
+                save_file(proposal_params, tmp / "proposal.safetensors")
+            torch.save(
+                {
+                    "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(),
+                    "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                    "policy_rng": self.policy.random_state()
+                    if hasattr(self.policy, "random_state")
+                    else None,
+                    "proposal_rng": self.proposal.random_state()
+                    if hasattr(self.proposal, "random_state")
+                    else None,
+                },
+                tmp / "training.pt",
+            )
+            (tmp / "state.json").write_text(json.dumps(self._state()))
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        pointer = root / ".latest.tmp"
+        pointer.write_text(final.name)
+        os.replace(pointer, root / "latest")
+        kept = sorted(p for p in root.glob("step-*") if p.is_dir())
+        for old in kept[: -self.config.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def load_checkpoint(self, path: str | os.PathLike[str]) -> None:
+        """Restore a checkpoint folder, or the latest one under a checkpoint root."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if (path / "latest").exists():
+            path = path / (path / "latest").read_text().strip()
+        if not (path / "state.json").exists():
+            raise FileNotFoundError(f"no checkpoint at {path}")
+        state = json.loads((path / "state.json").read_text())
+        policy_params = load_file(path / "policy.safetensors")
+        if set(policy_params) != set(self.parameters):
+            raise ValueError(f"checkpoint {path} holds other parameters than this policy's")
+        with torch.no_grad():
+            for name, value in policy_params.items():
+                self.parameters[name].copy_(value)
+        if state["proposal_is_policy"]:
+            self.proposal = self.policy
+        else:
+            self.proposal = self._frozen_copy(self.policy)
+            if (path / "proposal.safetensors").exists():
+                stored = load_file(path / "proposal.safetensors")
+                params = dict(_module(self.proposal).named_parameters())
+                with torch.no_grad():
+                    for name, value in stored.items():
+                        params[name].copy_(value)
+        training = torch.load(path / "training.pt", weights_only=True)
+        self.optimizer.load_state_dict(training["optimizer"])
+        self.scheduler.load_state_dict(training["scheduler"])
+        torch.set_rng_state(training["torch_rng"])
+        if training["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(training["cuda_rng"])
+        if training["policy_rng"] is not None and hasattr(self.policy, "set_random_state"):
+            self.policy.set_random_state(training["policy_rng"])
+        if (
+            training["proposal_rng"] is not None
+            and hasattr(self.proposal, "set_random_state")
+            and self.proposal is not self.policy
+        ):
+            self.proposal.set_random_state(training["proposal_rng"])
+        self.step_count = int(state["step"])
+        self.log_z_sums = {k: (float(v[0]), float(v[1])) for k, v in state["log_z_sums"].items()}
+        self.log_z_counts = {k: int(v) for k, v in state["log_z_counts"].items()}
+        self.loss.load_state_dict(state["loss"])
+        self.rng.bit_generator.state = state["numpy_rng"]
+        py = state["python_rng"]
+        random.setstate((py[0], tuple(py[1]), py[2]))
+        self.history = state["history"]
+        self._seeded = bool(state["seeded"])
+
+
+class DPGTuner(Tuner):
+    """Distributional Policy Gradient: forward ``KL(p ‖ pi)`` for one context."""
+
+    def __init__(self, policy: Any, target: Any, context: Any = "", **kwargs: Any) -> None:
+        super().__init__(policy, target, kwargs.pop("loss", None), context=context, **kwargs)
+
+
+class CDPGTuner(Tuner):
+    """Conditional DPG: forward KL averaged over a context distribution."""
+
+    def __init__(self, policy: Any, target: Any, context_distribution: Any, **kwargs: Any) -> None:
+        super().__init__(
+            policy,
+            target,
+            kwargs.pop("loss", None),
+            context_distribution=context_distribution,
+            **kwargs,
+        )
+
+
+class FDPGTuner(Tuner):
+    """f-DPG for one context: any f-divergence loss, Jensen–Shannon by default."""
+
+    default_loss = JSLoss
+
+    def __init__(
+        self,
+        policy: Any,
+        target: Any,
+        loss: FDivergenceLoss | None = None,
+        context: Any = "",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(policy, target, loss, context=context, **kwargs)
+
+
+class FCDPGTuner(Tuner):
+    """Conditional f-DPG over a context distribution; Jensen–Shannon by default."""
+
+    default_loss = JSLoss
+
+    def __init__(
+        self,
+        policy: Any,
+        target: Any,
+        context_distribution: Any,
+        loss: FDivergenceLoss | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(policy, target, loss, context_distribution=context_distribution, **kwargs)

@@ -1,0 +1,335 @@
+"""The tuning loop against exact values on enumerable models."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from disco import exact
+from disco.distributions import EnumerableLM
+from disco.scorers import BooleanScorer, ExponentialScorer, Scorer
+from disco.tuners import (
+    CDPGTuner,
+    ChiSquareLoss,
+    DPGTuner,
+    FDPGTuner,
+    JSLoss,
+    KLLoss,
+    ReverseChiSquareLoss,
+    ReverseKLLoss,
+    Tuner,
+    TunerConfig,
+    TVLoss,
+)
+
+HAS_A = BooleanScorer(lambda s, c: "a" in s.text.split(), name="has_a")
+LOSSES = [KLLoss, ReverseKLLoss, TVLoss, JSLoss, ChiSquareLoss, ReverseChiSquareLoss]
+
+
+def problem(target_moment=0.8):
+    base = EnumerableLM(tokens=("a", "b", "c"), max_length=3, seed=2)
+    support, lp = base.enumerate_support()
+    phi = HAS_A.score(support).numpy()
+    lam = exact.optimal_coefficients(lp, phi, [target_moment])
+    target = base * ExponentialScorer([HAS_A], lam)
+    return base, support, phi, target, target.log_score(support).numpy()
+
+
+@pytest.mark.parametrize("mode", ["online", "offline"])
+@pytest.mark.parametrize("loss_cls", LOSSES)
+def test_each_loss_converges_and_reports_an_unbiased_estimate(loss_cls, mode):
+    base, support, phi, target, log_p = problem()
+    policy = base.clone()
+    tuner = Tuner(
+        policy,
+        target,
+        loss_cls(),
+        n_steps=150,
+        samples_per_context=128,
+        learning_rate=0.05,
+        proposal=mode,
+        seed=1,
+        features=(HAS_A,),
+    )
+    start = exact.f_divergence(policy.log_score(support).numpy(), log_p, loss_cls.kind)
+    tuner.tune(n_steps=149)
+    # The tabular policy family contains p, so its exact optimum is 0.
+    before_last = exact.f_divergence(policy.log_score(support).numpy(), log_p, loss_cls.kind)
+    last = tuner.tune(n_steps=1)[-1]
+    final = policy.log_score(support).numpy()
+    closed = 1 - exact.f_divergence(final, log_p, loss_cls.kind) / start
+    assert closed >= 0.8, f"closed only {closed:.2%} of the gap"
+    assert exact.moments(final, phi)[0] == pytest.approx(0.8, abs=0.02)
+    # The reported estimate is for the policy that drew/scored this step's samples.
+    assert abs(last["divergence"] - before_last) <= 4 * last["divergence_stderr"] + 2e-3
+    assert last["moment/has_a"] == pytest.approx(exact.moments(final, phi)[0], abs=0.05)
+    assert math.isfinite(last["kl_target_policy"]) and last["ess"] > 1
+
+
+def test_log_z_estimate_is_consistent_online_and_offline():
+    base, _, _, target, log_p = problem()
+    for mode in ("online", "offline"):
+        tuner = Tuner(
+            base.clone(),
+            target,
+            n_steps=40,
+            samples_per_context=128,
+            learning_rate=0.05,
+            proposal=mode,
+        )
+        tuner.tune()
+        assert tuner.log_z("") == pytest.approx(exact.log_partition(log_p), abs=0.03), mode
+
+
+def test_cdpg_meets_the_average_moment_with_different_base_rates():
+    contexts = ("rare", "common", "mixed")
+    base = EnumerableLM(tokens=("a", "b", "c"), max_length=3, contexts=contexts, seed=3)
+    with torch.no_grad():
+        base.context_bias[:, 0] = torch.tensor([-3.0, 3.0, 0.0], dtype=torch.float64)
+    supports = {c: base.enumerate_support(c) for c in contexts}
+    rates = [exact.moments(lp, HAS_A.score(s).numpy())[0] for s, lp in supports.values()]
+    assert max(rates) - min(rates) > 0.5
+
+    def average_moment(lam):
+        return np.mean(
+            [
+                exact.moments(lp.numpy() + lam * HAS_A.score(s).numpy(), HAS_A.score(s).numpy())[0]
+                for s, lp in supports.values()
+            ]
+        )
+
+    lo, hi = -20.0, 20.0
+    for _ in range(100):  # the exact shared coefficient, by bisection on the average moment
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if average_moment(mid) < 0.7 else (lo, mid)
+    target = base * ExponentialScorer([HAS_A], [lo])
+
+    class Contexts:
+        def contexts(self):
+            return list(contexts)
+
+    policy = base.clone()
+    tuner = CDPGTuner(
+        policy,
+        target,
+        Contexts(),
+        n_steps=150,
+        contexts_per_step=3,
+        samples_per_context=64,
+        learning_rate=0.05,
+        seed=0,
+    )
+    tuner.tune()
+    tuned = np.mean(
+        [
+            exact.moments(policy.log_score(s, c).numpy(), HAS_A.score(s).numpy())[0]
+            for c, (s, _) in supports.items()
+        ]
+    )
+    assert tuned == pytest.approx(0.7, abs=0.02)
+    assert set(tuner.log_z_sums) == set(contexts)
+
+
+def test_rlhf_reaches_the_regularised_reward_optimum():
+    """Reverse KL to base * exp(r / beta) maximises E_pi[r] - beta KL(pi || base)."""
+    beta = 0.5
+    base = EnumerableLM(tokens=("a", "b"), max_length=3, seed=4)
+    reward = Scorer(lambda s, c: s.text.split().count("a") - 0.5 * len(s.token_ids), name="reward")
+    target = base * ExponentialScorer([reward], [1 / beta])
+    support, lp = base.enumerate_support()
+    r = reward.score(support).numpy()
+
+    def objective(log_pi):
+        return float(np.exp(log_pi) @ r) - beta * exact.kl(log_pi, lp.numpy())
+
+    optimum = beta * exact.log_partition(lp.numpy() + r / beta)
+    policy = base.clone()
+    start = objective(policy.log_score(support).numpy())
+    FDPGTuner(
+        policy,
+        target,
+        ReverseKLLoss(),
+        n_steps=200,
+        samples_per_context=128,
+        learning_rate=0.05,
+        seed=0,
+    ).tune()
+    final = objective(policy.log_score(support).numpy())
+    assert optimum - start > 0.1
+    assert final == pytest.approx(optimum, rel=0.01)
+
+
+def test_resume_continues_bit_identically(tmp_path):
+    _, _, _, target, _ = problem()
+    settings = dict(
+        n_steps=6,
+        samples_per_context=32,
+        learning_rate=0.05,
+        proposal="offline",
+        seed=5,
+        scheduler="cosine",
+        warmup_steps=2,
+    )
+
+    def fresh():
+        base = EnumerableLM(tokens=("a", "b", "c"), max_length=3, seed=2)
+        return base, Tuner(base, target, JSLoss(), **settings)
+
+    policy_a, uninterrupted = fresh()
+    uninterrupted.tune()
+
+    _, first = fresh()
+    first.tune(n_steps=3)
+    first.save_checkpoint(tmp_path)
+    policy_c, resumed = fresh()
+    resumed.load_checkpoint(tmp_path)
+    assert resumed.step_count == 3
+    resumed.tune()
+    for a, c in zip(policy_a.parameters(), policy_c.parameters()):
+        assert torch.equal(a, c)
+    assert [h["loss"] for h in uninterrupted.history] == [h["loss"] for h in resumed.history]
+
+
+def test_a_kill_during_a_checkpoint_write_leaves_the_last_good_one(tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import time, safetensors.torch
+        import torch
+        torch.set_num_threads(1)
+        from disco import exact
+        from disco.distributions import EnumerableLM
+        from disco.scorers import BooleanScorer, ExponentialScorer
+        from disco.tuners import Tuner
+        has_a = BooleanScorer(lambda s, c: "a" in s.text.split())
+        base = EnumerableLM(seed=2)
+        target = base * ExponentialScorer([has_a], [1.0])
+        real_save = safetensors.torch.save_file
+        calls = []
+        def slow_save(tensors, path, *args, **kwargs):
+            calls.append(path)
+            real_save(tensors, path, *args, **kwargs)
+            if len(calls) == 3:  # the third checkpoint: stall mid-write
+                open({str(tmp_path / "stalled")!r}, "w").close()
+                time.sleep(60)
+        safetensors.torch.save_file = slow_save
+        Tuner(base.clone(), target, n_steps=10, samples_per_context=16, checkpoint_dir={str(tmp_path / "ckpt")!r}, checkpoint_interval=1).tune()
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    )
+    deadline = time.time() + 120
+    while not (tmp_path / "stalled").exists():
+        assert proc.poll() is None, "the training subprocess ended early"
+        assert time.time() < deadline
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    root = tmp_path / "ckpt"
+    assert (root / "latest").read_text() == "step-00000002"
+    base = EnumerableLM(seed=2)
+    tuner = Tuner(
+        base, base * ExponentialScorer([HAS_A], [1.0]), n_steps=10, samples_per_context=16
+    )
+    tuner.load_checkpoint(root)
+    assert tuner.step_count == 2
+    tuner.tune(n_steps=1)
+    assert tuner.step_count == 3
+
+
+def test_settings_are_validated_and_honoured():
+    base, _, _, target, _ = problem()
+    with pytest.raises(ValueError, match=r"unknown tuner setting.*learning_rat"):
+        Tuner(base.clone(), target, learning_rat=0.1)
+    with pytest.raises(ValueError, match="optimizer"):
+        Tuner(base.clone(), target, optimizer="adagrad")
+    with pytest.raises(ValueError, match="n_steps"):
+        TunerConfig(n_steps=0)
+    assert type(Tuner(base.clone(), target, optimizer="AdamW").optimizer) is torch.optim.AdamW
+    assert type(Tuner(base.clone(), target, optimizer="adam").optimizer) is torch.optim.Adam
+    assert (
+        type(Tuner(base.clone(), target, optimizer="sgd", momentum=0.9).optimizer)
+        is torch.optim.SGD
+    )
+    help_texts = TunerConfig.field_help()
+    assert all(help_texts.values()) and "learning_rate" in help_texts
+    # Settings never leak between instances.
+    a = Tuner(base.clone(), target, learning_rate=0.5)
+    b = Tuner(base.clone(), target)
+    assert a.config.learning_rate == 0.5 and b.config.learning_rate == TunerConfig().learning_rate
+
+
+def test_schedules():
+    base, _, _, target, _ = problem()
+    lrs = {}
+    for schedule in ("constant", "linear", "cosine"):
+        t = Tuner(
+            base.clone(),
+            target,
+            n_steps=4,
+            samples_per_context=8,
+            scheduler=schedule,
+            warmup_steps=1,
+            learning_rate=1.0,
+            optimizer="sgd",
+        )
+        lrs[schedule] = [h["lr"] for h in t.tune()]
+    assert lrs["constant"] == [1.0, 1.0, 1.0, 1.0]
+    assert lrs["linear"][-1] == 0.0 and lrs["cosine"][-1] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_loggers_receive_every_step_and_are_closed_on_errors():
+    base, _, _, target, _ = problem()
+
+    class Recorder:
+        def __init__(self):
+            self.events = []
+
+        def start(self, config):
+            self.events.append(("start", json.dumps(config)))
+
+        def log(self, step, metrics):
+            self.events.append(("log", step))
+
+        def close(self):
+            self.events.append(("close",))
+
+    rec = Recorder()
+    DPGTuner(base.clone(), target, n_steps=3, samples_per_context=8, loggers=[rec]).tune()
+    assert [e[0] for e in rec.events] == ["start", "log", "log", "log", "close"]
+
+    class Exploding:
+        def log_score(self, samples, context=""):
+            raise RuntimeError("boom")
+
+    rec = Recorder()
+    with pytest.raises(RuntimeError, match="boom"):
+        Tuner(base.clone(), Exploding(), n_steps=3, samples_per_context=8, loggers=[rec]).tune()
+    assert rec.events[-1] == ("close",)
+
+
+def test_policy_without_trainable_parameters_is_refused():
+    base, _, _, target, _ = problem()
+    frozen = base.clone()
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        Tuner(frozen, target)
+
+
+def test_kl_from_base_needs_a_base():
+    base, _, _, target, _ = problem()
+    with pytest.raises(ValueError, match="base"):
+        Tuner(base.clone(), target, kl_from_base=True)
+    history = Tuner(
+        base.clone(), target, base=base, kl_from_base=True, n_steps=2, samples_per_context=16
+    ).tune()
+    assert history[0]["kl_policy_base"] == pytest.approx(0.0, abs=1e-12)
