@@ -1,10 +1,13 @@
 """Type stubs for the Rust extension ``disco._core`` (use ``disco.numerics`` instead)."""
 
+from typing import final
+
 import numpy as np
 import numpy.typing as npt
 
 __all__ = [
     "ConvergenceError",
+    "QrsIndex",
     "__version__",
     "divergence",
     "divergence_grouped",
@@ -13,9 +16,11 @@ __all__ = [
     "f_divergence",
     "f_pseudo_rewards",
     "fit_coefficients",
+    "imh_chain",
     "logmeanexp",
     "logsumexp",
     "normalized_weights",
+    "qrs_accept",
     "weighted_moments",
 ]
 __version__: str
@@ -51,6 +56,51 @@ def divergence_grouped(
     proposal_log_probs: npt.NDArray[np.float64],
     log_z: npt.NDArray[np.float64] | None = None,
 ) -> npt.NDArray[np.float64]: ...
+def qrs_accept(
+    log_ratios: npt.NDArray[np.float64],
+    uniforms: npt.NDArray[np.float64],
+    log_beta: float,
+    log_uniforms: bool = False,
+) -> npt.NDArray[np.bool_]: ...
+def imh_chain(
+    log_ratios: npt.NDArray[np.float64],
+    uniforms: npt.NDArray[np.float64],
+    current_log_ratio: float,
+    log_uniforms: bool = False,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_], float]: ...
+
+@final
+class QrsIndex:
+    """Sorted log-ratios with prefix and suffix sums for QRS curves."""
+
+    def __new__(
+        cls,
+        log_ratios: npt.NDArray[np.float64],
+        log_weights: npt.NDArray[np.float64] | None = None,
+        sorted_log_ratios: npt.NDArray[np.float64] | None = None,
+    ) -> QrsIndex: ...
+    @property
+    def n(self) -> int: ...
+    @property
+    def log_z(self) -> float: ...
+    @property
+    def log_total_weight(self) -> float: ...
+    @property
+    def max_log_ratio(self) -> float: ...
+    @property
+    def min_log_ratio(self) -> float: ...
+    @property
+    def max_acceptance_rate(self) -> float: ...
+    def curve(
+        self, log_betas: npt.NDArray[np.float64], js: bool = False
+    ) -> dict[str, npt.NDArray[np.float64]]: ...
+    def feature_moments(
+        self, features: npt.NDArray[np.float64], log_betas: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.float64]: ...
+    def log_beta_for_acceptance_rate(
+        self, rates: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.float64]: ...
+
 def f_pseudo_rewards(
     kind: str,
     policy_log_probs: npt.NDArray[np.float64],

@@ -9,6 +9,7 @@ pub mod error;
 pub mod fdiv;
 pub mod logspace;
 pub mod maxent;
+pub mod qrs;
 pub mod vexp;
 
 #[cfg(feature = "python")]

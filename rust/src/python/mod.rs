@@ -9,6 +9,7 @@ use crate::Error;
 mod fdiv;
 mod logspace;
 mod maxent;
+mod qrs;
 
 pyo3::create_exception!(
     disco._core,
@@ -71,6 +72,8 @@ mod core_module {
     };
     #[pymodule_export]
     use super::maxent::fit_coefficients;
+    #[pymodule_export]
+    use super::qrs::{imh_chain, qrs_accept, PyQrsIndex};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {

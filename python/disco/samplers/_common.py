@@ -1,0 +1,119 @@
+"""Helpers shared by the samplers: checked log-scores, log-ratios, betas and contexts."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from disco import numerics
+
+FloatArray = npt.NDArray[np.float64]
+
+
+class Samples(NamedTuple):
+    """Samples with their target log-scores and proposal log-probabilities (float64 tensors)."""
+
+    samples: list[Any]
+    target_log_scores: torch.Tensor
+    proposal_log_scores: torch.Tensor
+
+
+def log_scores(values: Any, name: str, n: int, who: str) -> FloatArray:
+    """``values`` as float64 numpy of length ``n``; NaN and ``+inf`` refused, naming ``name[i]``."""
+    array = numerics.as_vector(values, name)
+    if array.shape[0] != n:
+        raise ValueError(f"length mismatch: {who} gave {array.shape[0]} {name} for {n} samples")
+    bad = np.flatnonzero(np.isnan(array) | (array == np.inf))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"{name}[{i}] is {array[i]} ({who}): log-scores must be finite or -inf")
+    return array
+
+
+def log_ratios(target: FloatArray, proposal: FloatArray) -> FloatArray:
+    """``log P - log q`` per sample, exactly ``-inf`` where the target is zero.
+
+    A drawn sample cannot have probability zero under the proposal it came from: that is refused.
+    """
+    zero = np.flatnonzero(proposal == -np.inf)
+    if zero.size:
+        i = int(zero[0])
+        raise ValueError(
+            f"proposal_log_scores[{i}] is -inf: a sample drawn from the proposal cannot have "
+            "probability zero under it"
+        )
+    with np.errstate(invalid="ignore"):
+        return np.where(target == -np.inf, -np.inf, target - proposal)
+
+
+def checked_log_beta(beta: float | None, log_beta: float | None) -> float:
+    """``log β`` from exactly one of ``beta`` (positive, finite) and ``log_beta`` (finite)."""
+    if (beta is None) == (log_beta is None):
+        raise ValueError("give exactly one of beta and log_beta")
+    if log_beta is not None:
+        value = float(log_beta)
+        if not math.isfinite(value):
+            raise ValueError(f"log_beta is {value}: it must be finite")
+        return value
+    b = float(beta)  # type: ignore[arg-type]
+    if not (math.isfinite(b) and b > 0):
+        raise ValueError(f"beta is {b}: it must be positive and finite")
+    return math.log(b)
+
+
+def resolve_contexts(
+    context: Any, contexts: Sequence[Any] | None, context_distribution: Any, n_contexts: int
+) -> list[Any]:
+    """One context, an explicit list, or ``n_contexts`` drawn from a context distribution.
+
+    A context distribution is anything whose ``sample(n)`` returns ``(contexts, log_probs)``.
+    """
+    if context_distribution is not None:
+        if n_contexts < 1:
+            raise ValueError(f"n_contexts must be at least 1, got {n_contexts}")
+        drawn = context_distribution.sample(n_contexts)
+        out = list(drawn[0] if isinstance(drawn, tuple) else drawn)
+    elif contexts is not None:
+        out = list(contexts)
+    else:
+        out = [context]
+    if not out:
+        raise ValueError("no contexts: give a context, a non-empty list or a context distribution")
+    return out
+
+
+def context_key(context: Any) -> Any:
+    """A dictionary key for a context (its repr when it is not hashable)."""
+    try:
+        hash(context)
+    except TypeError:
+        return ("unhashable", repr(context))
+    return context
+
+
+def draw_batch(proposal: Any, context: Any, size: int) -> tuple[list[Any], FloatArray]:
+    """One batch from ``proposal.sample``, checked: non-empty and one log-probability per sample."""
+    samples, log_q = proposal.sample(context, size)
+    samples = list(samples)
+    if not samples:
+        raise ValueError(
+            f"the proposal returned an empty batch for context {context!r} (asked for {size})"
+        )
+    return samples, log_scores(log_q, "proposal_log_scores", len(samples), "the proposal")
+
+
+def score_target(target: Any, samples: Sequence[Any], context: Any) -> FloatArray:
+    """``target.log_score(samples, context)`` as checked float64 numpy."""
+    return log_scores(
+        target.log_score(samples, context), "target_log_scores", len(samples), "the target"
+    )
+
+
+def as_tensor(values: FloatArray) -> torch.Tensor:
+    """A float64 CPU tensor sharing nothing with ``values``."""
+    return torch.from_numpy(np.array(values, dtype=np.float64))

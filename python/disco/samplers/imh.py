@@ -1,0 +1,236 @@
+"""Independent Metropolis–Hastings: the classical MCMC alternative to QRS (DESIGN §6)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from disco import numerics
+from disco.samplers._common import (
+    FloatArray,
+    Samples,
+    as_tensor,
+    context_key,
+    draw_batch,
+    log_ratios,
+    resolve_contexts,
+    score_target,
+)
+
+__all__ = ["ChainStatistics", "IMHSampler"]
+
+
+def autocorrelation(x: FloatArray, max_lag: int) -> FloatArray:
+    """Sample autocorrelation ``ρ_0..ρ_max_lag`` of a series (FFT, biased normalisation).
+
+    NaN when the series is constant (a chain that never moved).
+    """
+    n = x.shape[0]
+    out = np.full(max_lag + 1, np.nan)
+    if n < 2:
+        return out
+    centred = x - x.mean()
+    var = float(centred @ centred)
+    if var == 0.0:
+        return out
+    size = 1 << (2 * n - 1).bit_length()
+    spectrum = np.fft.rfft(centred, size)
+    acov = np.fft.irfft(spectrum * np.conj(spectrum), size)[: max_lag + 1]
+    out[: min(max_lag, n - 1) + 1] = acov[: min(max_lag, n - 1) + 1] / var
+    return out
+
+
+def integrated_autocorrelation_time(rho: FloatArray, n: int) -> float:
+    """``τ = 1 + 2 Σ_k ρ_k`` with Sokal's automatic window (the first ``M >= 5 τ(M)``)."""
+    if rho.size == 0 or np.isnan(rho[0]):
+        return math.nan
+    tau = 1.0
+    for m in range(1, min(rho.size, n)):
+        tau += 2.0 * float(rho[m])
+        if m >= 5.0 * tau:
+            break
+    return max(tau, 1.0 / n)
+
+
+@dataclass
+class ChainStatistics:
+    """Diagnostics of one context's chain: moves, and autocorrelation of its log-ratio trace."""
+
+    steps: int
+    """Proposals made."""
+    accepted: int
+    """Proposals the chain moved to."""
+    autocorrelation: FloatArray = field(repr=False)
+    """Autocorrelation at lags ``0..max_lag`` of the chain's log-ratio ``log P/q``."""
+    integrated_autocorrelation_time: float
+    """``1 + 2 sum_k rho_k`` (Sokal's window): the chain is worth ``steps / it`` independent draws."""
+
+    @property
+    def acceptance_rate(self) -> float:
+        """Moves over proposals (NaN before the first step)."""
+        return self.accepted / self.steps if self.steps else math.nan
+
+    @property
+    def effective_sample_size(self) -> float:
+        """``steps / τ``."""
+        tau = self.integrated_autocorrelation_time
+        return self.steps / tau if self.steps and tau > 0 else math.nan
+
+
+@dataclass
+class _Chain:
+    sample: Any = None
+    log_p: float = -math.inf
+    log_q: float = -math.inf
+    log_ratio: float = -math.inf
+    steps: int = 0
+    accepted: int = 0
+    trace: list[FloatArray] = field(default_factory=list)
+
+
+class IMHSampler:
+    """Independent Metropolis–Hastings towards ``target`` with proposals from ``proposal``.
+
+    One chain per context: from state ``x``, a proposal ``x' ~ q`` is accepted with probability
+    ``min(1, r(x') / r(x))``, ``r = P / q``; otherwise the chain stays (the state is repeated).
+    The chain's stationary distribution is the normalised target, but its draws are correlated;
+    :meth:`statistics` reports the acceptance rate and the autocorrelation of the log-ratio. The
+    decision runs in Rust; uniforms come from a numpy generator seeded with ``seed``.
+
+    Same interface as :class:`QuasiRejectionSampler`: :meth:`sample` returns
+    ``(samples, target_log_scores, proposal_log_scores)`` of the chain's states, one per step.
+    A fresh chain starts on its first proposal with ``P > 0`` (steps before it are not returned).
+    """
+
+    def __init__(self, target: Any, proposal: Any, seed: int | None = None) -> None:
+        self.target = target
+        self.proposal = proposal
+        self.rng = np.random.default_rng(seed)
+        self._chains: dict[Any, _Chain] = {}
+
+    def __repr__(self) -> str:
+        return f"IMHSampler(target={self.target!r}, proposal={self.proposal!r})"
+
+    def reset(self, context: Any = None) -> None:
+        """Forget the chain of ``context`` (all chains when None)."""
+        if context is None:
+            self._chains.clear()
+        else:
+            self._chains.pop(context_key(context), None)
+
+    def _steps(self, context: Any, size: int) -> Samples:
+        chain = self._chains.setdefault(context_key(context), _Chain())
+        samples, log_q = draw_batch(self.proposal, context, size)
+        log_p = score_target(self.target, samples, context)
+        ratios = log_ratios(log_p, log_q)
+        run = numerics.imh_chain(ratios, self.rng.random(len(samples)), chain.log_ratio)
+        states = run.states
+        started = chain.log_ratio > -math.inf
+        if not started:
+            # Steps taken while the chain stood on a zero-probability state are not draws.
+            positive = np.flatnonzero((states >= 0) & (ratios[np.maximum(states, 0)] > -np.inf))
+            first = int(positive[0]) if positive.size else len(states)
+            steps = np.arange(first, len(states))
+        else:
+            steps = np.arange(len(states))
+        chain.steps += len(states)
+        chain.accepted += int(run.accepted.sum())
+        lp_prev, lq_prev, sample_prev = chain.log_p, chain.log_q, chain.sample
+        idx = states[steps]
+        out_samples = [samples[i] if i >= 0 else sample_prev for i in idx]
+        out_p = np.where(idx >= 0, log_p[np.maximum(idx, 0)], lp_prev)
+        out_q = np.where(idx >= 0, log_q[np.maximum(idx, 0)], lq_prev)
+        if states.size and states[-1] >= 0:
+            last = int(states[-1])
+            chain.sample, chain.log_p, chain.log_q = samples[last], log_p[last], log_q[last]
+        chain.log_ratio = run.final_log_ratio
+        if steps.size:
+            chain.trace.append(out_p - out_q)
+        return Samples(out_samples, as_tensor(out_p), as_tensor(out_q))
+
+    def sample(self, context: Any = "", sampling_size: int = 32) -> Samples:
+        """Run ``sampling_size`` steps of the chain for ``context``; return its states."""
+        if int(sampling_size) < 1:
+            raise ValueError(f"sampling_size must be at least 1, got {sampling_size}")
+        return self._steps(context, int(sampling_size))
+
+    def sample_n(
+        self,
+        n: int,
+        context: Any = "",
+        *,
+        burn_in: int = 0,
+        thinning: int = 1,
+        sampling_size: int = 256,
+        max_steps: int = 10_000_000,
+        progress: bool = True,
+    ) -> Samples:
+        """Return ``n`` states: after ``burn_in`` steps, every ``thinning``-th state of the chain.
+
+        Raises
+        ------
+        RuntimeError
+            When ``max_steps`` steps do not give ``n`` states (the target is zero on the
+            proposals seen so far).
+        """
+        if int(n) < 0 or int(burn_in) < 0 or int(thinning) < 1 or int(sampling_size) < 1:
+            raise ValueError(
+                f"need n >= 0, burn_in >= 0, thinning >= 1 and sampling_size >= 1; got n={n}, "
+                f"burn_in={burn_in}, thinning={thinning}, sampling_size={sampling_size}"
+            )
+        n, burn_in, thinning = int(n), int(burn_in), int(thinning)
+        samples: list[Any] = []
+        log_p: list[torch.Tensor] = []
+        log_q: list[torch.Tensor] = []
+        position, taken, steps = 0, 0, 0  # states seen, states kept, proposals made
+        with tqdm(total=n, desc="IMH", disable=not progress, leave=False) as bar:
+            while taken < n:
+                if steps >= max_steps:
+                    raise RuntimeError(
+                        f"IMH gave {taken} of the {n} states asked for within max_steps="
+                        f"{max_steps} steps: is the target zero on every proposal seen?"
+                    )
+                size = min(int(sampling_size), max_steps - steps)
+                batch = self._steps(context, size)
+                steps += size
+                # State number p (counted from this call's start) is kept when p >= burn_in and
+                # (p - burn_in) is a multiple of thinning.
+                p = position + np.arange(len(batch.samples))
+                picks = np.flatnonzero((p >= burn_in) & ((p - burn_in) % thinning == 0))
+                picks = picks[: n - taken]
+                position += len(batch.samples)
+                samples.extend(batch.samples[i] for i in picks)
+                log_p.append(batch.target_log_scores[picks])
+                log_q.append(batch.proposal_log_scores[picks])
+                taken += picks.size
+                bar.update(picks.size)
+        empty = torch.zeros(0, dtype=torch.float64)
+        return Samples(samples, torch.cat([empty, *log_p]), torch.cat([empty, *log_q]))
+
+    def sample_contexts(
+        self,
+        contexts: Sequence[Any] | None = None,
+        sampling_size: int = 32,
+        *,
+        context_distribution: Any = None,
+        n_contexts: int = 8,
+    ) -> list[tuple[Any, Samples]]:
+        """:meth:`sample` for each of ``contexts`` (or ``n_contexts`` drawn from a distribution)."""
+        if contexts is None and context_distribution is None:
+            raise ValueError("give contexts or a context_distribution")
+        chosen = resolve_contexts("", contexts, context_distribution, n_contexts)
+        return [(c, self.sample(c, sampling_size)) for c in chosen]
+
+    def statistics(self, context: Any = "", max_lag: int = 50) -> ChainStatistics:
+        """Acceptance and log-ratio autocorrelation of the chain of ``context``."""
+        chain = self._chains.get(context_key(context), _Chain())
+        trace = np.concatenate(chain.trace) if chain.trace else np.zeros(0)
+        rho = autocorrelation(trace, max_lag)
+        tau = integrated_autocorrelation_time(rho, trace.size)
+        return ChainStatistics(chain.steps, chain.accepted, rho, tau)

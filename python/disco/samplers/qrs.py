@@ -1,0 +1,209 @@
+"""Quasi-Rejection Sampling: exact-in-the-limit samples from an EBM on top of a proposal."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from disco import numerics
+from disco.samplers._common import (
+    Samples,
+    as_tensor,
+    checked_log_beta,
+    context_key,
+    draw_batch,
+    log_ratios,
+    resolve_contexts,
+    score_target,
+)
+
+__all__ = ["AcceptanceStatistics", "QRSSamples", "QuasiRejectionSampler"]
+
+QRSSamples = Samples
+"""Accepted samples with their target log-scores and proposal log-probabilities."""
+
+
+@dataclass
+class AcceptanceStatistics:
+    """Running counts of one context's proposals and acceptances."""
+
+    proposed: int = 0
+    accepted: int = 0
+
+    @property
+    def acceptance_rate(self) -> float:
+        """Accepted over proposed (NaN before the first proposal)."""
+        return self.accepted / self.proposed if self.proposed else math.nan
+
+    @property
+    def standard_error(self) -> float:
+        """Binomial standard error of :attr:`acceptance_rate`."""
+        if not self.proposed:
+            return math.nan
+        p = self.acceptance_rate
+        return math.sqrt(p * (1 - p) / self.proposed)
+
+
+class QuasiRejectionSampler:
+    """Quasi-Rejection Sampling (QRS) from ``target`` with proposals from ``proposal`` (DESIGN §6).
+
+    A proposal ``x ~ q`` is accepted with probability ``min(1, P(x) / (β q(x)))``, so accepted
+    samples follow ``p_β ∝ min(P, β q)``, which is the normalised target ``p`` once ``β`` reaches
+    ``max P/q``. Larger ``β`` means more exact and fewer accepted; :class:`QRSEstimator` tells the
+    trade-off before sampling. The decision runs in Rust on log-ratios; uniforms come from a numpy
+    generator seeded with ``seed``, so one seed (with a seeded proposal) reproduces a run.
+
+    Parameters
+    ----------
+    target:
+        The EBM: ``target.log_score(samples, context)`` gives ``log P`` (float64, ``-inf`` allowed).
+    proposal:
+        ``proposal.sample(context, sampling_size) -> (samples, log_probs)``.
+    beta:
+        The QRS threshold ``β > 0``, on the scale of ``P / q`` (or give ``log_beta``).
+    seed:
+        Seeds the accept/reject uniforms.
+    """
+
+    def __init__(
+        self,
+        target: Any,
+        proposal: Any,
+        beta: float | None = 1.0,
+        seed: int | None = None,
+        *,
+        log_beta: float | None = None,
+    ) -> None:
+        if log_beta is not None and beta == 1.0:
+            beta = None
+        self.target = target
+        self.proposal = proposal
+        self.log_beta = checked_log_beta(beta, log_beta)
+        self.rng = np.random.default_rng(seed)
+        self._statistics: dict[Any, AcceptanceStatistics] = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"QuasiRejectionSampler(target={self.target!r}, proposal={self.proposal!r}, "
+            f"beta={self.beta:.6g})"
+        )
+
+    @property
+    def beta(self) -> float:
+        """``β`` (``inf`` when ``log β`` is past float range)."""
+        return math.exp(self.log_beta) if self.log_beta < 709.78 else math.inf
+
+    # -- statistics ---------------------------------------------------------------------------
+
+    def statistics(self, context: Any = None) -> AcceptanceStatistics:
+        """Running counts for one context, or summed over all contexts when ``context`` is None."""
+        if context is not None:
+            return self._statistics.get(context_key(context), AcceptanceStatistics())
+        total = AcceptanceStatistics()
+        for s in self._statistics.values():
+            total.proposed += s.proposed
+            total.accepted += s.accepted
+        return total
+
+    @property
+    def acceptance_rate(self) -> float:
+        """Accepted over proposed so far, over all contexts (NaN before any proposal)."""
+        return self.statistics().acceptance_rate
+
+    def reset_statistics(self) -> None:
+        """Forget the running counts."""
+        self._statistics.clear()
+
+    # -- sampling -----------------------------------------------------------------------------
+
+    def _accept(self, context: Any, size: int) -> tuple[QRSSamples, int]:
+        samples, log_q = draw_batch(self.proposal, context, size)
+        log_p = score_target(self.target, samples, context)
+        ratios = log_ratios(log_p, log_q)
+        mask = numerics.qrs_accept(ratios, self.rng.random(len(samples)), log_beta=self.log_beta)
+        stats = self._statistics.setdefault(context_key(context), AcceptanceStatistics())
+        stats.proposed += len(samples)
+        stats.accepted += int(mask.sum())
+        kept = np.flatnonzero(mask)
+        out = QRSSamples([samples[i] for i in kept], as_tensor(log_p[kept]), as_tensor(log_q[kept]))
+        return out, len(samples)
+
+    def sample(self, context: Any = "", sampling_size: int = 32) -> QRSSamples:
+        """Draw ``sampling_size`` proposals for ``context`` and return the accepted ones.
+
+        Returns ``(samples, target_log_scores, proposal_log_scores)`` of the accepted samples
+        (possibly none); the running statistics are updated.
+        """
+        if int(sampling_size) < 1:
+            raise ValueError(f"sampling_size must be at least 1, got {sampling_size}")
+        return self._accept(context, int(sampling_size))[0]
+
+    def sample_n(
+        self,
+        n: int,
+        context: Any = "",
+        *,
+        sampling_size: int = 256,
+        max_proposals: int = 1_000_000,
+        progress: bool = True,
+    ) -> QRSSamples:
+        """Draw until ``n`` samples are accepted; return exactly ``n`` (the first accepted).
+
+        Raises
+        ------
+        RuntimeError
+            When ``max_proposals`` proposals have not yielded ``n`` accepted samples; the message
+            gives the acceptance rate seen and what to change.
+        """
+        if int(n) < 0:
+            raise ValueError(f"n must be non-negative, got {n}")
+        if int(sampling_size) < 1:
+            raise ValueError(f"sampling_size must be at least 1, got {sampling_size}")
+        if int(max_proposals) < 1:
+            raise ValueError(f"max_proposals must be at least 1, got {max_proposals}")
+        n, max_proposals = int(n), int(max_proposals)
+        samples: list[Any] = []
+        log_p: list[torch.Tensor] = []
+        log_q: list[torch.Tensor] = []
+        proposed = 0
+        with tqdm(total=n, desc="QRS", disable=not progress, leave=False) as bar:
+            while len(samples) < n:
+                budget = max_proposals - proposed
+                if budget <= 0:
+                    rate = len(samples) / proposed
+                    raise RuntimeError(
+                        f"QRS accepted {len(samples)} of the {n} samples asked for within "
+                        f"max_proposals={max_proposals} proposals (acceptance rate {rate:.3g} at "
+                        f"beta={self.beta:.6g}); lower beta (see QRSEstimator."
+                        "beta_for_acceptance_rate) or raise max_proposals"
+                    )
+                batch, drawn = self._accept(context, min(int(sampling_size), budget))
+                proposed += drawn
+                take = min(len(batch.samples), n - len(samples))
+                samples.extend(batch.samples[:take])
+                log_p.append(batch.target_log_scores[:take])
+                log_q.append(batch.proposal_log_scores[:take])
+                bar.update(take)
+                bar.set_postfix(acceptance=f"{len(samples) / proposed:.3g}", refresh=False)
+        empty = torch.zeros(0, dtype=torch.float64)
+        return QRSSamples(samples, torch.cat([empty, *log_p]), torch.cat([empty, *log_q]))
+
+    def sample_contexts(
+        self,
+        contexts: Sequence[Any] | None = None,
+        sampling_size: int = 32,
+        *,
+        context_distribution: Any = None,
+        n_contexts: int = 8,
+    ) -> list[tuple[Any, QRSSamples]]:
+        """:meth:`sample` for each of ``contexts`` (or ``n_contexts`` drawn from a distribution)."""
+        if contexts is None and context_distribution is None:
+            raise ValueError("give contexts or a context_distribution")
+        chosen = resolve_contexts("", contexts, context_distribution, n_contexts)
+        return [(c, self.sample(c, sampling_size)) for c in chosen]

@@ -1,0 +1,214 @@
+//! Bindings for Quasi-Rejection Sampling: accept/reject, curves over beta, the IMH chain.
+
+use numpy::ndarray::Array2;
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use super::{slice1, slice2, to_pyerr};
+use crate::qrs as kernels;
+
+/// QRS decision mask: accept iff `log u < min(0, l - log_beta)`.
+#[pyfunction]
+#[pyo3(signature = (log_ratios, uniforms, log_beta, log_uniforms=false))]
+pub fn qrs_accept<'py>(
+    py: Python<'py>,
+    log_ratios: PyReadonlyArray1<'py, f64>,
+    uniforms: PyReadonlyArray1<'py, f64>,
+    log_beta: f64,
+    log_uniforms: bool,
+) -> PyResult<Bound<'py, PyArray1<bool>>> {
+    let l = slice1(kernels::LOG_RATIOS, &log_ratios)?;
+    let u = slice1(
+        if log_uniforms {
+            "log_uniforms"
+        } else {
+            "uniforms"
+        },
+        &uniforms,
+    )?;
+    let out = py
+        .detach(|| kernels::accept(l, u, log_beta, log_uniforms))
+        .map_err(|e| to_pyerr(py, e))?;
+    Ok(out.into_pyarray(py))
+}
+
+/// `(states, accepted, final_log_ratio)` of an IMH run.
+type ImhOutput<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<bool>>, f64);
+
+/// Runs an independent Metropolis–Hastings chain over a batch of proposals.
+///
+/// Returns `(states, accepted, final_log_ratio)`: per step the index of the proposal the chain
+/// sits on (-1 for its starting state) and whether it moved.
+#[pyfunction]
+#[pyo3(signature = (log_ratios, uniforms, current_log_ratio, log_uniforms=false))]
+pub fn imh_chain<'py>(
+    py: Python<'py>,
+    log_ratios: PyReadonlyArray1<'py, f64>,
+    uniforms: PyReadonlyArray1<'py, f64>,
+    current_log_ratio: f64,
+    log_uniforms: bool,
+) -> PyResult<ImhOutput<'py>> {
+    let l = slice1(kernels::LOG_RATIOS, &log_ratios)?;
+    let u = slice1(
+        if log_uniforms {
+            "log_uniforms"
+        } else {
+            "uniforms"
+        },
+        &uniforms,
+    )?;
+    let run = py
+        .detach(|| kernels::imh_chain(l, u, log_uniforms, current_log_ratio))
+        .map_err(|e| to_pyerr(py, e))?;
+    Ok((
+        run.states.into_pyarray(py),
+        run.accepted.into_pyarray(py),
+        run.final_log_ratio,
+    ))
+}
+
+/// Sorted log-ratios with prefix and suffix sums: any beta in O(log N) after one O(N log N) build.
+#[pyclass(name = "QrsIndex", module = "disco._core", frozen)]
+pub struct PyQrsIndex {
+    inner: kernels::QrsIndex,
+}
+
+#[pymethods]
+impl PyQrsIndex {
+    #[new]
+    #[pyo3(signature = (log_ratios, log_weights=None, sorted_log_ratios=None))]
+    fn new(
+        py: Python<'_>,
+        log_ratios: PyReadonlyArray1<'_, f64>,
+        log_weights: Option<PyReadonlyArray1<'_, f64>>,
+        sorted_log_ratios: Option<PyReadonlyArray1<'_, f64>>,
+    ) -> PyResult<Self> {
+        let l = slice1(kernels::LOG_RATIOS, &log_ratios)?;
+        let w = match &log_weights {
+            Some(w) => Some(slice1(kernels::LOG_WEIGHTS, w)?),
+            None => None,
+        };
+        let sorted = match &sorted_log_ratios {
+            Some(s) => Some(slice1("sorted_log_ratios", s)?),
+            None => None,
+        };
+        let inner = py
+            .detach(|| kernels::QrsIndex::with_sorted(l, w, sorted))
+            .map_err(|e| to_pyerr(py, e))?;
+        Ok(PyQrsIndex { inner })
+    }
+
+    /// Number of samples with nonzero weight.
+    #[getter]
+    fn n(&self) -> usize {
+        self.inner.len()
+    }
+
+    /// `log Z`, the (weighted) importance-sampling estimate of the target's normaliser.
+    #[getter]
+    fn log_z(&self) -> f64 {
+        self.inner.log_z()
+    }
+
+    /// `log Σ ω`, the log of the total weight.
+    #[getter]
+    fn log_total_weight(&self) -> f64 {
+        self.inner.log_w()
+    }
+
+    /// Largest log-ratio: at or above it `p_β = p`.
+    #[getter]
+    fn max_log_ratio(&self) -> f64 {
+        self.inner.max_log_ratio()
+    }
+
+    /// Smallest finite log-ratio.
+    #[getter]
+    fn min_log_ratio(&self) -> f64 {
+        self.inner.min_log_ratio()
+    }
+
+    /// Acceptance rate of any beta at or below the smallest finite ratio.
+    #[getter]
+    fn max_acceptance_rate(&self) -> f64 {
+        self.inner.max_acceptance_rate()
+    }
+
+    /// Acceptance rate, `log Z_β`, KL, TV (and JS when `js`) at every `log β`, as a dict of arrays.
+    #[pyo3(signature = (log_betas, js=false))]
+    fn curve<'py>(
+        &self,
+        py: Python<'py>,
+        log_betas: PyReadonlyArray1<'py, f64>,
+        js: bool,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let b = slice1("log_betas", &log_betas)?;
+        let points = py
+            .detach(|| self.inner.curve(b, js))
+            .map_err(|e| to_pyerr(py, e))?;
+        let out = PyDict::new(py);
+        let column =
+            |f: fn(&kernels::CurvePoint) -> f64| points.iter().map(f).collect::<Vec<f64>>();
+        out.set_item(
+            "acceptance_rate",
+            column(|p| p.acceptance_rate).into_pyarray(py),
+        )?;
+        out.set_item("log_z_beta", column(|p| p.log_z_beta).into_pyarray(py))?;
+        out.set_item("kl", column(|p| p.kl).into_pyarray(py))?;
+        out.set_item("tv", column(|p| p.tv).into_pyarray(py))?;
+        if js {
+            out.set_item("js", column(|p| p.js).into_pyarray(py))?;
+        }
+        Ok(out)
+    }
+
+    /// Moments under `p_β` of an `n x k` feature matrix at every `log β`, as a `B x k` matrix.
+    fn feature_moments<'py>(
+        &self,
+        py: Python<'py>,
+        features: PyReadonlyArray2<'py, f64>,
+        log_betas: PyReadonlyArray1<'py, f64>,
+    ) -> PyResult<Bound<'py, PyArray2<f64>>> {
+        let (f, _, k) = slice2("features", &features)?;
+        let b = slice1("log_betas", &log_betas)?;
+        let out = py
+            .detach(|| self.inner.feature_moments(f, k, b))
+            .map_err(|e| to_pyerr(py, e))?;
+        let matrix = Array2::from_shape_vec((b.len(), k), out)
+            .map_err(|e| PyValueError::new_err(format!("internal shape error: {e}")))?;
+        Ok(matrix.into_pyarray(py))
+    }
+
+    /// The `log β` giving each acceptance rate in `rates`.
+    fn log_beta_for_acceptance_rate<'py>(
+        &self,
+        py: Python<'py>,
+        rates: PyReadonlyArray1<'py, f64>,
+    ) -> PyResult<Bound<'py, PyArray1<f64>>> {
+        let r = slice1("rates", &rates)?;
+        let out = py
+            .detach(|| {
+                r.iter()
+                    .enumerate()
+                    .map(|(i, &rate)| {
+                        self.inner.log_beta_for_acceptance_rate(rate).map_err(|e| {
+                            crate::error::Error::InvalidInput(format!("rates[{i}]: {e}"))
+                        })
+                    })
+                    .collect::<crate::Result<Vec<f64>>>()
+            })
+            .map_err(|e| to_pyerr(py, e))?;
+        Ok(out.into_pyarray(py))
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "QrsIndex(n={}, log_z={}, max_log_ratio={})",
+            self.inner.len(),
+            self.inner.log_z(),
+            self.inner.max_log_ratio()
+        )
+    }
+}

@@ -1,0 +1,1470 @@
+//! Quasi-Rejection Sampling (DESIGN §6): the accept/reject decision, whole beta trade-off curves
+//! from one sort, the beta that gives a target acceptance rate, and the independent
+//! Metropolis–Hastings chain QRS is compared against.
+//!
+//! Samples `x_i ~ q` carry log-ratios `l_i = log P_i - log q_i` (`-inf` where `P = 0`) and,
+//! optionally, log-weights `w_i` (samples not drawn from `q`: an enumerated support weighted by
+//! `q`, stratified draws); a mean is then `Σ e^{w_i} g_i / Σ e^{w_i}`. With `r_i = e^{l_i}`,
+//! `S = Σ ω r`, `S_β = Σ ω min(r, β)`, `W = Σ ω`, `p_i = ω_i r_i / S`, `p_β,i = ω_i min(r_i, β) / S_β`:
+//!
+//! - `Z_β = S_β / W`, acceptance rate `AR(β) = Z_β / β`;
+//! - `KL(p‖p_β) = Σ_{r>β} p_i (l_i - log β) + log(S_β / S)`;
+//! - `TV(p, p_β) = Σ_{p > p_β} (p_i - p_β,i) = S_{>t} / S - β Ω_{>t} / S_β` with `t = β S / S_β`;
+//! - `JS(p, p_β)`, the standard one in nats (its clipped part has no prefix-sum form, so it costs
+//!   O(#{r > β}) per beta);
+//! - a feature's moment under `p_β`: `Σ ω min(r, β) f / S_β`.
+//!
+//! After one sort by `l`, every sum above splits at the position of `log β` into a prefix (the
+//! unclipped samples, `r <= β`) and a suffix (the clipped ones), so B betas over N samples cost
+//! O(N log N + B log N). Prefix sums run upwards from the smallest ratio and suffix sums downwards
+//! from the largest, each kept with Neumaier compensation in a binary scale that follows the
+//! magnitude of its terms ([`Scale`]): a sum of ratios spanning hundreds of orders of magnitude
+//! keeps its relative precision at every split, and no term is ever exponentiated unshifted.
+
+use std::sync::OnceLock;
+
+use rayon::prelude::*;
+
+use crate::error::{check_finite_matrix, check_log_scores, check_same_length, invalid, Result};
+use crate::vexp::{self, neumaier_add};
+
+const LN2: f64 = std::f64::consts::LN_2;
+/// ln 2 split so that `k * LN2_HI` is exact for |k| < 2^11 (Cody–Waite), as in `vexp`.
+const LN2_HI: f64 = 0.693_147_180_369_123_8;
+const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
+/// A running sum is rescaled once a term exceeds `2^RESCALE_BITS` of its current unit.
+const RESCALE_BITS: i32 = 512;
+/// Elements per parallel task in the accept/reject kernel.
+const ACCEPT_TASK: usize = 1 << 15;
+
+/// `log(1 + e^z)` without overflow.
+fn softplus(z: f64) -> f64 {
+    z.max(0.0) + (-z.abs()).exp().ln_1p()
+}
+
+/// `log(e^a + e^b)`, exact for `-inf` operands.
+fn logaddexp(a: f64, b: f64) -> f64 {
+    let (hi, lo) = if a >= b { (a, b) } else { (b, a) };
+    if lo == f64::NEG_INFINITY {
+        return hi;
+    }
+    hi + (lo - hi).exp().ln_1p()
+}
+
+/// `2^d` as an exact power of two (0 below the normal range, where it is negligible here).
+fn pow2(d: i32) -> f64 {
+    if d < -1022 {
+        0.0
+    } else {
+        f64::from_bits(((1023 + d) as u64) << 52)
+    }
+}
+
+/// The binary unit `2^exp` of a family of running sums.
+///
+/// Invariant: every sum kept in this unit has absolute value at most `N · 2^RESCALE_BITS`, so it
+/// neither overflows nor loses the relative precision of its largest terms; rescaling multiplies
+/// by an exact power of two, which keeps the Neumaier compensation valid.
+#[derive(Clone, Copy, Debug)]
+struct Scale {
+    exp: i32,
+    started: bool,
+}
+
+impl Scale {
+    fn new() -> Self {
+        Scale {
+            exp: 0,
+            started: false,
+        }
+    }
+
+    /// Makes room for a term `e^{log_term}`; returns the factor the running sums must be multiplied by.
+    fn admit(&mut self, log_term: f64) -> f64 {
+        let e = (log_term / LN2).floor().clamp(-1e6, 1e6) as i32;
+        if !self.started {
+            self.started = true;
+            self.exp = e;
+            return 1.0;
+        }
+        if e > self.exp + RESCALE_BITS {
+            let factor = pow2(self.exp - e);
+            self.exp = e;
+            return factor;
+        }
+        1.0
+    }
+
+    /// Sets the unit to the binary magnitude of `log_term` (at or above the current one);
+    /// returns the factor the running sums must be multiplied by.
+    fn admit_floor(&mut self, log_term: f64) -> f64 {
+        let e = (log_term / LN2).floor().clamp(-1e6, 1e6) as i32;
+        let factor = if self.started {
+            pow2(self.exp - e)
+        } else {
+            1.0
+        };
+        self.started = true;
+        self.exp = e;
+        factor
+    }
+
+    /// `e^{log_term}` in this unit.
+    fn units(self, log_term: f64) -> f64 {
+        let e = f64::from(self.exp);
+        ((log_term - e * LN2_HI) - e * LN2_LO).exp()
+    }
+}
+
+/// A logarithm kept as `e · ln 2 + ln m`, with an integer `e` and a mantissa `m ∈ [0.5, 1)`
+/// (`m = 0` for the log of zero).
+///
+/// Differences of two such logs (or of one and a float) are formed with the large parts
+/// cancelling exactly (`e · LN2_HI` is exact for |e| < 2^11), so a sum of size `e^{-800}` keeps
+/// the relative precision that a plain f64 logarithm (ulp ≈ 1e-13 at 800) would lose. Taking
+/// the snapshot is a few bit operations; the `ln` is paid per query, not per sample.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct SplitLog {
+    e: i32,
+    m: f64,
+}
+
+impl SplitLog {
+    /// The log of zero.
+    const ZERO: SplitLog = SplitLog { e: 0, m: 0.0 };
+
+    /// `log(value · 2^exp)` for `value >= 0`.
+    #[inline]
+    fn from_scaled(value: f64, exp: i32) -> Self {
+        if value.is_nan() || value <= 0.0 {
+            return Self::ZERO;
+        }
+        let (v, adjust) = if value < f64::MIN_POSITIVE {
+            (value * pow2(64), -64)
+        } else {
+            (value, 0)
+        };
+        let bits = v.to_bits();
+        let e2 = ((bits >> 52) & 0x7ff) as i32 - 1022;
+        // Invariant: with the exponent field set to 1022 the mantissa reads as a value in [0.5, 1).
+        let m = f64::from_bits((bits & !(0x7ffu64 << 52)) | (1022u64 << 52));
+        SplitLog {
+            e: exp + e2 + adjust,
+            m,
+        }
+    }
+
+    /// `log n` for a count (exact mantissa).
+    fn of_count(n: usize) -> Self {
+        Self::from_scaled(n as f64, 0)
+    }
+
+    fn is_zero(self) -> bool {
+        self.m == 0.0
+    }
+
+    /// The logarithm as one float.
+    fn value(self) -> f64 {
+        if self.is_zero() {
+            return f64::NEG_INFINITY;
+        }
+        f64::from(self.e) * LN2 + self.m.ln()
+    }
+
+    /// `log self - log other + shift`.
+    fn minus(self, other: SplitLog, shift: f64) -> f64 {
+        if self.is_zero() {
+            return f64::NEG_INFINITY;
+        }
+        if other.is_zero() {
+            return f64::INFINITY;
+        }
+        let de = f64::from(self.e - other.e);
+        ((de * LN2_HI + shift) + de * LN2_LO) + (self.m / other.m).ln()
+    }
+
+    /// A function computing `x - log self` for floats `x`, with `ln m` taken once.
+    fn subtractor(self) -> impl Fn(f64) -> f64 + Sync {
+        let e = f64::from(self.e);
+        let (hi, lo, lm) = (e * LN2_HI, e * LN2_LO, self.m.ln());
+        move |x| ((x - hi) - lo) - lm
+    }
+}
+
+fn scale_pair(acc: &mut (f64, f64), factor: f64) {
+    acc.0 *= factor;
+    acc.1 *= factor;
+}
+
+fn total(acc: (f64, f64)) -> f64 {
+    acc.0 + acc.1
+}
+
+/// Name of the log-ratio argument in error messages.
+pub const LOG_RATIOS: &str = "log_ratios";
+/// Name of the log-weight argument in error messages.
+pub const LOG_WEIGHTS: &str = "log_weights";
+
+/// Checks a log-threshold `log β`: it must be finite (`0 < β < inf`).
+fn check_log_beta(arg: &str, i: usize, b: f64) -> Result<()> {
+    if b.is_finite() {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "{arg}[{i}] is {b}: log(beta) must be finite (beta > 0 and finite)"
+        )))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Accept / reject
+// ---------------------------------------------------------------------------------------------
+
+/// Invariant: the loop body has no branch (bitwise `&` on the validity tests), so it vectorises;
+/// it returns true when some input was invalid, and the caller then names it.
+#[inline(always)]
+#[allow(clippy::needless_bitwise_bool, clippy::manual_range_contains)]
+fn decide_uniform_body(l: &[f64], u: &[f64], log_beta: f64, out: &mut [bool]) -> bool {
+    let mut ok = true;
+    for ((o, &li), &ui) in out.iter_mut().zip(l).zip(u) {
+        ok &= (li < f64::INFINITY) & (ui >= 0.0) & (ui < 1.0);
+        // exp of a non-positive argument; exp_nonpos(0) is exactly 1 and u < 1.
+        *o = ui < vexp::exp_nonpos((li - log_beta).min(0.0));
+    }
+    !ok
+}
+
+/// As [`decide_uniform_body`], with `log u` given.
+#[inline(always)]
+#[allow(clippy::needless_bitwise_bool)]
+fn decide_log_body(l: &[f64], u: &[f64], log_beta: f64, out: &mut [bool]) -> bool {
+    let mut ok = true;
+    for ((o, &li), &ui) in out.iter_mut().zip(l).zip(u) {
+        ok &= (li < f64::INFINITY) & (ui < 0.0);
+        *o = ui < (li - log_beta).min(0.0);
+    }
+    !ok
+}
+
+macro_rules! with_avx2 {
+    ($name:ident, $body:ident) => {
+        fn $name(l: &[f64], u: &[f64], log_beta: f64, out: &mut [bool]) -> bool {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
+                unsafe fn widest(l: &[f64], u: &[f64], log_beta: f64, out: &mut [bool]) -> bool {
+                    $body(l, u, log_beta, out)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn wide(l: &[f64], u: &[f64], log_beta: f64, out: &mut [bool]) -> bool {
+                    $body(l, u, log_beta, out)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512dq")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                {
+                    // SAFETY: the CPU was just checked to support every enabled feature.
+                    return unsafe { widest(l, u, log_beta, out) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: as above.
+                    return unsafe { wide(l, u, log_beta, out) };
+                }
+            }
+            $body(l, u, log_beta, out)
+        }
+    };
+}
+with_avx2!(decide_uniform, decide_uniform_body);
+with_avx2!(decide_log, decide_log_body);
+
+/// The QRS decision: sample `i` is accepted iff `log u_i < min(0, l_i - log β)`, i.e. with
+/// probability `min(1, P_i / (β q_i))`. `uniforms` are `u_i ∈ [0, 1)`, or `log u_i ∈ [-inf, 0)`
+/// when `log_uniforms`. A sample with `l_i = -inf` is never accepted.
+pub fn accept(
+    log_ratios: &[f64],
+    uniforms: &[f64],
+    log_beta: f64,
+    log_uniforms: bool,
+) -> Result<Vec<bool>> {
+    let u_arg = if log_uniforms {
+        "log_uniforms"
+    } else {
+        "uniforms"
+    };
+    check_same_length(&[(LOG_RATIOS, log_ratios.len()), (u_arg, uniforms.len())])?;
+    if !log_beta.is_finite() {
+        return Err(invalid(format!(
+            "log_beta is {log_beta}: log(beta) must be finite (beta > 0 and finite)"
+        )));
+    }
+    let bad_u = |u: f64| {
+        if log_uniforms {
+            u.is_nan() || u >= 0.0
+        } else {
+            !(0.0..1.0).contains(&u)
+        }
+    };
+    let decide = |l: &[f64], u: &[f64], out: &mut [bool]| -> bool {
+        if log_uniforms {
+            decide_log(l, u, log_beta, out)
+        } else {
+            decide_uniform(l, u, log_beta, out)
+        }
+    };
+    let mut out = vec![false; log_ratios.len()];
+    let bad = if log_ratios.len() < vexp::PARALLEL_THRESHOLD {
+        decide(log_ratios, uniforms, &mut out)
+    } else {
+        out.par_chunks_mut(ACCEPT_TASK)
+            .zip(
+                log_ratios
+                    .par_chunks(ACCEPT_TASK)
+                    .zip(uniforms.par_chunks(ACCEPT_TASK)),
+            )
+            .map(|(o, (l, u))| decide(l, u, o))
+            .reduce(|| false, |a, b| a | b)
+    };
+    if bad {
+        check_log_scores(LOG_RATIOS, log_ratios)?;
+        let (i, u) = uniforms
+            .iter()
+            .enumerate()
+            .find(|(_, &u)| bad_u(u))
+            .expect("a bad uniform was seen");
+        let range = if log_uniforms { "[-inf, 0)" } else { "[0, 1)" };
+        return Err(invalid(format!(
+            "{u_arg}[{i}] is {u:?}: it must lie in {range}"
+        )));
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Independent Metropolis–Hastings
+// ---------------------------------------------------------------------------------------------
+
+/// One run of an independent Metropolis–Hastings chain over a batch of proposals.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImhRun {
+    /// For each step, the index of the proposal the chain sits on afterwards, `-1` for the state
+    /// it started from.
+    pub states: Vec<i64>,
+    /// For each step, whether the proposal was accepted (the chain moved).
+    pub accepted: Vec<bool>,
+    /// The log-ratio of the final state.
+    pub final_log_ratio: f64,
+}
+
+/// Runs the chain: from a state with log-ratio `current`, proposal `t` (log-ratio `l_t`, drawn
+/// independently from `q`) is accepted iff `log u_t < l_t - l_current`, i.e. with probability
+/// `min(1, r_t / r_current)`. A chain standing on a zero-probability state (`current = -inf`,
+/// which is how a fresh chain starts) accepts any proposal, so it leaves that state at once.
+pub fn imh_chain(
+    log_ratios: &[f64],
+    uniforms: &[f64],
+    log_uniforms: bool,
+    current: f64,
+) -> Result<ImhRun> {
+    let u_arg = if log_uniforms {
+        "log_uniforms"
+    } else {
+        "uniforms"
+    };
+    check_same_length(&[(LOG_RATIOS, log_ratios.len()), (u_arg, uniforms.len())])?;
+    check_log_scores(LOG_RATIOS, log_ratios)?;
+    if current.is_nan() || current == f64::INFINITY {
+        return Err(invalid(format!(
+            "current_log_ratio is {current}: it must be finite or -inf"
+        )));
+    }
+    for (i, &u) in uniforms.iter().enumerate() {
+        let ok = if log_uniforms {
+            u < 0.0
+        } else {
+            (0.0..1.0).contains(&u)
+        };
+        if !ok {
+            let range = if log_uniforms { "[-inf, 0)" } else { "[0, 1)" };
+            return Err(invalid(format!(
+                "{u_arg}[{i}] is {u:?}: it must lie in {range}"
+            )));
+        }
+    }
+    let mut states = Vec::with_capacity(log_ratios.len());
+    let mut accepted = Vec::with_capacity(log_ratios.len());
+    let mut state: i64 = -1;
+    let mut cur = current;
+    for (t, (&l, &u)) in log_ratios.iter().zip(uniforms).enumerate() {
+        let log_u = if log_uniforms { u } else { u.ln() };
+        let take = cur == f64::NEG_INFINITY || log_u < l - cur;
+        if take {
+            state = t as i64;
+            cur = l;
+        }
+        states.push(state);
+        accepted.push(take);
+    }
+    Ok(ImhRun {
+        states,
+        accepted,
+        final_log_ratio: cur,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Curves
+// ---------------------------------------------------------------------------------------------
+
+/// QRS quantities at one beta.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CurvePoint {
+    /// `AR(β) = Z_β / β`.
+    pub acceptance_rate: f64,
+    /// `log Z_β`.
+    pub log_z_beta: f64,
+    /// `KL(p‖p_β)` in nats.
+    pub kl: f64,
+    /// `TV(p, p_β)`.
+    pub tv: f64,
+    /// `JS(p, p_β)` in nats, or NaN when it was not asked for.
+    pub js: f64,
+}
+
+/// Where `log β` splits the sorted samples, and the sums that follow from it.
+#[derive(Debug, Clone, Copy)]
+struct Split {
+    /// Samples `[0, k)` are unclipped (`r <= β`, the `-inf` ones included), `[k, n)` clipped.
+    k: usize,
+    /// `log Σ_{i<k} ω r`.
+    s_le: SplitLog,
+    /// `log Σ_{i>=k} ω`.
+    w_gt: SplitLog,
+    /// `log(S_β / S) <= 0`.
+    rho: f64,
+    /// `log AR(β) = log(S_β / (β W))`.
+    log_ar: f64,
+    /// True when no sample is clipped: `p_β = p`.
+    exact: bool,
+}
+
+/// Running compensated sums `s = Σ e^{a_i}` and `g = Σ e^{a_i} c_i` in one binary unit.
+#[derive(Debug, Clone, Copy)]
+struct Sums {
+    scale: Scale,
+    s: (f64, f64),
+    g: (f64, f64),
+}
+
+impl Sums {
+    fn new() -> Self {
+        Sums {
+            scale: Scale::new(),
+            s: (0.0, 0.0),
+            g: (0.0, 0.0),
+        }
+    }
+
+    fn rescale(&mut self, factor: f64) {
+        scale_pair(&mut self.s, factor);
+        scale_pair(&mut self.g, factor);
+    }
+}
+
+/// Prefix (upward from `start`) or suffix (downward from the end) sums over the sorted samples,
+/// run in blocks of [`TERM_BLOCK`] with the state saved before each block. Any prefix or suffix
+/// sum is then the saved state plus part of one block, recomputed exactly as in the full pass:
+/// O(N / TERM_BLOCK) memory and O(TERM_BLOCK) per query.
+#[derive(Debug, Clone)]
+struct BlockedSums {
+    start: usize,
+    n: usize,
+    up: bool,
+    saved: Vec<Sums>,
+    /// `(log s, g / s)` over everything.
+    total: (SplitLog, f64),
+}
+
+impl BlockedSums {
+    fn blocks(start: usize, n: usize) -> usize {
+        (n - start).div_ceil(TERM_BLOCK)
+    }
+
+    /// Sample range `[i0, i1)` of block `j`.
+    fn range(&self, j: usize) -> (usize, usize) {
+        if self.up {
+            let i0 = self.start + j * TERM_BLOCK;
+            (i0, (i0 + TERM_BLOCK).min(self.n))
+        } else {
+            let i1 = self.n - j * TERM_BLOCK;
+            (i1.saturating_sub(TERM_BLOCK).max(self.start), i1)
+        }
+    }
+
+    fn build<A, C>(n: usize, start: usize, up: bool, log_term: &A, companion: Option<&C>) -> Self
+    where
+        A: Fn(usize) -> f64,
+        C: Fn(usize) -> f64,
+    {
+        let mut this = BlockedSums {
+            start,
+            n,
+            up,
+            saved: Vec::new(),
+            total: (SplitLog::ZERO, 0.0),
+        };
+        let mut sums = Sums::new();
+        for j in 0..Self::blocks(start, n) {
+            this.saved.push(sums);
+            this.run_block(j, &mut sums, log_term, companion, None);
+        }
+        this.total = snapshot(&sums, sums.scale.exp);
+        this
+    }
+
+    /// Runs block `j` from `sums`; with `stop = Some(i)`, returns the sums right after sample
+    /// `i` is added (upward: over `[start, i]`; downward: over `[i, n)`).
+    fn run_block<A, C>(
+        &self,
+        j: usize,
+        sums: &mut Sums,
+        log_term: &A,
+        companion: Option<&C>,
+        stop: Option<usize>,
+    ) -> (SplitLog, f64)
+    where
+        A: Fn(usize) -> f64,
+        C: Fn(usize) -> f64,
+    {
+        let (i0, i1) = self.range(j);
+        let len = i1 - i0;
+        let mut a = [0.0; TERM_BLOCK];
+        for (x, i) in a.iter_mut().zip(i0..i1) {
+            *x = log_term(i);
+        }
+        let (mut x, mut t, mut f) = ([0.0; TERM_BLOCK], [0.0; TERM_BLOCK], [0.0; TERM_BLOCK]);
+        let mut ex = [0i32; TERM_BLOCK];
+        let unit = block_terms(
+            &mut sums.scale,
+            &a[..len],
+            !self.up,
+            &mut x,
+            &mut t,
+            &mut f,
+            &mut ex,
+        );
+        if let BlockUnit::Uniform { pre, exp } = unit {
+            sums.rescale(pre);
+            if stop.is_none() {
+                // Building: only the state after the block is kept, so add the block's total.
+                neumaier_add(&mut sums.s, lane_sum(&t[..len], None));
+                if let Some(c) = companion {
+                    for (xj, i) in x.iter_mut().zip(i0..i1) {
+                        *xj = c(i);
+                    }
+                    neumaier_add(&mut sums.g, lane_sum(&t[..len], Some(&x[..len])));
+                }
+                return (SplitLog::ZERO, 0.0);
+            }
+            f[..len].fill(1.0);
+            ex[..len].fill(exp);
+        }
+        let step = |jj: usize, sums: &mut Sums| -> Option<(SplitLog, f64)> {
+            if f[jj] != 1.0 {
+                sums.rescale(f[jj]);
+            }
+            neumaier_add(&mut sums.s, t[jj]);
+            if let Some(c) = companion {
+                if t[jj] != 0.0 {
+                    neumaier_add(&mut sums.g, t[jj] * c(i0 + jj));
+                }
+            }
+            (stop == Some(i0 + jj)).then(|| snapshot(sums, ex[jj]))
+        };
+        if self.up {
+            for jj in 0..len {
+                if let Some(out) = step(jj, sums) {
+                    return out;
+                }
+            }
+        } else {
+            for jj in (0..len).rev() {
+                if let Some(out) = step(jj, sums) {
+                    return out;
+                }
+            }
+        }
+        (SplitLog::ZERO, 0.0)
+    }
+
+    /// Upward: the sums over `[start, k)`; downward: over `[max(k, start), n)`. The full
+    /// sums are the saved totals, so `k = start` (down) and `k = n` (up) match them exactly.
+    fn at<A, C>(&self, k: usize, log_term: &A, companion: Option<&C>) -> (SplitLog, f64)
+    where
+        A: Fn(usize) -> f64,
+        C: Fn(usize) -> f64,
+    {
+        if self.up {
+            if k <= self.start {
+                return (SplitLog::ZERO, 0.0);
+            }
+            if k >= self.n {
+                return self.total;
+            }
+            let j = (k - 1 - self.start) / TERM_BLOCK;
+            let mut sums = self.saved[j];
+            self.run_block(j, &mut sums, log_term, companion, Some(k - 1))
+        } else {
+            if k <= self.start {
+                return self.total;
+            }
+            if k >= self.n {
+                return (SplitLog::ZERO, 0.0);
+            }
+            let j = (self.n - 1 - k) / TERM_BLOCK;
+            let mut sums = self.saved[j];
+            self.run_block(j, &mut sums, log_term, companion, Some(k))
+        }
+    }
+}
+
+/// `(log s, g / s)` of running sums whose unit is `2^exp`.
+fn snapshot(sums: &Sums, exp: i32) -> (SplitLog, f64) {
+    let s = total(sums.s);
+    let ratio = if s > 0.0 { total(sums.g) / s } else { 0.0 };
+    (SplitLog::from_scaled(s, exp), ratio)
+}
+
+/// Sorted log-ratios with blocked prefix and suffix sums: answers any beta in O(log N).
+#[derive(Debug, Clone)]
+pub struct QrsIndex {
+    /// Log-ratios in ascending order (`-inf` first); samples with zero weight are dropped.
+    l: Vec<f64>,
+    /// Log-weights in the same order (empty when all weights are 1).
+    w: Vec<f64>,
+    /// Original position of each sorted sample (computed on first need when unweighted).
+    order: OnceLock<Vec<u32>>,
+    /// The log-ratios as given, kept (unweighted case) to find `order` when features come.
+    input: Vec<f64>,
+    /// Number of samples given (zero-weight ones included), for feature matrices.
+    n_input: usize,
+    /// Number of sorted samples with `l = -inf`.
+    n_zero: usize,
+    /// `Σ_{i<k} ω_i r_i`.
+    up: BlockedSums,
+    /// `Σ_{i>=k} ω_i r_i` and `Σ_{i>=k} ω_i r_i (l_i - l_max) / Σ_{i>=k} ω_i r_i`.
+    down: BlockedSums,
+    /// `Σ_{i>=k} ω_i` (unused when unweighted: it is the count `n - k`).
+    weights: Option<BlockedSums>,
+}
+
+/// A float mapped to an unsigned integer with the same order (`-inf` lowest), and back.
+fn order_key(v: f64) -> u64 {
+    let b = v.to_bits();
+    if b >> 63 == 1 {
+        !b
+    } else {
+        b | (1 << 63)
+    }
+}
+
+fn from_order_key(k: u64) -> f64 {
+    f64::from_bits(if k >> 63 == 1 { k & !(1 << 63) } else { !k })
+}
+
+/// Stable argsort of the kept `values`: `(sorted values, their original positions)`.
+fn argsort(values: &[f64], keep: impl Fn(usize) -> bool + Sync) -> (Vec<f64>, Vec<u32>) {
+    // Invariant: (key << 32 | position) is unique, so an unstable integer sort is stable here.
+    let mut packed: Vec<u128> = values
+        .par_iter()
+        .enumerate()
+        .filter(|&(i, _)| keep(i))
+        .map(|(i, &v)| (u128::from(order_key(v)) << 32) | i as u128)
+        .collect();
+    packed.par_sort_unstable();
+    packed
+        .par_iter()
+        .map(|&p| (from_order_key((p >> 32) as u64), (p & 0xffff_ffff) as u32))
+        .unzip()
+}
+
+/// `values` in ascending order (integer keys: a branch-free comparison).
+fn sorted(values: &[f64]) -> Vec<f64> {
+    let mut keys: Vec<u64> = values.par_iter().map(|&v| order_key(v)).collect();
+    keys.par_sort_unstable();
+    keys.into_par_iter().map(from_order_key).collect()
+}
+
+/// Blocks of this many samples share one exponent shift, so their exponentials are vectorised.
+const TERM_BLOCK: usize = 256;
+/// A block whose finite log-terms span at most this many nats gets one unit for all its terms.
+const BLOCK_SPAN: f64 = 300.0;
+
+/// How the terms of one block relate to the unit of their running sums.
+#[derive(Debug, Clone, Copy)]
+enum BlockUnit {
+    /// One unit `2^exp` for the whole block, reached by multiplying the sums by `pre` first.
+    Uniform { pre: f64, exp: i32 },
+    /// The unit changes inside the block: `factors[j]` rescales the sums before term `j`, and
+    /// `exps[j]` is the unit's exponent once it is added.
+    PerSample,
+}
+
+/// Computes `terms[j] = e^{a[j]}` in the unit of `scale` for one block, visited in array order
+/// (or in reverse when `rev`).
+///
+/// Invariant: a unit only ever rises, and never above a term about to be added, so every sum
+/// taken after its first term is at least about one unit and terms that underflow in it are
+/// negligible against it.
+fn block_terms(
+    scale: &mut Scale,
+    a: &[f64],
+    rev: bool,
+    shifted: &mut [f64],
+    terms: &mut [f64],
+    factors: &mut [f64],
+    exps: &mut [i32],
+) -> BlockUnit {
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for &v in a {
+        if v > f64::NEG_INFINITY {
+            lo = lo.min(v);
+        }
+        hi = hi.max(v);
+    }
+    let terms = &mut terms[..a.len()];
+    if hi == f64::NEG_INFINITY {
+        terms.fill(0.0);
+        return BlockUnit::Uniform {
+            pre: 1.0,
+            exp: scale.exp,
+        };
+    }
+    if hi - lo <= BLOCK_SPAN {
+        let mut pre = 1.0;
+        if !scale.started || hi > f64::from(scale.exp + RESCALE_BITS) * LN2 {
+            pre = scale.admit_floor(lo);
+        }
+        let e = f64::from(scale.exp);
+        let (hi_shift, lo_shift) = (e * LN2_HI, e * LN2_LO);
+        let shifted = &mut shifted[..a.len()];
+        for (x, &v) in shifted.iter_mut().zip(a) {
+            *x = (v - hi_shift) - lo_shift;
+        }
+        // Arguments are at most BLOCK_SPAN + RESCALE_BITS·ln 2 < 709, where exp_nonpos is exact.
+        vexp::exp_into(shifted, 0.0, terms);
+        return BlockUnit::Uniform {
+            pre,
+            exp: scale.exp,
+        };
+    }
+    let mut visit = |j: usize| {
+        factors[j] = scale.admit(a[j]);
+        terms[j] = scale.units(a[j]);
+        exps[j] = scale.exp;
+    };
+    if rev {
+        (0..a.len()).rev().for_each(&mut visit);
+    } else {
+        (0..a.len()).for_each(&mut visit);
+    }
+    BlockUnit::PerSample
+}
+
+/// `Σ x_i y_i` (or `Σ x_i` without `y`) in eight lanes: vectorised; for one block of at most
+/// [`TERM_BLOCK`] terms the rounding error stays below ~40 ulp of `Σ |x_i y_i|`.
+fn lane_sum(x: &[f64], y: Option<&[f64]>) -> f64 {
+    let mut lanes = [0.0f64; 8];
+    match y {
+        None => {
+            let mut chunks = x.chunks_exact(8);
+            for c in &mut chunks {
+                for j in 0..8 {
+                    lanes[j] += c[j];
+                }
+            }
+            lanes[0] += chunks.remainder().iter().sum::<f64>();
+        }
+        Some(y) => {
+            let mut cx = x.chunks_exact(8);
+            let mut cy = y.chunks_exact(8);
+            for (a, b) in (&mut cx).zip(&mut cy) {
+                for j in 0..8 {
+                    lanes[j] += a[j] * b[j];
+                }
+            }
+            lanes[0] += cx
+                .remainder()
+                .iter()
+                .zip(cy.remainder())
+                .map(|(a, b)| a * b)
+                .sum::<f64>();
+        }
+    }
+    ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3]))
+        + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
+}
+
+/// No companion sum.
+const NO_COMPANION: Option<&fn(usize) -> f64> = None;
+
+impl QrsIndex {
+    /// Sorts the samples and builds the blocked prefix and suffix sums.
+    pub fn new(log_ratios: &[f64], log_weights: Option<&[f64]>) -> Result<Self> {
+        Self::with_sorted(log_ratios, log_weights, None)
+    }
+
+    /// As [`QrsIndex::new`], with the caller's ascending copy of `log_ratios` (unweighted case
+    /// only; e.g. numpy's vectorised sort, faster than a comparison sort here). It is checked to
+    /// have the same length and to be non-decreasing; that it holds the same values is the
+    /// caller's contract.
+    pub fn with_sorted(
+        log_ratios: &[f64],
+        log_weights: Option<&[f64]>,
+        sorted_log_ratios: Option<&[f64]>,
+    ) -> Result<Self> {
+        check_log_scores(LOG_RATIOS, log_ratios)?;
+        if let Some(sl) = sorted_log_ratios {
+            check_same_length(&[
+                (LOG_RATIOS, log_ratios.len()),
+                ("sorted_log_ratios", sl.len()),
+            ])?;
+            if log_weights.is_some() {
+                return Err(invalid(
+                    "sorted_log_ratios can only be given without log_weights",
+                ));
+            }
+            if let Some(i) = sl.windows(2).position(|p| !(p[0] <= p[1])) {
+                return Err(invalid(format!(
+                    "sorted_log_ratios[{}] = {} is below its predecessor {}: not sorted",
+                    i + 1,
+                    sl[i + 1],
+                    sl[i]
+                )));
+            }
+        }
+        if let Some(w) = log_weights {
+            check_same_length(&[(LOG_RATIOS, log_ratios.len()), (LOG_WEIGHTS, w.len())])?;
+            check_log_scores(LOG_WEIGHTS, w)?;
+        }
+        if log_ratios.is_empty() {
+            return Err(invalid(format!(
+                "{LOG_RATIOS} is empty: at least one sample is needed"
+            )));
+        }
+        if u32::try_from(log_ratios.len()).is_err() {
+            return Err(invalid(format!(
+                "{LOG_RATIOS} has {} values: at most 2^32 - 1 samples are supported",
+                log_ratios.len()
+            )));
+        }
+        let weighted = log_weights.is_some_and(|w| w.iter().any(|&v| v != 0.0));
+        let order = OnceLock::new();
+        let (l, w) = match log_weights {
+            Some(lw) if weighted => {
+                let (l, idx) = argsort(log_ratios, |i| lw[i] > f64::NEG_INFINITY);
+                let w: Vec<f64> = idx.iter().map(|&i| lw[i as usize]).collect();
+                let _ = order.set(idx);
+                (l, w)
+            }
+            _ => (
+                sorted_log_ratios.map_or_else(|| sorted(log_ratios), <[f64]>::to_vec),
+                Vec::new(),
+            ),
+        };
+        let n = l.len();
+        if n == 0 {
+            return Err(invalid(format!(
+                "every entry of {LOG_WEIGHTS} is -inf: samples that all weigh zero define no mean"
+            )));
+        }
+        let n_zero = l.partition_point(|&v| v == f64::NEG_INFINITY);
+        if n_zero == n {
+            return Err(invalid(format!(
+                "every entry of {LOG_RATIOS} with nonzero weight is -inf: the target gives zero \
+                 weight to all samples, so no beta trade-off can be estimated from them"
+            )));
+        }
+        let mut index = QrsIndex {
+            input: if weighted {
+                Vec::new()
+            } else {
+                log_ratios.to_vec()
+            },
+            l,
+            w,
+            order,
+            n_input: log_weights.map_or(log_ratios.len(), <[f64]>::len),
+            n_zero,
+            up: BlockedSums::build(0, 0, true, &|_| 0.0, NO_COMPANION),
+            down: BlockedSums::build(0, 0, false, &|_| 0.0, NO_COMPANION),
+            weights: None,
+        };
+        let ((up, down), weights) = rayon::join(
+            || {
+                rayon::join(
+                    || BlockedSums::build(n, n_zero, true, &|i| index.log_term(i), NO_COMPANION),
+                    || {
+                        let companion = |i: usize| index.l[i] - index.max_log_ratio();
+                        BlockedSums::build(
+                            n,
+                            n_zero,
+                            false,
+                            &|i| index.log_term(i),
+                            Some(&companion),
+                        )
+                    },
+                )
+            },
+            || {
+                (!index.w.is_empty())
+                    .then(|| BlockedSums::build(n, 0, false, &|i| index.w[i], NO_COMPANION))
+            },
+        );
+        index.up = up;
+        index.down = down;
+        index.weights = weights;
+        Ok(index)
+    }
+
+    /// `log ω_i + log r_i` of sorted sample `i`.
+    fn log_term(&self, i: usize) -> f64 {
+        if self.w.is_empty() {
+            self.l[i]
+        } else {
+            self.w[i] + self.l[i]
+        }
+    }
+
+    /// `log Σ_{i<k} ω_i r_i`.
+    fn s_le(&self, k: usize) -> SplitLog {
+        self.up.at(k, &|i| self.log_term(i), NO_COMPANION).0
+    }
+
+    /// `(log Σ_{i>=k} ω_i r_i, Σ_{i>=k} ω_i r_i (l_i - l_max) / Σ_{i>=k} ω_i r_i)`.
+    fn s_gt(&self, k: usize) -> (SplitLog, f64) {
+        let l_max = self.max_log_ratio();
+        let companion = |i: usize| self.l[i] - l_max;
+        self.down.at(k, &|i| self.log_term(i), Some(&companion))
+    }
+
+    /// `log Σ_{i>=k} ω_i`.
+    fn w_gt(&self, k: usize) -> SplitLog {
+        match &self.weights {
+            None => SplitLog::of_count(self.l.len() - k.min(self.l.len())),
+            Some(sums) => sums.at(k, &|i| self.w[i], NO_COMPANION).0,
+        }
+    }
+
+    /// Original positions of the sorted samples.
+    fn order(&self) -> &[u32] {
+        self.order.get_or_init(|| argsort(&self.input, |_| true).1)
+    }
+
+    /// Number of samples with nonzero weight.
+    pub fn len(&self) -> usize {
+        self.l.len()
+    }
+
+    /// Always false: an index holds at least one sample.
+    pub fn is_empty(&self) -> bool {
+        self.l.is_empty()
+    }
+
+    fn s(&self) -> SplitLog {
+        self.down.total.0
+    }
+
+    fn total_weight(&self) -> SplitLog {
+        match &self.weights {
+            None => SplitLog::of_count(self.l.len()),
+            Some(sums) => sums.total.0,
+        }
+    }
+
+    /// `log W = log Σ ω`.
+    pub fn log_w(&self) -> f64 {
+        self.total_weight().value()
+    }
+
+    /// `log Z = log(S / W)`, the (weighted) importance-sampling estimate of the target's normaliser.
+    pub fn log_z(&self) -> f64 {
+        self.s().minus(self.total_weight(), 0.0)
+    }
+
+    /// Largest log-ratio: at or above it, `p_β = p` exactly.
+    pub fn max_log_ratio(&self) -> f64 {
+        self.l[self.l.len() - 1]
+    }
+
+    /// Smallest finite log-ratio: at or below it, every sample with `P > 0` is accepted.
+    pub fn min_log_ratio(&self) -> f64 {
+        self.l[self.n_zero]
+    }
+
+    /// Fraction of the weight on samples with `P > 0`: the acceptance rate of any small beta.
+    pub fn max_acceptance_rate(&self) -> f64 {
+        self.w_gt(self.n_zero).minus(self.total_weight(), 0.0).exp()
+    }
+
+    fn weight(&self, i: usize) -> f64 {
+        if self.w.is_empty() {
+            0.0
+        } else {
+            self.w[i]
+        }
+    }
+
+    fn split(&self, b: f64) -> Split {
+        let n = self.l.len();
+        let (s, w) = (self.s(), self.total_weight());
+        let k = self.l.partition_point(|&v| v < b);
+        if k == n {
+            let log_ar = s.minus(w, -b);
+            return Split {
+                k,
+                s_le: s,
+                w_gt: SplitLog::ZERO,
+                rho: 0.0,
+                log_ar,
+                exact: true,
+            };
+        }
+        // Samples equal to β count as clipped (min(r, β) = r = β either way). S_β = S_le + β Ω_gt
+        // is taken relative to S (for rho) and to β W (for the acceptance rate), so that
+        // all-clipped gives exactly AR = Ω_gt / W; when β is the largest ratio, p_β = p exactly.
+        let (s_le, w_gt) = (self.s_le(k), self.w_gt(k));
+        let exact = self.l[n - 1] <= b;
+        let rho = if exact {
+            0.0
+        } else {
+            logaddexp(s_le.minus(s, 0.0), w_gt.minus(s, b)).min(0.0)
+        };
+        let log_ar = logaddexp(s_le.minus(w, -b), w_gt.minus(w, 0.0));
+        Split {
+            k,
+            s_le,
+            w_gt,
+            rho,
+            log_ar,
+            exact,
+        }
+    }
+
+    /// Every quantity at one `log β` (`js` only when asked: it costs O(#clipped)).
+    pub fn point(&self, b: f64, js: bool) -> CurvePoint {
+        let sp = self.split(b);
+        let acceptance_rate = sp.log_ar.exp().min(1.0);
+        let log_z_beta = self.log_z() + sp.rho;
+        if sp.exact {
+            let js = if js { 0.0 } else { f64::NAN };
+            return CurvePoint {
+                acceptance_rate,
+                log_z_beta,
+                kl: 0.0,
+                tv: 0.0,
+                js,
+            };
+        }
+        let s = self.s();
+        // KL = Σ_gt p (l - b) + log(S_β / S), with log(S_β/S) = log1p(-d), d = (S_gt - β Ω_gt) / S.
+        let (s_gt, tau) = self.s_gt(sp.k);
+        let frac_gt = s_gt.minus(s, 0.0).exp();
+        let gt_term = frac_gt * (tau + (self.max_log_ratio() - b));
+        let d = frac_gt - sp.w_gt.minus(s, b).exp();
+        let log_ratio = if d < 0.5 { (-d).ln_1p() } else { sp.rho };
+        let kl = (gt_term + log_ratio).max(0.0);
+        // TV = S_{>t}/S - β Ω_{>t}/S_β over the samples where p > p_β: l > log t = b + log(S/S_β).
+        let log_t = b - sp.rho;
+        let k2 = self.l.partition_point(|&v| v <= log_t);
+        let tv = (self.s_gt(k2).0.minus(s, 0.0).exp() - (self.w_gt(k2).minus(s, b) - sp.rho).exp())
+            .clamp(0.0, 1.0);
+        let js = if js { self.js(b, &sp) } else { f64::NAN };
+        CurvePoint {
+            acceptance_rate,
+            log_z_beta,
+            kl,
+            tv,
+            js,
+        }
+    }
+
+    fn js(&self, b: f64, sp: &Split) -> f64 {
+        let s = self.s();
+        // rho = log(S_β / S) <= 0: p_β = e^{-rho} p on the unclipped samples, whose part is
+        // Σ_le ½ [p (ln2 - softplus(-rho)) + p_β (ln2 - softplus(rho))].
+        let rho = sp.rho;
+        let le_frac = sp.s_le.minus(s, 0.0);
+        let le = 0.5
+            * (le_frac.exp() * (LN2 - softplus(-rho))
+                + (le_frac - rho).exp() * (LN2 - softplus(rho)));
+        // Clipped part, one term per sample: log p = w + l - log S, log p_β = w + b - log S - rho.
+        let minus_log_s = s.subtractor();
+        let b_rel = minus_log_s(b) - rho;
+        let term = |i: usize| {
+            let wi = self.weight(i);
+            let lp = minus_log_s(wi + self.l[i]);
+            let lpb = wi + b_rel;
+            let lrho = lpb - lp;
+            0.5 * (lp.exp() * (LN2 - softplus(lrho)) + lpb.exp() * (LN2 - softplus(-lrho)))
+        };
+        let range = sp.k..self.l.len();
+        let gt = if range.len() < vexp::PARALLEL_THRESHOLD {
+            vexp::compensated_sum(range.map(term))
+        } else {
+            let idx: Vec<usize> = range.collect();
+            let partials: Vec<f64> = idx
+                .par_chunks(ACCEPT_TASK)
+                .map(|c| vexp::compensated_sum(c.iter().map(|&i| term(i))))
+                .collect();
+            vexp::compensated_sum(partials)
+        };
+        (le + gt).clamp(0.0, LN2)
+    }
+
+    /// The curve at every `log β` (validated), in parallel.
+    pub fn curve(&self, log_betas: &[f64], js: bool) -> Result<Vec<CurvePoint>> {
+        for (i, &b) in log_betas.iter().enumerate() {
+            check_log_beta("log_betas", i, b)?;
+        }
+        Ok(log_betas.par_iter().map(|&b| self.point(b, js)).collect())
+    }
+
+    /// Moments under `p_β` of the columns of a row-major `n_input x k` feature matrix (rows in
+    /// the order the samples were given), at every `log β`; returns a row-major `B x k` matrix.
+    ///
+    /// `E_{p_β}[f] = π μ_le + (1 - π) μ_gt` with `π = S_le / S_β`, `μ_le` the `p`-mean of `f` over
+    /// the unclipped samples and `μ_gt` the weight-mean over the clipped ones; both are gathered
+    /// in one upward and one downward pass over the samples, O(N K + B log N) in all.
+    pub fn feature_moments(
+        &self,
+        features: &[f64],
+        k: usize,
+        log_betas: &[f64],
+    ) -> Result<Vec<f64>> {
+        if k == 0 || features.len() != self.n_input * k {
+            return Err(invalid(format!(
+                "length mismatch: {LOG_RATIOS} has {} values but features has {} rows of {k}",
+                self.n_input,
+                features.len().checked_div(k).unwrap_or(0)
+            )));
+        }
+        check_finite_matrix("features", features, k)?;
+        for (i, &b) in log_betas.iter().enumerate() {
+            check_log_beta("log_betas", i, b)?;
+        }
+        let n = self.l.len();
+        let splits: Vec<Split> = log_betas.iter().map(|&b| self.split(b)).collect();
+        let mut by_k: Vec<usize> = (0..splits.len()).collect();
+        by_k.sort_unstable_by_key(|&q| splits[q].k);
+        let order = self.order();
+        let row = |i: usize| {
+            let o = order[i] as usize;
+            &features[o * k..(o + 1) * k]
+        };
+
+        // Upward: μ_le(k) = Σ_{i<k} ω r f / Σ_{i<k} ω r.
+        let mut mu_le = vec![0.0; splits.len() * k];
+        let mut scale = Scale::new();
+        let mut s = (0.0, 0.0);
+        let mut g = vec![(0.0, 0.0); k];
+        let mut next = 0;
+        for i in 0..=n {
+            while next < by_k.len() && splits[by_k[next]].k == i {
+                let q = by_k[next];
+                let st = total(s);
+                if st > 0.0 {
+                    for (m, acc) in mu_le[q * k..(q + 1) * k].iter_mut().zip(&g) {
+                        *m = total(*acc) / st;
+                    }
+                }
+                next += 1;
+            }
+            if i == n || i < self.n_zero {
+                continue;
+            }
+            let a = self.weight(i) + self.l[i];
+            let f = scale.admit(a);
+            scale_pair(&mut s, f);
+            for acc in &mut g {
+                scale_pair(acc, f);
+            }
+            let term = scale.units(a);
+            neumaier_add(&mut s, term);
+            for (acc, &fv) in g.iter_mut().zip(row(i)) {
+                neumaier_add(acc, term * fv);
+            }
+        }
+
+        // Downward: μ_gt(k) = Σ_{i>=k} ω f / Σ_{i>=k} ω.
+        let mut mu_gt = vec![0.0; splits.len() * k];
+        let mut scale = Scale::new();
+        let mut om = (0.0, 0.0);
+        let mut h = vec![(0.0, 0.0); k];
+        let mut next = by_k.len();
+        for i in (0..=n).rev() {
+            if i < n {
+                let wi = self.weight(i);
+                let f = scale.admit(wi);
+                scale_pair(&mut om, f);
+                for acc in &mut h {
+                    scale_pair(acc, f);
+                }
+                let term = scale.units(wi);
+                neumaier_add(&mut om, term);
+                for (acc, &fv) in h.iter_mut().zip(row(i)) {
+                    neumaier_add(acc, term * fv);
+                }
+            }
+            while next > 0 && splits[by_k[next - 1]].k == i {
+                let q = by_k[next - 1];
+                let ot = total(om);
+                if ot > 0.0 {
+                    for (m, acc) in mu_gt[q * k..(q + 1) * k].iter_mut().zip(&h) {
+                        *m = total(*acc) / ot;
+                    }
+                }
+                next -= 1;
+            }
+        }
+
+        let s = self.s();
+        let mut out = vec![0.0; splits.len() * k];
+        for (q, sp) in splits.iter().enumerate() {
+            let pi = if sp.k == n {
+                1.0
+            } else {
+                (sp.s_le.minus(s, 0.0) - sp.rho).exp().min(1.0)
+            };
+            for j in 0..k {
+                out[q * k + j] = pi * mu_le[q * k + j] + (1.0 - pi) * mu_gt[q * k + j];
+            }
+        }
+        Ok(out)
+    }
+
+    /// The `log β` whose acceptance rate is `rate`, solved in closed form on the segment of the
+    /// sorted ratios that holds it (found by binary search): O(log² N).
+    ///
+    /// On the segment where the first k samples are unclipped, `AR(β) = (S_le/β + Ω_gt)/W`, so
+    /// `β = S_le / (rate W - Ω_gt)`; above the largest ratio `β = S / (rate W)`. A rate equal to
+    /// the largest achievable one ([`Self::max_acceptance_rate`]) gives the smallest finite ratio.
+    pub fn log_beta_for_acceptance_rate(&self, rate: f64) -> Result<f64> {
+        if !(rate > 0.0 && rate <= 1.0) {
+            return Err(invalid(format!(
+                "rate is {rate}: an acceptance rate must lie in (0, 1]"
+            )));
+        }
+        let n = self.l.len();
+        let ar_at = |j: usize| self.split(self.l[j]).log_ar.exp();
+        let top = self.max_acceptance_rate();
+        if (rate - top).abs() <= 1e-14 * top {
+            return Ok(self.min_log_ratio());
+        }
+        if rate > top {
+            return Err(invalid(format!(
+                "rate is {rate}: no beta accepts more than {top}, the share of the weight on \
+                 samples where the target is nonzero"
+            )));
+        }
+        // Largest j in [n_zero, n) with AR(r_j) >= rate (AR is non-increasing in j).
+        let (mut lo, mut hi) = (self.n_zero, n);
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if ar_at(mid) >= rate {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        let lj = self.l[lo];
+        let k = self.l.partition_point(|&v| v <= lj);
+        let w = self.total_weight();
+        if k == n {
+            return Ok(self.s().minus(w, -rate.ln()).max(lj));
+        }
+        let gap = rate - self.w_gt(k).minus(w, 0.0).exp();
+        let b = self.s_le(k).minus(w, -gap.ln());
+        Ok(if b.is_nan() {
+            lj
+        } else {
+            b.clamp(lj, self.l[k])
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Brute-force O(N) evaluation of the definitions, in plain f64.
+    fn brute(l: &[f64], w: &[f64], b: f64) -> (f64, f64, f64, f64, f64) {
+        let omega: Vec<f64> = w.iter().map(|v| v.exp()).collect();
+        let r: Vec<f64> = l.iter().map(|v| v.exp()).collect();
+        let wt: f64 = omega.iter().sum();
+        let s: f64 = omega.iter().zip(&r).map(|(o, r)| o * r).sum();
+        let beta = b.exp();
+        let sb: f64 = omega.iter().zip(&r).map(|(o, r)| o * r.min(beta)).sum();
+        let ar = sb / beta / wt;
+        let (mut kl, mut tv, mut js) = (0.0, 0.0, 0.0);
+        for i in 0..l.len() {
+            let p = omega[i] * r[i] / s;
+            let pb = omega[i] * r[i].min(beta) / sb;
+            if p > 0.0 {
+                kl += p * (p / pb).ln();
+                js += 0.5 * p * (2.0 * p / (p + pb)).ln();
+            }
+            if pb > 0.0 {
+                js += 0.5 * pb * (2.0 * pb / (p + pb)).ln();
+            }
+            tv += 0.5 * (p - pb).abs();
+        }
+        (ar, (sb / wt).ln(), kl, tv, js)
+    }
+
+    fn close(a: f64, b: f64, tol: f64) -> bool {
+        (a - b).abs() <= tol * (1.0 + b.abs())
+    }
+
+    #[test]
+    fn matches_brute_force_with_ties_zeros_and_weights() {
+        let l = [0.3, -1.0, f64::NEG_INFINITY, 2.0, 0.3, 2.0, -0.5, 1.1];
+        let w = [0.0, -0.2, 0.1, -1.0, 0.5, 0.0, f64::NEG_INFINITY, 0.3];
+        let idx = QrsIndex::new(&l, Some(&w)).unwrap();
+        let (lk, wk): (Vec<f64>, Vec<f64>) = l
+            .iter()
+            .zip(&w)
+            .filter(|(_, w)| **w > f64::NEG_INFINITY)
+            .map(|(a, b)| (*a, *b))
+            .unzip();
+        for b in [-3.0, -1.0, -0.2, 0.3, 0.31, 1.1, 1.5, 2.0, 2.5] {
+            let p = idx.point(b, true);
+            let (ar, lzb, kl, tv, js) = brute(&lk, &wk, b);
+            assert!(
+                close(p.acceptance_rate, ar, 1e-13),
+                "ar at {b}: {} vs {ar}",
+                p.acceptance_rate
+            );
+            assert!(close(p.log_z_beta, lzb, 1e-13), "log_z_beta at {b}");
+            assert!(close(p.kl, kl, 1e-13), "kl at {b}: {} vs {kl}", p.kl);
+            assert!(close(p.tv, tv, 1e-13), "tv at {b}: {} vs {tv}", p.tv);
+            assert!(close(p.js, js, 1e-13), "js at {b}: {} vs {js}", p.js);
+        }
+    }
+
+    #[test]
+    fn exact_limits() {
+        let l = [0.0, 1.0, -2.0, 0.5];
+        let idx = QrsIndex::new(&l, None).unwrap();
+        let top = idx.point(1.0, true);
+        assert_eq!((top.kl, top.tv, top.js), (0.0, 0.0, 0.0));
+        assert_eq!(idx.point(-2.0, false).acceptance_rate, 1.0);
+        assert_eq!(idx.point(-50.0, false).acceptance_rate, 1.0);
+        let with_zero = QrsIndex::new(&[0.0, f64::NEG_INFINITY], None).unwrap();
+        assert_eq!(with_zero.point(-5.0, false).acceptance_rate, 0.5);
+        assert_eq!(with_zero.max_acceptance_rate(), 0.5);
+    }
+
+    #[test]
+    fn huge_ratio_ranges_keep_relative_precision() {
+        // Ratios e^{-800} and e^{0}: at β = e^{-800} half the weight is accepted with certainty
+        // and the other half with probability 1, so AR = 1.
+        let idx = QrsIndex::new(&[-800.0, 0.0], None).unwrap();
+        assert!((idx.point(-800.0, false).acceptance_rate - 1.0).abs() < 1e-15);
+        let ar = idx.point(-799.0, false).acceptance_rate;
+        assert!((ar - 0.5 * (1.0 + (-1.0f64).exp())).abs() < 1e-14, "{ar}");
+        let idx = QrsIndex::new(&[900.0, 1000.0, 1000.0], None).unwrap();
+        assert!(
+            (idx.log_z() - (1000.0 + (2.0 / 3.0f64).ln() + (1.0 + 0.5 * (-100.0f64).exp()).ln()))
+                .abs()
+                < 1e-12
+        );
+    }
+
+    #[test]
+    fn beta_for_rate_round_trips() {
+        let l = [0.3, -1.0, 2.0, 0.3, 2.0, -0.5, 1.1, f64::NEG_INFINITY];
+        let idx = QrsIndex::new(&l, None).unwrap();
+        for rate in [0.875, 0.8, 0.6, 0.5, 0.3, 0.1, 1e-3] {
+            let b = idx.log_beta_for_acceptance_rate(rate).unwrap();
+            let got = idx.point(b, false).acceptance_rate;
+            assert!(
+                (got - rate).abs() < 1e-13 * rate.max(1e-300) + 1e-15,
+                "{rate}: {got}"
+            );
+        }
+        assert!((idx.log_beta_for_acceptance_rate(0.875).unwrap() + 1.0).abs() < 1e-14);
+        assert!(idx.log_beta_for_acceptance_rate(0.9).is_err());
+        assert!(idx.log_beta_for_acceptance_rate(0.0).is_err());
+    }
+
+    #[test]
+    fn moments_match_brute_force() {
+        let l = [0.3, -1.0, f64::NEG_INFINITY, 2.0, 0.3];
+        let f = [1.0, 2.0, -1.0, 0.5, 3.0, 0.0, 4.0, 1.0, -2.0, 2.5];
+        let idx = QrsIndex::new(&l, None).unwrap();
+        let betas = [-2.0, 0.3, 1.0, 2.0, 5.0];
+        let m = idx.feature_moments(&f, 2, &betas).unwrap();
+        for (q, &b) in betas.iter().enumerate() {
+            let beta = b.exp();
+            let wts: Vec<f64> = l.iter().map(|v| v.exp().min(beta)).collect();
+            let z: f64 = wts.iter().sum();
+            for j in 0..2 {
+                let want: f64 = wts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, w)| w * f[i * 2 + j])
+                    .sum::<f64>()
+                    / z;
+                assert!(
+                    close(m[q * 2 + j], want, 1e-14),
+                    "beta {b} feature {j}: {} vs {want}",
+                    m[q * 2 + j]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn accept_rule_and_errors() {
+        let l = [0.0, -1.0, f64::NEG_INFINITY, 3.0];
+        let u = [0.99, 0.5, 0.0, 0.999];
+        assert_eq!(
+            accept(&l, &u, 0.0, false).unwrap(),
+            vec![true, false, false, true]
+        );
+        let lu: Vec<f64> = u.iter().map(|v| v.ln()).collect();
+        assert_eq!(
+            accept(&l, &lu, 0.0, true).unwrap(),
+            vec![true, false, false, true]
+        );
+        assert!(accept(&l, &[0.5, 0.5, 1.0, 0.5], 0.0, false)
+            .unwrap_err()
+            .to_string()
+            .contains("uniforms[2]"));
+        assert!(accept(&[f64::NAN], &[0.5], 0.0, false)
+            .unwrap_err()
+            .to_string()
+            .contains("log_ratios[0] is NaN"));
+        assert!(accept(&[0.0], &[0.5], f64::NAN, false).is_err());
+        assert!(accept(&[0.0], &[0.5, 0.1], 0.0, false).is_err());
+    }
+
+    #[test]
+    fn imh_moves_by_ratio() {
+        let run = imh_chain(
+            &[0.0, -1.0, 1.0, f64::NEG_INFINITY],
+            &[0.9, 0.5, 0.99, 0.0],
+            false,
+            f64::NEG_INFINITY,
+        )
+        .unwrap();
+        // Step 0 leaves the -inf start; step 1 proposes ratio e^-1 ≈ 0.37 < 0.5: stay; step 2 moves up.
+        assert_eq!(run.states, vec![0, 0, 2, 2]);
+        assert_eq!(run.accepted, vec![true, false, true, false]);
+        assert_eq!(run.final_log_ratio, 1.0);
+    }
+}
