@@ -1,6 +1,21 @@
 """Distributions: the protocol, language models, context distributions and enumerable models."""
 
 from disco.distributions.base import BaseDistribution, Distribution, TextSample
+from disco.distributions.contexts import (
+    ContextDistribution,
+    DatasetContextDistribution,
+    SingleContextDistribution,
+)
 from disco.distributions.enumerable import EnumerableLM
+from disco.distributions.lm import LMDistribution
 
-__all__ = ["BaseDistribution", "Distribution", "EnumerableLM", "TextSample"]
+__all__ = [
+    "BaseDistribution",
+    "ContextDistribution",
+    "DatasetContextDistribution",
+    "Distribution",
+    "EnumerableLM",
+    "LMDistribution",
+    "SingleContextDistribution",
+    "TextSample",
+]

@@ -1,0 +1,246 @@
+"""Distributions over contexts (prompts), for conditional targets (DESIGN §4, §5).
+
+Every context distribution here has finite support: ``sample(sampling_size)`` returns contexts
+and their log-probabilities, ``log_score(contexts)`` scores given ones, and ``contexts()`` and
+``len()`` enumerate the entries. Entries are drawn uniformly with replacement; a string that
+appears k times among N entries has probability k / N.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["ContextDistribution", "DatasetContextDistribution", "SingleContextDistribution"]
+
+_DATASETS_HINT = (
+    "DatasetContextDistribution needs the optional dependency `datasets` to load this dataset: "
+    "pip install 'disco[datasets]'"
+)
+
+
+class _FiniteContexts:
+    """Uniform over a list of context strings (with repetitions)."""
+
+    def __init__(self, entries: Sequence[str], seed: int | None, what: str) -> None:
+        if not entries:
+            raise ValueError(f"{what} holds no contexts")
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, str):
+                raise ValueError(f"{what}: entry {i} is a {type(entry).__name__}, not a string")
+        self._entries = list(entries)
+        self._counts = Counter(self._entries)
+        self._generator: torch.Generator | None = None
+        if seed is not None:
+            self._generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def contexts(self) -> list[str]:
+        """Every entry, in order (repetitions included)."""
+        return list(self._entries)
+
+    def sample(self, sampling_size: int = 32) -> tuple[list[str], torch.Tensor]:
+        """Draw ``sampling_size`` contexts uniformly; return them and their log-probabilities."""
+        if isinstance(sampling_size, bool) or not isinstance(sampling_size, int):
+            raise ValueError(f"sampling_size must be a positive integer; got {sampling_size!r}")
+        if sampling_size < 1:
+            raise ValueError(f"sampling_size must be a positive integer; got {sampling_size}")
+        index = torch.randint(len(self._entries), (sampling_size,), generator=self._generator)
+        drawn = [self._entries[i] for i in index.tolist()]
+        return drawn, self.log_score(drawn)
+
+    def log_score(self, contexts: Sequence[str]) -> torch.Tensor:
+        """Log-probabilities (1-D float64) of ``contexts``; ``-inf`` outside the support."""
+        if isinstance(contexts, str):
+            raise ValueError("contexts must be a sequence of strings, not a string")
+        total = len(self._entries)
+        values = [
+            math.log(self._counts[c] / total) if self._counts.get(c) else -math.inf
+            for c in contexts
+        ]
+        return torch.tensor(values, dtype=torch.float64)
+
+
+class SingleContextDistribution(_FiniteContexts):
+    """All probability on one context (by default the empty one: unconditional generation)."""
+
+    def __init__(self, context: str = "") -> None:
+        if not isinstance(context, str):
+            raise ValueError(f"context must be a string; got {type(context).__name__}")
+        super().__init__([context], None, "SingleContextDistribution")
+        self.context = context
+
+
+def _read_lines(path: Path) -> list[str]:
+    """Read one context per line, stripping the newline (LF or CRLF) and nothing else."""
+    text = path.read_text(encoding="utf-8")
+    if not text:
+        return []
+    lines = text.split("\n")
+    if lines[-1] == "":  # a final newline ends the last line; it does not start a new one
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+class ContextDistribution(_FiniteContexts):
+    """Uniform over a list of contexts or the lines of a text file.
+
+    Parameters
+    ----------
+    contexts
+        A list of strings, or the path of a UTF-8 text file holding one context a line (the
+        newline is stripped; every line counts, empty ones included, so the log-probabilities
+        are uniform over the whole file).
+    path
+        The same as passing a path as ``contexts`` (the keyword the original disco used).
+    seed
+        Seed of this distribution's own random generator (default: torch's global one).
+    """
+
+    def __init__(
+        self,
+        contexts: Sequence[str] | str | os.PathLike[str] | None = None,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if (contexts is None) == (path is None):
+            raise ValueError("pass either contexts (a list of strings or a file) or path")
+        source = contexts if contexts is not None else path
+        if isinstance(source, (str, os.PathLike)):
+            file = Path(source).expanduser()
+            if not file.is_file():
+                raise FileNotFoundError(f"no context file {os.fspath(source)!r}")
+            entries = _read_lines(file)
+            what = f"context file {os.fspath(source)!r}"
+        else:
+            entries = list(source)  # type: ignore[arg-type]
+            what = "contexts"
+        super().__init__(entries, seed, what)
+
+
+_LOCAL_FORMATS = (".txt", ".csv", ".tsv", ".json", ".jsonl")
+
+
+def _read_local_table(path: Path, key: str) -> list[Any]:
+    """Read the ``key`` column of a local text/CSV/TSV/JSON/JSON-lines file (stdlib only)."""
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        if key != "text":
+            raise ValueError(f"a .txt file has the single column 'text'; got key={key!r}")
+        return list(_read_lines(path))
+    with path.open(encoding="utf-8", newline="") as handle:
+        if suffix in (".csv", ".tsv"):
+            rows: list[Any] = list(
+                csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",")
+            )
+        elif suffix == ".jsonl":
+            rows = [json.loads(line) for line in handle if line.strip()]
+        else:
+            data = json.load(handle)
+            if isinstance(data, Mapping):  # columns: {"text": [...], ...}
+                if key not in data:
+                    raise ValueError(f"{os.fspath(path)}: no column {key!r}")
+                return list(data[key])
+            rows = list(data)  # rows: [{"text": ...}, ...]
+    return _column(rows, key, os.fspath(path))
+
+
+def _column(rows: Iterable[Any], key: str, what: str) -> list[Any]:
+    values = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, Mapping) or key not in row:
+            raise ValueError(f"{what}: row {i} has no column {key!r}")
+        values.append(row[key])
+    return values
+
+
+def _import_datasets() -> Any:
+    try:
+        import datasets
+    except ImportError as err:
+        raise ImportError(_DATASETS_HINT) from err
+    return datasets
+
+
+class DatasetContextDistribution(_FiniteContexts):
+    """Uniform over the values of one column of a dataset.
+
+    Parameters
+    ----------
+    dataset
+        A Hugging Face ``datasets`` dataset (or ``DatasetDict``, or any table indexable by
+        column name), a local ``.txt``/``.csv``/``.tsv``/``.json``/``.jsonl`` file (read without
+        extra dependencies), or a Hub name / other local dataset that ``datasets.load_dataset``
+        loads (needs the optional extra ``disco[datasets]``, imported only then).
+    subset
+        The dataset configuration (``load_dataset``'s ``name``), if any.
+    split
+        The split to use.
+    key
+        The column holding the contexts.
+    prefix
+        A string put in front of every context.
+    seed
+        Seed of this distribution's own random generator (default: torch's global one).
+    **load_kwargs
+        Passed on to ``datasets.load_dataset``.
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        subset: str | None = None,
+        split: str = "train",
+        key: str = "text",
+        prefix: str = "",
+        *,
+        seed: int | None = None,
+        **load_kwargs: Any,
+    ) -> None:
+        what = f"dataset {dataset!r}" if isinstance(dataset, (str, os.PathLike)) else "dataset"
+        if isinstance(dataset, (str, os.PathLike)):
+            path = Path(dataset).expanduser()
+            if path.is_file() and path.suffix.lower() in _LOCAL_FORMATS and not load_kwargs:
+                values = _read_local_table(path, key)
+            else:
+                datasets = _import_datasets()
+                table = datasets.load_dataset(
+                    os.fspath(dataset), subset, split=split, **load_kwargs
+                )
+                values = list(table[key])
+        else:
+            values = self._values(dataset, split, key)
+        if not isinstance(prefix, str):
+            raise ValueError(f"prefix must be a string; got {type(prefix).__name__}")
+        for i, value in enumerate(values):
+            if not isinstance(value, str):
+                raise ValueError(f"{what}: row {i} of column {key!r} is not a string: {value!r}")
+        super().__init__([prefix + v for v in values], seed, what)
+
+    @staticmethod
+    def _values(dataset: Any, split: str, key: str) -> list[Any]:
+        column_names = getattr(dataset, "column_names", None)
+        if isinstance(column_names, Mapping) or (
+            isinstance(dataset, Mapping) and key not in dataset and split in dataset
+        ):
+            if split not in dataset:
+                raise ValueError(f"the dataset has no split {split!r}")
+            dataset = dataset[split]
+            column_names = getattr(dataset, "column_names", None)
+        if isinstance(dataset, Mapping) or column_names is not None:
+            names = list(column_names) if column_names is not None else list(dataset)
+            if key not in names:
+                raise ValueError(f"the dataset has no column {key!r} (columns: {names})")
+            return list(dataset[key])
+        return _column(dataset, key, "dataset")
