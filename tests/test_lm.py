@@ -509,8 +509,6 @@ def test_a_sample_from_another_tokenizer_is_refused(gpt2_path, tmp_path):
 
 
 def test_bad_construction_gives_clear_errors(gpt2_path, tmp_path):
-    with pytest.raises(ValueError, match="embedded default model is not available"):
-        LMDistribution()
     with pytest.raises(OSError, match="no such file or folder"):
         LMDistribution(str(tmp_path / "no-such-model"))
     with pytest.raises(OSError, match="Hugging Face Hub"):  # offline: no network touched
@@ -554,3 +552,19 @@ def test_log_probabilities_are_in_nats_of_the_warped_distribution(gpt2_path):
     expected = torch.log_softmax(base / 2.0, dim=0)
     torch.testing.assert_close(hot.log_score(outputs, "a"), expected, atol=1e-5, rtol=0)
     assert math.isclose(base.exp().sum().item(), 1.0, abs_tol=1e-6)
+
+
+def test_default_model_is_embedded_and_saveable():
+    lm = LMDistribution(length=20)
+    samples, log_probs = lm.sample("", 4)
+    assert torch.allclose(lm.log_score(samples, ""), log_probs, atol=1e-4)
+    assert lm.to_spec() == {
+        "model": None,
+        "length": 20,
+        "temperature": 1.0,
+        "top_k": 0,
+        "top_p": 1.0,
+    }
+    loaded_elsewhere = LMDistribution(lm.model, lm.tokenizer)
+    with pytest.raises(ValueError, match="save_pretrained"):
+        loaded_elsewhere.to_spec()

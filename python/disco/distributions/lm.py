@@ -62,12 +62,11 @@ _NEUTRAL_KWARGS: dict[str, tuple[Any, ...]] = {
 _HUB_KWARGS = ("revision", "cache_dir", "local_files_only", "token", "force_download", "proxies")
 
 
-def _no_default_model() -> BaseException:
-    """Build the error for ``LMDistribution()`` without a model (the one place to replace)."""
-    return ValueError(
-        "LMDistribution needs a model: pass a local folder, a Hugging Face Hub name or a loaded "
-        "model (the embedded default model is not available yet)"
-    )
+def _default_model() -> str:
+    """The embedded default model's folder (a small GPT-2 trained on the KJV; no download)."""
+    from disco.models import default_model_path
+
+    return str(default_model_path())
 
 
 @dataclass(frozen=True)
@@ -295,8 +294,12 @@ class LMDistribution(BaseDistribution):
         model_kwargs: dict[str, Any] | None = None,
         **generate_kwargs: Any,
     ) -> None:
+        self._is_default = model is None
+        self.model_name: str | None = (
+            os.fspath(model) if isinstance(model, (str, os.PathLike)) else None
+        )
         if model is None:
-            raise _no_default_model()
+            model = _default_model()
         model_kwargs = dict(model_kwargs or {})
         tokens = self._check_generate_kwargs(generate_kwargs)
         if "max_new_tokens" in generate_kwargs:
@@ -481,6 +484,25 @@ class LMDistribution(BaseDistribution):
     def top_p(self) -> float:
         """Top-p (1.0: off)."""
         return self.warp.top_p
+
+    def to_spec(self) -> dict[str, Any]:
+        """How to rebuild this distribution (for saving EBMs): model path or name and warps.
+
+        ``model`` is ``None`` for the embedded default model. A model passed in as an object
+        cannot be described by a path: save it with ``save_pretrained`` and load it from there.
+        """
+        if self.model_name is None and not self._is_default:
+            raise ValueError(
+                "this LMDistribution wraps a model object, not a path: save it with "
+                "save_pretrained() and build the distribution from that folder to save it"
+            )
+        return {
+            "model": self.model_name,
+            "length": self.length,
+            "temperature": self.temperature,
+            "top_k": self.top_k,
+            "top_p": self.top_p,
+        }
 
     def freeze(self, frozen: bool = True) -> LMDistribution:
         """Make every parameter non-trainable, or (``frozen=False``) trainable again.

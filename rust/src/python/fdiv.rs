@@ -6,6 +6,9 @@ use pyo3::prelude::*;
 use super::{slice1, to_pyerr};
 use crate::fdiv::{self, Batch, FDivergence};
 
+/// Two per-sample arrays returned together.
+type ArrayPair<'py> = (Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<f64>>);
+
 /// `(pi/q, (pi/q) * -f'(t))` per sample for the f-DPG loss.
 #[pyfunction]
 pub fn f_pseudo_rewards<'py>(
@@ -16,7 +19,7 @@ pub fn f_pseudo_rewards<'py>(
     proposal_log_probs: PyReadonlyArray1<'py, f64>,
     log_z: f64,
     max_log_t: f64,
-) -> PyResult<(Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<f64>>)> {
+) -> PyResult<ArrayPair<'py>> {
     let kind = FDivergence::from_name(kind).map_err(|e| to_pyerr(py, e))?;
     let batch = Batch {
         policy: slice1("policy_log_probs", &policy_log_probs)?,
