@@ -526,6 +526,18 @@ class LMDistribution(BaseDistribution):
         new.model = copy.deepcopy(self.model)
         return new
 
+    def without_adapters(self) -> BaseDistribution:
+        """The base model under a LoRA/peft policy: the same weights with the adapters disabled.
+
+        Use it as the base of the target when tuning a peft-wrapped policy, so that one copy of
+        the model serves both: ``target = policy.without_adapters() * ExponentialScorer(...)``.
+        """
+        if not callable(getattr(self.model, "disable_adapter", None)):
+            raise ValueError(
+                "without_adapters() needs a peft-wrapped model (one with disable_adapter())"
+            )
+        return _AdaptersDisabled(self)
+
     def to(self, device: str | torch.device) -> LMDistribution:
         """Move the model to ``device``; return ``self``."""
         self.model.to(device)
@@ -894,6 +906,33 @@ class LMDistribution(BaseDistribution):
         token_lp = _token_log_probs(logits, targets, warp)
         zero = torch.zeros((), dtype=token_lp.dtype, device=device)
         return torch.where(counted, token_lp, zero).sum(dim=-1)
+
+
+class _AdaptersDisabled(BaseDistribution):
+    """A view of a peft-wrapped ``LMDistribution`` that samples and scores with adapters off."""
+
+    def __init__(self, lm: LMDistribution) -> None:
+        self.lm = lm
+        self.name = "base (adapters disabled)"
+
+    def sample(self, context: Any = "", sampling_size: int = 32) -> tuple[list[Any], torch.Tensor]:
+        """Sample from the base weights."""
+        with self.lm.model.disable_adapter():
+            return self.lm.sample(context, sampling_size)
+
+    def log_score(
+        self, samples: Sequence[Any], context: Any = "", grad: bool = False
+    ) -> torch.Tensor:
+        """Log-probabilities under the base weights."""
+        with self.lm.model.disable_adapter():
+            return self.lm.log_score(samples, context, grad=grad)
+
+    def log_score_batch(
+        self, samples: Sequence[Sequence[Any]], contexts: Sequence[Any], grad: bool = False
+    ) -> torch.Tensor:
+        """Batched log-probabilities under the base weights."""
+        with self.lm.model.disable_adapter():
+            return self.lm.log_score_batch(samples, contexts, grad=grad)
 
 
 def _draw(log_probs: torch.Tensor) -> torch.Tensor:
