@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import gc
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -356,7 +355,7 @@ def row(model: str, task: str, n: int, tokens: int, times: dict[str, float]) -> 
     )
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small models, one batch size")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -381,17 +380,16 @@ def main(argv: list[str] | None = None) -> None:
     args.batch_seconds = args.batch_seconds or (0.2 if args.quick else 1.0)
     args.sizes = args.sizes or ([32] if args.quick else [32, 128])
     args.clock = args.clock or ("wall" if args.device.startswith("cuda") else "cpu")
+    return args
+
+
+def table(args: argparse.Namespace) -> str:
+    """The markdown table of one run, with a line saying how it was measured."""
     shapes = QUICK if args.quick else FULL
     device_name = (
         torch.cuda.get_device_name(0)
         if args.device.startswith("cuda")
         else f"CPU, {torch.get_num_threads()} threads"
-    )
-    print(
-        f"LMDistribution vs raw transformers ({device_name}; length cap {args.length}, "
-        f"context {args.context_tokens} tokens, {args.clock} clock, median of {args.repeats} "
-        "repeats)\n",
-        file=sys.stderr,
     )
     header = (
         "model",
@@ -407,10 +405,31 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for shape in shapes:
         rows.extend(bench_shape(shape, args))
-    print("| " + " | ".join(header) + " |")
-    print("|" + "|".join("---" if i < 3 else "---:" for i in range(len(header))) + "|")
-    for r in rows:
-        print("| " + " | ".join(r) + " |")
+    lines = [
+        f"LMDistribution vs raw transformers ({device_name}; length cap {args.length}, "
+        f"context {args.context_tokens} tokens, {args.clock} clock, median of {args.repeats} "
+        "repeats). *raw*: `model.generate` / `model(**batch)` returning tokens or logits only; "
+        "*raw+lp*: the same plus a hand-written log-softmax.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" if i < 3 else "---:" for i in range(len(header))) + "|",
+    ]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def run(ctx: Any) -> str:
+    """Harness entry point (``benches/run.py``): the LM section of BENCHMARKS.md."""
+    argv = ["--threads", "1", "--grad"] + (
+        ["--quick"] if ctx.quick else ["--sizes", "32", "--repeats", "3"]
+    )
+    body = table(parse(argv))
+    command = "python benches/bench_lm.py " + " ".join(argv)
+    return f"## Language models (`LMDistribution`)\n\nSame numbers standalone: `{command}`.\n\n{body}\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    print(table(parse(argv)))
 
 
 if __name__ == "__main__":
