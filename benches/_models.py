@@ -1,0 +1,55 @@
+"""Shared pieces of the model-level benchmarks (bench_constrain, bench_tuner)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+
+
+def default_model() -> str:
+    from disco.models import default_model_path
+
+    return str(default_model_path())
+
+
+def run_reference(ctx: Any, mode: str, params: dict[str, Any]) -> dict[str, Any] | None:
+    """Run ``ref_models.py MODE`` under the reference venv; ``None`` (with a note) if absent."""
+    if ctx.ref_python is None:
+        return None
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(
+        [
+            str(ctx.ref_python),
+            str(HERE / "ref_models.py"),
+            mode,
+            default_model(),
+            json.dumps(params),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1800,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"disco 1.1.1 {mode} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def median_time(fn: Callable[[], Any], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def seconds(t: float) -> str:
+    return f"{t * 1e3:.3g} ms" if t < 1 else f"{t:.3g} s"
