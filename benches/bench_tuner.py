@@ -7,6 +7,7 @@ the optimizer step and bookkeeping.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,29 @@ from disco.scorers import ExponentialScorer
 from disco.tuners import DPGTuner
 
 TIMES = "\u00d7"
+
+
+def raw_forward_backward(policy: LMDistribution, samples: list[Any], batch: int) -> float:
+    """Seconds for a plain log-likelihood forward + backward of ``samples`` (no tuner)."""
+    model = policy.model
+    start_id = policy.tokenizer.bos_token_id
+    if start_id is None:
+        start_id = policy.tokenizer.eos_token_id
+    tick = time.perf_counter()
+    for i in range(0, len(samples), batch):
+        rows = [[start_id, *s.token_ids] for s in samples[i : i + batch]]
+        width = max(len(r) for r in rows)
+        ids = torch.tensor([r + [0] * (width - len(r)) for r in rows])
+        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+        token_lp = torch.log_softmax(logits.float(), -1).gather(-1, ids[:, 1:, None])[..., 0]
+        loss = -(token_lp * mask[:, 1:]).sum() / len(samples)
+        loss.backward()
+    elapsed = time.perf_counter() - tick
+    model.zero_grad(set_to_none=True)
+    if not torch.isfinite(loss):
+        raise RuntimeError("non-finite raw log-likelihood")
+    return elapsed
 
 
 def run(ctx: Any) -> str:
@@ -55,6 +79,15 @@ def run(ctx: Any) -> str:
         for k in ("time/sample", "time/score", "time/backward")
     }
     overhead = step - sum(parts.values())
+    # The model's own cost for the same work, outside the tuner: sampling the step's samples
+    # with our LMDistribution.sample, and a plain forward + backward of their log-likelihood.
+    raw_sample, raw_fb = [], []
+    for _ in range(steps):
+        tick = time.perf_counter()
+        xs, _lq = policy.sample("", samples)
+        raw_sample.append(time.perf_counter() - tick)
+        raw_fb.append(raw_forward_backward(policy, xs, 64))
+    raw = float(np.median(raw_sample)) + float(np.median(raw_fb))
     ref = run_reference(ctx, "tuner", settings)
     rows = [
         ("ours: DPGTuner step", seconds(step), f"{1 / step:.3g}", "1" + TIMES),
@@ -75,7 +108,11 @@ def run(ctx: Any) -> str:
         f"Our step, split (medians): sampling {seconds(parts['time/sample'])} (the model's generation and "
         f"the target's scoring), policy forward {seconds(parts['time/score'])}, loss + backward "
         f"{seconds(parts['time/backward'])}; everything else (Rust pseudo-rewards and metrics, Z, "
-        f"optimizer, bookkeeping) {seconds(overhead)} = {overhead / step:.1%} of the step."
+        f"optimizer, bookkeeping) {seconds(overhead)} = {overhead / step:.1%} of the step. "
+        f"The model's own cost outside the tuner (medians): sampling {samples} with "
+        f"`LMDistribution.sample` {seconds(float(np.median(raw_sample)))}, a plain log-likelihood "
+        f"forward + backward in batches of 64 {seconds(float(np.median(raw_fb)))}; our step is "
+        f"{step / raw:.2f}{TIMES} their sum (it also scores the samples under the target)."
     )
     note = "" if ctx.ref_python else f"\n\n_{ctx.ref_note}_"
     return (
