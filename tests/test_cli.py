@@ -1,4 +1,6 @@
-"""The disco command end to end on the embedded model, and its user errors."""
+"""The ``disco`` command end to end on the embedded model, its config files and its user errors."""
+
+from __future__ import annotations
 
 import json
 import math
@@ -9,128 +11,274 @@ from pathlib import Path
 import pytest
 import torch
 
-from disco.cli import main
-from disco.io import load_ebm
+from disco import cli
+from disco.io import load_ebm, save_ebm
+from disco.tuners import Tuner
+from disco.tuners.loggers import read_jsonl
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "demo.toml"
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+
+# Two contexts and two features (a word and a regular expression), tiny settings: the conditional path.
+TINY = """
+seed = 3
+contexts = ["And the LORD said", "In the beginning"]
+[model]
+length = 8
+[[features]]
+type = "word"
+word = "the"
+moment = 0.7
+[[features]]
+type = "regex"
+pattern = "[,;:]"
+moment = 0.5
+[fit]
+n_samples = 64
+[tuner]
+loss = "js"
+n_steps = 3
+samples_per_context = 8
+contexts_per_step = 2
+learning_rate = 1e-3
+[sampler]
+beta = 1.0
+n_samples = 4
+estimation_samples = 32
+[output]
+eval_samples = 16
+"""
 
 
 @pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory):
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("demo")
-    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    assert cli.main(["demo", "--quick", "--out", str(out)]) == 0
     return out
 
 
-@pytest.mark.slow
-def test_demo_writes_a_consistent_report(demo_dir, capsys):
+def _one_line_error(
+    capsys: pytest.CaptureFixture[str], argv: list[str], key: str, *, alone: bool = True
+) -> str:
+    """Exit status 2 and one error line naming ``key``; ``alone``: nothing else was printed."""
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err, err
+    last = err.splitlines()[-1]
+    assert last.startswith("disco: error: ") and f"({key})" in last, err
+    if alone:
+        assert err == last, err
+    return last
+
+
+def test_demo_quick_writes_a_consistent_report(demo_dir: Path) -> None:
+    for name in ("tuning.png", "qrs.png"):
+        assert (demo_dir / name).read_bytes()[:4] == b"\x89PNG", name
+    assert (demo_dir / "ebm" / "ebm.json").is_file()
+    assert (demo_dir / "policy" / "config.json").is_file()
     report = json.loads((demo_dir / "report.json").read_text())
+    assert report["interrupted"] is False and report["features"] == ["word:LORD"]
+    assert set(report["coefficients"]) == {"word:LORD"}
     for key in (
-        "base_rate",
-        "tuned_rate",
-        "qrs_rate",
         "kl_policy_base",
+        "kl_target_policy",
         "qrs_beta",
-        "qrs_acceptance_rate",
-        "qrs_kl_to_target",
+        "qrs_estimated_acceptance",
+        "qrs_estimated_kl",
+        "qrs_estimated_tv",
+        "seconds",
     ):
         assert math.isfinite(report[key]), key
-    assert 0 <= report["base_rate"] <= 1 and report["targets"] == [0.5]
-    assert 0 < report["qrs_acceptance_rate"] <= 1 and report["qrs_kl_to_target"] >= 0
-    lines = [json.loads(line) for line in (demo_dir / "samples.jsonl").read_text().splitlines()]
-    assert {line["source"] for line in lines} == {"base", "tuned", "qrs"}
-    metrics = [json.loads(line) for line in (demo_dir / "metrics.jsonl").read_text().splitlines()]
-    assert any(m.get("step") == report["steps"] for m in metrics)
-    for name in ("tuning.png", "qrs.png"):
-        assert (demo_dir / name).read_bytes()[:4] == b"\x89PNG"
-    assert main(["inspect", str(demo_dir)]) == 0
-    assert "QRS beta" in capsys.readouterr().out
+    (base,), (target,), (tuned,) = report["base_rate"], report["targets"], report["tuned_rate"]
+    assert all(0.0 <= r <= 1.0 for r in (base, tuned, report["qrs_rate"][0]))
+    assert abs(tuned - target) < abs(base - target)
+    assert report["coefficients"]["word:LORD"] > 0  # the word is rarer than the target asks
+    assert report["qrs_estimated_acceptance"] == pytest.approx(0.5, abs=0.01)
+    assert 0.0 < report["qrs_acceptance"] <= 1.0 and report["qrs_beta"] > 0
+    assert report["kl_policy_base"] >= 0 and 0 <= report["qrs_estimated_tv"] <= 1
+
+    rows = [json.loads(line) for line in (demo_dir / "samples.jsonl").read_text().splitlines()]
+    counts = {s: sum(r["source"] == s for r in rows) for s in ("base", "tuned", "qrs")}
+    assert counts == {"base": 128, "tuned": 128, "qrs": 16}
+    base_rows = [r["word:LORD"] for r in rows if r["source"] == "base"]
+    assert sum(base_rows) / len(base_rows) == pytest.approx(base)  # the table is the files'
+    steps = [m for m in read_jsonl(demo_dir / "metrics.jsonl") if "loss" in m]
+    assert [m["step"] for m in steps] == list(range(1, report["steps"] + 1))
+    assert steps[-1]["kl_target_policy"] == pytest.approx(report["kl_target_policy"])
 
 
-@pytest.mark.slow
-def test_saved_ebm_loads_with_identical_log_scores_and_samples(demo_dir, capsys):
-    from disco.distributions import LMDistribution
+def test_inspect_prints_the_table(demo_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["inspect", str(demo_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "word:LORD: tuned policy" in out and "QRS beta" in out and "last step 30" in out
 
+
+def test_saved_ebm_loads_with_identical_log_scores_and_samples_from_the_cli(
+    demo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     ebm = load_ebm(demo_dir / "ebm")
-    base = LMDistribution(length=20)
-    samples, _ = base.sample("", 8)
-    reloaded = load_ebm(demo_dir / "ebm")
-    assert torch.equal(ebm.log_score(samples), reloaded.log_score(samples))
-    capsys.readouterr()
-    assert (
-        main(
-            [
-                "sample",
-                str(demo_dir / "ebm"),
-                "--n",
-                "3",
-                "--length",
-                "20",
-                "--estimator-samples",
-                "128",
-            ]
-        )
-        == 0
-    )
-    out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert len(out) == 3 and all(math.isfinite(o["target_log_score"]) for o in out)
+    save_ebm(ebm, tmp_path / "again")
+    again = load_ebm(tmp_path / "again")
+    samples, _ = ebm.factors[0].sample("", 8)
+    assert torch.equal(ebm.log_score(samples, ""), again.log_score(samples, ""))
+
+    out = tmp_path / "qrs.jsonl"
+    argv = ["sample", str(demo_dir / "ebm"), "--proposal", str(demo_dir / "policy")]
+    assert cli.main([*argv, "--n", "3", "--beta", "1.0", "--output", str(out)]) == 0
+    rows = list(read_jsonl(out))
+    assert len(rows) == 3
+    assert all(math.isfinite(r["target_log_score"]) for r in rows)
+
+    assert cli.main(["sample", str(demo_dir / "ebm"), "--method", "imh", "--n", "2"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and all("target_log_score" in json.loads(line) for line in lines)
 
 
-@pytest.mark.slow
-def test_run_from_the_example_config(tmp_path):
-    assert main(["run", str(EXAMPLE), "--out", str(tmp_path / "run")]) == 0
+def test_run_with_two_contexts_and_two_features(tmp_path: Path) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text(TINY)
+    assert cli.main(["run", str(config), "--out", str(tmp_path / "run")]) == 0
     report = json.loads((tmp_path / "run" / "report.json").read_text())
-    assert report["features"] == ["word:LORD"] and report["steps"] == 4
+    assert report["contexts"] == ["And the LORD said", "In the beginning"]
+    assert report["features"] == ["word:the", "regex:[,;:]"]
+    assert report["targets"] == [0.7, 0.5] and report["qrs_beta"] == 1.0 and report["steps"] == 3
+    assert set(report["coefficients"]) == set(report["features"])
+    rows = [
+        json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()
+    ]
+    assert {r["context"] for r in rows} == set(report["contexts"])
+    assert sum(r["source"] == "qrs" for r in rows) == 4  # two per context
+    # the conditional fit normalises each context on its own; the EBM's coefficients are the fit's
+    ebm = load_ebm(tmp_path / "run" / "ebm")
+    assert cli._coefficients(ebm) == report["coefficients"]
+
+
+def test_the_shipped_configs_load(tmp_path: Path) -> None:
+    demo = cli.load_config(EXAMPLES / "demo.toml")
+    assert demo == cli.demo_config(quick=False)  # `disco run examples/demo.toml` is `disco demo`
+    prompts = cli.load_config(EXAMPLES / "prompts.toml")
+    assert prompts["contexts"] == (EXAMPLES / "contexts.txt").read_text().splitlines()
+    assert prompts["loss"] == "js" and len(prompts["features"]) == 2
+    # normalising is idempotent: a normalised config written back reads the same
+    raw = {**demo, "tuner": {**demo["tuner"], "loss": demo["loss"]}, "context": demo["contexts"][0]}
+    del raw["loss"], raw["contexts"]
+    assert cli.check_config(raw) == demo
+
+
+FEATURE = '[[features]]\ntype = "word"\nword = "a"\nmoment = 0.5\n'
 
 
 @pytest.mark.parametrize(
-    ("config", "key"),
+    ("text", "key"),
     [
         ('[[features]]\ntype = "colour"\nmoment = 0.5\n', "features[0].type"),
-        ('[[features]]\ntype = "word"\nword = "x"\nmoment = 1.5\n', "features[0].moment"),
+        ('[[features]]\ntype = "word"\nword = "LORD"\nmoment = 1.5\n', "features[0].moment"),
+        ('[[features]]\ntype = "word"\nword = "LORD"\nmoment = "half"\n', "features[0].moment"),
+        ('[[features]]\ntype = "word"\nword = "LORD"\n', "features[0].moment"),
+        ('[[features]]\ntype = "word"\nmoment = 0.5\n', "features[0]"),
         (
-            '[model]\npath = "/no/such/model"\n[[features]]\ntype = "word"\nword = "x"\nmoment = 0.5\n',
-            "model.path",
+            '[[features]]\ntype = "function"\npath = "no_such_pkg.x:f"\nmoment = 0.5\n',
+            "features[0]",
         ),
-        ("[[features]\n", "config.toml"),
-        ("colour = 3\n", "colour"),
-        (
-            '[tuner]\nlearning_rat = 0.1\n[[features]]\ntype = "word"\nword = "x"\nmoment = 0.5\n',
-            "tuner.learning_rat",
-        ),
-        (
-            '[tuner]\nloss = "hellinger"\n[[features]]\ntype = "word"\nword = "x"\nmoment = 0.5\n',
-            "tuner.loss",
-        ),
+        ("seed = 1\n", "features"),
+        ('[model]\npath = "/no/such/model"\n' + FEATURE, "model.path"),
+        ("[model]\nlength = 0\n" + FEATURE, "model.length"),
+        ("[model]\ncolour = 1\n" + FEATURE, "model.colour"),
+        ("[[features]\ntype = 1\n", "CONFIG"),
+        ("colour = 1\n" + FEATURE, "colour"),
+        ("[tuner]\nlearning_rat = 0.1\n" + FEATURE, "tuner.learning_rat"),
+        ('[tuner]\nloss = "hinge"\n' + FEATURE, "tuner.loss"),
+        ('[tuner]\noptimizer = "lion"\n' + FEATURE, "tuner"),
+        ("[tuner]\nfeatures = 1\n" + FEATURE, "tuner.features"),
+        ("[sampler]\nbeta = 0\n" + FEATURE, "sampler.beta"),
+        ("[sampler]\nbeta = 1.0\nacceptance_rate = 0.5\n" + FEATURE, "sampler.beta"),
+        ("[sampler]\nacceptance_rate = 0\n" + FEATURE, "sampler.acceptance_rate"),
+        ("[sampler]\nn_samples = 0\n" + FEATURE, "sampler.n_samples"),
+        ("[fit]\nn_samples = 1.5\n" + FEATURE, "fit.n_samples"),
+        ('context = ""\ncontexts = ["a"]\n' + FEATURE, "contexts"),
+        ("contexts = []\n" + FEATURE, "contexts"),
+        ('context_file = "nowhere.txt"\n' + FEATURE, "context_file"),
     ],
 )
-def test_user_errors_are_one_line_with_exit_status_2(tmp_path, capsys, config, key):
-    path = tmp_path / "config.toml"
-    path.write_text(config)
-    assert main(["run", str(path), "--out", str(tmp_path / "out")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert (
-        err.startswith("disco: error:")
-        and f"({key})" in err
-        and "\n" not in err
-        and "Traceback" not in err
+def test_config_errors_are_one_line_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, key: str
+) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    _one_line_error(capsys, ["run", str(config), "--out", str(tmp_path / "out")], key)
+    assert not (tmp_path / "out").exists()  # checked before any work
+
+
+def test_unreachable_constraints_are_a_user_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "run.toml"
+    # "zzzz" never appears in 16 samples, so no reweighting of them can reach 50%
+    config.write_text(
+        TINY.replace('word = "the"', 'word = "zzzz"').replace("n_samples = 64", "n_samples = 16")
     )
+    argv = ["run", str(config), "--out", str(tmp_path / "r")]
+    err = _one_line_error(capsys, argv, "features", alone=False)
+    assert "zzzz" in err
 
 
-def test_missing_inputs(tmp_path, capsys):
-    assert main(["inspect", str(tmp_path)]) == 2
-    assert main(["sample", str(tmp_path)]) == 2
-    assert main(["run", str(tmp_path / "missing.toml")]) == 2
+def test_missing_paths_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _one_line_error(capsys, ["demo", "--model", str(tmp_path / "nothing")], "model.path")
+    _one_line_error(capsys, ["sample", str(tmp_path)], "EBM_DIR")
+    _one_line_error(capsys, ["inspect", str(tmp_path)], "RUN_DIR")
+    _one_line_error(capsys, ["run", str(tmp_path / "none.toml")], "CONFIG")
+    config = tmp_path / "run.toml"
+    config.write_text(TINY)
+    _one_line_error(capsys, ["run", str(config), "--out", str(tmp_path), "--resume"], "--resume")
 
 
-def test_console_entry_point_runs(tmp_path):
-    proc = subprocess.run(
+def test_interrupt_keeps_a_checkpoint_and_resume_finishes_the_same_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text(TINY)
+    assert cli.main(["run", str(config), "--out", str(tmp_path / "whole")]) == 0
+
+    real_step = Tuner.step
+
+    def interrupted(self: Tuner) -> dict[str, float]:
+        if self.step_count == 1:
+            raise KeyboardInterrupt
+        return real_step(self)
+
+    monkeypatch.setattr(Tuner, "step", interrupted)
+    run = tmp_path / "run"
+    assert cli.main(["run", str(config), "--out", str(run)]) == 130
+    assert "Traceback" not in capsys.readouterr().err
+    partial = json.loads((run / "report.json").read_text())
+    assert partial["interrupted"] is True and partial["steps"] == 1
+    assert Path(partial["checkpoint"]).is_dir()
+    assert cli.main(["inspect", str(run)]) == 0
+    assert "interrupted after 1 steps" in capsys.readouterr().out
+
+    monkeypatch.setattr(Tuner, "step", real_step)
+    assert cli.main(["run", str(config), "--out", str(run), "--resume"]) == 0
+    report = json.loads((run / "report.json").read_text())
+    assert report["interrupted"] is False and report["steps"] == 3
+
+    def losses(folder: Path) -> list[tuple[int, float]]:
+        return [(m["step"], m["loss"]) for m in read_jsonl(folder / "metrics.jsonl") if "loss" in m]
+
+    assert losses(run) == losses(tmp_path / "whole")  # resuming reproduces the whole run
+
+
+def test_console_entry_point_runs_as_a_module(tmp_path: Path) -> None:
+    done = subprocess.run(
         [sys.executable, "-m", "disco.cli", "inspect", str(tmp_path)],
         capture_output=True,
         text=True,
+        check=False,
     )
-    assert (
-        proc.returncode == 2
-        and proc.stderr.startswith("disco: error:")
-        and "Traceback" not in proc.stderr
-    )
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("disco: error: no report.json")
+    assert "Traceback" not in done.stderr
+
+
+def test_readme_shows_the_shipped_config() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert "```toml\n" + (EXAMPLES / "demo.toml").read_text() + "```" in readme

@@ -1,9 +1,10 @@
 """The ``disco`` command: the whole path (express, tune, sample) offline, from flags or a config.
 
 ``disco demo`` runs it on the embedded model with a readable feature; ``disco run CONFIG.toml``
-runs it from a configuration file; ``disco sample`` draws QRS or IMH samples from a saved EBM;
-``disco inspect RUN_DIR`` prints a run's summary. Errors a user can act on print one line and
-exit with status 2.
+runs it from a configuration file (and ``--resume`` continues an interrupted run); ``disco
+sample`` draws QRS or IMH samples from a saved EBM; ``disco inspect RUN_DIR`` prints a run's
+summary. A problem the user can fix prints one line, ``disco: error: <what> (<key>): <fix>``,
+and exits with status 2.
 """
 
 from __future__ import annotations
@@ -11,14 +12,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import re
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main"]
+__all__ = ["UserError", "check_config", "demo_config", "load_config", "main", "run_pipeline"]
 
 LOSSES = {
     "kl": "KLLoss",
@@ -28,6 +30,23 @@ LOSSES = {
     "chi2": "ChiSquareLoss",
     "reverse_chi2": "ReverseChiSquareLoss",
 }
+SECTIONS = {
+    "seed": "seeds the base samples, tuning and sampling",
+    "model": "path, length, temperature, top_k, top_p",
+    "context": "one context (default: the empty prompt)",
+    "contexts": "a list of contexts (conditional fit and tuning)",
+    "context_file": "a text file with one context a line",
+    "features": "[[features]] tables: a feature specification plus its moment",
+    "fit": "n_samples: base samples the coefficients are fitted on",
+    "tuner": "loss and any TunerConfig setting",
+    "sampler": "acceptance_rate or beta, n_samples, estimation_samples",
+    "output": "dir, eval_samples",
+}
+MODEL_KEYS = ("path", "length", "temperature", "top_k", "top_p")
+SAMPLER_KEYS = ("acceptance_rate", "beta", "n_samples", "estimation_samples")
+# The tuner's own keys that the command sets itself from other sections.
+TUNER_RESERVED = ("features", "kl_from_base", "checkpoint_dir")
+_HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 class UserError(Exception):
@@ -37,130 +56,322 @@ class UserError(Exception):
         super().__init__(f"{what} ({key}): {fix}")
 
 
-@dataclass
-class RunSpec:
-    """Everything one run needs, from flags or a config file."""
+# ------------------------------------------------------------------------------- configuration
 
-    out: Path
-    model: str | None = None
-    length: int = 30
-    temperature: float = 1.0
-    context: str = ""
-    features: list[dict[str, Any]] = field(
-        default_factory=lambda: [{"type": "word", "word": "LORD", "moment": 0.5}]
+
+def _toml() -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module("tomllib")
+    except ModuleNotFoundError:  # Python 3.10
+        try:
+            return importlib.import_module("tomli")
+        except ModuleNotFoundError:
+            raise UserError(
+                "reading TOML needs Python 3.11+ or the tomli package",
+                "CONFIG",
+                "pip install tomli",
+            ) from None
+
+
+def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and check a TOML run configuration; returns the normalised settings."""
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(
+            f"no configuration file at {file}", "CONFIG", "give the path of a .toml file"
+        )
+    toml = _toml()
+    try:
+        raw = toml.loads(file.read_text())
+    except toml.TOMLDecodeError as err:
+        raise UserError(
+            f"malformed TOML in {file}: {err}", "CONFIG", "fix the syntax there"
+        ) from None
+    return check_config(raw, base_dir=file.parent)
+
+
+def _unknown(section: dict[str, Any], allowed: Sequence[str], prefix: str) -> None:
+    for key in section:
+        if key not in allowed:
+            raise UserError(
+                f"unknown key {key!r}", f"{prefix}{key}", f"valid keys: {', '.join(allowed)}"
+            )
+
+
+def _table(raw: dict[str, Any], name: str) -> dict[str, Any]:
+    value = raw.get(name, {})
+    if not isinstance(value, dict):
+        raise UserError(f"{name} must be a table", name, f"write it as [{name}]")
+    return dict(value)
+
+
+def _integer(value: Any, key: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UserError(f"{value!r} is not an integer >= {minimum}", key, f"use {minimum} or more")
+    return value
+
+
+def _model_path(path: Any, base_dir: Path | None) -> str:
+    """A local folder (as given, or relative to the config file) or a Hub name, else an error."""
+    text = os.path.expanduser(str(path))
+    candidates = [Path(text)]
+    if base_dir is not None and not Path(text).is_absolute():
+        candidates.append(base_dir / text)
+    for candidate in candidates:
+        if candidate.exists():
+            return str(candidate)
+    if _HUB_NAME.match(text) and not text.startswith("."):
+        return text  # loading tries the Hub and reports the failure as a user error
+    raise UserError(
+        f"no model at {path}",
+        "model.path",
+        "give an existing model folder or a Hub name (org/name)",
     )
-    fit_samples: int = 2048
-    tuner: dict[str, Any] = field(default_factory=dict)
-    loss: str = "kl"
-    acceptance_rate: float = 0.5
-    beta: float | None = None
-    estimator_samples: int = 2048
-    qrs_samples: int = 64
-    eval_samples: int = 256
-    seed: int = 0
 
 
-def _quick(out: Path, model: str | None, seed: int) -> RunSpec:
-    return RunSpec(
-        out=out,
-        model=model,
-        length=20,
-        fit_samples=256,
-        seed=seed,
-        estimator_samples=256,
-        qrs_samples=16,
-        eval_samples=128,
-        tuner={
-            "n_steps": 8,
-            "samples_per_context": 32,
-            "learning_rate": 5e-4,
-            "sampling_batch_size": 32,
-            "scoring_batch_size": 32,
-        },
+def _contexts(raw: dict[str, Any], base_dir: Path | None) -> list[str]:
+    given = [k for k in ("context", "contexts", "context_file") if k in raw]
+    if len(given) > 1:
+        raise UserError(
+            f"both {given[0]} and {given[1]} are set", given[1], "keep one way of giving contexts"
+        )
+    if "context_file" in raw:
+        file = Path(os.path.expanduser(str(raw["context_file"])))
+        if base_dir is not None and not file.is_absolute() and not file.exists():
+            file = base_dir / file
+        if not file.is_file():
+            raise UserError(f"no context file at {file}", "context_file", "give an existing file")
+        contexts = [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not contexts:
+            raise UserError(f"{file} has no contexts", "context_file", "write one context a line")
+        return contexts
+    if "contexts" in raw:
+        contexts = raw["contexts"]
+        if not isinstance(contexts, list) or not contexts:
+            raise UserError(
+                "contexts must be a non-empty list", "contexts", 'contexts = ["A", "B"]'
+            )
+        if len(set(map(str, contexts))) != len(contexts):
+            raise UserError("contexts has duplicates", "contexts", "list each context once")
+        return [str(c) for c in contexts]
+    return [str(raw.get("context", ""))]
+
+
+def check_feature(spec: Any, index: int) -> dict[str, Any]:
+    """Check one ``[[features]]`` table: a known type, valid settings and a valid moment."""
+    from disco.features import FEATURE_TYPES, feature
+    from disco.scorers import BooleanScorer
+
+    key = f"features[{index}]"
+    if not isinstance(spec, dict) or "type" not in spec:
+        raise UserError("a feature without a type", f"{key}.type", 'add type = "word" (or another)')
+    if spec["type"] not in FEATURE_TYPES:
+        raise UserError(
+            f"unknown feature type {spec['type']!r}",
+            f"{key}.type",
+            f"use one of {', '.join(FEATURE_TYPES)}",
+        )
+    if "moment" not in spec:
+        raise UserError("a feature without a target moment", f"{key}.moment", "add moment = 0.5")
+    moment = spec["moment"]
+    if isinstance(moment, bool) or not isinstance(moment, int | float) or not math.isfinite(moment):
+        raise UserError(
+            f"moment {moment!r} is not a finite number", f"{key}.moment", "give a number"
+        )
+    settings = {k: v for k, v in spec.items() if k != "moment"}
+    try:
+        scorer = feature(settings)
+    except (ValueError, TypeError, ImportError, AttributeError) as err:
+        raise UserError(str(err), key, "fix the feature's settings (see the README)") from None
+    if isinstance(scorer, BooleanScorer) and not 0.0 <= moment <= 1.0:
+        raise UserError(
+            f"moment {moment} of a boolean feature is outside [0, 1]",
+            f"{key}.moment",
+            "a boolean's moment is the fraction of samples where it holds",
+        )
+    return dict(spec)
+
+
+def check_config(raw: dict[str, Any], base_dir: Path | None = None) -> dict[str, Any]:
+    """Validate a configuration mapping; returns it normalised with every default filled in.
+
+    Unknown keys, feature types and tuner settings, moments a boolean feature cannot have,
+    missing files and malformed numbers raise :class:`UserError` naming the key.
+    """
+    from disco.tuners import TunerConfig
+
+    _unknown(raw, list(SECTIONS), "")
+    seed = _integer(raw.get("seed", 0), "seed", 0)
+
+    model = _table(raw, "model")
+    _unknown(model, MODEL_KEYS, "model.")
+    if "path" in model:
+        model["path"] = _model_path(model["path"], base_dir)
+    model.setdefault("length", 30)
+    _integer(model["length"], "model.length", 1)
+
+    specs = raw.get("features")
+    if not specs or not isinstance(specs, list):
+        raise UserError("no features", "features", "add at least one [[features]] table")
+    features = [check_feature(spec, i) for i, spec in enumerate(specs)]
+
+    fit = _table(raw, "fit")
+    _unknown(fit, ("n_samples",), "fit.")
+    fit["n_samples"] = _integer(fit.get("n_samples", 2048), "fit.n_samples", 2)
+
+    tuner = _table(raw, "tuner")
+    loss = str(tuner.pop("loss", "kl"))
+    if loss not in LOSSES:
+        raise UserError(f"unknown loss {loss!r}", "tuner.loss", f"use one of {', '.join(LOSSES)}")
+    allowed = [k for k in TunerConfig.field_help() if k not in TUNER_RESERVED]
+    _unknown(tuner, allowed, "tuner.")
+    tuner.setdefault("seed", seed)
+    try:
+        TunerConfig(**tuner)
+    except (ValueError, TypeError) as err:
+        raise UserError(str(err), "tuner", "fix that setting") from None
+
+    sampler = _table(raw, "sampler")
+    _unknown(sampler, SAMPLER_KEYS, "sampler.")
+    if "beta" in sampler and "acceptance_rate" in sampler:
+        raise UserError(
+            "both beta and acceptance_rate are set", "sampler.beta", "keep one of the two"
+        )
+    if "beta" in sampler:
+        beta = sampler["beta"]
+        if isinstance(beta, bool) or not isinstance(beta, int | float) or not beta > 0:
+            raise UserError(f"beta {beta!r} is not positive", "sampler.beta", "use beta > 0")
+        sampler["beta"] = float(beta)
+    else:
+        rate = sampler.get("acceptance_rate", 0.5)
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= 1:
+            raise UserError(
+                f"acceptance rate {rate!r} is outside (0, 1]",
+                "sampler.acceptance_rate",
+                "use 0 < acceptance_rate <= 1",
+            )
+        sampler["acceptance_rate"] = float(rate)
+    sampler["n_samples"] = _integer(sampler.get("n_samples", 64), "sampler.n_samples", 1)
+    sampler["estimation_samples"] = _integer(
+        sampler.get("estimation_samples", 2048), "sampler.estimation_samples", 2
     )
 
+    output = _table(raw, "output")
+    _unknown(output, ("dir", "eval_samples"), "output.")
+    output.setdefault("dir", "disco-run")
+    output["eval_samples"] = _integer(output.get("eval_samples", 256), "output.eval_samples", 1)
 
-def _full(out: Path, model: str | None, seed: int) -> RunSpec:
-    return RunSpec(
-        out=out,
-        model=model,
-        seed=seed,
-        tuner={
-            "n_steps": 60,
-            "samples_per_context": 128,
-            "learning_rate": 3e-4,
+    return {
+        "seed": seed,
+        "model": model,
+        "contexts": _contexts(raw, base_dir),
+        "features": features,
+        "fit": fit,
+        "tuner": tuner,
+        "loss": loss,
+        "sampler": sampler,
+        "output": output,
+    }
+
+
+def demo_config(quick: bool = False, model: str | None = None, seed: int = 0) -> dict[str, Any]:
+    """The demo's settings: the word "LORD" (in about 12% of the embedded model's samples) in half."""
+    raw: dict[str, Any] = {
+        "seed": seed,
+        "model": {"length": 20, "temperature": 1.0},
+        "features": [{"type": "word", "word": "LORD", "moment": 0.5}],
+        "fit": {"n_samples": 512 if quick else 4096},
+        "tuner": {
+            "loss": "kl",
+            "n_steps": 30 if quick else 150,
+            "samples_per_context": 64 if quick else 128,
+            "learning_rate": 2e-4,
             "sampling_batch_size": 64,
             "scoring_batch_size": 64,
         },
-    )
+        "sampler": {
+            "acceptance_rate": 0.5,
+            "n_samples": 16 if quick else 256,
+            "estimation_samples": 256 if quick else 4096,
+        },
+        "output": {"dir": "disco-demo", "eval_samples": 128 if quick else 1024},
+    }
+    if model is not None:
+        raw["model"]["path"] = model
+    return check_config(raw)
 
 
-def _features(specs: list[dict[str, Any]]) -> tuple[list[Any], list[float]]:
-    from disco.features import feature
-    from disco.scorers import BooleanScorer
-
-    if not specs:
-        raise UserError(
-            "no features",
-            "features",
-            "add at least one [[features]] table with a type and a moment",
-        )
-    scorers, moments = [], []
-    for i, spec in enumerate(specs):
-        key = f"features[{i}]"
-        if "moment" not in spec:
-            raise UserError(
-                "a feature has no target moment", f"{key}.moment", "add moment = <number>"
-            )
-        try:
-            scorer = feature(spec)
-        except ValueError as err:
-            raise UserError(
-                str(err),
-                f"{key}.type",
-                "see the feature types in the README's configuration section",
-            ) from None
-        moment = spec["moment"]
-        if not isinstance(moment, int | float) or not math.isfinite(moment):
-            raise UserError(
-                f"moment {moment!r} is not a finite number", f"{key}.moment", "give a number"
-            )
-        if isinstance(scorer, BooleanScorer) and not 0.0 <= moment <= 1.0:
-            raise UserError(
-                f"moment {moment} of a boolean feature is outside [0, 1]",
-                f"{key}.moment",
-                "a boolean's moment is the fraction of samples where it holds",
-            )
-        scorers.append(scorer)
-        moments.append(float(moment))
-    return scorers, moments
+# ------------------------------------------------------------------------------- the pipeline
 
 
-def _lm(spec: RunSpec, freeze: bool = True) -> Any:
+def _lm(model_cfg: dict[str, Any], freeze: bool = True) -> Any:
     from disco.distributions import LMDistribution
 
-    if spec.model is not None and not Path(spec.model).exists() and "/" not in spec.model:
-        raise UserError(
-            f"model {spec.model!r} not found",
-            "model.path",
-            "give a local model folder or a Hub name (org/name)",
-        )
+    settings = {k: v for k, v in model_cfg.items() if k != "path"}
     try:
-        return LMDistribution(
-            spec.model, length=spec.length, temperature=spec.temperature, freeze=freeze
-        )
+        return LMDistribution(model_cfg.get("path"), freeze=freeze, **settings)
     except OSError as err:
         raise UserError(
-            str(err).splitlines()[0], "model.path", "check the path, or that the Hub is reachable"
+            str(err).strip().splitlines()[0],
+            "model.path",
+            "check the path, or that the Hub can be reached",
         ) from None
+    except ValueError as err:
+        raise UserError(str(err), "model", "fix that setting") from None
 
 
-def _rate(scorer: Any, samples: list[Any], context: str) -> float:
-    return float(scorer.score(samples, context).mean()) if samples else math.nan
+def _split(total: int, contexts: Sequence[str]) -> int:
+    return max(1, total // len(contexts))
+
+
+def _draw(model: Any, contexts: Sequence[str], total: int) -> list[tuple[str, list[Any]]]:
+    import torch
+
+    with torch.no_grad():
+        return [(c, model.sample(c, _split(total, contexts))[0]) for c in contexts]
+
+
+def _rates(features: Sequence[Any], drawn: Sequence[tuple[str, list[Any]]]) -> list[float]:
+    """Each feature's mean over each context's samples, averaged over the contexts."""
+    rates = []
+    for scorer in features:
+        per_context = [
+            float(scorer.score(samples, c).double().mean()) for c, samples in drawn if samples
+        ]
+        rates.append(sum(per_context) / len(per_context) if per_context else math.nan)
+    return rates
+
+
+def _coefficients(ebm: Any) -> dict[str, float]:
+    from disco.scorers import ExponentialScorer
+
+    for factor in getattr(ebm, "factors", ()):
+        if isinstance(factor, ExponentialScorer):
+            return {f.name: float(c) for f, c in zip(factor.features, factor.coefficients)}
+    return {}
+
+
+def _write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+
+
+def _write_report(out: Path, report: dict[str, Any]) -> None:
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=float))
+
+
+def _try_plot(draw: Callable[[], object], name: str) -> None:
+    try:
+        draw()
+    except ImportError:
+        print(f"disco: {name} skipped (plots need matplotlib: pip install 'disco[plot]')")
 
 
 def _plot_tuning(
-    history: list[dict[str, float]], moment_key: str, target: float, path: Path
+    history: Sequence[dict[str, float]], names: Sequence[str], targets: Sequence[float], path: Path
 ) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -169,12 +380,13 @@ def _plot_tuning(
     FigureCanvasAgg(fig)
     steps = range(1, len(history) + 1)
     left, right = fig.subplots(1, 2)
-    left.plot(steps, [h.get(moment_key, math.nan) for h in history], label="policy (IS estimate)")
-    left.axhline(target, color="k", linestyle="--", label="target")
+    for name, target in zip(names, targets):
+        (line,) = left.plot(steps, [h.get(f"moment/{name}", math.nan) for h in history], label=name)
+        left.axhline(target, color=line.get_color(), linestyle="--", linewidth=1)
     left.set_xlabel("step")
-    left.set_ylabel(moment_key.removeprefix("moment/"))
+    left.set_ylabel("feature moment of the policy (dashed: target)")
     left.legend()
-    right.plot(steps, [h["kl_target_policy"] for h in history], label="KL(p || policy)")
+    right.plot(steps, [h["kl_target_policy"] for h in history], label="KL(target || policy)")
     right.plot(
         steps, [h.get("kl_policy_base", math.nan) for h in history], label="KL(policy || base)"
     )
@@ -185,289 +397,280 @@ def _plot_tuning(
     fig.savefig(path, dpi=100)
 
 
-def execute(spec: RunSpec) -> dict[str, Any]:
-    """Run the whole path; write the report folder; return the report."""
+def _fit(cfg: dict[str, Any], base: Any, features: list[Any], moments: list[float]) -> Any:
+    contexts = cfg["contexts"]
+    n = cfg["fit"]["n_samples"]
+    print(f"disco: fitting the target's coefficients on {n} base samples ...", file=sys.stderr)
+    where: dict[str, Any] = (
+        {"context": contexts[0]} if len(contexts) == 1 else {"contexts": contexts}
+    )
+    try:
+        target = base.constrain(features, moments, n_samples=n, sampling_size=min(256, n), **where)
+    except ValueError as err:
+        raise UserError(
+            f"cannot fit the constraints: {err}",
+            "features",
+            "choose moments the base model can reach, or draw more samples ([fit] n_samples)",
+        ) from None
+    print(target.fit_report, file=sys.stderr)
+    return target
+
+
+def run_pipeline(cfg: dict[str, Any], out: Path, *, resume: bool = False) -> dict[str, Any]:
+    """Fit the EBM, tune a policy, sample with QRS; write the run folder; return the report.
+
+    The folder gets ``ebm/``, ``policy/``, ``checkpoints/``, ``metrics.jsonl``,
+    ``samples.jsonl``, ``report.json``, ``tuning.png`` and ``qrs.png``. With ``resume``, the
+    saved EBM and the latest checkpoint in ``out`` are loaded and tuning continues from there.
+    """
     import torch
 
-    from disco.io import save_ebm
+    from disco.distributions import ContextDistribution
+    from disco.features import feature
+    from disco.io import load_ebm, save_ebm
     from disco.samplers import QRSEstimator, QuasiRejectionSampler
     from disco.tuners import Tuner, TunerConfig
     from disco.tuners import losses as loss_module
     from disco.tuners.loggers import ConsoleLogger, JSONLogger
 
-    if spec.loss not in LOSSES:
-        raise UserError(
-            f"unknown loss {spec.loss!r}", "tuner.loss", f"use one of {', '.join(LOSSES)}"
-        )
-    unknown = sorted(set(spec.tuner) - set(TunerConfig.field_help()))
-    if unknown:
-        raise UserError(
-            f"unknown tuner setting {unknown[0]!r}",
-            f"tuner.{unknown[0]}",
-            "see TunerConfig.field_help() for the valid settings",
-        )
-    scorers, moments = _features(spec.features)
-    spec.out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(spec.seed)
     started = time.perf_counter()
-    base = _lm(spec)
+    seed, contexts = cfg["seed"], cfg["contexts"]
+    features = [feature({k: v for k, v in s.items() if k != "moment"}) for s in cfg["features"]]
+    moments = [float(s["moment"]) for s in cfg["features"]]
+    names = [f.name for f in features]
+    checkpoints = out / "checkpoints"
+    if resume and not (out / "ebm" / "ebm.json").is_file():
+        raise UserError(f"no saved EBM in {out}", "--resume", "resume a run that began tuning")
+    if resume and not (checkpoints / "latest").is_file():
+        raise UserError(f"no checkpoint in {checkpoints}", "--resume", "run without --resume")
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+
+    base = _lm(cfg["model"])
     report: dict[str, Any] = {
-        "model": spec.model or "embedded KJV GPT-2",
-        "context": spec.context,
-        "features": [s.name for s in scorers],
+        "model": cfg["model"].get("path", "embedded KJV GPT-2"),
+        "contexts": contexts,
+        "features": names,
         "targets": moments,
+        "seed": seed,
         "interrupted": False,
     }
-    print(
-        f"disco: base model {report['model']}; fitting the target on {spec.fit_samples} samples ...",
-        file=sys.stderr,
-    )
-    try:
-        target = base.constrain(
-            scorers,
-            moments,
-            context=spec.context,
-            n_samples=spec.fit_samples,
-            sampling_size=min(256, spec.fit_samples),
-        )
-    except ValueError as err:
-        raise UserError(
-            str(err), "features", "choose moments the base model can reach, or draw more samples"
-        ) from None
-    print(target.fit_report, file=sys.stderr)
-    save_ebm(target, spec.out / "ebm")
-    report["coefficients"] = dict(
-        zip(target.fit_report.features, target.fit_report.coefficients.tolist())
-    )
-    base_samples, _ = base.sample(spec.context, spec.eval_samples)
+    if resume:
+        target = load_ebm(out / "ebm")
+    else:
+        target = _fit(cfg, base, features, moments)
+        save_ebm(target, out / "ebm")
+    report["coefficients"] = _coefficients(target)
+    base_drawn = _draw(base, contexts, cfg["output"]["eval_samples"])
+    report["base_rate"] = _rates(features, base_drawn)
 
-    policy = _lm(spec, freeze=False)
-    loss = getattr(loss_module, LOSSES[spec.loss])()
-    settings = {"seed": spec.seed, "checkpoint_dir": str(spec.out / "checkpoints"), **spec.tuner}
+    policy = _lm(cfg["model"], freeze=False)
+    config = TunerConfig(
+        **cfg["tuner"],
+        features=tuple(features),
+        kl_from_base=True,
+        checkpoint_dir=str(checkpoints),
+    )
+    where: dict[str, Any] = (
+        {"context": contexts[0]}
+        if len(contexts) == 1
+        else {"context_distribution": ContextDistribution(contexts, seed=seed)}
+    )
     tuner = Tuner(
         policy,
         target,
-        loss,
-        context=spec.context,
+        getattr(loss_module, LOSSES[cfg["loss"]])(),
         base=base,
-        kl_from_base=True,
-        features=tuple(scorers),
-        loggers=[ConsoleLogger(), JSONLogger(spec.out / "metrics.jsonl")],
-        **settings,
+        loggers=[ConsoleLogger(), JSONLogger(out / "metrics.jsonl", append=resume)],
+        config=config,
+        **where,
     )
+    if resume:
+        tuner.load_checkpoint(checkpoints)
+        print(f"disco: resuming after step {tuner.step_count}", file=sys.stderr)
     try:
         history = tuner.tune()
     except KeyboardInterrupt:
         report["interrupted"] = True
         report["steps"] = tuner.step_count
-        (spec.out / "report.json").write_text(json.dumps(report, indent=2))
+        if tuner.step_count:  # the last finished step, so `disco run --resume` continues it
+            report["checkpoint"] = str(tuner.save_checkpoint())
+        _write_report(out, report)
         raise
-    policy.model.save_pretrained(spec.out / "policy")
-    policy.tokenizer.save_pretrained(spec.out / "policy")
-    tuned_samples, _ = policy.sample(spec.context, spec.eval_samples)
+    policy.freeze()
+    policy.model.save_pretrained(out / "policy")
+    policy.tokenizer.save_pretrained(out / "policy")
+    _try_plot(lambda: _plot_tuning(history, names, moments, out / "tuning.png"), "tuning.png")
 
+    tuned_drawn = _draw(policy, contexts, cfg["output"]["eval_samples"])
+    sampler_cfg = cfg["sampler"]
     estimator = QRSEstimator(
-        target, policy, context=spec.context, n_samples=spec.estimator_samples, progress=False
+        target,
+        policy,
+        contexts=contexts,
+        n_samples=sampler_cfg["estimation_samples"],
+        progress=False,
     )
-    beta = (
-        spec.beta
-        if spec.beta is not None
-        else estimator.beta_for_acceptance_rate(spec.acceptance_rate)
-    )
-    sampler = QuasiRejectionSampler(target, policy, beta=beta, seed=spec.seed)
-    qrs = sampler.sample_n(
-        spec.qrs_samples, spec.context, progress=False, max_proposals=200 * spec.qrs_samples
-    )
-    estimator.plot(spec.out / "qrs.png")
-    moment_key = f"moment/{scorers[0].name}"
-    _plot_tuning(history, moment_key, moments[0], spec.out / "tuning.png")
-
-    first = scorers[0]
+    beta = sampler_cfg.get("beta")
+    if beta is None:
+        beta = estimator.beta_for_acceptance_rate(sampler_cfg["acceptance_rate"])
+    _try_plot(lambda: estimator.plot(out / "qrs.png"), "qrs.png")
+    sampler = QuasiRejectionSampler(target, policy, beta=beta, seed=seed)
+    per_context = _split(sampler_cfg["n_samples"], contexts)
+    with torch.no_grad():
+        qrs_drawn = [
+            (c, sampler.sample_n(per_context, c, progress=False).samples) for c in contexts
+        ]
+    last = history[-1] if history else {}
     report.update(
         {
-            "base_rate": _rate(first, base_samples, spec.context),
-            "tuned_rate": _rate(first, tuned_samples, spec.context),
-            "qrs_rate": _rate(first, qrs.samples, spec.context),
-            "kl_policy_base": history[-1]["kl_policy_base"],
-            "kl_target_policy": history[-1]["kl_target_policy"],
+            "tuned_rate": _rates(features, tuned_drawn),
+            "qrs_rate": _rates(features, qrs_drawn),
+            "kl_policy_base": last.get("kl_policy_base", math.nan),
+            "kl_target_policy": last.get("kl_target_policy", math.nan),
             "qrs_beta": float(beta),
-            "qrs_acceptance_rate": estimator.acceptance_rate_at_beta(beta),
-            "qrs_kl_to_target": estimator.divergence_at_beta(beta, "kl"),
-            "qrs_tv_to_target": estimator.divergence_at_beta(beta, "tv"),
-            "qrs_empirical_acceptance_rate": sampler.statistics(spec.context).acceptance_rate,
+            "qrs_estimated_acceptance": estimator.acceptance_rate_at_beta(beta),
+            "qrs_acceptance": sampler.acceptance_rate,
+            "qrs_estimated_kl": estimator.divergence_at_beta(beta, "kl"),
+            "qrs_estimated_tv": estimator.divergence_at_beta(beta, "tv"),
             "steps": tuner.step_count,
             "seconds": time.perf_counter() - started,
         }
     )
-    with open(spec.out / "samples.jsonl", "w") as f:
-        for source, samples in (
-            ("base", base_samples),
-            ("tuned", tuned_samples),
-            ("qrs", qrs.samples),
-        ):
-            for s in samples:
-                f.write(
-                    json.dumps(
-                        {
-                            "source": source,
-                            "text": s.text,
-                            first.name: bool(first.score([s], spec.context)[0]),
-                        }
-                    )
-                    + "\n"
-                )
-    (spec.out / "report.json").write_text(json.dumps(report, indent=2, default=float))
-    print(summary_table(report))
-    print(f"\nreport folder: {spec.out}")
+    rows = [
+        {
+            "source": source,
+            "context": c,
+            "text": s.text,
+            **{n: float(f.score([s], c)[0]) for n, f in zip(names, features)},
+        }
+        for source, drawn in (("base", base_drawn), ("tuned", tuned_drawn), ("qrs", qrs_drawn))
+        for c, samples in drawn
+        for s in samples
+    ]
+    _write_jsonl(out / "samples.jsonl", rows)
+    _write_report(out, report)
+    print(format_table(report))
+    print(f"\nreport folder: {out}")
     return report
 
 
-def summary_table(report: dict[str, Any]) -> str:
-    """The before/after table printed at the end of a run."""
-    rows = [
-        (f"rate of {report['features'][0]}: base model", f"{report['base_rate']:.3f}"),
-        ("target", f"{report['targets'][0]:.3f}"),
-        ("tuned policy", f"{report['tuned_rate']:.3f}"),
-        ("QRS samples on the tuned policy", f"{report['qrs_rate']:.3f}"),
-        ("KL(policy || base), nats", f"{report['kl_policy_base']:.4f}"),
-        ("KL(target || policy), nats", f"{report['kl_target_policy']:.4f}"),
-        (
-            f"QRS beta (for acceptance {report['qrs_acceptance_rate']:.2f})",
-            f"{report['qrs_beta']:.4g}",
-        ),
-        ("QRS KL(target || output), nats", f"{report['qrs_kl_to_target']:.4f}"),
-        ("QRS TV(target, output)", f"{report['qrs_tv_to_target']:.4f}"),
+def format_table(report: dict[str, Any]) -> str:
+    """The before/after table printed at the end of a run (and by ``disco inspect``)."""
+
+    def value(key: str, index: int | None = None) -> float:
+        v = report.get(key, math.nan)
+        return float(v[index] if index is not None and isinstance(v, list) else v)
+
+    rows: list[tuple[str, str]] = []
+    for i, name in enumerate(report["features"]):
+        rows += [
+            (f"{name}: base model", f"{value('base_rate', i):.3f}"),
+            (f"{name}: target", f"{value('targets', i):.3f}"),
+            (f"{name}: tuned policy", f"{value('tuned_rate', i):.3f}"),
+            (f"{name}: QRS on the tuned policy", f"{value('qrs_rate', i):.3f}"),
+        ]
+    rows += [
+        ("KL(policy || base), nats", f"{value('kl_policy_base'):.4f}"),
+        ("KL(target || policy), nats", f"{value('kl_target_policy'):.4f}"),
+        ("QRS beta", f"{value('qrs_beta'):.4g}"),
+        ("QRS acceptance: estimated", f"{value('qrs_estimated_acceptance'):.3f}"),
+        ("QRS acceptance: observed", f"{value('qrs_acceptance'):.3f}"),
+        ("QRS KL(target || QRS), nats (est.)", f"{value('qrs_estimated_kl'):.4f}"),
+        ("QRS TV(target, QRS) (est.)", f"{value('qrs_estimated_tv'):.4f}"),
     ]
-    width = max(len(r[0]) for r in rows)
-    lines = [f"{'':{width}}  value", f"{'-' * width}  -----"]
-    lines += [f"{name:{width}}  {value}" for name, value in rows]
-    return "\n".join(lines)
+    width = max(len(name) for name, _ in rows)
+    lines = [f"{'':{width}}  value", f"{'-' * width}  ------"]
+    return "\n".join(lines + [f"{name:{width}}  {v}" for name, v in rows])
 
 
-def _load_config(path: Path) -> dict[str, Any]:
-    import importlib
-
-    try:
-        tomllib: Any = importlib.import_module("tomllib")
-    except ImportError:  # Python 3.10
-        try:
-            tomllib = importlib.import_module("tomli")
-        except ImportError:
-            raise UserError(
-                "reading TOML needs Python 3.11 or the tomli package",
-                str(path),
-                "pip install tomli",
-            ) from None
-    if not path.exists():
-        raise UserError(f"config file {path} not found", "CONFIG", "give the path of a .toml file")
-    try:
-        return tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise UserError(
-            f"malformed TOML: {err}", path.name, "fix the syntax at that line"
-        ) from None
-
-
-def spec_from_config(config: dict[str, Any], out: Path | None) -> RunSpec:
-    """Build a :class:`RunSpec` from a parsed config (unknown keys are errors)."""
-    sections = {"model", "context", "features", "tuner", "sampler", "output", "seed", "fit"}
-    for key in config:
-        if key not in sections:
-            raise UserError(
-                f"unknown key {key!r}", key, f"valid top-level keys: {', '.join(sorted(sections))}"
-            )
-    model = config.get("model", {})
-    for key in model:
-        if key not in ("path", "length", "temperature"):
-            raise UserError(
-                f"unknown key {key!r}", f"model.{key}", "valid keys: path, length, temperature"
-            )
-    sampler = config.get("sampler", {})
-    for key in sampler:
-        if key not in ("acceptance_rate", "beta", "n_samples", "estimator_samples"):
-            raise UserError(
-                f"unknown key {key!r}",
-                f"sampler.{key}",
-                "valid keys: acceptance_rate, beta, n_samples, estimator_samples",
-            )
-    tuner = dict(config.get("tuner", {}))
-    loss = tuner.pop("loss", "kl")
-    out_dir = out or Path(config.get("output", {}).get("dir", "disco-run"))
-    spec = RunSpec(
-        out=out_dir,
-        model=model.get("path"),
-        length=int(model.get("length", 30)),
-        temperature=float(model.get("temperature", 1.0)),
-        context=str(config.get("context", "")),
-        features=list(config.get("features", [])),
-        fit_samples=int(config.get("fit", {}).get("n_samples", 2048)),
-        tuner=tuner,
-        loss=str(loss),
-        acceptance_rate=float(sampler.get("acceptance_rate", 0.5)),
-        beta=sampler.get("beta"),
-        qrs_samples=int(sampler.get("n_samples", 64)),
-        estimator_samples=int(sampler.get("estimator_samples", 2048)),
-        seed=int(config.get("seed", 0)),
-    )
-    return spec
+# ----------------------------------------------------------------------------------- commands
 
 
 def _sample(args: argparse.Namespace) -> None:
+    import torch
+
     from disco.io import load_ebm
     from disco.samplers import IMHSampler, QRSEstimator, QuasiRejectionSampler
 
-    if not (Path(args.ebm) / "ebm.json").exists():
+    if not (Path(args.ebm) / "ebm.json").is_file():
         raise UserError(
-            f"no saved EBM in {args.ebm}",
-            "EBM_DIR",
-            "give the ebm folder a run wrote (RUN_DIR/ebm)",
+            f"no saved EBM in {args.ebm}", "EBM_DIR", "give the ebm folder of a run (RUN_DIR/ebm)"
         )
-    ebm = load_ebm(args.ebm)
-    proposal = _lm(RunSpec(out=Path("."), model=args.proposal, length=args.length))
-    if args.method == "imh":
-        out = IMHSampler(ebm, proposal, seed=args.seed).sample_n(args.n, args.context)
+    if args.n < 1:
+        raise UserError(f"--n {args.n} is not positive", "--n", "ask for at least one sample")
+    if args.beta is not None and not args.beta > 0:
+        raise UserError(f"--beta {args.beta} is not positive", "--beta", "use beta > 0")
+    if not 0 < args.acceptance_rate <= 1:
+        raise UserError(
+            f"--acceptance-rate {args.acceptance_rate} is outside (0, 1]",
+            "--acceptance-rate",
+            "use 0 < rate <= 1",
+        )
+    target = load_ebm(args.ebm)
+    torch.manual_seed(args.seed)
+    length = args.length or getattr(target.factors[0], "length", 30)
+    model_cfg = {"length": length}
+    if args.proposal is not None:
+        model_cfg["path"] = _model_path(args.proposal, None)
+    proposal = _lm(model_cfg)
+    with torch.no_grad():
+        if args.method == "imh":
+            drawn = IMHSampler(target, proposal, seed=args.seed).sample_n(
+                args.n, args.context, progress=False
+            )
+        else:
+            beta = args.beta
+            if beta is None:
+                beta = QRSEstimator(
+                    target,
+                    proposal,
+                    context=args.context,
+                    n_samples=args.estimation_samples,
+                    progress=False,
+                ).beta_for_acceptance_rate(args.acceptance_rate)
+            drawn = QuasiRejectionSampler(target, proposal, beta=beta, seed=args.seed).sample_n(
+                args.n, args.context, progress=False
+            )
+    rows = [
+        {"text": s.text, "target_log_score": float(lp)}
+        for s, lp in zip(drawn.samples, drawn.target_log_scores.tolist())
+    ]
+    if args.output:
+        _write_jsonl(Path(args.output), rows)
     else:
-        beta = args.beta
-        if beta is None:
-            beta = QRSEstimator(
-                ebm,
-                proposal,
-                context=args.context,
-                n_samples=args.estimator_samples,
-                progress=False,
-            ).beta_for_acceptance_rate(args.acceptance_rate)
-        out = QuasiRejectionSampler(ebm, proposal, beta=beta, seed=args.seed).sample_n(
-            args.n, args.context
-        )
-    for s, lp in zip(out.samples, out.target_log_scores.tolist()):
-        print(json.dumps({"text": s.text, "target_log_score": lp}))
+        for row in rows:
+            print(json.dumps(row))
 
 
 def _inspect(run_dir: Path) -> None:
     path = run_dir / "report.json"
-    if not path.exists():
+    if not path.is_file():
         raise UserError(
-            f"no report.json in {run_dir}",
-            "RUN_DIR",
-            "give a folder written by disco demo or disco run",
+            f"no report.json in {run_dir}", "RUN_DIR", "give a folder written by disco demo or run"
         )
-    report = json.loads(path.read_text())
-    print(
-        f"run: {run_dir}  model: {report.get('model')}  features: {', '.join(report.get('features', []))}"
-    )
+    try:
+        report = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(f"unreadable report.json: {err}", "RUN_DIR", "rerun the command") from None
+    print(f"run {run_dir}: model {report.get('model')}, contexts {len(report.get('contexts', []))}")
     if report.get("interrupted"):
-        print(f"interrupted after {report.get('steps')} steps: partial report")
-        return
-    print(summary_table(report))
+        print(
+            f"interrupted after {report.get('steps')} steps (partial report); "
+            "continue it with: disco run CONFIG --out RUN_DIR --resume"
+        )
+    else:
+        print(format_table(report))
     metrics = run_dir / "metrics.jsonl"
-    if metrics.exists():
+    if metrics.is_file():
         from disco.tuners.loggers import read_jsonl
 
-        steps = [r for r in read_jsonl(metrics) if "step" in r and "samples" not in r]
+        steps = [r for r in read_jsonl(metrics) if "step" in r and "loss" in r]
         if steps:
             last = steps[-1]
             print(
-                f"last step {last['step']}: loss {last['loss']:.4g}, KL(target || policy) {last['kl_target_policy']:.4g}"
+                f"last step {last['step']}: loss {last['loss']:.4g}, "
+                f"KL(target || policy) {last.get('kl_target_policy', math.nan):.4g}"
             )
 
 
@@ -477,33 +680,36 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="the whole path on the embedded model, offline")
-    demo.add_argument(
-        "--quick", action="store_true", help="a sub-minute version (small samples, few steps)"
-    )
+    demo.add_argument("--quick", action="store_true", help="a sub-minute version (for tests)")
     demo.add_argument("--out", type=Path, default=Path("disco-demo"), help="report folder")
-    demo.add_argument(
-        "--model", default=None, help="local model folder or Hub name (default: embedded)"
-    )
+    demo.add_argument("--model", default=None, help="model folder or Hub name (default: embedded)")
     demo.add_argument("--seed", type=int, default=0)
     run = sub.add_parser("run", help="the whole path from a TOML configuration file")
     run.add_argument("config", type=Path)
+    run.add_argument("--out", type=Path, default=None, help="report folder (overrides [output])")
     run.add_argument(
-        "--out", type=Path, default=None, help="report folder (overrides [output] dir)"
+        "--resume", action="store_true", help="continue an interrupted run from its checkpoint"
     )
-    sample = sub.add_parser("sample", help="QRS or IMH samples from a saved EBM")
-    sample.add_argument("ebm", help="folder written by save_ebm (a run's RUN_DIR/ebm)")
+    sample = sub.add_parser("sample", help="QRS or IMH samples from a saved EBM, as JSON lines")
+    sample.add_argument("ebm", help="a folder written by save_ebm (a run's RUN_DIR/ebm)")
     sample.add_argument(
-        "--proposal", default=None, help="proposal model folder (default: embedded)"
+        "--proposal",
+        default=None,
+        help="proposal model folder, e.g. RUN_DIR/policy (default: embedded)",
     )
     sample.add_argument("--method", choices=("qrs", "imh"), default="qrs")
-    sample.add_argument("--n", type=int, default=10)
-    sample.add_argument("--beta", type=float, default=None)
-    sample.add_argument("--acceptance-rate", type=float, default=0.5)
-    sample.add_argument("--estimator-samples", type=int, default=1024)
+    sample.add_argument("--n", type=int, default=10, help="samples to output")
+    group = sample.add_mutually_exclusive_group()
+    group.add_argument("--beta", type=float, default=None, help="QRS beta")
+    group.add_argument(
+        "--acceptance-rate", type=float, default=0.5, help="QRS: choose beta for this rate"
+    )
+    sample.add_argument("--estimation-samples", type=int, default=1024)
     sample.add_argument("--context", default="")
-    sample.add_argument("--length", type=int, default=30)
+    sample.add_argument("--length", type=int, default=None, help="default: the EBM's base length")
     sample.add_argument("--seed", type=int, default=0)
-    inspect = sub.add_parser("inspect", help="a run's summary")
+    sample.add_argument("--output", default=None, help="write the JSON lines here, not stdout")
+    inspect = sub.add_parser("inspect", help="print a run's summary")
     inspect.add_argument("run_dir", type=Path)
     return parser
 
@@ -511,12 +717,16 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``disco`` command; returns the exit status."""
     args = _parser().parse_args(argv)
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # loading bars would bury disco's own output
     try:
         if args.command == "demo":
-            spec = (_quick if args.quick else _full)(args.out, args.model, args.seed)
-            execute(spec)
+            cfg = demo_config(args.quick, args.model, args.seed)
+            run_pipeline(cfg, args.out)
         elif args.command == "run":
-            execute(spec_from_config(_load_config(args.config), args.out))
+            cfg = load_config(args.config)
+            run_pipeline(cfg, args.out or Path(cfg["output"]["dir"]), resume=args.resume)
         elif args.command == "sample":
             _sample(args)
         else:
@@ -526,7 +736,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print(
-            "disco: interrupted; the last checkpoint and a partial report.json are in the run folder",
+            "disco: interrupted; the last checkpoint and a partial report.json are in the run "
+            "folder (disco run CONFIG --out RUN_DIR --resume continues it)",
             file=sys.stderr,
         )
         return 130
