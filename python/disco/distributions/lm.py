@@ -793,7 +793,7 @@ class LMDistribution(BaseDistribution):
                     use_cache=True,
                     **encoder_kwargs,
                 )
-        ids, mask = _left_pad([prompts[r] for r in rows], self.pad_token_id, device)
+        ids, mask = _pad([prompts[r] for r in rows], self.pad_token_id, device, left=True)
         kwargs: dict[str, Any] = {}
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         if self._use_position_ids:
@@ -829,7 +829,7 @@ class LMDistribution(BaseDistribution):
 
         distinct = sorted(set(rows))
         position = {c: i for i, c in enumerate(distinct)}
-        ids, mask = _right_pad([prompts[c] for c in distinct], self.pad_token_id, self.device)
+        ids, mask = _pad([prompts[c] for c in distinct], self.pad_token_id, self.device, left=False)
         states = self.model.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
         index = torch.tensor([position[r] for r in rows], dtype=torch.long, device=self.device)
         return {
@@ -879,15 +879,15 @@ class LMDistribution(BaseDistribution):
             encoder_kwargs = self._encoder_inputs(prompts, [c for c, _ in rows])
             prefix = list(self.decoder_prefix)
             inputs = [prefix + list(s[:-1]) for _, s in rows]
-            dec_ids, _ = _right_pad(inputs, self.pad_token_id, device)
+            dec_ids, _ = _pad(inputs, self.pad_token_id, device, left=False)
             out = self.model(decoder_input_ids=dec_ids, use_cache=False, **encoder_kwargs)
             logits = out.logits[:, len(prefix) - 1 :, :]
-            targets, _ = _right_pad([list(s) for _, s in rows], self.pad_token_id, device)
+            targets, _ = _pad([list(s) for _, s in rows], self.pad_token_id, device, left=False)
             steps = torch.arange(longest, device=device)
             counted = steps[None, :] < lengths[:, None]
         else:
-            ids, mask = _left_pad(
-                [prompts[c] + list(s) for c, s in rows], self.pad_token_id, device
+            ids, mask = _pad(
+                [prompts[c] + list(s) for c, s in rows], self.pad_token_id, device, left=True
             )
             kwargs: dict[str, Any] = {}
             if self._use_position_ids:
@@ -955,27 +955,16 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
         yield items[start : start + size]
 
 
-def _left_pad(
-    sequences: list[list[int]], pad: int, device: torch.device
+def _pad(
+    sequences: list[list[int]], pad: int, device: torch.device, *, left: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and attention mask of ``sequences``, padded on the left or the right."""
     width = max(len(s) for s in sequences)
     ids = torch.full((len(sequences), width), pad, dtype=torch.long)
     mask = torch.zeros((len(sequences), width), dtype=torch.long)
     for i, s in enumerate(sequences):
         if s:
-            ids[i, width - len(s) :] = torch.tensor(s, dtype=torch.long)
-            mask[i, width - len(s) :] = 1
-    return ids.to(device), mask.to(device)
-
-
-def _right_pad(
-    sequences: list[list[int]], pad: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for i, s in enumerate(sequences):
-        if s:
-            ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-            mask[i, : len(s)] = 1
+            where = slice(width - len(s), width) if left else slice(0, len(s))
+            ids[i, where] = torch.tensor(s, dtype=torch.long)
+            mask[i, where] = 1
     return ids.to(device), mask.to(device)
