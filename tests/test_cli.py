@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -151,6 +153,60 @@ def test_run_with_two_contexts_and_two_features(tmp_path: Path) -> None:
     # the conditional fit normalises each context on its own; the EBM's coefficients are the fit's
     ebm = load_ebm(tmp_path / "run" / "ebm")
     assert cli._coefficients(ebm) == report["coefficients"]
+    # the loaded EBM scores exactly as the fitted one: base * exp(lambda . phi), same lambda
+    from disco.features import feature
+    from disco.scorers import ExponentialScorer, Product
+
+    base = ebm.factors[0]
+    features = [feature(spec) for spec in cli.load_config(config)["features"]]
+    fitted = Product(base, ExponentialScorer(features, list(report["coefficients"].values())))
+    for context in report["contexts"]:
+        samples, _ = base.sample(context, 6)
+        assert torch.equal(ebm.log_score(samples, context), fitted.log_score(samples, context))
+
+
+def test_a_never_constraint_runs_saves_and_loads(tmp_path: Path) -> None:
+    config = tmp_path / "run.toml"
+    never = '[[features]]\ntype = "word"\nword = "LORD"\nmoment = 0.0\n'
+    config.write_text(TINY.replace("[fit]", never + "[fit]"))
+    assert cli.main(["run", str(config), "--out", str(tmp_path / "run")]) == 0
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["features"][2] == "word:LORD" and "word:LORD" not in report["coefficients"]
+    assert report["qrs_rate"][2] == 0.0  # QRS output never has it
+    ebm = load_ebm(tmp_path / "run" / "ebm")
+    samples, _ = ebm.factors[0].sample("And the LORD said", 32)
+    log_p = ebm.log_score(samples, "And the LORD said")
+    # word features match whole words, ignoring case unless asked: "Lord" counts too
+    has_word = torch.tensor([re.search(r"\blord\b", s.text, re.I) is not None for s in samples])
+    assert has_word.any() and torch.equal(log_p == -math.inf, has_word)
+
+
+@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
+def test_lora_run_saves_adapters_that_load_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from disco.distributions import LMDistribution
+
+    config = tmp_path / "run.toml"
+    config.write_text(TINY + '[lora]\nr = 4\nalpha = 8\ntarget_modules = ["c_attn"]\n')
+    run = tmp_path / "run"
+    assert cli.main(["run", str(config), "--out", str(run)]) == 0
+    saved = sorted(p.name for p in (run / "policy").iterdir())
+    assert "adapter_config.json" in saved and "config.json" not in saved  # adapters only
+    reloaded = LMDistribution(run / "policy", length=8)
+    assert hasattr(reloaded.model, "disable_adapter")
+    base = LMDistribution(length=8)
+    samples, _ = base.sample("In the beginning", 6)
+    tuned = reloaded.log_score(samples, "In the beginning")
+    assert not torch.allclose(tuned, base.log_score(samples, "In the beginning"))
+    assert torch.allclose(
+        reloaded.without_adapters().log_score(samples, "In the beginning"),
+        base.log_score(samples, "In the beginning"),
+    )
+    argv = ["sample", str(run / "ebm"), "--proposal", str(run / "policy"), "--n", "2"]
+    capsys.readouterr()
+    assert cli.main([*argv, "--context", "In the beginning", "--beta", "1.0"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2
 
 
 def test_the_shipped_configs_load(tmp_path: Path) -> None:
@@ -188,7 +244,7 @@ FEATURE = '[[features]]\ntype = "word"\nword = "a"\nmoment = 0.5\n'
         ("colour = 1\n" + FEATURE, "colour"),
         ("[tuner]\nlearning_rat = 0.1\n" + FEATURE, "tuner.learning_rat"),
         ('[tuner]\nloss = "hinge"\n' + FEATURE, "tuner.loss"),
-        ('[tuner]\noptimizer = "lion"\n' + FEATURE, "tuner"),
+        ('[tuner]\noptimizer = "lion"\n' + FEATURE, "tuner.optimizer"),
         ("[tuner]\nfeatures = 1\n" + FEATURE, "tuner.features"),
         ("[sampler]\nbeta = 0\n" + FEATURE, "sampler.beta"),
         ("[sampler]\nbeta = 1.0\nacceptance_rate = 0.5\n" + FEATURE, "sampler.beta"),
@@ -198,6 +254,27 @@ FEATURE = '[[features]]\ntype = "word"\nword = "a"\nmoment = 0.5\n'
         ('context = ""\ncontexts = ["a"]\n' + FEATURE, "contexts"),
         ("contexts = []\n" + FEATURE, "contexts"),
         ('context_file = "nowhere.txt"\n' + FEATURE, "context_file"),
+        ("[lora]\nr = 0\n" + FEATURE, "lora.r"),
+        ('[[features]]\ntype = "not"\nmoment = 0.5\n', "features[0]"),
+        (
+            '[[features]]\ntype = "not"\nfeature = { type = "length", min = 2 }\nmoment = 2.0\n',
+            "features[0].moment",
+        ),
+        ("features = [1]\n", "features[0]"),
+        ('[features]\ntype = "word"\nword = "a"\nmoment = 0.5\n', "features"),
+        ('[model]\ntemperature = "hot"\n' + FEATURE, "model"),
+        ("[model]\ntop_p = 1.5\n" + FEATURE, "model"),
+        ('[tuner]\nn_steps = "5"\n' + FEATURE, "tuner.n_steps"),
+        ('[tuner]\nlearning_rate = "1e-3"\n' + FEATURE, "tuner.learning_rate"),
+        ('[tuner]\nbaseline = "no"\n' + FEATURE, "tuner.baseline"),
+        ('[tuner]\nvalidation_contexts = "abc"\n' + FEATURE, "tuner.validation_contexts"),
+        ("[output]\ndir = 5\n" + FEATURE, "output.dir"),
+        ('context = ["a", "b"]\n' + FEATURE, "context"),
+        ('contexts = ["a", "a"]\n' + FEATURE, "contexts"),
+        ("contexts = [1, 2]\n" + FEATURE, "contexts"),
+        ("[lora]\ndropout = 1.0\n" + FEATURE, "lora.dropout"),
+        ("[lora]\nrank = 4\n" + FEATURE, "lora.rank"),
+        ('[lora]\ntarget_modules = "c_attn"\n' + FEATURE, "lora.target_modules"),
     ],
 )
 def test_config_errors_are_one_line_naming_the_key(
@@ -222,6 +299,22 @@ def test_unreachable_constraints_are_a_user_error(
     assert "zzzz" in err
 
 
+def test_empty_context_file_and_bad_sample_flags(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], demo_dir: Path
+) -> None:
+    (tmp_path / "empty.txt").write_text("\n  \n")
+    config = tmp_path / "run.toml"
+    config.write_text('context_file = "empty.txt"\n' + FEATURE)  # found next to the config
+    _one_line_error(capsys, ["run", str(config)], "context_file")
+    ebm = str(demo_dir / "ebm")
+    _one_line_error(capsys, ["sample", ebm, "--n", "0"], "--n")
+    _one_line_error(capsys, ["sample", ebm, "--beta", "0"], "--beta")
+    _one_line_error(capsys, ["sample", ebm, "--acceptance-rate", "2"], "--acceptance-rate")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "report.json").write_text("{not json")
+    _one_line_error(capsys, ["inspect", str(tmp_path / "bad")], "RUN_DIR")
+
+
 def test_missing_paths_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _one_line_error(capsys, ["demo", "--model", str(tmp_path / "nothing")], "model.path")
     _one_line_error(capsys, ["sample", str(tmp_path)], "EBM_DIR")
@@ -232,18 +325,63 @@ def test_missing_paths_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
     _one_line_error(capsys, ["run", str(config), "--out", str(tmp_path), "--resume"], "--resume")
 
 
-def test_interrupt_keeps_a_checkpoint_and_resume_finishes_the_same_run(
+def _losses(folder: Path) -> list[tuple[int, float]]:
+    return [(m["step"], m["loss"]) for m in read_jsonl(folder / "metrics.jsonl") if "loss" in m]
+
+
+def test_ctrl_c_mid_step_stops_after_it_and_resume_finishes_the_same_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = tmp_path / "run.toml"
     config.write_text(TINY)
     assert cli.main(["run", str(config), "--out", str(tmp_path / "whole")]) == 0
+    assert json.loads((tmp_path / "whole" / "config.json").read_text()) == json.loads(
+        json.dumps(cli.load_config(config))
+    )
 
     real_step = Tuner.step
 
     def interrupted(self: Tuner) -> dict[str, float]:
         if self.step_count == 1:
-            raise KeyboardInterrupt
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C arrives as step 2 begins ...
+        return real_step(self)  # ... and step 2 still runs to its end
+
+    monkeypatch.setattr(Tuner, "step", interrupted)
+    run = tmp_path / "run"
+    assert cli.main(["run", str(config), "--out", str(run)]) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "--resume" in err.splitlines()[-1]
+    partial = json.loads((run / "report.json").read_text())
+    assert partial["interrupted"] is True and partial["steps"] == 2
+    assert Path(partial["checkpoint"]).name == "step-00000002"
+    assert cli.main(["inspect", str(run)]) == 0
+    assert "interrupted after 2 steps" in capsys.readouterr().out
+
+    monkeypatch.setattr(Tuner, "step", real_step)
+    changed = tmp_path / "changed.toml"
+    changed.write_text(TINY.replace('loss = "js"', 'loss = "kl"'))
+    _one_line_error(capsys, ["run", str(changed), "--out", str(run), "--resume"], "--resume")
+    assert cli.main(["run", str(config), "--out", str(run), "--resume"]) == 0
+    report = json.loads((run / "report.json").read_text())
+    assert report["interrupted"] is False and report["steps"] == 3
+    assert _losses(run) == _losses(tmp_path / "whole")  # resuming reproduces the whole run
+
+    # a fresh run into the same folder starts over: no stale checkpoint survives it
+    assert cli.main(["run", str(config), "--out", str(run)]) == 0
+    assert sorted(p.name for p in (run / "checkpoints").glob("step-*")) == ["step-00000003"]
+
+
+def test_a_second_ctrl_c_stops_at_once_without_a_new_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text(TINY.replace("[tuner]", "[tuner]\ncheckpoint_interval = 1"))
+    real_step = Tuner.step
+
+    def interrupted(self: Tuner) -> dict[str, float]:
+        if self.step_count == 1:
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
         return real_step(self)
 
     monkeypatch.setattr(Tuner, "step", interrupted)
@@ -251,20 +389,7 @@ def test_interrupt_keeps_a_checkpoint_and_resume_finishes_the_same_run(
     assert cli.main(["run", str(config), "--out", str(run)]) == 130
     assert "Traceback" not in capsys.readouterr().err
     partial = json.loads((run / "report.json").read_text())
-    assert partial["interrupted"] is True and partial["steps"] == 1
-    assert Path(partial["checkpoint"]).is_dir()
-    assert cli.main(["inspect", str(run)]) == 0
-    assert "interrupted after 1 steps" in capsys.readouterr().out
-
-    monkeypatch.setattr(Tuner, "step", real_step)
-    assert cli.main(["run", str(config), "--out", str(run), "--resume"]) == 0
-    report = json.loads((run / "report.json").read_text())
-    assert report["interrupted"] is False and report["steps"] == 3
-
-    def losses(folder: Path) -> list[tuple[int, float]]:
-        return [(m["step"], m["loss"]) for m in read_jsonl(folder / "metrics.jsonl") if "loss" in m]
-
-    assert losses(run) == losses(tmp_path / "whole")  # resuming reproduces the whole run
+    assert partial["steps"] == 1 and Path(partial["checkpoint"]).name == "step-00000001"
 
 
 def test_console_entry_point_runs_as_a_module(tmp_path: Path) -> None:

@@ -14,8 +14,12 @@ import json
 import math
 import os
 import re
+import shutil
+import signal
 import sys
+import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +37,7 @@ LOSSES = {
 SECTIONS = {
     "seed": "seeds the base samples, tuning and sampling",
     "model": "path, length, temperature, top_k, top_p",
+    "lora": "r, alpha, dropout, target_modules: tune LoRA adapters only (needs peft)",
     "context": "one context (default: the empty prompt)",
     "contexts": "a list of contexts (conditional fit and tuning)",
     "context_file": "a text file with one context a line",
@@ -43,6 +48,7 @@ SECTIONS = {
     "output": "dir, eval_samples",
 }
 MODEL_KEYS = ("path", "length", "temperature", "top_k", "top_p")
+LORA_KEYS = ("r", "alpha", "dropout", "target_modules")
 SAMPLER_KEYS = ("acceptance_rate", "beta", "n_samples", "estimation_samples")
 # The tuner's own keys that the command sets itself from other sections.
 TUNER_RESERVED = ("features", "kl_from_base", "checkpoint_dir")
@@ -113,15 +119,24 @@ def _integer(value: Any, key: str, minimum: int) -> int:
     return value
 
 
+def _local(path: str, base_dir: Path | None) -> Path | None:
+    """``path`` as an existing file or folder, or ``None`` when there is none.
+
+    A relative path is looked up next to the config file first, then in the current directory.
+    """
+    given = Path(os.path.expanduser(path))
+    candidates = [given] if given.is_absolute() or base_dir is None else [base_dir / given, given]
+    return next((c.resolve() for c in candidates if c.exists()), None)
+
+
 def _model_path(path: Any, base_dir: Path | None) -> str:
-    """A local folder (as given, or relative to the config file) or a Hub name, else an error."""
-    text = os.path.expanduser(str(path))
-    candidates = [Path(text)]
-    if base_dir is not None and not Path(text).is_absolute():
-        candidates.append(base_dir / text)
-    for candidate in candidates:
-        if candidate.exists():
-            return str(candidate)
+    """A local folder (an absolute path, so saved EBMs load from anywhere) or a Hub name."""
+    if not isinstance(path, str) or not path:
+        raise UserError(f"{path!r} is not a path", "model.path", 'write path = "folder/or/name"')
+    found = _local(path, base_dir)
+    if found is not None:
+        return str(found)
+    text = path
     if _HUB_NAME.match(text) and not text.startswith("."):
         return text  # loading tries the Hub and reports the failure as a user error
     raise UserError(
@@ -138,34 +153,59 @@ def _contexts(raw: dict[str, Any], base_dir: Path | None) -> list[str]:
             f"both {given[0]} and {given[1]} are set", given[1], "keep one way of giving contexts"
         )
     if "context_file" in raw:
-        file = Path(os.path.expanduser(str(raw["context_file"])))
-        if base_dir is not None and not file.is_absolute() and not file.exists():
-            file = base_dir / file
-        if not file.is_file():
-            raise UserError(f"no context file at {file}", "context_file", "give an existing file")
+        name = raw["context_file"]
+        file = _local(name, base_dir) if isinstance(name, str) and name else None
+        if file is None or not file.is_file():
+            raise UserError(f"no context file at {name}", "context_file", "give an existing file")
         contexts = [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
         if not contexts:
             raise UserError(f"{file} has no contexts", "context_file", "write one context a line")
         return contexts
     if "contexts" in raw:
         contexts = raw["contexts"]
-        if not isinstance(contexts, list) or not contexts:
+        if (
+            not isinstance(contexts, list)
+            or not contexts
+            or not all(isinstance(c, str) for c in contexts)
+        ):
             raise UserError(
-                "contexts must be a non-empty list", "contexts", 'contexts = ["A", "B"]'
+                "contexts must be a non-empty list of strings", "contexts", 'contexts = ["A", "B"]'
             )
-        if len(set(map(str, contexts))) != len(contexts):
+        if len(set(contexts)) != len(contexts):
             raise UserError("contexts has duplicates", "contexts", "list each context once")
-        return [str(c) for c in contexts]
-    return [str(raw.get("context", ""))]
+        return list(contexts)
+    context = raw.get("context", "")
+    if not isinstance(context, str):
+        raise UserError(
+            f"context must be a string, got {context!r}",
+            "context",
+            "use contexts = [...] for several",
+        )
+    return [context]
+
+
+def build_feature(spec: dict[str, Any], index: int) -> Any:
+    """The scorer of ``[[features]]`` table ``index``; a bad setting is a :class:`UserError`."""
+    from disco.features import feature
+
+    try:
+        return feature(spec)
+    except (ValueError, TypeError, KeyError, ImportError, AttributeError, OSError) as err:
+        what = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(
+            what, f"features[{index}]", "fix the feature's settings (see the README)"
+        ) from None
 
 
 def check_feature(spec: Any, index: int) -> dict[str, Any]:
     """Check one ``[[features]]`` table: a known type, valid settings and a valid moment."""
-    from disco.features import FEATURE_TYPES, feature
+    from disco.features import FEATURE_TYPES
     from disco.scorers import BooleanScorer
 
     key = f"features[{index}]"
-    if not isinstance(spec, dict) or "type" not in spec:
+    if not isinstance(spec, dict):
+        raise UserError(f"{key} is not a table", key, "write each feature as a [[features]] table")
+    if "type" not in spec:
         raise UserError("a feature without a type", f"{key}.type", 'add type = "word" (or another)')
     if spec["type"] not in FEATURE_TYPES:
         raise UserError(
@@ -180,11 +220,9 @@ def check_feature(spec: Any, index: int) -> dict[str, Any]:
         raise UserError(
             f"moment {moment!r} is not a finite number", f"{key}.moment", "give a number"
         )
-    settings = {k: v for k, v in spec.items() if k != "moment"}
-    try:
-        scorer = feature(settings)
-    except (ValueError, TypeError, ImportError, AttributeError) as err:
-        raise UserError(str(err), key, "fix the feature's settings (see the README)") from None
+    if spec["type"] == "classifier":
+        return dict(spec)  # built once, by the run: loading a classifier twice is slow
+    scorer = build_feature(spec, index)
     if isinstance(scorer, BooleanScorer) and not 0.0 <= moment <= 1.0:
         raise UserError(
             f"moment {moment} of a boolean feature is outside [0, 1]",
@@ -192,6 +230,33 @@ def check_feature(spec: Any, index: int) -> dict[str, Any]:
             "a boolean's moment is the fraction of samples where it holds",
         )
     return dict(spec)
+
+
+def _check_lora(raw: dict[str, Any]) -> dict[str, Any]:
+    lora = _table(raw, "lora")
+    _unknown(lora, LORA_KEYS, "lora.")
+    lora["r"] = _integer(lora.get("r", 8), "lora.r", 1)
+    for key, default, low, high in (("alpha", 16.0, 0.0, math.inf), ("dropout", 0.0, 0.0, 1.0)):
+        value = lora.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value < high:
+            raise UserError(
+                f"{value!r} is not a number in [{low}, {high})", f"lora.{key}", "fix the number"
+            )
+        lora[key] = float(value)
+    modules = lora.get("target_modules")
+    if modules is not None and (
+        not isinstance(modules, list) or not modules or not all(isinstance(m, str) for m in modules)
+    ):
+        raise UserError(
+            "target_modules must be a list of module names",
+            "lora.target_modules",
+            'e.g. target_modules = ["c_attn"], or leave it out for peft\'s default',
+        )
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        raise UserError("LoRA needs peft", "lora", "pip install 'disco[lora]'") from None
+    return lora
 
 
 def check_config(raw: dict[str, Any], base_dir: Path | None = None) -> dict[str, Any]:
@@ -211,10 +276,24 @@ def check_config(raw: dict[str, Any], base_dir: Path | None = None) -> dict[str,
         model["path"] = _model_path(model["path"], base_dir)
     model.setdefault("length", 30)
     _integer(model["length"], "model.length", 1)
+    from disco.distributions import LMDistribution
+
+    try:  # the same checks LMDistribution makes, before any model is loaded
+        LMDistribution._check_warp(
+            model.get("temperature", 1.0), model.get("top_k", 0), model.get("top_p", 1.0)
+        )
+    except ValueError as err:
+        raise UserError(str(err), "model", "fix that setting") from None
+
+    lora = _check_lora(raw) if raw.get("lora") is not None else None
 
     specs = raw.get("features")
-    if not specs or not isinstance(specs, list):
+    if not specs:
         raise UserError("no features", "features", "add at least one [[features]] table")
+    if not isinstance(specs, list):
+        raise UserError(
+            "features must be an array of tables", "features", "write [[features]], not [features]"
+        )
     features = [check_feature(spec, i) for i, spec in enumerate(specs)]
 
     fit = _table(raw, "fit")
@@ -228,10 +307,13 @@ def check_config(raw: dict[str, Any], base_dir: Path | None = None) -> dict[str,
     allowed = [k for k in TunerConfig.field_help() if k not in TUNER_RESERVED]
     _unknown(tuner, allowed, "tuner.")
     tuner.setdefault("seed", seed)
-    try:
-        TunerConfig(**tuner)
-    except (ValueError, TypeError) as err:
-        raise UserError(str(err), "tuner", "fix that setting") from None
+    for key, value in tuner.items():
+        try:
+            TunerConfig(**{key: value})
+        except (ValueError, TypeError) as err:
+            raise UserError(
+                str(err), f"tuner.{key}", f"TunerConfig.field_help()['{key}'] says what it is"
+            ) from None
 
     sampler = _table(raw, "sampler")
     _unknown(sampler, SAMPLER_KEYS, "sampler.")
@@ -261,11 +343,14 @@ def check_config(raw: dict[str, Any], base_dir: Path | None = None) -> dict[str,
     output = _table(raw, "output")
     _unknown(output, ("dir", "eval_samples"), "output.")
     output.setdefault("dir", "disco-run")
+    if not isinstance(output["dir"], str) or not output["dir"]:
+        raise UserError(f"{output['dir']!r} is not a folder name", "output.dir", 'dir = "my-run"')
     output["eval_samples"] = _integer(output.get("eval_samples", 256), "output.eval_samples", 1)
 
     return {
         "seed": seed,
         "model": model,
+        "lora": lora,
         "contexts": _contexts(raw, base_dir),
         "features": features,
         "fit": fit,
@@ -322,15 +407,46 @@ def _lm(model_cfg: dict[str, Any], freeze: bool = True) -> Any:
         raise UserError(str(err), "model", "fix that setting") from None
 
 
-def _split(total: int, contexts: Sequence[str]) -> int:
-    return max(1, total // len(contexts))
+def _policy(cfg: dict[str, Any]) -> Any:
+    """The model to tune: a trainable copy of the base, or the base with new LoRA adapters."""
+    from disco.distributions import LMDistribution
+
+    policy = _lm(cfg["model"], freeze=False)
+    lora = cfg.get("lora")
+    if not lora:
+        return policy
+    import peft
+
+    config = peft.LoraConfig(
+        task_type="SEQ_2_SEQ_LM" if policy.is_seq2seq else "CAUSAL_LM",
+        r=lora["r"],
+        lora_alpha=lora["alpha"],
+        lora_dropout=lora["dropout"],
+        target_modules=lora.get("target_modules"),
+    )
+    try:
+        with warnings.catch_warnings():
+            # GPT-2's Conv1D layers: peft sets fan_in_fan_out itself, and says so
+            warnings.filterwarnings("ignore", message="fan_in_fan_out", category=UserWarning)
+            model = peft.get_peft_model(policy.model, config)
+    except ValueError as err:
+        raise UserError(str(err), "lora", "fix the LoRA settings (target_modules?)") from None
+    settings = {k: v for k, v in cfg["model"].items() if k != "path"}
+    return LMDistribution(model, policy.tokenizer, freeze=False, **settings)
+
+
+def _shares(total: int, contexts: Sequence[str]) -> list[tuple[str, int]]:
+    """``total`` samples split as evenly as possible over ``contexts`` (none gets zero-sized)."""
+    k = len(contexts)
+    counts = [total // k + (i < total % k) for i in range(k)]
+    return [(c, n) for c, n in zip(contexts, counts) if n > 0]
 
 
 def _draw(model: Any, contexts: Sequence[str], total: int) -> list[tuple[str, list[Any]]]:
     import torch
 
     with torch.no_grad():
-        return [(c, model.sample(c, _split(total, contexts))[0]) for c in contexts]
+        return [(c, model.sample(c, n)[0]) for c, n in _shares(total, contexts)]
 
 
 def _rates(features: Sequence[Any], drawn: Sequence[tuple[str, list[Any]]]) -> list[float]:
@@ -416,17 +532,91 @@ def _fit(cfg: dict[str, Any], base: Any, features: list[Any], moments: list[floa
     return target
 
 
+class _StopBetweenSteps:
+    """Ctrl-C during tuning stops the run after the step in progress.
+
+    The checkpoint written then is a step boundary, so resuming is exact; a second Ctrl-C stops
+    at once. Used as the tuner's last logger.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def start(self, config: Any) -> None:
+        pass
+
+    def log(self, step: int, metrics: Any) -> None:
+        if self.requested:
+            raise _StoppedBetweenSteps
+
+    def log_samples(self, step: int, samples: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\ndisco: stopping after this step (Ctrl-C again stops at once)", file=sys.stderr)
+
+    def __enter__(self) -> _StopBetweenSteps:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+class _StoppedBetweenSteps(KeyboardInterrupt):
+    pass
+
+
+class TuningInterrupted(KeyboardInterrupt):
+    """Tuning was interrupted; the run folder holds a partial report (and a checkpoint)."""
+
+
+def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The settings that must match for a run to be resumed (more steps and output may differ)."""
+    plain = json.loads(json.dumps(cfg))
+    plain["tuner"].pop("n_steps", None)
+    plain.pop("output", None)
+    return plain
+
+
+def _check_resumable(cfg: dict[str, Any], out: Path) -> None:
+    saved = out / "config.json"
+    if not (out / "ebm" / "ebm.json").is_file() or not saved.is_file():
+        raise UserError(f"no run to resume in {out}", "--resume", "resume a run that began tuning")
+    if not (out / "checkpoints" / "latest").is_file():
+        raise UserError(
+            f"no checkpoint in {out / 'checkpoints'}", "--resume", "run again without --resume"
+        )
+    before, now = _comparable(json.loads(saved.read_text())), _comparable(cfg)
+    changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+    if changed:
+        raise UserError(
+            f"the configuration's {', '.join(changed)} differ from the run's (config.json)",
+            "--resume",
+            "resume with the run's settings (only tuner.n_steps and [output] may change)",
+        )
+
+
 def run_pipeline(cfg: dict[str, Any], out: Path, *, resume: bool = False) -> dict[str, Any]:
     """Fit the EBM, tune a policy, sample with QRS; write the run folder; return the report.
 
-    The folder gets ``ebm/``, ``policy/``, ``checkpoints/``, ``metrics.jsonl``,
-    ``samples.jsonl``, ``report.json``, ``tuning.png`` and ``qrs.png``. With ``resume``, the
-    saved EBM and the latest checkpoint in ``out`` are loaded and tuning continues from there.
+    The folder gets ``config.json`` (the settings, normalised), ``ebm/``, ``policy/``,
+    ``checkpoints/``, ``metrics.jsonl``, ``samples.jsonl``, ``report.json``, ``tuning.png``
+    and ``qrs.png``. With ``resume``, the saved EBM and the latest checkpoint in ``out`` are
+    loaded and tuning continues from there.
     """
     import torch
 
     from disco.distributions import ContextDistribution
-    from disco.features import feature
     from disco.io import load_ebm, save_ebm
     from disco.samplers import QRSEstimator, QuasiRejectionSampler
     from disco.tuners import Tuner, TunerConfig
@@ -435,15 +625,16 @@ def run_pipeline(cfg: dict[str, Any], out: Path, *, resume: bool = False) -> dic
 
     started = time.perf_counter()
     seed, contexts = cfg["seed"], cfg["contexts"]
-    features = [feature({k: v for k, v in s.items() if k != "moment"}) for s in cfg["features"]]
+    checkpoints = out / "checkpoints"
+    if resume:
+        _check_resumable(cfg, out)
+    features = [build_feature(spec, i) for i, spec in enumerate(cfg["features"])]
     moments = [float(s["moment"]) for s in cfg["features"]]
     names = [f.name for f in features]
-    checkpoints = out / "checkpoints"
-    if resume and not (out / "ebm" / "ebm.json").is_file():
-        raise UserError(f"no saved EBM in {out}", "--resume", "resume a run that began tuning")
-    if resume and not (checkpoints / "latest").is_file():
-        raise UserError(f"no checkpoint in {checkpoints}", "--resume", "run without --resume")
     out.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        shutil.rmtree(checkpoints, ignore_errors=True)  # never resume another run's policy
+        (out / "config.json").write_text(json.dumps(cfg, indent=2))
     torch.manual_seed(seed)
 
     base = _lm(cfg["model"])
@@ -459,29 +650,38 @@ def run_pipeline(cfg: dict[str, Any], out: Path, *, resume: bool = False) -> dic
         target = load_ebm(out / "ebm")
     else:
         target = _fit(cfg, base, features, moments)
-        save_ebm(target, out / "ebm")
+        try:
+            save_ebm(target, out / "ebm")
+        except ValueError as err:
+            raise UserError(str(err), "features", "use features that can be saved") from None
     report["coefficients"] = _coefficients(target)
     base_drawn = _draw(base, contexts, cfg["output"]["eval_samples"])
     report["base_rate"] = _rates(features, base_drawn)
 
-    policy = _lm(cfg["model"], freeze=False)
+    policy = _policy(cfg)
     config = TunerConfig(
         **cfg["tuner"],
         features=tuple(features),
         kl_from_base=True,
         checkpoint_dir=str(checkpoints),
     )
+    loss = getattr(loss_module, LOSSES[cfg["loss"]])(
+        baseline=config.baseline,
+        baseline_window=config.baseline_window,
+        max_log_t=config.max_log_t,
+    )
     where: dict[str, Any] = (
         {"context": contexts[0]}
         if len(contexts) == 1
         else {"context_distribution": ContextDistribution(contexts, seed=seed)}
     )
+    stopper = _StopBetweenSteps()
     tuner = Tuner(
         policy,
         target,
-        getattr(loss_module, LOSSES[cfg["loss"]])(),
+        loss,
         base=base,
-        loggers=[ConsoleLogger(), JSONLogger(out / "metrics.jsonl", append=resume)],
+        loggers=[ConsoleLogger(), JSONLogger(out / "metrics.jsonl", append=resume), stopper],
         config=config,
         **where,
     )
@@ -489,14 +689,25 @@ def run_pipeline(cfg: dict[str, Any], out: Path, *, resume: bool = False) -> dic
         tuner.load_checkpoint(checkpoints)
         print(f"disco: resuming after step {tuner.step_count}", file=sys.stderr)
     try:
-        history = tuner.tune()
-    except KeyboardInterrupt:
+        with stopper:
+            history = tuner.tune()
+    except KeyboardInterrupt as interrupt:
         report["interrupted"] = True
-        report["steps"] = tuner.step_count
-        if tuner.step_count:  # the last finished step, so `disco run --resume` continues it
+        if isinstance(interrupt, _StoppedBetweenSteps):
+            report["steps"] = tuner.step_count
             report["checkpoint"] = str(tuner.save_checkpoint())
+        elif (checkpoints / "latest").is_file():  # stopped mid-step: keep the last good one
+            latest = checkpoints / (checkpoints / "latest").read_text().strip()
+            report["steps"] = int(json.loads((latest / "state.json").read_text())["step"])
+            report["checkpoint"] = str(latest)
+        else:
+            report["steps"] = 0
         _write_report(out, report)
-        raise
+        raise TuningInterrupted from None
+    except ValueError as err:
+        raise UserError(
+            f"tuning failed: {err}", "tuner", "see the message; e.g. more samples_per_context"
+        ) from None
     policy.freeze()
     policy.model.save_pretrained(out / "policy")
     policy.tokenizer.save_pretrained(out / "policy")
@@ -516,10 +727,10 @@ def run_pipeline(cfg: dict[str, Any], out: Path, *, resume: bool = False) -> dic
         beta = estimator.beta_for_acceptance_rate(sampler_cfg["acceptance_rate"])
     _try_plot(lambda: estimator.plot(out / "qrs.png"), "qrs.png")
     sampler = QuasiRejectionSampler(target, policy, beta=beta, seed=seed)
-    per_context = _split(sampler_cfg["n_samples"], contexts)
     with torch.no_grad():
         qrs_drawn = [
-            (c, sampler.sample_n(per_context, c, progress=False).samples) for c in contexts
+            (c, sampler.sample_n(n, c, progress=False).samples)
+            for c, n in _shares(sampler_cfg["n_samples"], contexts)
         ]
     last = history[-1] if history else {}
     report.update(
@@ -607,13 +818,19 @@ def _sample(args: argparse.Namespace) -> None:
             "--acceptance-rate",
             "use 0 < rate <= 1",
         )
-    target = load_ebm(args.ebm)
+    if args.length is not None and args.length < 1:
+        raise UserError(f"--length {args.length} is not positive", "--length", "use 1 or more")
+    try:
+        target = load_ebm(args.ebm)
+    except (ValueError, OSError, KeyError) as err:
+        raise UserError(f"cannot load the EBM: {err}", "EBM_DIR", "save it again") from None
     torch.manual_seed(args.seed)
-    length = args.length or getattr(target.factors[0], "length", 30)
-    model_cfg = {"length": length}
-    if args.proposal is not None:
-        model_cfg["path"] = _model_path(args.proposal, None)
-    proposal = _lm(model_cfg)
+    base = target.factors[0]
+    if args.proposal is None:  # the EBM's own base model: same tokenizer, same length
+        proposal = base
+    else:
+        length = args.length or getattr(base, "length", 30)
+        proposal = _lm({"path": _model_path(args.proposal, None), "length": length})
     with torch.no_grad():
         if args.method == "imh":
             drawn = IMHSampler(target, proposal, seed=args.seed).sample_n(
@@ -695,7 +912,7 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument(
         "--proposal",
         default=None,
-        help="proposal model folder, e.g. RUN_DIR/policy (default: embedded)",
+        help="proposal model folder, e.g. RUN_DIR/policy (default: the EBM's base model)",
     )
     sample.add_argument("--method", choices=("qrs", "imh"), default="qrs")
     sample.add_argument("--n", type=int, default=10, help="samples to output")
@@ -706,12 +923,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     sample.add_argument("--estimation-samples", type=int, default=1024)
     sample.add_argument("--context", default="")
-    sample.add_argument("--length", type=int, default=None, help="default: the EBM's base length")
+    sample.add_argument(
+        "--length",
+        type=int,
+        default=None,
+        help="new tokens of --proposal (default: the EBM base's)",
+    )
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--output", default=None, help="write the JSON lines here, not stdout")
     inspect = sub.add_parser("inspect", help="print a run's summary")
     inspect.add_argument("run_dir", type=Path)
     return parser
+
+
+def _dispatch(args: argparse.Namespace) -> None:
+    if args.command == "demo":
+        run_pipeline(demo_config(args.quick, args.model, args.seed), args.out)
+    elif args.command == "run":
+        cfg = load_config(args.config)
+        run_pipeline(cfg, args.out or Path(cfg["output"]["dir"]), resume=args.resume)
+    elif args.command == "sample":
+        _sample(args)
+    else:
+        _inspect(args.run_dir)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -721,25 +955,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     transformers_logging.disable_progress_bar()  # loading bars would bury disco's own output
     try:
-        if args.command == "demo":
-            cfg = demo_config(args.quick, args.model, args.seed)
-            run_pipeline(cfg, args.out)
-        elif args.command == "run":
-            cfg = load_config(args.config)
-            run_pipeline(cfg, args.out or Path(cfg["output"]["dir"]), resume=args.resume)
-        elif args.command == "sample":
-            _sample(args)
-        else:
-            _inspect(args.run_dir)
+        with warnings.catch_warnings():
+            # raised between peft and transformers versions; nothing a user can act on
+            warnings.filterwarnings(
+                "ignore",
+                message="`is_gradient_checkpointing` is deprecated",
+                category=FutureWarning,
+            )
+            _dispatch(args)
     except UserError as err:
         print(f"disco: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except TuningInterrupted:
         print(
-            "disco: interrupted; the last checkpoint and a partial report.json are in the run "
-            "folder (disco run CONFIG --out RUN_DIR --resume continues it)",
+            "disco: interrupted; report.json (partial) and the last checkpoint are in the run "
+            "folder: disco run CONFIG --out RUN_DIR --resume continues it",
             file=sys.stderr,
         )
+        return 130
+    except KeyboardInterrupt:
+        print("disco: interrupted", file=sys.stderr)
         return 130
     return 0
 

@@ -162,6 +162,10 @@ def feature(spec: Mapping[str, Any]) -> Scorer:
         "function": from_import_path,
     }
     if kind == "not":
+        if not isinstance(spec.get("feature"), Mapping):
+            raise ValueError(
+                "a 'not' feature needs feature = { type = ..., ... }: the one it negates"
+            )
         inner = feature(spec["feature"])
         if not isinstance(inner, BooleanScorer):
             raise ValueError("'not' applies to boolean features only")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import json
 import math
 import os
 from collections.abc import Generator, Iterator, Sequence
@@ -174,6 +175,8 @@ def _load_model(
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     _check_local("model", name)
+    if _adapter_base(name) is not None:
+        return _load_adapters(name, auto, trust_remote_code, model_kwargs)
     hub = {k: v for k, v in model_kwargs.items() if k in _HUB_KWARGS}
     try:
         config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code, **hub)
@@ -199,6 +202,48 @@ def _load_model(
     except OSError as err:
         raise _load_error("model", name, err) from err
     return model, is_seq2seq
+
+
+def _adapter_base(name: str) -> str | None:
+    """The base model named by a local folder of peft adapters, else ``None``.
+
+    Such a folder is what ``save_pretrained`` writes for a LoRA policy: adapters, no weights.
+    """
+    folder = Path(name).expanduser()
+    config = folder / "adapter_config.json"
+    if not config.is_file() or (folder / "config.json").is_file():
+        return None
+    try:
+        base = json.loads(config.read_text())["base_model_name_or_path"]
+    except (ValueError, KeyError) as err:
+        raise OSError(f"cannot read the adapters' base model from {config}: {err}") from None
+    if not base:
+        raise OSError(f"{config} does not name its base model (base_model_name_or_path)")
+    return str(base)
+
+
+def _load_adapters(
+    name: str, auto: Any, trust_remote_code: bool, model_kwargs: dict[str, Any]
+) -> tuple[Any, bool]:
+    try:
+        import peft
+    except ImportError:
+        raise ImportError(
+            f"{name!r} holds peft adapters; loading them needs peft: pip install 'disco[lora]'"
+        ) from None
+    base_name = _adapter_base(name)
+    assert base_name is not None
+    base, is_seq2seq = _load_model(base_name, auto, trust_remote_code, model_kwargs)
+    # trainable adapters: they are "the trainable set the model came with" (see freeze)
+    return peft.PeftModel.from_pretrained(base, name, is_trainable=True), is_seq2seq
+
+
+def _tokenizer_source(name: str) -> str:
+    """Where the tokenizer of model ``name`` is: the folder, or an adapter folder's base."""
+    base = _adapter_base(name)
+    if base is not None and not (Path(name).expanduser() / "tokenizer_config.json").is_file():
+        return base
+    return name
 
 
 def _load_tokenizer(name: str, trust_remote_code: bool, model_kwargs: dict[str, Any]) -> Any:
@@ -315,7 +360,7 @@ class LMDistribution(BaseDistribution):
             name = os.fspath(model)
             model, self.is_seq2seq = _load_model(name, auto, trust_remote_code, model_kwargs)
             if tokenizer is None:
-                tokenizer = name
+                tokenizer = _tokenizer_source(name)
         else:
             self.is_seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
             if auto in (_CAUSAL, _SEQ2SEQ) and (auto == _SEQ2SEQ) != self.is_seq2seq:

@@ -122,11 +122,14 @@ class BooleanScorer(PositiveScorer):
 
     def negation(self) -> BooleanScorer:
         """The predicate that holds exactly where this one does not."""
-        return BooleanScorer(
+        negated = BooleanScorer(
             lambda samples, context: [not v for v in self.score(samples, context).bool().tolist()],
             batched=True,
             name=f"not {self.name}",
         )
+        if self.spec is not None:  # still savable as data (disco.features' "not")
+            negated.spec = {"type": "not", "feature": dict(self.spec)}
+        return negated
 
 
 class ExponentialScorer(PositiveScorer):

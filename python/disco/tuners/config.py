@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,7 +91,31 @@ class TunerConfig:
         default="auto",
     )
 
+    def _check_types(self) -> None:
+        integers = [f.name for f in dataclasses.fields(self) if f.type == "int"]
+        reals = [f.name for f in dataclasses.fields(self) if f.type in ("float", "float | None")]
+        for name in integers:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+        for name in reals:
+            value = getattr(self, name)
+            optional = value is None and name == "max_grad_norm"
+            if not optional and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+                raise ValueError(f"{name} must be a number, got {value!r}")
+        for name in ("baseline", "kl_from_base"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        for name in ("features", "validation_contexts"):
+            if isinstance(getattr(self, name), (str, bytes)):
+                raise ValueError(f"{name} must be a list, got the string {getattr(self, name)!r}")
+        if self.checkpoint_dir is not None and not isinstance(
+            self.checkpoint_dir, (str, os.PathLike)
+        ):
+            raise ValueError(f"checkpoint_dir must be a path, got {self.checkpoint_dir!r}")
+
     def __post_init__(self) -> None:
+        self._check_types()
         choices = {
             "optimizer": OPTIMIZERS,
             "scheduler": SCHEDULERS,
@@ -118,7 +145,7 @@ class TunerConfig:
         for name in ("warmup_steps", "validation_interval", "checkpoint_interval"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
-        if not self.learning_rate > 0:
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise ValueError(f"max_grad_norm must be positive or None, got {self.max_grad_norm}")
