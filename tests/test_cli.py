@@ -165,6 +165,41 @@ def test_run_with_two_contexts_and_two_features(tmp_path: Path) -> None:
         assert torch.equal(ebm.log_score(samples, context), fitted.log_score(samples, context))
 
 
+def test_run_with_a_classifier_and_a_python_function_as_features(
+    tmp_path: Path, classifier_dir: Path
+) -> None:
+    from disco.distributions import LMDistribution
+
+    specs = [
+        {"type": "classifier", "model": str(classifier_dir), "label": "POSITIVE"},
+        {"type": "function", "path": "feature_helpers:word_count", "kind": "real"},
+    ]
+    base = LMDistribution(length=8)
+    samples, _ = base.sample("", 64)
+    # targets at the base model's means (of other samples), well inside what the fit can reach
+    targets = [float(cli.build_feature(s, i).score(samples).mean()) for i, s in enumerate(specs)]
+    tables = "".join(
+        f"[[features]]\n{cli_toml(spec)}moment = {t!r}\n" for spec, t in zip(specs, targets)
+    )
+    body = TINY[: TINY.index("[[features]]")] + tables + TINY[TINY.index("[fit]") :]
+    config = tmp_path / "run.toml"
+    body = body.replace("n_samples = 64", "n_samples = 256").replace(
+        "beta = 1.0", "acceptance_rate = 0.5"
+    )
+    config.write_text(body.replace('contexts = ["And the LORD said", "In the beginning"]', ""))
+    assert cli.main(["run", str(config), "--out", str(tmp_path / "run")]) == 0
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["features"] == ["p(POSITIVE)", "feature_helpers:word_count"]
+    assert report["targets"] == targets
+    assert all(math.isfinite(v) for v in report["coefficients"].values())
+    ebm = load_ebm(tmp_path / "run" / "ebm")  # both features saved as data and rebuilt
+    assert torch.isfinite(ebm.log_score(samples[:4], "")).all()
+
+
+def cli_toml(spec: dict[str, str]) -> str:
+    return "".join(f"{k} = {json.dumps(v)}\n" for k, v in spec.items())
+
+
 def test_a_never_constraint_runs_saves_and_loads(tmp_path: Path) -> None:
     config = tmp_path / "run.toml"
     never = '[[features]]\ntype = "word"\nword = "LORD"\nmoment = 0.0\n'
@@ -313,6 +348,17 @@ def test_empty_context_file_and_bad_sample_flags(
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "report.json").write_text("{not json")
     _one_line_error(capsys, ["inspect", str(tmp_path / "bad")], "RUN_DIR")
+
+
+def test_a_beta_that_would_take_forever_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text(TINY.replace("beta = 1.0", "beta = 1e12"))
+    err = _one_line_error(
+        capsys, ["run", str(config), "--out", str(tmp_path / "r")], "sampler.beta", alone=False
+    )
+    assert "beta=1e+12" in err and "use a smaller beta" in err
 
 
 def test_missing_paths_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -391,3 +391,30 @@ def test_bad_input_gives_clear_errors():
     with pytest.raises(ValueError, match="without samples"):
         est.feature_moment_at_beta(1.0, lambda s, c: [1.0] * len(s))
     assert numerics.QRSIndex([0.0]).n == 1
+
+
+def test_estimates_at_log_beta_work_past_float_range():
+    rng = np.random.default_rng(5)
+    log_p, log_q = rng.normal(size=200), rng.normal(size=200)
+    est = QRSEstimator.from_log_scores(log_p, log_q)
+    shifted = QRSEstimator.from_log_scores(log_p - 1000.0, log_q)  # P scaled by exp(-1000)
+    for rate in (0.2, 0.7):
+        log_beta = est.log_beta_for_acceptance_rate(rate)
+        assert est.acceptance_rate_at_beta(log_beta=log_beta) == pytest.approx(
+            est.acceptance_rate_at_beta(math.exp(log_beta)), rel=1e-12
+        )
+        far = shifted.log_beta_for_acceptance_rate(rate)
+        assert far == pytest.approx(log_beta - 1000.0, abs=1e-9)
+        assert math.exp(far) == 0.0  # beta itself underflows; log beta does not
+        assert shifted.acceptance_rate_at_beta(log_beta=far) == pytest.approx(rate, rel=1e-9)
+        for kind in ("kl", "tv"):
+            assert shifted.divergence_at_beta(divergence=kind, log_beta=far) == pytest.approx(
+                est.divergence_at_beta(math.exp(log_beta), kind), rel=1e-9, abs=1e-12
+            )
+        assert shifted.feature_moment_at_beta(feature=log_q, log_beta=far) == pytest.approx(
+            est.feature_moment_at_beta(math.exp(log_beta), log_q), rel=1e-9
+        )
+    with pytest.raises(ValueError, match="exactly one"):
+        est.acceptance_rate_at_beta(1.0, log_beta=0.0)
+    with pytest.raises(ValueError, match="finite"):
+        est.acceptance_rate_at_beta(log_beta=math.inf)

@@ -104,41 +104,7 @@ def test_product_refuses_bad_factors():
         Product(Broken()).log_score(samples_of("a"))
 
 
-# --- PipelineScorer with a small classification model the test builds --------------------
-
-
-@pytest.fixture(scope="module")
-def classifier_dir(tmp_path_factory):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
-
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "good", "bad", "film", "very", "the", "a"]
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-    )
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(words),
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=32,
-        num_labels=2,
-        id2label={0: "NEGATIVE", 1: "POSITIVE"},
-        label2id={"NEGATIVE": 0, "POSITIVE": 1},
-    )
-    model = BertForSequenceClassification(config)
-    path = tmp_path_factory.mktemp("classifier")
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+# --- PipelineScorer with a small classification model (conftest's classifier_dir) ---------
 
 
 def test_pipeline_scorer_matches_the_model(classifier_dir):

@@ -52,6 +52,8 @@ LORA_KEYS = ("r", "alpha", "dropout", "target_modules")
 SAMPLER_KEYS = ("acceptance_rate", "beta", "n_samples", "estimation_samples")
 # The tuner's own keys that the command sets itself from other sections.
 TUNER_RESERVED = ("features", "kl_from_base", "checkpoint_dir")
+# Proposals QRS or IMH may draw for one context before the command gives up with advice.
+MAX_PROPOSALS = 200_000
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -460,6 +462,33 @@ def _rates(features: Sequence[Any], drawn: Sequence[tuple[str, list[Any]]]) -> l
     return rates
 
 
+def _draw_exactly(draw: Callable[..., Any], n: int, context: str, what: str) -> Any:
+    """``draw(n, context, ...)`` of QRS or IMH within :data:`MAX_PROPOSALS`, or a user error."""
+    budget = "max_proposals" if what == "QRS" else "max_steps"
+    try:
+        return draw(n, context, progress=False, **{budget: MAX_PROPOSALS})
+    except RuntimeError as err:
+        raise UserError(
+            str(err), "sampler", f"{what} gave up after {MAX_PROPOSALS} proposals"
+        ) from None
+
+
+def _beta_text(log_beta: float) -> str:
+    return f"{math.exp(log_beta):.4g}" if abs(log_beta) < 700 else f"exp({log_beta:.6g})"
+
+
+def _check_qrs_cost(estimated_rate: float, log_beta: float, n: int) -> None:
+    """Refuse before drawing when the estimated acceptance rate makes ``n`` samples unaffordable."""
+    needed = n / estimated_rate if estimated_rate > 0 else math.inf
+    if needed > MAX_PROPOSALS:
+        raise UserError(
+            f"QRS at beta={_beta_text(log_beta)} accepts about {estimated_rate:.3g} of the proposals, so "
+            f"{n} samples would take about {needed:.3g} of them",
+            "sampler.beta",
+            "use a smaller beta, or acceptance_rate instead",
+        )
+
+
 def _coefficients(ebm: Any) -> dict[str, float]:
     from disco.scorers import ExponentialScorer
 
@@ -722,16 +751,18 @@ def run_pipeline(cfg: dict[str, Any], out: Path, *, resume: bool = False) -> dic
         n_samples=sampler_cfg["estimation_samples"],
         progress=False,
     )
-    beta = sampler_cfg.get("beta")
-    if beta is None:
-        beta = estimator.beta_for_acceptance_rate(sampler_cfg["acceptance_rate"])
+    # log beta throughout: an EBM's unnormalised scores can put beta past float range
+    if "beta" in sampler_cfg:
+        log_beta = math.log(sampler_cfg["beta"])
+    else:
+        log_beta = estimator.log_beta_for_acceptance_rate(sampler_cfg["acceptance_rate"])
     _try_plot(lambda: estimator.plot(out / "qrs.png"), "qrs.png")
-    sampler = QuasiRejectionSampler(target, policy, beta=beta, seed=seed)
+    shares = _shares(sampler_cfg["n_samples"], contexts)
+    rate = estimator.acceptance_rate_at_beta(log_beta=log_beta)
+    _check_qrs_cost(rate, log_beta, max(n for _, n in shares))
+    sampler = QuasiRejectionSampler(target, policy, beta=None, log_beta=log_beta, seed=seed)
     with torch.no_grad():
-        qrs_drawn = [
-            (c, sampler.sample_n(n, c, progress=False).samples)
-            for c, n in _shares(sampler_cfg["n_samples"], contexts)
-        ]
+        qrs_drawn = [(c, _draw_exactly(sampler.sample_n, n, c, "QRS").samples) for c, n in shares]
     last = history[-1] if history else {}
     report.update(
         {
@@ -739,11 +770,12 @@ def run_pipeline(cfg: dict[str, Any], out: Path, *, resume: bool = False) -> dic
             "qrs_rate": _rates(features, qrs_drawn),
             "kl_policy_base": last.get("kl_policy_base", math.nan),
             "kl_target_policy": last.get("kl_target_policy", math.nan),
-            "qrs_beta": float(beta),
-            "qrs_estimated_acceptance": estimator.acceptance_rate_at_beta(beta),
+            "qrs_beta": sampler.beta,
+            "qrs_log_beta": log_beta,
+            "qrs_estimated_acceptance": rate,
             "qrs_acceptance": sampler.acceptance_rate,
-            "qrs_estimated_kl": estimator.divergence_at_beta(beta, "kl"),
-            "qrs_estimated_tv": estimator.divergence_at_beta(beta, "tv"),
+            "qrs_estimated_kl": estimator.divergence_at_beta(divergence="kl", log_beta=log_beta),
+            "qrs_estimated_tv": estimator.divergence_at_beta(divergence="tv", log_beta=log_beta),
             "steps": tuner.step_count,
             "seconds": time.perf_counter() - started,
         }
@@ -784,7 +816,7 @@ def format_table(report: dict[str, Any]) -> str:
     rows += [
         ("KL(policy || base), nats", f"{value('kl_policy_base'):.4f}"),
         ("KL(target || policy), nats", f"{value('kl_target_policy'):.4f}"),
-        ("QRS beta", f"{value('qrs_beta'):.4g}"),
+        ("QRS beta", _beta_text(value("qrs_log_beta")) if "qrs_log_beta" in report else "nan"),
         ("QRS acceptance: estimated", f"{value('qrs_estimated_acceptance'):.3f}"),
         ("QRS acceptance: observed", f"{value('qrs_acceptance'):.3f}"),
         ("QRS KL(target || QRS), nats (est.)", f"{value('qrs_estimated_kl'):.4f}"),
@@ -833,22 +865,26 @@ def _sample(args: argparse.Namespace) -> None:
         proposal = _lm({"path": _model_path(args.proposal, None), "length": length})
     with torch.no_grad():
         if args.method == "imh":
-            drawn = IMHSampler(target, proposal, seed=args.seed).sample_n(
-                args.n, args.context, progress=False
-            )
+            chain = IMHSampler(target, proposal, seed=args.seed)
+            drawn = _draw_exactly(chain.sample_n, args.n, args.context, "IMH")
         else:
-            beta = args.beta
-            if beta is None:
-                beta = QRSEstimator(
+            if args.beta is not None:
+                log_beta = math.log(args.beta)
+            else:
+                estimator = QRSEstimator(
                     target,
                     proposal,
                     context=args.context,
                     n_samples=args.estimation_samples,
                     progress=False,
-                ).beta_for_acceptance_rate(args.acceptance_rate)
-            drawn = QuasiRejectionSampler(target, proposal, beta=beta, seed=args.seed).sample_n(
-                args.n, args.context, progress=False
+                )
+                log_beta = estimator.log_beta_for_acceptance_rate(args.acceptance_rate)
+                rate = estimator.acceptance_rate_at_beta(log_beta=log_beta)
+                _check_qrs_cost(rate, log_beta, args.n)
+            sampler = QuasiRejectionSampler(
+                target, proposal, beta=None, log_beta=log_beta, seed=args.seed
             )
+            drawn = _draw_exactly(sampler.sample_n, args.n, args.context, "QRS")
     rows = [
         {"text": s.text, "target_log_score": float(lp)}
         for s, lp in zip(drawn.samples, drawn.target_log_scores.tolist())

@@ -210,25 +210,40 @@ class QRSEstimator:
 
     # -- estimates ----------------------------------------------------------------------------
 
-    def acceptance_rate_at_beta(self, beta: float) -> float:
-        """Expected fraction of proposals QRS accepts at ``beta``."""
-        return float(np.mean([g.index.acceptance_rate(_beta(beta)) for g in self._groups]))
+    def acceptance_rate_at_beta(
+        self, beta: float | None = None, *, log_beta: float | None = None
+    ) -> float:
+        """Expected fraction of proposals QRS accepts at ``beta`` (or at ``exp(log_beta)``).
 
-    def divergence_at_beta(self, beta: float, divergence: Any = "kl") -> float:
+        ``log_beta`` serves where β is past float range, e.g. for an EBM whose unnormalised
+        scores are far from 1 (see :meth:`log_beta_for_acceptance_rate`).
+        """
+        at = _at(beta, log_beta)
+        return float(np.mean([g.index.acceptance_rate(**at) for g in self._groups]))
+
+    def divergence_at_beta(
+        self, beta: float | None = None, divergence: Any = "kl", *, log_beta: float | None = None
+    ) -> float:
         """``D(p ‖ p_β)`` between the target and QRS's output: ``"kl"``, ``"tv"`` or ``"js"``."""
         kind = _divergence_kind(divergence)
-        return float(np.mean([g.index.divergence(kind, _beta(beta)) for g in self._groups]))  # type: ignore[arg-type]
+        at = _at(beta, log_beta)
+        return float(np.mean([g.index.divergence(kind, **at) for g in self._groups]))  # type: ignore[arg-type]
 
-    def feature_moment_at_beta(self, beta: float, feature: Any) -> float:
+    def feature_moment_at_beta(
+        self, beta: float | None = None, feature: Any = None, *, log_beta: float | None = None
+    ) -> float:
         """``E_{p_β}[feature]``, the feature's mean over QRS's output at ``beta``.
 
         ``feature`` is a scorer (``score(samples, context)``), a function
         ``f(samples, context)``, or its values on the samples (one array per context).
         """
+        if feature is None:
+            raise ValueError("give the feature whose moment to estimate")
+        at = _at(beta, log_beta)
         return float(
             np.mean(
                 [
-                    g.index.feature_moments(self._feature_values(g, k, feature), _beta(beta))
+                    g.index.feature_moments(self._feature_values(g, k, feature), **at)
                     for k, g in enumerate(self._groups)
                 ]
             )
@@ -401,6 +416,18 @@ def _beta(beta: float) -> float:
     if not (math.isfinite(b) and b > 0):
         raise ValueError(f"beta is {b}: it must be positive and finite")
     return b
+
+
+def _at(beta: float | None, log_beta: float | None) -> dict[str, float]:
+    """The keyword for a QRSIndex query: ``betas=`` or ``log_betas=``, exactly one given."""
+    if (beta is None) == (log_beta is None):
+        raise ValueError("give exactly one of beta and log_beta")
+    if log_beta is not None:
+        lb = float(log_beta)
+        if not math.isfinite(lb):
+            raise ValueError(f"log_beta is {lb}: it must be finite")
+        return {"log_betas": lb}
+    return {"betas": _beta(beta)}  # type: ignore[arg-type]
 
 
 def _rows(values: Any, name: str) -> list[FloatArray]:
