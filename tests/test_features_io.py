@@ -53,6 +53,10 @@ def test_specs_rebuild_the_same_feature():
     assert negated.score(xs).tolist() == [0, 1, 1, 0]
     named = feature({"type": "word", "word": "bad", "name": "is_bad"})
     assert named.name == "is_bad" and feature(named.spec).name == "is_bad"
+    named_not = feature({"type": "not", "feature": {"type": "word", "word": "bad"}, "name": "ok"})
+    assert named_not.name == "ok" and feature(named_not.spec).name == "ok"
+    # a negation made in Python (e.g. by constrain for a moment of 0.0) is still data
+    assert feature(word_present("good").negation().spec).score(xs).tolist() == [0, 1, 1, 0]
 
 
 @pytest.mark.parametrize(
@@ -67,6 +71,19 @@ def test_specs_rebuild_the_same_feature():
         ({"type": "function", "path": "nowhere"}, "package.module:function"),
         ({"type": "function", "path": "feature_helpers:missing"}, "no attribute"),
         ({"type": "function", "path": "no_such_module_xyz:f"}, "cannot import"),
+        ({"type": "not"}, "needs feature"),
+        ({"type": "not", "feature": {"type": "word", "word": "a"}, "colour": 1}, "unknown"),
+        (
+            {
+                "type": "not",
+                "feature": {
+                    "type": "function",
+                    "path": "feature_helpers:word_count",
+                    "kind": "real",
+                },
+            },
+            "boolean features only",
+        ),
     ],
 )
 def test_bad_specs(spec, message):

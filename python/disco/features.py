@@ -166,18 +166,22 @@ def feature(spec: Mapping[str, Any]) -> Scorer:
             raise ValueError(
                 "a 'not' feature needs feature = { type = ..., ... }: the one it negates"
             )
+        unknown = sorted(set(params) - {"feature"})
+        if unknown:
+            raise ValueError(f"bad settings for a 'not' feature: unknown {unknown}")
         inner = feature(spec["feature"])
         if not isinstance(inner, BooleanScorer):
             raise ValueError("'not' applies to boolean features only")
-        return _with_spec(inner.negation(), {"type": "not", "feature": dict(spec["feature"])})
-    if kind not in builders:
+        scorer: Scorer = inner.negation()
+    elif kind not in builders:
         raise ValueError(
             f"unknown feature type {kind!r}: expected one of {', '.join(FEATURE_TYPES)}"
         )
-    try:
-        scorer = builders[kind](**params)
-    except TypeError as err:
-        raise ValueError(f"bad settings for a {kind!r} feature {dict(params)}: {err}") from None
+    else:
+        try:
+            scorer = builders[kind](**params)
+        except TypeError as err:
+            raise ValueError(f"bad settings for a {kind!r} feature {dict(params)}: {err}") from None
     if "name" in spec:
         scorer.name = str(spec["name"])
         scorer.spec = {**(scorer.spec or {}), "name": scorer.name}
