@@ -39,7 +39,9 @@ def run_reference(ctx: Any, mode: str, params: dict[str, Any]) -> dict[str, Any]
     )
     if proc.returncode != 0:
         raise RuntimeError(f"disco 1.1.1 {mode} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    ctx.ref_versions.update(result.pop("versions", {}))
+    return result
 
 
 def median_time(fn: Callable[[], Any], repeats: int) -> float:

@@ -58,6 +58,7 @@ def constrain(model: str, params: dict) -> dict:
             pass
 
     base_distribution.trange = Counting
+    base.sample(sampling_size=params["sampling_size"])  # warm-up, as on our side
     start = time.perf_counter()
     base.constrain(
         features,
@@ -116,4 +117,13 @@ if __name__ == "__main__":
     install_disco_shims(workdir)
     model_path = _legacy_copy(model_path, workdir)
     result = {"constrain": constrain, "tuner": tuner}[mode](model_path, json.loads(raw))
+    import importlib.metadata
+
+    import torch
+
+    result["versions"] = {
+        "disco-generation": importlib.metadata.version("disco-generation"),
+        "torch": torch.__version__,
+        "torch threads": str(torch.get_num_threads()),
+    }
     print(json.dumps(result))

@@ -542,6 +542,11 @@ def _plot_tuning(
     fig.savefig(path, dpi=100)
 
 
+def _interactive() -> bool:
+    """Progress bars only on a terminal: logs and pipes get plain lines."""
+    return sys.stderr.isatty()
+
+
 def _fit(cfg: dict[str, Any], base: Any, features: list[Any], moments: list[float]) -> Any:
     contexts = cfg["contexts"]
     n = cfg["fit"]["n_samples"]
@@ -550,7 +555,14 @@ def _fit(cfg: dict[str, Any], base: Any, features: list[Any], moments: list[floa
         {"context": contexts[0]} if len(contexts) == 1 else {"contexts": contexts}
     )
     try:
-        target = base.constrain(features, moments, n_samples=n, sampling_size=min(256, n), **where)
+        target = base.constrain(
+            features,
+            moments,
+            n_samples=n,
+            sampling_size=min(256, n),
+            progress=_interactive(),
+            **where,
+        )
     except ValueError as err:
         raise UserError(
             f"cannot fit the constraints: {err}",
@@ -749,7 +761,7 @@ def run_pipeline(cfg: dict[str, Any], out: Path, *, resume: bool = False) -> dic
         policy,
         contexts=contexts,
         n_samples=sampler_cfg["estimation_samples"],
-        progress=False,
+        progress=_interactive(),
     )
     # log beta throughout: an EBM's unnormalised scores can put beta past float range
     if "beta" in sampler_cfg:
