@@ -9,7 +9,7 @@ output of a short length cap.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -42,10 +42,22 @@ def build_tokenizer(words: Sequence[str] = WORDS, pad_is_eos: bool = False) -> o
     )
 
 
-def _save(model: torch.nn.Module, tokenizer: object, folder: Path) -> Path:
+def _build(
+    folder: Path,
+    words: Sequence[str],
+    seed: int,
+    make_model: Callable[[int], torch.nn.Module],
+    pad_is_eos: bool = False,
+) -> Path:
+    """Seeded ``make_model(vocab_size)`` with spread outputs, saved with its tokenizer."""
+    limit_threads()
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer(words, pad_is_eos=pad_is_eos)
+    model = make_model(len(SPECIAL) + len(words))
+    _scale_output(model)
     folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)  # type: ignore[attr-defined]
-    tokenizer.save_pretrained(folder)  # type: ignore[attr-defined]
+    model.eval().save_pretrained(folder)  # type: ignore[operator]
+    tokenizer.save_pretrained(folder)
     return folder
 
 
@@ -60,77 +72,72 @@ def build_gpt2(
     """Save a tiny random GPT-2 (pad token = EOS, as in the real GPT-2) with its tokenizer."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    limit_threads()
-    torch.manual_seed(seed)
-    tokenizer = build_tokenizer(words, pad_is_eos=pad_is_eos)
-    config = GPT2Config(
-        vocab_size=len(SPECIAL) + len(words),
-        n_positions=64,
-        n_embd=n_embd,
-        n_layer=n_layer,
-        n_head=2,
-        bos_token_id=BOS_ID,
-        eos_token_id=EOS_ID,
-        pad_token_id=EOS_ID if pad_is_eos else PAD_ID,
-    )
-    model = GPT2LMHeadModel(config)
-    _scale_output(model)
-    return _save(model.eval(), tokenizer, folder)
+    def make(vocab_size: int) -> torch.nn.Module:
+        config = GPT2Config(
+            vocab_size=vocab_size,
+            n_positions=64,
+            n_embd=n_embd,
+            n_layer=n_layer,
+            n_head=2,
+            bos_token_id=BOS_ID,
+            eos_token_id=EOS_ID,
+            pad_token_id=EOS_ID if pad_is_eos else PAD_ID,
+        )
+        return GPT2LMHeadModel(config)
+
+    return _build(folder, words, seed, make, pad_is_eos=pad_is_eos)
 
 
 def build_t5(folder: Path, words: Sequence[str] = WORDS, seed: int = 0) -> Path:
     """Save a tiny random T5 (decoder starts from the pad token, as in the real T5)."""
     from transformers import T5Config, T5ForConditionalGeneration
 
-    limit_threads()
-    torch.manual_seed(seed)
-    tokenizer = build_tokenizer(words)
-    config = T5Config(
-        vocab_size=len(SPECIAL) + len(words),
-        d_model=16,
-        d_kv=8,
-        d_ff=32,
-        num_layers=2,
-        num_decoder_layers=2,
-        num_heads=2,
-        relative_attention_num_buckets=8,
-        pad_token_id=PAD_ID,
-        eos_token_id=EOS_ID,
-        decoder_start_token_id=PAD_ID,
-    )
-    model = T5ForConditionalGeneration(config)
-    _scale_output(model)
-    return _save(model.eval(), tokenizer, folder)
+    def make(vocab_size: int) -> torch.nn.Module:
+        config = T5Config(
+            vocab_size=vocab_size,
+            d_model=16,
+            d_kv=8,
+            d_ff=32,
+            num_layers=2,
+            num_decoder_layers=2,
+            num_heads=2,
+            relative_attention_num_buckets=8,
+            pad_token_id=PAD_ID,
+            eos_token_id=EOS_ID,
+            decoder_start_token_id=PAD_ID,
+        )
+        return T5ForConditionalGeneration(config)
+
+    return _build(folder, words, seed, make)
 
 
 def build_bart(folder: Path, words: Sequence[str] = WORDS, seed: int = 0) -> Path:
     """Save a tiny random BART: decoding starts from EOS and then a forced BOS, as in BART."""
     from transformers import BartConfig, BartForConditionalGeneration
 
-    limit_threads()
-    torch.manual_seed(seed)
-    tokenizer = build_tokenizer(words)
-    config = BartConfig(
-        vocab_size=len(SPECIAL) + len(words),
-        d_model=16,
-        encoder_layers=1,
-        decoder_layers=1,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=32,
-        decoder_ffn_dim=32,
-        max_position_embeddings=64,
-        pad_token_id=PAD_ID,
-        bos_token_id=BOS_ID,
-        eos_token_id=EOS_ID,
-        decoder_start_token_id=EOS_ID,
-        forced_bos_token_id=BOS_ID,
-        forced_eos_token_id=None,
-    )
-    model = BartForConditionalGeneration(config)
-    model.generation_config.forced_bos_token_id = BOS_ID
-    _scale_output(model)
-    return _save(model.eval(), tokenizer, folder)
+    def make(vocab_size: int) -> torch.nn.Module:
+        config = BartConfig(
+            vocab_size=vocab_size,
+            d_model=16,
+            encoder_layers=1,
+            decoder_layers=1,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=32,
+            decoder_ffn_dim=32,
+            max_position_embeddings=64,
+            pad_token_id=PAD_ID,
+            bos_token_id=BOS_ID,
+            eos_token_id=EOS_ID,
+            decoder_start_token_id=EOS_ID,
+            forced_bos_token_id=BOS_ID,
+            forced_eos_token_id=None,
+        )
+        model = BartForConditionalGeneration(config)
+        model.generation_config.forced_bos_token_id = BOS_ID
+        return model
+
+    return _build(folder, words, seed, make)
 
 
 def _scale_output(model: torch.nn.Module) -> None:
