@@ -117,3 +117,43 @@ def score_target(target: Any, samples: Sequence[Any], context: Any) -> FloatArra
 def as_tensor(values: FloatArray) -> torch.Tensor:
     """A float64 CPU tensor sharing nothing with ``values``."""
     return torch.from_numpy(np.array(values, dtype=np.float64))
+
+
+class Gathered:
+    """Samples and their log-scores kept batch by batch: the tail every ``sample_n`` shares."""
+
+    def __init__(self) -> None:
+        self.samples: list[Any] = []
+        self._log_p: list[torch.Tensor] = []
+        self._log_q: list[torch.Tensor] = []
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def keep(self, batch: Samples, picks: Any) -> int:
+        """Keep ``batch``'s rows at ``picks`` (an index array or a slice); returns how many."""
+        rows = range(len(batch.samples))[picks] if isinstance(picks, slice) else picks
+        self.samples.extend(batch.samples[int(i)] for i in rows)
+        self._log_p.append(batch.target_log_scores[picks])
+        self._log_q.append(batch.proposal_log_scores[picks])
+        return len(rows)
+
+    def result(self) -> Samples:
+        empty = torch.zeros(0, dtype=torch.float64)
+        return Samples(
+            self.samples, torch.cat([empty, *self._log_p]), torch.cat([empty, *self._log_q])
+        )
+
+
+def sample_each_context(
+    sample: Any,
+    contexts: Sequence[Any] | None,
+    sampling_size: int,
+    context_distribution: Any,
+    n_contexts: int,
+) -> list[tuple[Any, Any]]:
+    """``sample(context, sampling_size)`` for each of ``contexts`` (or ``n_contexts`` drawn)."""
+    if contexts is None and context_distribution is None:
+        raise ValueError("give contexts or a context_distribution")
+    chosen = resolve_contexts("", contexts, context_distribution, n_contexts)
+    return [(c, sample(c, sampling_size)) for c in chosen]

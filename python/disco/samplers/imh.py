@@ -8,18 +8,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from disco import numerics
 from disco.samplers._common import (
     FloatArray,
+    Gathered,
     Samples,
     as_tensor,
     context_key,
     draw_batch,
     log_ratios,
-    resolve_contexts,
+    sample_each_context,
     score_target,
 )
 
@@ -185,9 +185,7 @@ class IMHSampler:
                 f"burn_in={burn_in}, thinning={thinning}, sampling_size={sampling_size}"
             )
         n, burn_in, thinning = int(n), int(burn_in), int(thinning)
-        samples: list[Any] = []
-        log_p: list[torch.Tensor] = []
-        log_q: list[torch.Tensor] = []
+        kept = Gathered()
         position, taken, steps = 0, 0, 0  # states seen, states kept, proposals made
         with tqdm(total=n, desc="IMH", disable=not progress, leave=False) as bar:
             while taken < n:
@@ -205,13 +203,9 @@ class IMHSampler:
                 picks = np.flatnonzero((p >= burn_in) & ((p - burn_in) % thinning == 0))
                 picks = picks[: n - taken]
                 position += len(batch.samples)
-                samples.extend(batch.samples[i] for i in picks)
-                log_p.append(batch.target_log_scores[picks])
-                log_q.append(batch.proposal_log_scores[picks])
-                taken += picks.size
+                taken += kept.keep(batch, picks)
                 bar.update(picks.size)
-        empty = torch.zeros(0, dtype=torch.float64)
-        return Samples(samples, torch.cat([empty, *log_p]), torch.cat([empty, *log_q]))
+        return kept.result()
 
     def sample_contexts(
         self,
@@ -222,10 +216,9 @@ class IMHSampler:
         n_contexts: int = 8,
     ) -> list[tuple[Any, Samples]]:
         """:meth:`sample` for each of ``contexts`` (or ``n_contexts`` drawn from a distribution)."""
-        if contexts is None and context_distribution is None:
-            raise ValueError("give contexts or a context_distribution")
-        chosen = resolve_contexts("", contexts, context_distribution, n_contexts)
-        return [(c, self.sample(c, sampling_size)) for c in chosen]
+        return sample_each_context(
+            self.sample, contexts, sampling_size, context_distribution, n_contexts
+        )
 
     def statistics(self, context: Any = "", max_lag: int = 50) -> ChainStatistics:
         """Acceptance and log-ratio autocorrelation of the chain of ``context``."""

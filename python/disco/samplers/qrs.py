@@ -8,18 +8,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from disco import numerics
 from disco.samplers._common import (
+    Gathered,
     Samples,
     as_tensor,
     checked_log_beta,
     context_key,
     draw_batch,
     log_ratios,
-    resolve_contexts,
+    sample_each_context,
     score_target,
 )
 
@@ -168,31 +168,25 @@ class QuasiRejectionSampler:
         if int(max_proposals) < 1:
             raise ValueError(f"max_proposals must be at least 1, got {max_proposals}")
         n, max_proposals = int(n), int(max_proposals)
-        samples: list[Any] = []
-        log_p: list[torch.Tensor] = []
-        log_q: list[torch.Tensor] = []
+        kept = Gathered()
         proposed = 0
         with tqdm(total=n, desc="QRS", disable=not progress, leave=False) as bar:
-            while len(samples) < n:
+            while len(kept) < n:
                 budget = max_proposals - proposed
                 if budget <= 0:
-                    rate = len(samples) / proposed
+                    rate = len(kept) / proposed
                     raise RuntimeError(
-                        f"QRS accepted {len(samples)} of the {n} samples asked for within "
+                        f"QRS accepted {len(kept)} of the {n} samples asked for within "
                         f"max_proposals={max_proposals} proposals (acceptance rate {rate:.3g} at "
                         f"beta={self.beta:.6g}); lower beta (see QRSEstimator."
                         "beta_for_acceptance_rate) or raise max_proposals"
                     )
                 batch, drawn = self._accept(context, min(int(sampling_size), budget))
                 proposed += drawn
-                take = min(len(batch.samples), n - len(samples))
-                samples.extend(batch.samples[:take])
-                log_p.append(batch.target_log_scores[:take])
-                log_q.append(batch.proposal_log_scores[:take])
+                take = kept.keep(batch, slice(0, n - len(kept)))
                 bar.update(take)
-                bar.set_postfix(acceptance=f"{len(samples) / proposed:.3g}", refresh=False)
-        empty = torch.zeros(0, dtype=torch.float64)
-        return QRSSamples(samples, torch.cat([empty, *log_p]), torch.cat([empty, *log_q]))
+                bar.set_postfix(acceptance=f"{len(kept) / proposed:.3g}", refresh=False)
+        return kept.result()
 
     def sample_contexts(
         self,
@@ -203,7 +197,6 @@ class QuasiRejectionSampler:
         n_contexts: int = 8,
     ) -> list[tuple[Any, QRSSamples]]:
         """:meth:`sample` for each of ``contexts`` (or ``n_contexts`` drawn from a distribution)."""
-        if contexts is None and context_distribution is None:
-            raise ValueError("give contexts or a context_distribution")
-        chosen = resolve_contexts("", contexts, context_distribution, n_contexts)
-        return [(c, self.sample(c, sampling_size)) for c in chosen]
+        return sample_each_context(
+            self.sample, contexts, sampling_size, context_distribution, n_contexts
+        )
