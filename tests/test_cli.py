@@ -196,6 +196,29 @@ def test_run_with_a_classifier_and_a_python_function_as_features(
     assert torch.isfinite(ebm.log_score(samples[:4], "")).all()
 
 
+def test_function_and_classifier_paths_resolve_next_to_the_config(
+    tmp_path: Path, classifier_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    folder = tmp_path / "project"
+    folder.mkdir()
+    shutil.copytree(classifier_dir, folder / "clf")
+    (folder / "my_features_xyz.py").write_text(
+        "def short(sample, context):\n    return len(sample.text) < 30\n"
+    )
+    config = folder / "run.toml"
+    config.write_text(
+        '[[features]]\ntype = "function"\npath = "my_features_xyz:short"\nmoment = 0.5\n'
+        '[[features]]\ntype = "classifier"\nmodel = "clf"\nlabel = "POSITIVE"\nmoment = 0.5\n'
+    )
+    monkeypatch.chdir(tmp_path)  # neither is in the current folder
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    cfg = cli.load_config(config)
+    assert cfg["features"][1]["model"] == str((folder / "clf").resolve())
+    assert cli.build_feature(cfg["features"][0], 0).name == "my_features_xyz:short"
+
+
 def cli_toml(spec: dict[str, str]) -> str:
     return "".join(f"{k} = {json.dumps(v)}\n" for k, v in spec.items())
 

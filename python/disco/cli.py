@@ -97,7 +97,19 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise UserError(
             f"malformed TOML in {file}: {err}", "CONFIG", "fix the syntax there"
         ) from None
+    _importable(file.parent.resolve())
     return check_config(raw, base_dir=file.parent)
+
+
+def _importable(folder: Path) -> None:
+    """Let ``function`` features import modules next to the config or in the current folder.
+
+    The ``disco`` script's own folder, not the current one, heads ``sys.path``; appending keeps
+    installed packages first.
+    """
+    for entry in (str(folder), os.getcwd()):
+        if entry not in sys.path:
+            sys.path.append(entry)
 
 
 def _unknown(section: dict[str, Any], allowed: Sequence[str], prefix: str) -> None:
@@ -199,8 +211,11 @@ def build_feature(spec: dict[str, Any], index: int) -> Any:
         ) from None
 
 
-def check_feature(spec: Any, index: int) -> dict[str, Any]:
-    """Check one ``[[features]]`` table: a known type, valid settings and a valid moment."""
+def check_feature(spec: Any, index: int, base_dir: Path | None = None) -> dict[str, Any]:
+    """Check one ``[[features]]`` table: a known type, valid settings and a valid moment.
+
+    A classifier's local model folder is made absolute (looked up next to the config first).
+    """
     from disco.features import FEATURE_TYPES
     from disco.scorers import BooleanScorer
 
@@ -223,7 +238,11 @@ def check_feature(spec: Any, index: int) -> dict[str, Any]:
             f"moment {moment!r} is not a finite number", f"{key}.moment", "give a number"
         )
     if spec["type"] == "classifier":
-        return dict(spec)  # built once, by the run: loading a classifier twice is slow
+        spec = dict(spec)
+        found = _local(spec["model"], base_dir) if isinstance(spec.get("model"), str) else None
+        if found is not None:
+            spec["model"] = str(found)
+        return spec  # built once, by the run: loading a classifier twice is slow
     scorer = build_feature(spec, index)
     if isinstance(scorer, BooleanScorer) and not 0.0 <= moment <= 1.0:
         raise UserError(
@@ -296,7 +315,7 @@ def check_config(raw: dict[str, Any], base_dir: Path | None = None) -> dict[str,
         raise UserError(
             "features must be an array of tables", "features", "write [[features]], not [features]"
         )
-    features = [check_feature(spec, i) for i, spec in enumerate(specs)]
+    features = [check_feature(spec, i, base_dir) for i, spec in enumerate(specs)]
 
     fit = _table(raw, "fit")
     _unknown(fit, ("n_samples",), "fit.")
