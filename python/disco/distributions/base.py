@@ -71,10 +71,13 @@ class BaseDistribution(Distribution):
     distribution in KL that meets the moments (DESIGN §4).
     """
 
-    def constrain(self, features: Sequence[Any], moments: Sequence[float], **kwargs: Any) -> Any:
+    def constrain(
+        self, features: Sequence[Any], moments: Sequence[float] | None = None, **kwargs: Any
+    ) -> Any:
         """Return the EBM closest to this distribution in KL that meets the feature moments.
 
-        See :func:`disco.distributions.constraints.constrain` for the options.
+        Without ``moments``, the product of this distribution and the features. See
+        :func:`disco.distributions.constraints.constrain` for the options.
         """
         from disco.distributions.constraints import constrain
 

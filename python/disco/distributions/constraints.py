@@ -20,7 +20,8 @@ import torch
 from tqdm.auto import tqdm
 
 from disco import numerics
-from disco.scorers.base import BooleanScorer, ExponentialScorer, Product, Scorer
+from disco.compat import constrain_arguments
+from disco.scorers.base import BooleanScorer, ExponentialScorer, Product, Scorer, as_scorer
 
 __all__ = ["FitReport", "constrain"]
 
@@ -54,14 +55,6 @@ class FitReport:
         return "\n".join(lines)
 
 
-def _as_scorer(feature: Any, index: int) -> Scorer:
-    if isinstance(feature, Scorer):
-        return feature
-    if callable(feature):
-        return Scorer(feature, name=getattr(feature, "__name__", f"feature_{index}"))
-    raise TypeError(f"features[{index}] must be a Scorer or a callable, got {feature!r}")
-
-
 def _split(
     features: Sequence[Any], moments: Sequence[float]
 ) -> tuple[list[Scorer], list[float], list[BooleanScorer]]:
@@ -73,7 +66,7 @@ def _split(
     targets: list[float] = []
     pointwise: list[BooleanScorer] = []
     for k, (feature, moment) in enumerate(zip(features, moments)):
-        scorer = _as_scorer(feature, k)
+        scorer = as_scorer(feature, k)
         moment = float(moment)
         if not math.isfinite(moment):
             raise ValueError(
@@ -130,10 +123,29 @@ def _draw(
     return drawn
 
 
+def _no_fit(pointwise: list[str]) -> FitReport:
+    """The report of a target with pointwise factors only: nothing was fitted."""
+    zero = np.zeros(0)
+    return FitReport([], zero, zero, zero, 0.0, 0, math.nan, math.nan, 0, pointwise)
+
+
+def _draw_contexts(context_distribution: Any, n_contexts: int) -> list[Any]:
+    """``n_contexts`` contexts from the distribution, or its only context if it has one.
+
+    Drawing the same context ``n_contexts`` times would split the samples into groups that are
+    each normalised on their own: a noisier fit of the same one-context problem.
+    """
+    listing = getattr(context_distribution, "contexts", None)
+    support = listing() if callable(listing) else None
+    if support is not None and len(set(support)) == 1:
+        return [support[0]]
+    return list(context_distribution.sample(n_contexts)[0])
+
+
 def constrain(
     base: Any,
     features: Sequence[Scorer | Callable[..., Any]],
-    moments: Sequence[float],
+    moments: Sequence[float] | None = None,
     *,
     proposal: Any = None,
     context: Any = "",
@@ -147,6 +159,7 @@ def constrain(
     tolerance: float = 1e-8,
     max_iterations: int = 100,
     progress: bool = False,
+    **original_keywords: Any,
 ) -> Product:
     """Return the EBM closest to ``base`` in KL whose feature moments are ``moments``.
 
@@ -156,13 +169,17 @@ def constrain(
         The original distribution ``a`` (anything with ``sample`` and ``log_score``).
     features, moments:
         The constraints: ``E_p[features[k]] = moments[k]``. Boolean features with moment 1.0 hold
-        on every sample of the target (moment 0.0: on none) and are applied pointwise.
+        on every sample of the target (moment 0.0: on none) and are applied pointwise. Without
+        ``moments`` every feature is a factor of the product, ``base * features[0] * ...`` (the
+        original disco's default).
     proposal:
         Draws the samples the coefficients are fitted on (default: ``base``).
     context, contexts, context_distribution, n_contexts:
         One context (default), an explicit list, or a context distribution from which
-        ``n_contexts`` are drawn. With several contexts one coefficient vector is shared and each
-        context's importance weights are normalised within that context.
+        ``n_contexts`` are drawn (one with a single context, such as a
+        ``SingleContextDistribution``, gives that one context). With several contexts one
+        coefficient vector is shared and each context's importance weights are normalised
+        within that context.
     n_samples, sampling_size:
         Total samples to draw and the batch size to draw them in.
     samples, proposal_log_probs:
@@ -172,6 +189,9 @@ def constrain(
         Newton's stopping rule, ``max_k |E[phi_k] - moments[k]| < tolerance``, and budget.
     progress:
         Show a progress bar while sampling.
+    **original_keywords:
+        The original disco's names (``n_contexts_per_step``, ``context_sampling_size``,
+        ``iterations``, ``learning_rate``), translated by :func:`disco.compat.constrain_arguments`.
 
     Returns
     -------
@@ -186,22 +206,33 @@ def constrain(
     disco.ConvergenceError
         The solver did not converge within ``max_iterations``.
     """
+    if original_keywords:
+        settings: dict[str, Any] = dict(
+            proposal=proposal,
+            context=context,
+            contexts=contexts,
+            context_distribution=context_distribution,
+            n_contexts=n_contexts,
+            n_samples=n_samples,
+            sampling_size=sampling_size,
+            samples=samples,
+            proposal_log_probs=proposal_log_probs,
+            tolerance=tolerance,
+            max_iterations=max_iterations,
+            progress=progress,
+        )
+        settings.update(constrain_arguments(original_keywords))
+        return constrain(base, features, moments, **settings)
+    if moments is None:
+        factors = [as_scorer(f, k) for k, f in enumerate(features)]
+        ebm = Product(base, *factors)
+        ebm.fit_report = _no_fit([f.name for f in factors])
+        return ebm
     distributional, targets, pointwise = _split(features, moments)
     pointwise_names = [p.name for p in pointwise]
     if not distributional:
         ebm = Product(base, *pointwise)
-        ebm.fit_report = FitReport(
-            [],
-            np.zeros(0),
-            np.zeros(0),
-            np.zeros(0),
-            0.0,
-            0,
-            math.nan,
-            math.nan,
-            0,
-            pointwise_names,
-        )
+        ebm.fit_report = _no_fit(pointwise_names)
         return ebm
 
     if samples is not None:
@@ -224,7 +255,7 @@ def constrain(
             )
     else:
         if context_distribution is not None:
-            context_list = list(context_distribution.sample(n_contexts)[0])
+            context_list = _draw_contexts(context_distribution, n_contexts)
         elif contexts is not None:
             context_list = list(contexts)
         else:

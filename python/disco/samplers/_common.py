@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -15,12 +15,47 @@ from disco import numerics
 FloatArray = npt.NDArray[np.float64]
 
 
-class Samples(NamedTuple):
-    """Samples with their target log-scores and proposal log-probabilities (float64 tensors)."""
+class Samples(tuple):
+    """Samples with their target log-scores and proposal log-probabilities (float64 tensors).
 
-    samples: list[Any]
+    As a tuple it is ``(samples, log_scores)``, the log-scores being those of the proposal that
+    drew the samples, so ``samples, log_scores = sampler.sample(...)`` unpacks as with a
+    distribution's ``sample`` (and as in the original disco). ``.samples``,
+    ``.target_log_scores`` and ``.proposal_log_scores`` name every part.
+    """
+
     target_log_scores: torch.Tensor
-    proposal_log_scores: torch.Tensor
+
+    def __new__(
+        cls,
+        samples: list[Any],
+        target_log_scores: torch.Tensor,
+        proposal_log_scores: torch.Tensor,
+    ) -> Samples:
+        self = super().__new__(cls, (samples, proposal_log_scores))
+        self.target_log_scores = target_log_scores
+        return self
+
+    def __getnewargs__(self) -> tuple[Any, ...]:
+        return (self.samples, self.target_log_scores, self.proposal_log_scores)
+
+    def __repr__(self) -> str:
+        return f"Samples(n={len(self.samples)})"
+
+    @property
+    def samples(self) -> list[Any]:
+        """The samples."""
+        return self[0]
+
+    @property
+    def proposal_log_scores(self) -> torch.Tensor:
+        """Their log-probabilities under the proposal (float64)."""
+        return self[1]
+
+    @property
+    def log_scores(self) -> torch.Tensor:
+        """The second element of the pair: :attr:`proposal_log_scores`."""
+        return self.proposal_log_scores
 
 
 def log_scores(values: Any, name: str, n: int, who: str) -> FloatArray:

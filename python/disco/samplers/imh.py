@@ -103,8 +103,8 @@ class IMHSampler:
     :meth:`statistics` reports the acceptance rate and the autocorrelation of the log-ratio. The
     decision runs in Rust; uniforms come from a numpy generator seeded with ``seed``.
 
-    Same interface as :class:`QuasiRejectionSampler`: :meth:`sample` returns
-    ``(samples, target_log_scores, proposal_log_scores)`` of the chain's states, one per step.
+    Same interface as :class:`QuasiRejectionSampler`: :meth:`sample` returns the chain's states,
+    one per step, as ``(samples, proposal_log_scores)`` with ``.target_log_scores``.
     A fresh chain starts on its first proposal with ``P > 0`` (steps before it are not returned).
     """
 

@@ -26,7 +26,9 @@ from disco.samplers._common import (
 __all__ = ["AcceptanceStatistics", "QRSSamples", "QuasiRejectionSampler"]
 
 QRSSamples = Samples
-"""Accepted samples with their target log-scores and proposal log-probabilities."""
+"""Accepted samples with their target log-scores and proposal log-probabilities.
+
+Unpacks as ``samples, log_scores`` (proposal log-probabilities, as in the original disco)."""
 
 
 @dataclass
@@ -116,6 +118,10 @@ class QuasiRejectionSampler:
         """Accepted over proposed so far, over all contexts (NaN before any proposal)."""
         return self.statistics().acceptance_rate
 
+    def get_acceptance_rate(self) -> float:
+        """:attr:`acceptance_rate` (the original disco's name)."""
+        return self.acceptance_rate
+
     def reset_statistics(self) -> None:
         """Forget the running counts."""
         self._statistics.clear()
@@ -137,8 +143,9 @@ class QuasiRejectionSampler:
     def sample(self, context: Any = "", sampling_size: int = 32) -> QRSSamples:
         """Draw ``sampling_size`` proposals for ``context`` and return the accepted ones.
 
-        Returns ``(samples, target_log_scores, proposal_log_scores)`` of the accepted samples
-        (possibly none); the running statistics are updated.
+        Returns the accepted samples (possibly none) as :class:`~disco.samplers.QRSSamples`:
+        the pair ``(samples, proposal log-probabilities)``, also with ``.target_log_scores``.
+        The running statistics are updated.
         """
         if int(sampling_size) < 1:
             raise ValueError(f"sampling_size must be at least 1, got {sampling_size}")

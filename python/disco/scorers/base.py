@@ -15,7 +15,14 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["BooleanScorer", "ExponentialScorer", "PositiveScorer", "Product", "Scorer"]
+__all__ = [
+    "BooleanScorer",
+    "ExponentialScorer",
+    "PositiveScorer",
+    "Product",
+    "Scorer",
+    "as_scorer",
+]
 
 
 def _as_scores(values: Any, n: int, who: str) -> torch.Tensor:
@@ -33,6 +40,16 @@ def _as_scores(values: Any, n: int, who: str) -> torch.Tensor:
     return scores
 
 
+class _ClassName:
+    """A scorer's default ``name``: its class name, until ``__init__`` sets one.
+
+    A subclass written the original disco's way may skip ``Scorer.__init__``; it still has a name.
+    """
+
+    def __get__(self, obj: Any, owner: type) -> str:
+        return owner.__name__
+
+
 class Scorer:
     """A real-valued feature of a sample and its context, scored in batches.
 
@@ -46,6 +63,10 @@ class Scorer:
     name:
         Used in error messages and reports (defaults to the function's name).
     """
+
+    name: str = _ClassName()  # type: ignore[assignment]
+    batched: bool = False
+    spec: dict[str, Any] | None = None
 
     def __init__(
         self,
@@ -64,6 +85,20 @@ class Scorer:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
 
+    @staticmethod
+    def _broadcast(
+        function: Callable[[Any, Any], Any],
+    ) -> Callable[[Sequence[Any], Any], list[Any]]:
+        """``f(sample, context)`` made into ``f(samples, context) -> list`` (the original's helper).
+
+        For scorers written the original disco's way: ``self._broadcast(self.my_feature)``.
+        """
+
+        def on_each(samples: Sequence[Any], context: Any) -> list[Any]:
+            return [function(s, context) for s in samples]
+
+        return on_each
+
     def _raw(self, samples: Sequence[Any], context: Any) -> Any:
         if self.batched:
             return self.scoring_function(list(samples), context)
@@ -72,6 +107,15 @@ class Scorer:
     def score(self, samples: Sequence[Any], context: Any = "") -> torch.Tensor:
         """The feature's value for each sample, as a float64 tensor."""
         return _as_scores(self._raw(samples, context), len(samples), f"scorer {self.name!r}")
+
+
+def as_scorer(feature: Any, index: int) -> Scorer:
+    """``feature`` as a :class:`Scorer`: scorers pass through, a bare ``f(sample, context)`` is wrapped."""
+    if isinstance(feature, Scorer):
+        return feature
+    if callable(feature):
+        return Scorer(feature, name=getattr(feature, "__name__", f"feature_{index}"))
+    raise TypeError(f"features[{index}] must be a Scorer or a callable, got {feature!r}")
 
 
 class PositiveScorer(Scorer):
@@ -143,13 +187,17 @@ class ExponentialScorer(PositiveScorer):
         The ``lambda_k`` (finite).
     """
 
-    def __init__(self, features: Sequence[Scorer], coefficients: Sequence[float] | Any) -> None:
+    def __init__(
+        self, features: Sequence[Scorer | Callable[..., Any]], coefficients: Sequence[float] | Any
+    ) -> None:
+        if isinstance(coefficients, torch.Tensor):
+            coefficients = coefficients.detach().cpu().numpy()
         coefficients = np.atleast_1d(np.asarray(coefficients, dtype=np.float64))
         if len(features) != coefficients.size:
             raise ValueError(f"{len(features)} features but {coefficients.size} coefficients")
         if not np.all(np.isfinite(coefficients)):
             raise ValueError(f"coefficients must be finite, got {coefficients.tolist()}")
-        self.features = list(features)
+        self.features = [as_scorer(f, k) for k, f in enumerate(features)]
         self.coefficients = torch.as_tensor(coefficients)
         super().__init__(
             self._energy, batched=True, name="exp(" + ", ".join(f.name for f in self.features) + ")"
@@ -165,7 +213,14 @@ class ExponentialScorer(PositiveScorer):
         """``N x K`` matrix of the features' values."""
         if not samples:
             return torch.zeros((0, len(self.features)), dtype=torch.float64)
-        return torch.stack([f.score(samples, context) for f in self.features], dim=1)
+        n = len(samples)
+        return torch.stack(
+            [
+                _as_scores(f.score(samples, context), n, f"feature {f.name!r}")
+                for f in self.features
+            ],
+            dim=1,
+        )
 
     def log_score(self, samples: Sequence[Any], context: Any = "") -> torch.Tensor:
         """``lambda . phi(x)`` for each sample."""
@@ -208,6 +263,11 @@ class Product(PositiveScorer):
 
     def __repr__(self) -> str:
         return f"Product({', '.join(repr(f) for f in self.factors)})"
+
+    @property
+    def scorers(self) -> list[Any]:
+        """:attr:`factors` (the original disco's name): ``scorers[0]`` is the base."""
+        return self.factors
 
     def log_score(self, samples: Sequence[Any], context: Any = "") -> torch.Tensor:
         """Sum of the factors' log-scores (``-inf`` wherever any factor is zero)."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -29,7 +30,12 @@ class PipelineScorer(PositiveScorer):
         The label's name (as in ``model.config.id2label``) or its index.
     pipeline:
         A transformers text-classification pipeline, a model path or Hub name to build one
-        (``trust_remote_code`` stays off), or ``None`` when ``model`` and ``tokenizer`` are given.
+        (``trust_remote_code`` stays off), the keyword arguments of ``transformers.pipeline``
+        as a dict (the original disco's ``PipelineScorer(label, params)``, e.g.
+        ``{"task": "sentiment-analysis", "model": path}``), or ``None`` when ``model`` and
+        ``tokenizer`` are given.
+    temperature:
+        ``log_score`` is the label's log-probability divided by this (1.0: the probability).
     model, tokenizer:
         An already-loaded sequence-classification model and its tokenizer.
     batch_size:
@@ -44,6 +50,7 @@ class PipelineScorer(PositiveScorer):
         self,
         label: str | int,
         pipeline: Any = None,
+        temperature: float = 1.0,
         *,
         model: Any = None,
         tokenizer: Any = None,
@@ -57,6 +64,15 @@ class PipelineScorer(PositiveScorer):
             pipeline = transformers.pipeline(
                 "text-classification", model=pipeline, trust_remote_code=False
             )
+        elif isinstance(pipeline, Mapping):
+            import transformers
+
+            pipeline = transformers.pipeline(**{"trust_remote_code": False, **pipeline})
+        if not (isinstance(temperature, (int, float)) and math.isfinite(temperature)) or not (
+            temperature > 0
+        ):
+            raise ValueError(f"temperature must be positive and finite, got {temperature!r}")
+        self.temperature = float(temperature)
         if pipeline is not None:
             model, tokenizer = pipeline.model, pipeline.tokenizer
         if model is None or tokenizer is None:
@@ -88,7 +104,7 @@ class PipelineScorer(PositiveScorer):
 
     @torch.no_grad()
     def log_score(self, samples: Sequence[Any], context: Any = "") -> torch.Tensor:
-        """Log-probability of the label for each sample's text (float64, on the CPU)."""
+        """Log-probability of the label for each sample's text (float64, on the CPU), over T."""
         texts = [self.text_of(s) for s in samples]
         device = next(self.model.parameters()).device
         out = []
@@ -106,7 +122,8 @@ class PipelineScorer(PositiveScorer):
             else:
                 log_probs = torch.log_softmax(logits, dim=-1)
             out.append(log_probs[:, self.label_id].to("cpu", torch.float64))
-        return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+        scores = torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+        return scores / self.temperature if self.temperature != 1.0 else scores
 
     def _probabilities(self, samples: Sequence[Any], context: Any) -> torch.Tensor:
         return torch.exp(self.log_score(samples, context))

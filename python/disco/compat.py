@@ -1,0 +1,294 @@
+"""The original disco's spellings, and where each one lands in this package.
+
+Code written for the original ``disco`` (``disco-generation`` on PyPI, its README and tutorial
+notebooks) runs here unchanged. This package's own API stays the primary one; the original's
+documented forms are thin aliases onto it. None of them warns. The translation of the original's
+keywords happens in this module only (:func:`tuner_arguments`, :func:`constrain_arguments`,
+:func:`lm_arguments`, :func:`accepts_tuner`); the alias modules re-export existing classes.
+
+Module paths (each a re-export)
+    ``disco.distributions.lm_distribution`` (``LMDistribution``, ``TextSample``),
+    ``…single_context_distribution``, ``…context_distribution``,
+    ``…dataset_context_distribution``; ``disco.scorers.scorer``, ``…boolean_scorer``,
+    ``…positive_scorer`` (also ``Product``), ``…exponential_scorer``, ``…pipeline_scorer``;
+    ``disco.samplers.accumulation_sampler``, ``…quasi_rejection_sampler`` (also
+    ``QuasiRejectionSamplerEstimator``); ``disco.tuners.dpg_tuner``, ``…cdpg_tuner``,
+    ``…fdpg_tuner``, ``…fcdpg_tuner``; ``disco.tuners.loggers.json`` (``JSONLogger``),
+    ``…neptune`` (``NeptuneLogger``), ``…mlflow`` (``MLFlowLogger`` = ``MLflowLogger``);
+    ``disco.metrics`` (``KL``, ``TV``, ``JS``).
+
+Names
+    ``ChiSquaredLoss`` = ``ChiSquareLoss``, ``ReverseChiSquaredLoss`` = ``ReverseChiSquareLoss``,
+    ``MLFlowLogger`` = ``MLflowLogger``, ``QuasiRejectionSampler.get_acceptance_rate()`` =
+    ``.acceptance_rate``, ``Product.scorers`` = ``Product.factors``.
+
+Tuner keywords (:data:`TUNER_SETTINGS`)
+    ``n_gradient_steps`` → ``n_steps``; ``n_samples_per_step`` and ``n_samples_per_context`` →
+    ``samples_per_context``; ``scoring_size`` → ``scoring_batch_size``; ``sampling_size`` →
+    ``sampling_batch_size``; ``context_sampling_size`` and ``n_contexts_per_step`` →
+    ``contexts_per_step``; ``divergence_evaluation_interval`` → ``proposal_update_interval``;
+    ``track_divergence_from_base=True`` → ``kl_from_base=True`` with the target's first factor
+    as ``base``; ``features=[(name, scorer), ...]`` → the scorers, reported as
+    ``moment/<name>``; ``proposal=<distribution>`` (keyword or third positional) → offline
+    tuning from that proposal; ``context_distribution=SingleContextDistribution(c)`` → the fixed
+    context ``c``. ``n_kl_samples`` and ``track_metrics`` (kl, tv and js are always tracked)
+    are accepted and have no effect, as in the original.
+
+``constrain`` keywords (:func:`constrain_arguments`)
+    ``moments`` may be left out (every feature becomes a factor of the product, as in the
+    original); ``context_sampling_size`` and ``n_contexts_per_step`` → ``n_contexts``;
+    ``iterations`` → ``max_iterations``; ``learning_rate`` has no effect (Newton takes no step
+    size). (A ``SingleContextDistribution(c)`` fits the one context ``c``, a fix in ``constrain``
+    itself.)
+
+``LMDistribution`` keywords (:func:`lm_arguments`)
+    ``network=`` → ``model=``; ``nature="causal"|"seq2seq"`` → ``auto=``.
+
+Loggers attached by construction (:func:`accepts_tuner`)
+    ``ConsoleLogger(tuner)``, ``JSONLogger(tuner, project, name)`` (writes
+    ``$DISCO_SAVE_PATH/project/name.jsonl``, the working directory when the variable is unset),
+    ``WandBLogger(tuner, project, name)``, ``NeptuneLogger(tuner, project, name, api_token=...)``
+    and ``MLFlowLogger(tuner, project, name)`` append the logger to ``tuner.loggers``; W&B and
+    Neptune then take their mode from their own settings (``WANDB_MODE``, ``NEPTUNE_MODE``;
+    online by default, as in the original).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+__all__ = [
+    "CONSTRAIN_SETTINGS",
+    "TUNER_SETTINGS",
+    "accepts_tuner",
+    "constrain_arguments",
+    "is_tuner",
+    "lm_arguments",
+    "named_features",
+    "tuner_arguments",
+]
+
+#: The original tuner's setting names and this package's :class:`~disco.tuners.TunerConfig` fields.
+TUNER_SETTINGS: dict[str, str] = {
+    "n_gradient_steps": "n_steps",
+    "n_samples_per_step": "samples_per_context",
+    "n_samples_per_context": "samples_per_context",
+    "scoring_size": "scoring_batch_size",
+    "sampling_size": "sampling_batch_size",
+    "context_sampling_size": "contexts_per_step",
+    "n_contexts_per_step": "contexts_per_step",
+    "divergence_evaluation_interval": "proposal_update_interval",
+    "track_divergence_from_base": "kl_from_base",
+}
+
+#: Original tuner settings that had no effect there either.
+_INERT_TUNER_SETTINGS = ("n_kl_samples",)
+
+#: The original ``constrain`` keywords and this package's names.
+CONSTRAIN_SETTINGS: dict[str, str] = {
+    "context_sampling_size": "n_contexts",
+    "n_contexts_per_step": "n_contexts",
+    "iterations": "max_iterations",
+}
+
+
+def _rename(
+    kwargs: dict[str, Any], table: Mapping[str, str], who: str, inert: Sequence[str] = ()
+) -> dict[str, Any]:
+    """``kwargs`` with the original names replaced; a setting given under two names is an error."""
+    out: dict[str, Any] = {}
+    given_as: dict[str, str] = {}
+    for key, value in kwargs.items():
+        if key in inert:
+            continue
+        name = table.get(key, key)
+        if name in given_as:
+            raise ValueError(
+                f"{who}: {given_as[name]!r} and {key!r} both set {name!r}; give only one of them"
+            )
+        given_as[name] = key
+        out[name] = value
+    return out
+
+
+def _single_context(context_distribution: Any) -> tuple[bool, Any]:
+    """Whether a context distribution is one fixed context, and that context."""
+    from disco.distributions.contexts import SingleContextDistribution
+
+    if isinstance(context_distribution, SingleContextDistribution):
+        return True, context_distribution.context
+    return False, None
+
+
+def named_features(features: Any) -> tuple[Any, ...]:
+    """Scorers from the original's ``[(name, scorer), ...]`` (plain scorers pass through).
+
+    A pair becomes a scorer named ``name`` that scores with ``scorer``, so the tuner reports its
+    moment as ``moment/<name>``; the user's scorer is left as it is.
+    """
+    from disco.scorers import Scorer
+
+    out = []
+    for k, feature in enumerate(features):
+        if isinstance(feature, tuple) and len(feature) == 2 and isinstance(feature[0], str):
+            label, scorer = feature
+            if not callable(getattr(scorer, "score", None)):
+                raise ValueError(f"features[{k}]: {scorer!r} has no score(samples, context)")
+            out.append(Scorer(scorer.score, batched=True, name=label))
+        else:
+            out.append(feature)
+    return tuple(out)
+
+
+def tuner_arguments(
+    target: Any, positional: Sequence[Any], kwargs: dict[str, Any], third: str
+) -> dict[str, Any]:
+    """Keyword arguments for :class:`~disco.tuners.Tuner` from a front-end's call, in either API.
+
+    ``third`` names what a third positional argument means in this package for that front-end
+    (``"context"``, ``"loss"`` or ``"context_distribution"``); a loss or a distribution given
+    there is recognised by its type, since the original put the proposal third.
+    """
+    from disco.distributions.base import Distribution
+    from disco.tuners.losses import FDivergenceLoss
+
+    kwargs = dict(kwargs)
+    if len(positional) > 1:
+        raise TypeError(
+            f"too many positional arguments after the policy and the target: {len(positional)}; "
+            "pass the others by keyword"
+        )
+    if positional:
+        value = positional[0]
+        if isinstance(value, FDivergenceLoss):
+            role = "loss"
+        elif isinstance(value, Distribution):
+            role = "proposal"
+        else:
+            role = third
+        if role in kwargs:
+            raise TypeError(f"{role!r} was given both by position and by keyword")
+        kwargs[role] = value
+    proposal = kwargs.get("proposal")
+    if proposal is not None and not isinstance(proposal, str):
+        kwargs["proposal_distribution"] = kwargs.pop("proposal")
+        kwargs["proposal"] = "offline"
+    distribution = kwargs.get("context_distribution")
+    if distribution is not None:
+        single, context = _single_context(distribution)
+        if "context" in kwargs:
+            raise ValueError("give either context or context_distribution, not both")
+        if single:
+            del kwargs["context_distribution"]
+            kwargs["context"] = context
+    track_metrics = kwargs.pop("track_metrics", None)
+    if track_metrics is not None and not set(track_metrics) <= {"kl", "tv", "js"}:
+        raise ValueError(f"track_metrics={track_metrics!r}: the tuner tracks 'kl', 'tv' and 'js'")
+    settings = _rename(kwargs, TUNER_SETTINGS, "tuner", _INERT_TUNER_SETTINGS)
+    if "features" in settings:
+        settings["features"] = named_features(settings["features"])
+    if settings.get("kl_from_base") and settings.get("base") is None:
+        factors = getattr(target, "factors", None)
+        if not factors:
+            raise ValueError(
+                "track_divergence_from_base=True needs the target's base model: pass base=..., or "
+                "a target built from a distribution (base * scorer, base.constrain(...))"
+            )
+        settings["base"] = factors[0]
+    return settings
+
+
+def constrain_arguments(
+    kwargs: dict[str, Any],
+) -> dict[str, Any]:
+    """``constrain``'s keyword arguments with the original's names translated."""
+    unknown = sorted(set(kwargs) - set(CONSTRAIN_SETTINGS) - {"learning_rate"})
+    if unknown:
+        raise TypeError(f"constrain() got unexpected keyword argument(s) {unknown}")
+    return _rename(kwargs, CONSTRAIN_SETTINGS, "constrain", ("learning_rate",))
+
+
+def lm_arguments(model: Any, auto: Any, kwargs: dict[str, Any]) -> tuple[Any, Any]:
+    """``LMDistribution``'s model and auto class from the original's ``network`` and ``nature``.
+
+    Removes those keywords from ``kwargs``.
+    """
+    if "network" in kwargs:
+        if model is not None:
+            raise ValueError("give the model once: model=... or network=..., not both")
+        model = kwargs.pop("network")
+    if "nature" in kwargs:
+        if auto is not None:
+            raise ValueError("give the model type once: auto=... or nature=..., not both")
+        auto = kwargs.pop("nature")
+    return model, auto
+
+
+def is_tuner(obj: Any) -> bool:
+    """Whether ``obj`` is a tuner (the original loggers took one as first argument)."""
+    from disco.tuners.tuner import Tuner
+
+    return isinstance(obj, Tuner)
+
+
+def _original_json(
+    project: str, name: str, path: str | os.PathLike[str] | None = None
+) -> dict[str, Any]:
+    root = Path(path if path is not None else os.environ.get("DISCO_SAVE_PATH", "."))
+    return {"path": root / project / f"{name}.jsonl"}
+
+
+def _original_wandb(project: str | None = None, name: str | None = None) -> dict[str, Any]:
+    return {"project": project, "name": name, "mode": None}
+
+
+def _original_neptune(
+    project: str | None = None, name: str | None = None, api_token: str | None = None, **kwargs: Any
+) -> dict[str, Any]:
+    return {"project": project, "name": name, "api_token": api_token, "mode": None, **kwargs}
+
+
+def _original_mlflow(project: str = "disco", name: str | None = None) -> dict[str, Any]:
+    return {"experiment_name": project, "run_name": name}
+
+
+_LOGGER_FORMS: dict[str, Callable[..., dict[str, Any]]] = {
+    "ConsoleLogger": lambda: {},
+    "JSONLogger": _original_json,
+    "WandBLogger": _original_wandb,
+    "NeptuneLogger": _original_neptune,
+    "MLflowLogger": _original_mlflow,
+}
+
+
+def _logger_form(logger: Any) -> Callable[..., dict[str, Any]]:
+    for cls in type(logger).__mro__:
+        if cls.__name__ in _LOGGER_FORMS:
+            return _LOGGER_FORMS[cls.__name__]
+    raise TypeError(f"{type(logger).__name__} has no original-disco form Logger(tuner, ...)")
+
+
+_Init = TypeVar("_Init", bound=Callable[..., None])
+
+
+def accepts_tuner(init: _Init) -> _Init:
+    """Let a logger's ``__init__`` also take the original form ``Logger(tuner, ...)``.
+
+    Called that way, the original's arguments are translated to the native ones and the logger
+    is appended to ``tuner.loggers``, so the tuner starts, feeds and closes it.
+    """
+
+    @functools.wraps(init)
+    def init_either_way(self: Any, *args: Any, **kwargs: Any) -> None:
+        if args and is_tuner(args[0]):
+            tuner = args[0]
+            init(self, **_logger_form(self)(*args[1:], **kwargs))
+            tuner.loggers.append(self)
+        else:
+            init(self, *args, **kwargs)
+
+    return cast(_Init, init_either_way)
