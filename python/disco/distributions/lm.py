@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from disco.compat import lm_arguments
 from disco.distributions.base import BaseDistribution, TextSample
 
 __all__ = ["LMDistribution", "warp_logits"]
@@ -315,6 +316,7 @@ class LMDistribution(BaseDistribution):
         Extra keyword arguments for ``from_pretrained`` (``dtype``, ``revision``,
         ``local_files_only`` …) when ``model`` is a name.
     **generate_kwargs
+        The original disco's ``network`` (for ``model``) and ``nature`` (for ``auto``);
         ``max_new_tokens`` (same as ``length``), the token ids ``eos_token_id``,
         ``pad_token_id``, ``bos_token_id``, ``decoder_start_token_id``, ``forced_bos_token_id``,
         and generation options at their neutral values. Options that would change the
@@ -339,6 +341,7 @@ class LMDistribution(BaseDistribution):
         model_kwargs: dict[str, Any] | None = None,
         **generate_kwargs: Any,
     ) -> None:
+        model, auto = lm_arguments(model, auto, generate_kwargs)  # network=, nature= (original)
         self._is_default = model is None
         self.model_name: str | None = (
             os.fspath(model) if isinstance(model, (str, os.PathLike)) else None

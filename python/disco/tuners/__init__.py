@@ -2,10 +2,12 @@
 
 from disco.tuners.config import TunerConfig
 from disco.tuners.losses import (
+    ChiSquaredLoss,
     ChiSquareLoss,
     FDivergenceLoss,
     JSLoss,
     KLLoss,
+    ReverseChiSquaredLoss,
     ReverseChiSquareLoss,
     ReverseKLLoss,
     TVLoss,
@@ -15,6 +17,7 @@ from disco.tuners.tuner import CDPGTuner, DPGTuner, FCDPGTuner, FDPGTuner, Tuner
 __all__ = [
     "CDPGTuner",
     "ChiSquareLoss",
+    "ChiSquaredLoss",
     "DPGTuner",
     "FCDPGTuner",
     "FDPGTuner",
@@ -22,6 +25,7 @@ __all__ = [
     "JSLoss",
     "KLLoss",
     "ReverseChiSquareLoss",
+    "ReverseChiSquaredLoss",
     "ReverseKLLoss",
     "TVLoss",
     "Tuner",

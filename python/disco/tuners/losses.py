@@ -20,11 +20,13 @@ from disco import numerics
 
 __all__ = [
     "ChiSquareLoss",
+    "ChiSquaredLoss",
     "FDivergenceLoss",
     "JSLoss",
     "KLLoss",
     "LossOutput",
     "ReverseChiSquareLoss",
+    "ReverseChiSquaredLoss",
     "ReverseKLLoss",
     "TVLoss",
 ]
@@ -175,3 +177,8 @@ class ReverseChiSquareLoss(FDivergenceLoss):
 
     kind = "reverse_chi2"
     divergence_name = "chi2(p||pi)"
+
+
+# The original disco's later spellings (see disco.compat).
+ChiSquaredLoss = ChiSquareLoss
+ReverseChiSquaredLoss = ReverseChiSquareLoss

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from disco import numerics
+from disco.compat import tuner_arguments
 from disco.tuners.config import TunerConfig
 from disco.tuners.losses import FDivergenceLoss, JSLoss, KLLoss
 
@@ -71,6 +72,9 @@ class Tuner:
         (conditional tuning, CDPG).
     base:
         The original model, for reporting ``KL(pi ‖ base)`` when ``kl_from_base`` is set.
+    proposal_distribution:
+        Offline tuning: sample from this distribution (replaced by a frozen copy of the policy
+        whenever the policy is closer to the target); default: a frozen copy of the policy.
     loggers:
         Objects with ``start(config)``, ``log(step, metrics)`` and ``close()`` (see
         :mod:`disco.tuners.loggers`).
@@ -91,6 +95,7 @@ class Tuner:
         base: Any = None,
         loggers: Sequence[Any] = (),
         config: TunerConfig | None = None,
+        proposal_distribution: Any = None,
         **settings: Any,
     ) -> None:
         self.config = (config or TunerConfig()).replace(**settings)
@@ -113,7 +118,12 @@ class Tuner:
         self.device = _device(self.module)
         self.optimizer = self._make_optimizer()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
-        self.proposal = policy if cfg.proposal == "online" else self._frozen_copy(policy)
+        if proposal_distribution is not None and cfg.proposal != "offline":
+            raise ValueError("a proposal distribution means offline tuning: set proposal='offline'")
+        if proposal_distribution is not None:
+            self.proposal = proposal_distribution
+        else:
+            self.proposal = policy if cfg.proposal == "online" else self._frozen_copy(policy)
         self.step_count = 0
         self.log_z_sums: dict[str, tuple[float, float]] = {}
         self.log_z_counts: dict[str, int] = {}
@@ -525,52 +535,51 @@ class Tuner:
 
 
 class DPGTuner(Tuner):
-    """Distributional Policy Gradient: forward ``KL(p ‖ pi)`` for one context."""
+    """Distributional Policy Gradient: forward ``KL(p ‖ pi)`` for one context.
 
-    def __init__(self, policy: Any, target: Any, context: Any = "", **kwargs: Any) -> None:
-        super().__init__(policy, target, kwargs.pop("loss", None), context=context, **kwargs)
+    ``DPGTuner(policy, target, context, **settings)``; the original disco's forms (a proposal
+    third, its setting names) are accepted too (see :mod:`disco.compat`).
+    """
+
+    def __init__(self, policy: Any, target: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(policy, target, **tuner_arguments(target, args, kwargs, "context"))
 
 
 class CDPGTuner(Tuner):
-    """Conditional DPG: forward KL averaged over a context distribution."""
+    """Conditional DPG: forward KL averaged over a context distribution.
 
-    def __init__(self, policy: Any, target: Any, context_distribution: Any, **kwargs: Any) -> None:
+    ``CDPGTuner(policy, target, context_distribution, **settings)``; without a context
+    distribution it tunes for the empty context.
+    """
+
+    def __init__(self, policy: Any, target: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(
-            policy,
-            target,
-            kwargs.pop("loss", None),
-            context_distribution=context_distribution,
-            **kwargs,
+            policy, target, **tuner_arguments(target, args, kwargs, "context_distribution")
         )
 
 
 class FDPGTuner(Tuner):
-    """f-DPG for one context: any f-divergence loss, Jensen–Shannon by default."""
+    """f-DPG for one context: any f-divergence loss, Jensen–Shannon by default.
+
+    ``FDPGTuner(policy, target, loss, context=..., **settings)``.
+    """
 
     default_loss = JSLoss
 
-    def __init__(
-        self,
-        policy: Any,
-        target: Any,
-        loss: FDivergenceLoss | None = None,
-        context: Any = "",
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(policy, target, loss, context=context, **kwargs)
+    def __init__(self, policy: Any, target: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(policy, target, **tuner_arguments(target, args, kwargs, "loss"))
 
 
 class FCDPGTuner(Tuner):
-    """Conditional f-DPG over a context distribution; Jensen–Shannon by default."""
+    """Conditional f-DPG over a context distribution; Jensen–Shannon by default.
+
+    ``FCDPGTuner(policy, target, context_distribution, loss=..., **settings)``; without a context
+    distribution it tunes for the empty context (the original's RLHF example).
+    """
 
     default_loss = JSLoss
 
-    def __init__(
-        self,
-        policy: Any,
-        target: Any,
-        context_distribution: Any,
-        loss: FDivergenceLoss | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(policy, target, loss, context_distribution=context_distribution, **kwargs)
+    def __init__(self, policy: Any, target: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(
+            policy, target, **tuner_arguments(target, args, kwargs, "context_distribution")
+        )

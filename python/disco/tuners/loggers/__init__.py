@@ -1,16 +1,19 @@
-"""Loggers for tuning runs: console, JSON lines, TensorBoard, Weights & Biases and MLflow.
+"""Loggers for tuning runs: console, JSON lines, TensorBoard, Weights & Biases, MLflow, Neptune.
 
 A tuner takes any number of :class:`Logger` objects (or one :class:`LoggerList`); it calls
 ``start(config)`` once, ``log(step, metrics)`` after every step, ``log_samples(step, samples)``
-now and then, and ``close()`` at the end, also after an exception. The TensorBoard, W&B and
-MLflow loggers import their library only when constructed, and raise an ImportError naming the
-extra to install (``pip install "disco[tensorboard]"``, ``"disco[wandb]"``, ``"disco[mlflow]"``).
+now and then, and ``close()`` at the end, also after an exception. The TensorBoard, W&B,
+MLflow and Neptune loggers import their library only when constructed, and raise an ImportError
+naming the extra to install (``pip install "disco[tensorboard]"``, ``"disco[wandb]"``,
+``"disco[mlflow]"``, ``"disco[neptune]"``). The original disco's form ``Logger(tuner, ...)``
+attaches a logger to a tuner (see :mod:`disco.compat`).
 """
 
 from disco.tuners.loggers.base import Logger, LoggerList
 from disco.tuners.loggers.console import DEFAULT_CONSOLE_KEYS, ConsoleLogger
 from disco.tuners.loggers.jsonl import JSONLogger, read_jsonl
-from disco.tuners.loggers.mlflow import MLflowLogger
+from disco.tuners.loggers.mlflow import MLFlowLogger, MLflowLogger
+from disco.tuners.loggers.neptune import NeptuneLogger
 from disco.tuners.loggers.tensorboard import TensorBoardLogger
 from disco.tuners.loggers.wandb import WandBLogger
 
@@ -20,7 +23,9 @@ __all__ = [
     "JSONLogger",
     "Logger",
     "LoggerList",
+    "MLFlowLogger",
     "MLflowLogger",
+    "NeptuneLogger",
     "TensorBoardLogger",
     "WandBLogger",
     "read_jsonl",

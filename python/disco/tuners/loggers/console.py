@@ -11,6 +11,7 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
+from disco.compat import accepts_tuner
 from disco.tuners.loggers._util import metric_value
 from disco.tuners.loggers.base import Logger
 
@@ -52,8 +53,12 @@ class ConsoleLogger(Logger):
         Force the tqdm bar on (``True``) or off (``False``); ``None`` uses it only on a terminal.
     precision:
         Significant digits of the shown values.
+
+    The original disco's ``ConsoleLogger(tuner)`` is accepted too: it attaches a default console
+    logger to the tuner.
     """
 
+    @accepts_tuner
     def __init__(
         self,
         keys: Sequence[str] | None = None,

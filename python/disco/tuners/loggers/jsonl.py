@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from disco.compat import accepts_tuner
 from disco.tuners.loggers._util import jsonable, metric_value
 from disco.tuners.loggers.base import Logger
 
@@ -30,7 +31,7 @@ class JSONLogger(Logger):
     infinite divergence and an undefined one); :func:`read_jsonl` turns them back into floats.
     Values that are not JSON types (numpy scalars, tensors) are converted, others written as
     ``str``. Each line is flushed as it is written, so a killed run keeps every step it logged.
-    No environment variable is read.
+    No environment variable is read (but see the original form below).
 
     Parameters
     ----------
@@ -39,8 +40,13 @@ class JSONLogger(Logger):
     append:
         Append to an existing file instead of replacing it at the first :meth:`start`.
         Later starts of the same logger (a resumed ``tune()``) always append.
+
+    The original disco's ``JSONLogger(tuner, project, name, path=None)`` is accepted too: it
+    attaches the logger to the tuner and writes ``path/project/name.jsonl``, ``path`` defaulting
+    to ``$DISCO_SAVE_PATH`` (the working directory when unset).
     """
 
+    @accepts_tuner
     def __init__(self, path: str | os.PathLike[str], append: bool = False) -> None:
         self.path = Path(path)
         self.append = append

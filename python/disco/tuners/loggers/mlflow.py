@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from disco.compat import accepts_tuner
 from disco.tuners.loggers._util import exit_status, flatten, jsonable, metric_value, require
 from disco.tuners.loggers.base import Logger
 
-__all__ = ["MLflowLogger"]
+__all__ = ["MLFlowLogger", "MLflowLogger"]
 
 # MLflow's limits per log_batch call and per parameter value.
 _MAX_METRICS_PER_BATCH = 1000
@@ -51,12 +52,16 @@ class MLflowLogger(Logger):
     tags:
         Tags for the run.
 
+    The original disco's ``MLFlowLogger(tuner, project, name)`` is accepted too: it attaches the
+    logger to the tuner, with ``project`` as the experiment and ``name`` as the run name.
+
     Raises
     ------
     ImportError
         If mlflow is not installed (``pip install "disco[mlflow]"``).
     """
 
+    @accepts_tuner
     def __init__(
         self,
         tracking_uri: str | os.PathLike[str] | None = None,
@@ -137,6 +142,10 @@ class MLflowLogger(Logger):
         if not self._active or self.run_id is None:
             raise RuntimeError("MLflowLogger: call start() before logging")
         return self.run_id
+
+
+MLFlowLogger = MLflowLogger
+"""The original disco's spelling of :class:`MLflowLogger`."""
 
 
 def _safe_name(name: str) -> str:

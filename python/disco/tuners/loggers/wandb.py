@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from disco.compat import accepts_tuner
 from disco.tuners.loggers._util import exit_status, jsonable, metric_value, require
 from disco.tuners.loggers.base import Logger
 
@@ -28,7 +29,9 @@ class WandBLogger(Logger):
     project:
         The W&B project (``None``: wandb's default or ``WANDB_PROJECT``).
     mode:
-        ``"offline"``, ``"online"`` or ``"disabled"``.
+        ``"offline"``, ``"online"`` or ``"disabled"``; ``None``: wandb's own setting
+        (``WANDB_MODE``, else online). The original disco's ``WandBLogger(tuner, project, name)``
+        attaches the logger to the tuner and uses ``mode=None``.
     dir:
         Where wandb writes its files (created if missing; ``None``: the working directory).
     **init_kwargs:
@@ -40,10 +43,11 @@ class WandBLogger(Logger):
         If wandb is not installed (``pip install "disco[wandb]"``).
     """
 
+    @accepts_tuner
     def __init__(
         self,
         project: str | None = None,
-        mode: str = "offline",
+        mode: str | None = "offline",
         dir: str | os.PathLike[str] | None = None,
         **init_kwargs: Any,
     ) -> None:
