@@ -77,7 +77,6 @@ class QrsIndex:
         cls,
         log_ratios: npt.NDArray[np.float64],
         log_weights: npt.NDArray[np.float64] | None = None,
-        sorted_log_ratios: npt.NDArray[np.float64] | None = None,
     ) -> QrsIndex: ...
     @property
     def n(self) -> int: ...

@@ -360,13 +360,10 @@ class QRSIndex:
     """
 
     def __init__(self, log_ratios: ArrayLike, log_weights: ArrayLike | None = None) -> None:
-        ratios = as_vector(log_ratios, "log_ratios")
-        if log_weights is None:
-            # numpy's sort is vectorised (several times faster than a comparison sort); the
-            # kernel checks that it is sorted and validates the values themselves.
-            self._core = _core.QrsIndex(ratios, None, np.sort(ratios))
-        else:
-            self._core = _core.QrsIndex(ratios, as_vector(log_weights, "log_weights"))
+        # The kernel holds one sorted copy of the log-ratios (and of the log-weights when
+        # given) and references to these arrays, which it reads again for feature moments.
+        weights = None if log_weights is None else as_vector(log_weights, "log_weights")
+        self._core = _core.QrsIndex(as_vector(log_ratios, "log_ratios"), weights)
 
     def __repr__(self) -> str:
         return (

@@ -462,7 +462,18 @@ pub fn estimate_grouped(
         (MODEL, g.model.len()),
         (PROPOSAL, g.proposal.len()),
     ])?;
-    let n = g.n.max(1);
+    let n = g.n;
+    if n == 0 {
+        return Err(invalid(format!(
+            "{TARGET} has rows of 0 samples: every context (row) needs at least one sample"
+        )));
+    }
+    if g.target.len() % n != 0 {
+        return Err(invalid(format!(
+            "{TARGET} has {} values, not a whole number of rows of {n} samples",
+            g.target.len()
+        )));
+    }
     let c = g.target.len() / n;
     if let Some(z) = log_z {
         if z.len() != c {

@@ -21,8 +21,6 @@
 //! magnitude of its terms ([`Scale`]): a sum of ratios spanning hundreds of orders of magnitude
 //! keeps its relative precision at every split, and no term is ever exponentiated unshifted.
 
-use std::sync::OnceLock;
-
 use rayon::prelude::*;
 
 use crate::error::{check_finite_matrix, check_log_scores, check_same_length, invalid, Result};
@@ -60,6 +58,18 @@ fn pow2(d: i32) -> f64 {
     }
 }
 
+/// Largest binary exponent of a sum's unit, either way: `2^(±2^30)` spans ±7.4e8 nats.
+///
+/// The index shifts its terms so that the largest is about 0 (see [`QrsIndex`]), so only a term
+/// more than 7.4e8 nats below the largest ever meets the clamp, and `e^{-7.4e8}` of the largest
+/// is zero to every precision kept here.
+const MAX_UNIT_EXP: f64 = 1_073_741_824.0;
+
+/// `floor(log_term / ln 2)`, clamped to ±[`MAX_UNIT_EXP`] (`-inf` gives the lowest).
+fn binary_exponent(log_term: f64) -> i32 {
+    (log_term / LN2).floor().clamp(-MAX_UNIT_EXP, MAX_UNIT_EXP) as i32
+}
+
 /// The binary unit `2^exp` of a family of running sums.
 ///
 /// Invariant: every sum kept in this unit has absolute value at most `N · 2^RESCALE_BITS`, so it
@@ -81,7 +91,7 @@ impl Scale {
 
     /// Makes room for a term `e^{log_term}`; returns the factor the running sums must be multiplied by.
     fn admit(&mut self, log_term: f64) -> f64 {
-        let e = (log_term / LN2).floor().clamp(-1e6, 1e6) as i32;
+        let e = binary_exponent(log_term);
         if !self.started {
             self.started = true;
             self.exp = e;
@@ -98,7 +108,7 @@ impl Scale {
     /// Sets the unit to the binary magnitude of `log_term` (at or above the current one);
     /// returns the factor the running sums must be multiplied by.
     fn admit_floor(&mut self, log_term: f64) -> f64 {
-        let e = (log_term / LN2).floor().clamp(-1e6, 1e6) as i32;
+        let e = binary_exponent(log_term);
         let factor = if self.started {
             pow2(self.exp - e)
         } else {
@@ -139,6 +149,7 @@ impl SplitLog {
         if value.is_nan() || value <= 0.0 {
             return Self::ZERO;
         }
+        // Invariant: `exp` is a clamped unit exponent (|exp| <= 2^30), so `e` stays in i32.
         let (v, adjust) = if value < f64::MIN_POSITIVE {
             (value * pow2(64), -64)
         } else {
@@ -179,7 +190,8 @@ impl SplitLog {
         if other.is_zero() {
             return f64::INFINITY;
         }
-        let de = f64::from(self.e - other.e);
+        // In f64: the difference of two i32 exponents is exact there and cannot overflow.
+        let de = f64::from(self.e) - f64::from(other.e);
         ((de * LN2_HI + shift) + de * LN2_LO) + (self.m / other.m).ln()
     }
 
@@ -639,18 +651,31 @@ fn snapshot(sums: &Sums, exp: i32) -> (SplitLog, f64) {
 }
 
 /// Sorted log-ratios with blocked prefix and suffix sums: answers any beta in O(log N).
+///
+/// What it holds: the kept log-ratios in ascending order (8 bytes per sample: the one copy the
+/// sort needs), their log-weights in the same order when the samples are weighted (8 more),
+/// and the block states of the prefix and suffix sums (about 3 % of that). It keeps neither
+/// the input nor a permutation: feature moments are gathered from the inputs, given again and
+/// checked against a fingerprint.
+///
+/// Invariant (shift invariance): every sum is taken over `(w_i - w_shift) + (l_i - l_shift)`,
+/// with `l_shift` the largest kept log-ratio and `w_shift` the largest log-weight, so its
+/// largest terms are about 1 whatever the size of the inputs; the shifts are added back to the
+/// logarithms reported (`log Z`, `log β`), and ratios of sums need none.
 #[derive(Debug, Clone)]
 pub struct QrsIndex {
     /// Log-ratios in ascending order (`-inf` first); samples with zero weight are dropped.
     l: Vec<f64>,
     /// Log-weights in the same order (empty when all weights are 1).
     w: Vec<f64>,
-    /// Original position of each sorted sample (computed on first need when unweighted).
-    order: OnceLock<Vec<u32>>,
-    /// The log-ratios as given, kept (unweighted case) to find `order` when features come.
-    input: Vec<f64>,
+    /// The largest kept log-ratio, subtracted from every log-ratio in the sums.
+    l_shift: f64,
+    /// The largest log-weight (0 when unweighted), subtracted from every log-weight in the sums.
+    w_shift: f64,
     /// Number of samples given (zero-weight ones included), for feature matrices.
     n_input: usize,
+    /// Fingerprint of the inputs, to check those given again for feature moments.
+    fingerprint: u64,
     /// Number of sorted samples with `l = -inf`.
     n_zero: usize,
     /// `Σ_{i<k} ω_i r_i`.
@@ -661,41 +686,28 @@ pub struct QrsIndex {
     weights: Option<BlockedSums>,
 }
 
-/// A float mapped to an unsigned integer with the same order (`-inf` lowest), and back.
-fn order_key(v: f64) -> u64 {
-    let b = v.to_bits();
-    if b >> 63 == 1 {
-        !b
-    } else {
-        b | (1 << 63)
+/// A hash of the log-ratios (and log-weights) an index was built from: two inputs that differ
+/// anywhere, in value or in order, get different fingerprints except with probability ~2^-64.
+fn fingerprint(log_ratios: &[f64], log_weights: Option<&[f64]>) -> u64 {
+    // splitmix64's finaliser on (value bits, position); a wrapping sum is order-free, so the
+    // parallel reduction is deterministic.
+    fn mix(mut z: u64) -> u64 {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
     }
-}
-
-fn from_order_key(k: u64) -> f64 {
-    f64::from_bits(if k >> 63 == 1 { k & !(1 << 63) } else { !k })
-}
-
-/// Stable argsort of the kept `values`: `(sorted values, their original positions)`.
-fn argsort(values: &[f64], keep: impl Fn(usize) -> bool + Sync) -> (Vec<f64>, Vec<u32>) {
-    // Invariant: (key << 32 | position) is unique, so an unstable integer sort is stable here.
-    let mut packed: Vec<u128> = values
-        .par_iter()
-        .enumerate()
-        .filter(|&(i, _)| keep(i))
-        .map(|(i, &v)| (u128::from(order_key(v)) << 32) | i as u128)
-        .collect();
-    packed.par_sort_unstable();
-    packed
-        .par_iter()
-        .map(|&p| (from_order_key((p >> 32) as u64), (p & 0xffff_ffff) as u32))
-        .unzip()
-}
-
-/// `values` in ascending order (integer keys: a branch-free comparison).
-fn sorted(values: &[f64]) -> Vec<f64> {
-    let mut keys: Vec<u64> = values.par_iter().map(|&v| order_key(v)).collect();
-    keys.par_sort_unstable();
-    keys.into_par_iter().map(from_order_key).collect()
+    let hash = |values: &[f64], salt: u64| -> u64 {
+        values
+            .par_iter()
+            .enumerate()
+            .map(|(i, v)| mix(v.to_bits() ^ mix((i as u64).wrapping_add(salt))).wrapping_add(salt))
+            .reduce(|| 0, u64::wrapping_add)
+    };
+    let mut h = hash(log_ratios, 0x9e37_79b9_7f4a_7c15);
+    if let Some(w) = log_weights {
+        h = mix(h ^ hash(w, 0x2545_f491_4f6c_dd1d));
+    }
+    h
 }
 
 /// Blocks of this many samples share one exponent shift, so their exponentials are vectorised.
@@ -808,44 +820,90 @@ fn lane_sum(x: &[f64], y: Option<&[f64]>) -> f64 {
         + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
 }
 
+/// Compensated sums `s = Σ e^{a_i}` and `g_c = Σ e^{a_i} f_ic` over one bucket of samples, in
+/// a binary unit of their own.
+#[derive(Debug, Clone)]
+struct Bucket {
+    scale: Scale,
+    s: (f64, f64),
+    g: Vec<(f64, f64)>,
+}
+
+impl Bucket {
+    fn new(k: usize) -> Self {
+        Bucket {
+            scale: Scale::new(),
+            s: (0.0, 0.0),
+            g: vec![(0.0, 0.0); k],
+        }
+    }
+
+    fn rescale(&mut self, factor: f64) {
+        if factor != 1.0 {
+            scale_pair(&mut self.s, factor);
+            for acc in &mut self.g {
+                scale_pair(acc, factor);
+            }
+        }
+    }
+
+    /// Adds `e^{a}` with features `row`.
+    fn add(&mut self, a: f64, row: &[f64]) {
+        let f = self.scale.admit(a);
+        self.rescale(f);
+        let term = self.scale.units(a);
+        neumaier_add(&mut self.s, term);
+        for (acc, &fv) in self.g.iter_mut().zip(row) {
+            neumaier_add(acc, term * fv);
+        }
+    }
+
+    /// Adds another bucket's sums, both brought to the larger unit.
+    fn merge(&mut self, other: &Bucket) {
+        if !other.scale.started {
+            return;
+        }
+        if !self.scale.started || other.scale.exp > self.scale.exp {
+            let factor = if self.scale.started {
+                pow2(self.scale.exp - other.scale.exp)
+            } else {
+                1.0
+            };
+            self.rescale(factor);
+            self.scale = other.scale;
+        }
+        let factor = pow2(other.scale.exp - self.scale.exp);
+        let add = |acc: &mut (f64, f64), v: (f64, f64)| {
+            neumaier_add(acc, v.0 * factor);
+            neumaier_add(acc, v.1 * factor);
+        };
+        add(&mut self.s, other.s);
+        for (acc, &v) in self.g.iter_mut().zip(&other.g) {
+            add(acc, v);
+        }
+    }
+
+    /// `g / s` (zeros while the bucket is empty).
+    fn mean_into(&self, out: &mut [f64]) {
+        let st = total(self.s);
+        if st > 0.0 {
+            for (m, acc) in out.iter_mut().zip(&self.g) {
+                *m = total(*acc) / st;
+            }
+        }
+    }
+}
+
 /// No companion sum.
 const NO_COMPANION: Option<&fn(usize) -> f64> = None;
 
 impl QrsIndex {
     /// Sorts the samples and builds the blocked prefix and suffix sums.
+    ///
+    /// Memory: one sorted copy of the kept log-ratios (and, when weighted, of their
+    /// log-weights: the pairs are sorted together, then split, so the peak is twice that).
     pub fn new(log_ratios: &[f64], log_weights: Option<&[f64]>) -> Result<Self> {
-        Self::with_sorted(log_ratios, log_weights, None)
-    }
-
-    /// As [`QrsIndex::new`], with the caller's ascending copy of `log_ratios` (unweighted case
-    /// only; e.g. numpy's vectorised sort, faster than a comparison sort here). It is checked to
-    /// have the same length and to be non-decreasing; that it holds the same values is the
-    /// caller's contract.
-    pub fn with_sorted(
-        log_ratios: &[f64],
-        log_weights: Option<&[f64]>,
-        sorted_log_ratios: Option<&[f64]>,
-    ) -> Result<Self> {
         check_log_scores(LOG_RATIOS, log_ratios)?;
-        if let Some(sl) = sorted_log_ratios {
-            check_same_length(&[
-                (LOG_RATIOS, log_ratios.len()),
-                ("sorted_log_ratios", sl.len()),
-            ])?;
-            if log_weights.is_some() {
-                return Err(invalid(
-                    "sorted_log_ratios can only be given without log_weights",
-                ));
-            }
-            if let Some(i) = sl.windows(2).position(|p| !(p[0] <= p[1])) {
-                return Err(invalid(format!(
-                    "sorted_log_ratios[{}] = {} is below its predecessor {}: not sorted",
-                    i + 1,
-                    sl[i + 1],
-                    sl[i]
-                )));
-            }
-        }
         if let Some(w) = log_weights {
             check_same_length(&[(LOG_RATIOS, log_ratios.len()), (LOG_WEIGHTS, w.len())])?;
             check_log_scores(LOG_WEIGHTS, w)?;
@@ -855,25 +913,25 @@ impl QrsIndex {
                 "{LOG_RATIOS} is empty: at least one sample is needed"
             )));
         }
-        if u32::try_from(log_ratios.len()).is_err() {
-            return Err(invalid(format!(
-                "{LOG_RATIOS} has {} values: at most 2^32 - 1 samples are supported",
-                log_ratios.len()
-            )));
-        }
         let weighted = log_weights.is_some_and(|w| w.iter().any(|&v| v != 0.0));
-        let order = OnceLock::new();
         let (l, w) = match log_weights {
             Some(lw) if weighted => {
-                let (l, idx) = argsort(log_ratios, |i| lw[i] > f64::NEG_INFINITY);
-                let w: Vec<f64> = idx.iter().map(|&i| lw[i as usize]).collect();
-                let _ = order.set(idx);
+                let mut pairs: Vec<(f64, f64)> = log_ratios
+                    .par_iter()
+                    .zip(lw)
+                    .filter(|(_, &w)| w > f64::NEG_INFINITY)
+                    .map(|(&l, &w)| (l, w))
+                    .collect();
+                pairs.par_sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+                let w: Vec<f64> = pairs.par_iter().map(|p| p.1).collect();
+                let l: Vec<f64> = pairs.par_iter().map(|p| p.0).collect();
                 (l, w)
             }
-            _ => (
-                sorted_log_ratios.map_or_else(|| sorted(log_ratios), <[f64]>::to_vec),
-                Vec::new(),
-            ),
+            _ => {
+                let mut l = log_ratios.to_vec();
+                l.par_sort_unstable_by(f64::total_cmp);
+                (l, Vec::new())
+            }
         };
         let n = l.len();
         if n == 0 {
@@ -888,16 +946,19 @@ impl QrsIndex {
                  weight to all samples, so no beta trade-off can be estimated from them"
             )));
         }
+        // Kept log-weights are finite, so the maximum is too.
+        let w_shift = if w.is_empty() {
+            0.0
+        } else {
+            w.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+        };
         let mut index = QrsIndex {
-            input: if weighted {
-                Vec::new()
-            } else {
-                log_ratios.to_vec()
-            },
+            l_shift: l[n - 1],
+            w_shift,
             l,
             w,
-            order,
-            n_input: log_weights.map_or(log_ratios.len(), <[f64]>::len),
+            n_input: log_ratios.len(),
+            fingerprint: fingerprint(log_ratios, log_weights.filter(|_| weighted)),
             n_zero,
             up: BlockedSums::build(0, 0, true, &|_| 0.0, NO_COMPANION),
             down: BlockedSums::build(0, 0, false, &|_| 0.0, NO_COMPANION),
@@ -921,7 +982,7 @@ impl QrsIndex {
             },
             || {
                 (!index.w.is_empty())
-                    .then(|| BlockedSums::build(n, 0, false, &|i| index.w[i], NO_COMPANION))
+                    .then(|| BlockedSums::build(n, 0, false, &|i| index.weight(i), NO_COMPANION))
             },
         );
         index.up = up;
@@ -932,11 +993,7 @@ impl QrsIndex {
 
     /// `log ω_i + log r_i` of sorted sample `i`.
     fn log_term(&self, i: usize) -> f64 {
-        if self.w.is_empty() {
-            self.l[i]
-        } else {
-            self.w[i] + self.l[i]
-        }
+        self.weight(i) + (self.l[i] - self.l_shift)
     }
 
     /// `log Σ_{i<k} ω_i r_i`.
@@ -955,13 +1012,13 @@ impl QrsIndex {
     fn w_gt(&self, k: usize) -> SplitLog {
         match &self.weights {
             None => SplitLog::of_count(self.l.len() - k.min(self.l.len())),
-            Some(sums) => sums.at(k, &|i| self.w[i], NO_COMPANION).0,
+            Some(sums) => sums.at(k, &|i| self.weight(i), NO_COMPANION).0,
         }
     }
 
-    /// Original positions of the sorted samples.
-    fn order(&self) -> &[u32] {
-        self.order.get_or_init(|| argsort(&self.input, |_| true).1)
+    /// Number of samples given, zero-weight ones included (the rows a feature matrix needs).
+    pub fn n_input(&self) -> usize {
+        self.n_input
     }
 
     /// Number of samples with nonzero weight.
@@ -987,12 +1044,12 @@ impl QrsIndex {
 
     /// `log W = log Σ ω`.
     pub fn log_w(&self) -> f64 {
-        self.total_weight().value()
+        self.total_weight().value() + self.w_shift
     }
 
     /// `log Z = log(S / W)`, the (weighted) importance-sampling estimate of the target's normaliser.
     pub fn log_z(&self) -> f64 {
-        self.s().minus(self.total_weight(), 0.0)
+        self.s().minus(self.total_weight(), self.l_shift)
     }
 
     /// Largest log-ratio: at or above it, `p_β = p` exactly.
@@ -1010,11 +1067,12 @@ impl QrsIndex {
         self.w_gt(self.n_zero).minus(self.total_weight(), 0.0).exp()
     }
 
+    /// `log ω_i - w_shift` of sorted sample `i`.
     fn weight(&self, i: usize) -> f64 {
         if self.w.is_empty() {
             0.0
         } else {
-            self.w[i]
+            self.w[i] - self.w_shift
         }
     }
 
@@ -1022,8 +1080,10 @@ impl QrsIndex {
         let n = self.l.len();
         let (s, w) = (self.s(), self.total_weight());
         let k = self.l.partition_point(|&v| v < b);
+        // The sums hold e^{l - l_shift}: β enters them as e^{b - l_shift}.
+        let bs = b - self.l_shift;
         if k == n {
-            let log_ar = s.minus(w, -b);
+            let log_ar = s.minus(w, -bs);
             return Split {
                 k,
                 s_le: s,
@@ -1041,9 +1101,9 @@ impl QrsIndex {
         let rho = if exact {
             0.0
         } else {
-            logaddexp(s_le.minus(s, 0.0), w_gt.minus(s, b)).min(0.0)
+            logaddexp(s_le.minus(s, 0.0), w_gt.minus(s, bs)).min(0.0)
         };
-        let log_ar = logaddexp(s_le.minus(w, -b), w_gt.minus(w, 0.0));
+        let log_ar = logaddexp(s_le.minus(w, -bs), w_gt.minus(w, 0.0));
         Split {
             k,
             s_le,
@@ -1070,18 +1130,20 @@ impl QrsIndex {
             };
         }
         let s = self.s();
+        let bs = b - self.l_shift;
         // KL = Σ_gt p (l - b) + log(S_β / S), with log(S_β/S) = log1p(-d), d = (S_gt - β Ω_gt) / S.
         let (s_gt, tau) = self.s_gt(sp.k);
         let frac_gt = s_gt.minus(s, 0.0).exp();
         let gt_term = frac_gt * (tau + (self.max_log_ratio() - b));
-        let d = frac_gt - sp.w_gt.minus(s, b).exp();
+        let d = frac_gt - sp.w_gt.minus(s, bs).exp();
         let log_ratio = if d < 0.5 { (-d).ln_1p() } else { sp.rho };
         let kl = (gt_term + log_ratio).max(0.0);
         // TV = S_{>t}/S - β Ω_{>t}/S_β over the samples where p > p_β: l > log t = b + log(S/S_β).
         let log_t = b - sp.rho;
         let k2 = self.l.partition_point(|&v| v <= log_t);
-        let tv = (self.s_gt(k2).0.minus(s, 0.0).exp() - (self.w_gt(k2).minus(s, b) - sp.rho).exp())
-            .clamp(0.0, 1.0);
+        let tv = (self.s_gt(k2).0.minus(s, 0.0).exp()
+            - (self.w_gt(k2).minus(s, bs) - sp.rho).exp())
+        .clamp(0.0, 1.0);
         let js = if js { self.js(b, &sp) } else { f64::NAN };
         CurvePoint {
             acceptance_rate,
@@ -1103,10 +1165,10 @@ impl QrsIndex {
                 + (le_frac - rho).exp() * (LN2 - softplus(rho)));
         // Clipped part, one term per sample: log p = w + l - log S, log p_β = w + b - log S - rho.
         let minus_log_s = s.subtractor();
-        let b_rel = minus_log_s(b) - rho;
+        let b_rel = minus_log_s(b - self.l_shift) - rho;
         let term = |i: usize| {
             let wi = self.weight(i);
-            let lp = minus_log_s(wi + self.l[i]);
+            let lp = minus_log_s(self.log_term(i));
             let lpb = wi + b_rel;
             let lrho = lpb - lp;
             0.5 * (lp.exp() * (LN2 - softplus(lrho)) + lpb.exp() * (LN2 - softplus(-lrho)))
@@ -1135,16 +1197,32 @@ impl QrsIndex {
 
     /// Moments under `p_β` of the columns of a row-major `n_input x k` feature matrix (rows in
     /// the order the samples were given), at every `log β`; returns a row-major `B x k` matrix.
+    /// `log_ratios` and `log_weights` must be the arrays the index was built from (checked).
     ///
     /// `E_{p_β}[f] = π μ_le + (1 - π) μ_gt` with `π = S_le / S_β`, `μ_le` the `p`-mean of `f` over
-    /// the unclipped samples and `μ_gt` the weight-mean over the clipped ones; both are gathered
-    /// in one upward and one downward pass over the samples, O(N K + B log N) in all.
+    /// the unclipped samples (`l < log β`) and `μ_gt` the weight-mean over the clipped ones. One
+    /// pass over the samples in their given order puts each into the bucket between two
+    /// consecutive sorted `log β` (binary search), with compensated sums per bucket in their own
+    /// binary unit; prefix and suffix sums over the buckets then give every beta. O(N (K +
+    /// log B)) time and O(B K) memory: no permutation of the samples is needed.
     pub fn feature_moments(
         &self,
+        log_ratios: &[f64],
+        log_weights: Option<&[f64]>,
         features: &[f64],
         k: usize,
         log_betas: &[f64],
     ) -> Result<Vec<f64>> {
+        let weighted = !self.w.is_empty();
+        let same_inputs = log_ratios.len() == self.n_input
+            && !matches!(log_weights, Some(w) if w.len() != self.n_input)
+            && fingerprint(log_ratios, log_weights.filter(|_| weighted)) == self.fingerprint;
+        if !same_inputs {
+            return Err(invalid(format!(
+                "{LOG_RATIOS} (or {LOG_WEIGHTS}) differ from those the index was built from: \
+                 they were changed since, or are other arrays"
+            )));
+        }
         if k == 0 || features.len() != self.n_input * k {
             return Err(invalid(format!(
                 "length mismatch: {LOG_RATIOS} has {} values but features has {} rows of {k}",
@@ -1156,91 +1234,57 @@ impl QrsIndex {
         for (i, &b) in log_betas.iter().enumerate() {
             check_log_beta("log_betas", i, b)?;
         }
-        let n = self.l.len();
         let splits: Vec<Split> = log_betas.iter().map(|&b| self.split(b)).collect();
-        let mut by_k: Vec<usize> = (0..splits.len()).collect();
-        by_k.sort_unstable_by_key(|&q| splits[q].k);
-        let order = self.order();
-        let row = |i: usize| {
-            let o = order[i] as usize;
-            &features[o * k..(o + 1) * k]
+        let mut thresholds: Vec<f64> = log_betas.to_vec();
+        thresholds.sort_unstable_by(f64::total_cmp);
+        let buckets = thresholds.len() + 1;
+        // Bucket j holds the samples with thresholds[j - 1] <= l < thresholds[j]: unclipped
+        // (in the prefix) for every beta from the j-th on, clipped for the ones before.
+        let mut up = vec![Bucket::new(k); buckets];
+        let mut down = vec![Bucket::new(k); buckets];
+        let weight = |o: usize| {
+            log_weights
+                .filter(|_| weighted)
+                .map_or(0.0, |w| w[o] - self.w_shift)
         };
-
-        // Upward: μ_le(k) = Σ_{i<k} ω r f / Σ_{i<k} ω r.
-        let mut mu_le = vec![0.0; splits.len() * k];
-        let mut scale = Scale::new();
-        let mut s = (0.0, 0.0);
-        let mut g = vec![(0.0, 0.0); k];
-        let mut next = 0;
-        for i in 0..=n {
-            while next < by_k.len() && splits[by_k[next]].k == i {
-                let q = by_k[next];
-                let st = total(s);
-                if st > 0.0 {
-                    for (m, acc) in mu_le[q * k..(q + 1) * k].iter_mut().zip(&g) {
-                        *m = total(*acc) / st;
-                    }
-                }
-                next += 1;
-            }
-            if i == n || i < self.n_zero {
+        for (o, &l) in log_ratios.iter().enumerate() {
+            let wo = weight(o);
+            if wo == f64::NEG_INFINITY {
                 continue;
             }
-            let a = self.weight(i) + self.l[i];
-            let f = scale.admit(a);
-            scale_pair(&mut s, f);
-            for acc in &mut g {
-                scale_pair(acc, f);
+            let row = &features[o * k..(o + 1) * k];
+            let j = thresholds.partition_point(|&t| t <= l);
+            if l > f64::NEG_INFINITY {
+                up[j].add(wo + (l - self.l_shift), row);
             }
-            let term = scale.units(a);
-            neumaier_add(&mut s, term);
-            for (acc, &fv) in g.iter_mut().zip(row(i)) {
-                neumaier_add(acc, term * fv);
-            }
+            down[j].add(wo, row);
+        }
+        // Prefix over buckets 0..=j (unclipped at the j-th threshold), suffix over j+1.. (clipped).
+        let mut mu_le = vec![0.0; buckets * k];
+        let mut acc = Bucket::new(k);
+        for (j, bucket) in up.iter().enumerate() {
+            acc.merge(bucket);
+            acc.mean_into(&mut mu_le[j * k..(j + 1) * k]);
+        }
+        let mut mu_gt = vec![0.0; buckets * k];
+        let mut acc = Bucket::new(k);
+        for j in (0..buckets - 1).rev() {
+            acc.merge(&down[j + 1]);
+            acc.mean_into(&mut mu_gt[j * k..(j + 1) * k]);
         }
 
-        // Downward: μ_gt(k) = Σ_{i>=k} ω f / Σ_{i>=k} ω.
-        let mut mu_gt = vec![0.0; splits.len() * k];
-        let mut scale = Scale::new();
-        let mut om = (0.0, 0.0);
-        let mut h = vec![(0.0, 0.0); k];
-        let mut next = by_k.len();
-        for i in (0..=n).rev() {
-            if i < n {
-                let wi = self.weight(i);
-                let f = scale.admit(wi);
-                scale_pair(&mut om, f);
-                for acc in &mut h {
-                    scale_pair(acc, f);
-                }
-                let term = scale.units(wi);
-                neumaier_add(&mut om, term);
-                for (acc, &fv) in h.iter_mut().zip(row(i)) {
-                    neumaier_add(acc, term * fv);
-                }
-            }
-            while next > 0 && splits[by_k[next - 1]].k == i {
-                let q = by_k[next - 1];
-                let ot = total(om);
-                if ot > 0.0 {
-                    for (m, acc) in mu_gt[q * k..(q + 1) * k].iter_mut().zip(&h) {
-                        *m = total(*acc) / ot;
-                    }
-                }
-                next -= 1;
-            }
-        }
-
+        let n = self.l.len();
         let s = self.s();
         let mut out = vec![0.0; splits.len() * k];
-        for (q, sp) in splits.iter().enumerate() {
+        for (q, (sp, &b)) in splits.iter().zip(log_betas).enumerate() {
+            let j = thresholds.partition_point(|&t| t < b);
             let pi = if sp.k == n {
                 1.0
             } else {
                 (sp.s_le.minus(s, 0.0) - sp.rho).exp().min(1.0)
             };
-            for j in 0..k {
-                out[q * k + j] = pi * mu_le[q * k + j] + (1.0 - pi) * mu_gt[q * k + j];
+            for c in 0..k {
+                out[q * k + c] = pi * mu_le[j * k + c] + (1.0 - pi) * mu_gt[j * k + c];
             }
         }
         Ok(out)
@@ -1284,10 +1328,10 @@ impl QrsIndex {
         let k = self.l.partition_point(|&v| v <= lj);
         let w = self.total_weight();
         if k == n {
-            return Ok(self.s().minus(w, -rate.ln()).max(lj));
+            return Ok(self.s().minus(w, self.l_shift - rate.ln()).max(lj));
         }
         let gap = rate - self.w_gt(k).minus(w, 0.0).exp();
-        let b = self.s_le(k).minus(w, -gap.ln());
+        let b = self.s_le(k).minus(w, self.l_shift - gap.ln());
         Ok(if b.is_nan() {
             lj
         } else {
@@ -1407,7 +1451,7 @@ mod tests {
         let f = [1.0, 2.0, -1.0, 0.5, 3.0, 0.0, 4.0, 1.0, -2.0, 2.5];
         let idx = QrsIndex::new(&l, None).unwrap();
         let betas = [-2.0, 0.3, 1.0, 2.0, 5.0];
-        let m = idx.feature_moments(&f, 2, &betas).unwrap();
+        let m = idx.feature_moments(&l, None, &f, 2, &betas).unwrap();
         for (q, &b) in betas.iter().enumerate() {
             let beta = b.exp();
             let wts: Vec<f64> = l.iter().map(|v| v.exp().min(beta)).collect();

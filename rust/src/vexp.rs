@@ -388,7 +388,9 @@ pub(crate) use dispatched;
 
 /// Which copy [`dispatched`] kernels may use on this thread: 0 = the widest the CPU has,
 /// 2 = at most AVX2+FMA, 1 = baseline. Always 0 outside unit tests, which lower it to check
-/// every copy on a machine that has AVX-512 (see [`with_level`]).
+/// every copy on a machine that has AVX-512 (see [`with_level`]). Only the x86-64 dispatch
+/// reads it: elsewhere the portable copy is the only one.
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub(crate) fn forced_level() -> u8 {
     #[cfg(test)]
