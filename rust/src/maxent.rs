@@ -44,7 +44,6 @@ use rayon::prelude::*;
 use crate::error::{
     check_finite, check_finite_matrix, check_log_scores, check_non_empty, invalid, Error, Result,
 };
-use crate::logspace;
 use crate::vexp;
 
 pub const FEATURES: &str = "features";
@@ -152,7 +151,8 @@ struct Prepared {
     m: usize,
     /// `x_ik = phi_ik - mu_bar_k`, column `k` at `cols[k * m..(k + 1) * m]`, grouped by context.
     cols: Vec<f64>,
-    /// Finite log-weights of the kept samples, in the same order.
+    /// Finite log-weights of the kept samples, in the same order; empty when none were given
+    /// (all zero), so that no buffer of N zeros is held.
     lw: Vec<f64>,
     /// Context `c` holds kept samples `offsets[c]..offsets[c + 1]`.
     offsets: Vec<usize>,
@@ -261,13 +261,19 @@ impl Prepared {
         let m = offsets[contexts];
         let mut next = offsets[..contexts].to_vec();
         let mut cols = vec![0.0; m * k];
-        let mut lw = vec![0.0; m];
+        let mut lw = if p.log_weights.is_some() {
+            vec![0.0; m]
+        } else {
+            Vec::new()
+        };
         let mut ranges = vec![(f64::INFINITY, f64::NEG_INFINITY); contexts * k];
         for i in (0..n).filter(|&i| kept(i)) {
             let c = group(i);
             let slot = next[c];
             next[c] += 1;
-            lw[slot] = weight(i);
+            if let Some(w) = lw.get_mut(slot) {
+                *w = weight(i);
+            }
             let row = p.features[i * k..(i + 1) * k].iter().zip(p.targets);
             for (j, ((&phi, &mu), range)) in row.zip(&mut ranges[c * k..(c + 1) * k]).enumerate() {
                 cols[j * m + slot] = phi - mu;
@@ -276,8 +282,14 @@ impl Prepared {
         }
         let log_counts: Vec<f64> = counts.iter().map(|&c| (c as f64).ln()).collect();
         let lower_bound = mean((0..contexts).map(|c| {
-            let span = &lw[offsets[c]..offsets[c + 1]];
-            span.iter().fold(f64::INFINITY, |a, &b| a.min(b)) - log_counts[c]
+            let min_lw = if lw.is_empty() {
+                0.0
+            } else {
+                lw[offsets[c]..offsets[c + 1]]
+                    .iter()
+                    .fold(f64::INFINITY, |a, &b| a.min(b))
+            };
+            min_lw - log_counts[c]
         }));
         let col_scale = (0..k)
             .map(|j| {
@@ -383,16 +395,14 @@ impl Prepared {
         let mut cov = vec![0.0; k * k];
         let mut means = vec![0.0; k];
         let mut acc = vec![(0.0, 0.0); (k + 2).max(k * (k + 1) / 2)];
-        let longest = self.offsets.windows(2).map(|w| w[1] - w[0]).max();
-        let ones = vec![1.0; longest.unwrap_or(0)];
+        let ones = |_: usize, _: usize, out: &mut [f64]| out.fill(1.0);
         for c in 0..self.contexts() {
-            let e = &ones[..self.span(c).len()];
-            let total = e.len() as f64;
-            moment_sums(self, c, e, &mut acc);
+            let total = self.span(c).len() as f64;
+            moment_sums(self, c, &ones, &mut acc);
             for (j, mean) in means.iter_mut().enumerate() {
                 *mean = (acc[2 + j].0 + acc[2 + j].1) / total;
             }
-            covariance_sums(self, c, e, &means, &mut acc);
+            covariance_sums(self, c, &ones, &means, &mut acc);
             let mut slot = 0;
             for a in 0..k {
                 for b in 0..=a {
@@ -588,68 +598,133 @@ fn lane_sum(a: &[f64], b: &[f64], c: &[f64], term: impl Fn(f64, f64, f64) -> f64
     total
 }
 
-/// For context `c` with weights `e` (one per row of the context): `acc[0] = sum e`,
-/// `acc[1] = sum e^2`, `acc[2 + j] = sum e x_j`.
-fn moment_sums(d: &Prepared, c: usize, e: &[f64], acc: &mut [(f64, f64)]) {
+/// Fills a block's weights: `fill(lo, hi, out)` writes the weights of rows `lo..hi` of one
+/// context (positions relative to its start) into `out[..hi - lo]`.
+trait BlockWeights: Fn(usize, usize, &mut [f64]) + Sync {}
+impl<F: Fn(usize, usize, &mut [f64]) + Sync> BlockWeights for F {}
+
+/// For context `c` with weights from `weights`: `acc[0] = sum e`, `acc[1] = sum e^2`,
+/// `acc[2 + j] = sum e x_j`, and, when `acc` has room, `acc[k + 2] = sum of the weights
+/// below 1` (see [`Solver::evaluate`]) and `acc[k + 3]` the count of weights equal to 1.
+fn moment_sums(d: &Prepared, c: usize, weights: &impl BlockWeights, acc: &mut [(f64, f64)]) {
     let start = d.span(c).start;
-    blocked_sums(e.len(), &mut acc[..d.k + 2], |lo, hi, acc| {
-        let w = &e[lo..hi];
+    let slots = if acc.len() >= d.k + 4 {
+        d.k + 4
+    } else {
+        d.k + 2
+    };
+    blocked_sums(d.span(c).len(), &mut acc[..slots], |lo, hi, acc| {
+        let mut buf = [0.0; BLOCK];
+        let w = &mut buf[..hi - lo];
+        weights(lo, hi, w);
+        let w = &*w;
         vexp::neumaier_add(&mut acc[0], lane_sum(w, w, w, |v, _, _| v));
         vexp::neumaier_add(&mut acc[1], lane_sum(w, w, w, |v, _, _| v * v));
         for j in 0..d.k {
             let x = &d.cols[j * d.m + start + lo..j * d.m + start + hi];
             vexp::neumaier_add(&mut acc[2 + j], lane_sum(w, x, x, |v, a, _| v * a));
         }
+        if slots == d.k + 4 {
+            let below = lane_sum(w, w, w, |v, _, _| if v < 1.0 { v } else { 0.0 });
+            let ones = lane_sum(w, w, w, |v, _, _| if v < 1.0 { 0.0 } else { 1.0 });
+            vexp::neumaier_add(&mut acc[d.k + 2], below);
+            vexp::neumaier_add(&mut acc[d.k + 3], ones);
+        }
     });
 }
 
-/// For context `c` with weights `e` and weighted means `means`: the centred cross sums
-/// `sum e (x_a - means_a) (x_b - means_b)` for `b <= a`, packed row by row into `acc`.
-fn covariance_sums(d: &Prepared, c: usize, e: &[f64], means: &[f64], acc: &mut [(f64, f64)]) {
+/// For context `c` with weights from `weights` and weighted means `means`: the centred cross
+/// sums `sum e (x_a - means_a) (x_b - means_b)` for `b <= a`, packed row by row into `acc`.
+fn covariance_sums(
+    d: &Prepared,
+    c: usize,
+    weights: &impl BlockWeights,
+    means: &[f64],
+    acc: &mut [(f64, f64)],
+) {
     let start = d.span(c).start;
     let col = |j: usize, lo: usize, hi: usize| &d.cols[j * d.m + start + lo..j * d.m + start + hi];
-    blocked_sums(e.len(), &mut acc[..d.k * (d.k + 1) / 2], |lo, hi, acc| {
-        let w = &e[lo..hi];
-        let mut slot = 0;
-        for (a, &ma) in means.iter().enumerate() {
-            let xa = col(a, lo, hi);
-            for (b, &mb) in means[..=a].iter().enumerate() {
-                let xb = col(b, lo, hi);
-                let sum = lane_sum(w, xa, xb, |v, p, q| v * (p - ma) * (q - mb));
-                vexp::neumaier_add(&mut acc[slot], sum);
-                slot += 1;
-            }
-        }
-    });
-}
-
-/// Writes `base_i + sum_j coef_j x_ij` for the rows of context `c` into `out`, block by block
-/// (`base` is the log-weights, or zero).
-fn combine(d: &Prepared, c: usize, coef: &[f64], with_log_weights: bool, out: &mut [f64]) {
-    let start = d.span(c).start;
-    let work = |offset: usize, out: &mut [f64]| {
-        for (b, block) in out.chunks_mut(BLOCK).enumerate() {
-            let lo = start + offset + b * BLOCK;
-            let hi = lo + block.len();
-            if with_log_weights {
-                block.copy_from_slice(&d.lw[lo..hi]);
-            } else {
-                block.fill(0.0);
-            }
-            for (j, &l) in coef.iter().enumerate() {
-                for (o, &x) in block.iter_mut().zip(&d.cols[j * d.m + lo..j * d.m + hi]) {
-                    *o += l * x;
+    blocked_sums(
+        d.span(c).len(),
+        &mut acc[..d.k * (d.k + 1) / 2],
+        |lo, hi, acc| {
+            let mut buf = [0.0; BLOCK];
+            let w = &mut buf[..hi - lo];
+            weights(lo, hi, w);
+            let w = &*w;
+            let mut slot = 0;
+            for (a, &ma) in means.iter().enumerate() {
+                let xa = col(a, lo, hi);
+                for (b, &mb) in means[..=a].iter().enumerate() {
+                    let xb = col(b, lo, hi);
+                    let sum = lane_sum(w, xa, xb, |v, p, q| v * (p - ma) * (q - mb));
+                    vexp::neumaier_add(&mut acc[slot], sum);
+                    slot += 1;
                 }
             }
-        }
-    };
-    if out.len() < vexp::PARALLEL_THRESHOLD {
-        work(0, out);
+        },
+    );
+}
+
+/// Writes the scores `base_i + sum_j coef_j x_ij` of rows `lo..hi` of context `c` (relative to
+/// its start) into `out[..hi - lo]`; `base` is the log-weights, or zero.
+fn scores_into(
+    d: &Prepared,
+    c: usize,
+    coef: &[f64],
+    with_log_weights: bool,
+    lo: usize,
+    hi: usize,
+    out: &mut [f64],
+) {
+    let (lo, hi) = (d.span(c).start + lo, d.span(c).start + hi);
+    let out = &mut out[..hi - lo];
+    if with_log_weights && !d.lw.is_empty() {
+        out.copy_from_slice(&d.lw[lo..hi]);
     } else {
-        out.par_chunks_mut(TASK_LEN)
-            .enumerate()
-            .for_each(|(t, chunk)| work(t * TASK_LEN, chunk));
+        out.fill(0.0);
     }
+    for (j, &l) in coef.iter().enumerate() {
+        for (o, &x) in out.iter_mut().zip(&d.cols[j * d.m + lo..j * d.m + hi]) {
+            *o += l * x;
+        }
+    }
+}
+
+/// `(min, max)` of the scores of context `c` (see [`scores_into`]) and whether any is not
+/// finite; computed block by block, nothing of size N is stored.
+fn score_range(d: &Prepared, c: usize, coef: &[f64], with_log_weights: bool) -> (f64, f64, bool) {
+    let len = d.span(c).len();
+    let task = |t0: usize, t1: usize| {
+        let mut buf = [0.0; BLOCK];
+        let (mut lo_v, mut hi_v, mut bad) = (f64::INFINITY, f64::NEG_INFINITY, false);
+        let mut b = t0;
+        while b < t1 {
+            let e = (b + BLOCK).min(t1);
+            scores_into(d, c, coef, with_log_weights, b, e, &mut buf);
+            let (m, flag) = vexp::max_and_flag(&buf[..e - b]);
+            hi_v = hi_v.max(m);
+            bad |= flag || !m.is_finite();
+            lo_v = buf[..e - b].iter().fold(lo_v, |a, &v| a.min(v));
+            b = e;
+        }
+        (lo_v, hi_v, bad)
+    };
+    let merge = |a: (f64, f64, bool), b: (f64, f64, bool)| (a.0.min(b.0), a.1.max(b.1), a.2 | b.2);
+    if len < vexp::PARALLEL_THRESHOLD {
+        return task(0, len);
+    }
+    (0..len.div_ceil(TASK_LEN))
+        .into_par_iter()
+        .map(|t| task(t * TASK_LEN, ((t + 1) * TASK_LEN).min(len)))
+        .reduce(|| (f64::INFINITY, f64::NEG_INFINITY, false), merge)
+}
+
+/// `log sum_i e^{s_i}` from the sums of `e^{s_i - max}` split as in
+/// `logspace::logsumexp_with_max`: the terms equal to 1 (at the maximum) are counted, the rest
+/// summed on their own, so that tiny contributions keep their relative precision.
+fn log_sum_from_parts(max: f64, below: f64, ones: f64) -> f64 {
+    max + ((ones - 1.0) + below).ln_1p()
 }
 
 /// The dual at one point: value, gradient, Hessian and ESS.
@@ -667,10 +742,6 @@ struct Eval {
 
 struct Solver<'a> {
     data: &'a Prepared,
-    /// `s_i = lw_i + lambda . x_i` for the kept samples (or `dir . x_i`, scratch).
-    scores: Vec<f64>,
-    /// `exp(s_i - max_{j in c} s_j)`.
-    weights: Vec<f64>,
     /// Per-context means, scratch.
     means: Vec<f64>,
     /// Compensated accumulators for the sums of one context, scratch.
@@ -682,29 +753,39 @@ impl<'a> Solver<'a> {
         let k = data.k;
         Self {
             data,
-            scores: vec![0.0; data.m],
-            weights: vec![0.0; data.m],
             means: vec![0.0; k],
-            acc: vec![(0.0, 0.0); (k + 2).max(k * (k + 1) / 2)],
+            acc: vec![(0.0, 0.0); (k + 4).max(k * (k + 1) / 2)],
         }
     }
 
-    /// Fills `scores` for context `c` and returns their maximum, or `None` if any overflowed.
-    fn fill_scores(&mut self, lambda: &[f64], c: usize) -> Option<f64> {
-        let d = self.data;
-        let s = &mut self.scores[d.span(c)];
-        combine(d, c, lambda, true, s);
-        let (max, bad) = vexp::max_and_flag(s);
-        (!bad && max.is_finite()).then_some(max)
+    /// The largest score `lw_i + lambda . x_i` of context `c`, or `None` if any overflowed.
+    fn max_score(&self, lambda: &[f64], c: usize) -> Option<f64> {
+        let (_, max, bad) = score_range(self.data, c, lambda, true);
+        (!bad).then_some(max)
     }
 
     /// `(L(lambda), rounding scale)`, or `None` where the scores overflow.
+    ///
+    /// Memory: the scores and weights are recomputed block by block in each pass (a few
+    /// multiply-adds per feature), so a pass holds one block, never an array of size N.
     fn value(&mut self, lambda: &[f64]) -> Option<(f64, f64)> {
         let d = self.data;
         let (mut total, mut scale) = ((0.0, 0.0), 0.0);
         for c in 0..d.contexts() {
-            let max = self.fill_scores(lambda, c)?;
-            let lse = logspace::logsumexp_with_max(&self.scores[d.span(c)], max);
+            let max = self.max_score(lambda, c)?;
+            let mut parts = [(0.0, 0.0); 2];
+            blocked_sums(d.span(c).len(), &mut parts, |lo, hi, acc| {
+                let (mut s, mut e) = ([0.0; BLOCK], [0.0; BLOCK]);
+                scores_into(d, c, lambda, true, lo, hi, &mut s);
+                vexp::exp_into(&s[..hi - lo], max, &mut e[..hi - lo]);
+                let e = &e[..hi - lo];
+                let below = lane_sum(e, e, e, |v, _, _| if v < 1.0 { v } else { 0.0 });
+                let ones = lane_sum(e, e, e, |v, _, _| if v < 1.0 { 0.0 } else { 1.0 });
+                vexp::neumaier_add(&mut acc[0], below);
+                vexp::neumaier_add(&mut acc[1], ones);
+            });
+            let sum = |a: (f64, f64)| a.0 + a.1;
+            let lse = log_sum_from_parts(max, sum(parts[0]), sum(parts[1]));
             vexp::neumaier_add(&mut total, lse - d.log_counts[c]);
             scale += max.abs();
         }
@@ -715,7 +796,9 @@ impl<'a> Solver<'a> {
             .then_some((value, value.abs() + scale / contexts))
     }
 
-    /// Value, gradient, Hessian and ESS at `lambda`.
+    /// Value, gradient, Hessian and ESS at `lambda`: three passes per context (the largest
+    /// score; the weights' sums and first moments; the centred second moments), each
+    /// recomputing the weights `e_i = exp(s_i - max)` of a block while it is in cache.
     fn evaluate(&mut self, lambda: &[f64], out: &mut Eval) -> Option<()> {
         let d = self.data;
         let k = d.k;
@@ -724,23 +807,24 @@ impl<'a> Solver<'a> {
         out.hessian.fill(0.0);
         let (mut total, mut scale, mut ess) = ((0.0, 0.0), 0.0, 0.0);
         for c in 0..d.contexts() {
-            let max = self.fill_scores(lambda, c)?;
-            let r = d.span(c);
-            let lse = logspace::logsumexp_with_max(&self.scores[r.clone()], max);
+            let max = self.max_score(lambda, c)?;
+            let weights = |lo: usize, hi: usize, out: &mut [f64]| {
+                let mut s = [0.0; BLOCK];
+                scores_into(d, c, lambda, true, lo, hi, &mut s);
+                vexp::exp_into(&s[..hi - lo], max, &mut out[..hi - lo]);
+            };
+            moment_sums(d, c, &weights, &mut self.acc);
+            let sum = |a: (f64, f64)| a.0 + a.1;
+            let lse = log_sum_from_parts(max, sum(self.acc[k + 2]), sum(self.acc[k + 3]));
             vexp::neumaier_add(&mut total, lse - d.log_counts[c]);
             scale += max.abs();
-            let e = &mut self.weights[r.clone()];
-            vexp::exp_into(&self.scores[r], max, e);
-            let e = &*e;
-            moment_sums(d, c, e, &mut self.acc);
-            let sum = |a: (f64, f64)| a.0 + a.1;
             let norm = sum(self.acc[0]);
             ess += norm * norm / sum(self.acc[1]);
             for j in 0..k {
                 self.means[j] = sum(self.acc[2 + j]) / norm;
                 out.gradient[j] += self.means[j];
             }
-            covariance_sums(d, c, e, &self.means, &mut self.acc);
+            covariance_sums(d, c, &weights, &self.means, &mut self.acc);
             let mut slot = 0;
             for a in 0..k {
                 for b in 0..=a {
@@ -897,15 +981,10 @@ impl<'a> Solver<'a> {
         }
     }
 
-    /// Fills `scores` for context `c` with `dir . x_i` and returns their `(min, max)`.
+    /// `(min, max)` of `dir . x_i` over context `c`.
     fn project(&mut self, dir: &[f64], c: usize) -> (f64, f64) {
-        let d = self.data;
-        let s = &mut self.scores[d.span(c)];
-        combine(d, c, dir, false, s);
-        s.iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
-                (a.min(v), b.max(v))
-            })
+        let (lo, hi, _) = score_range(self.data, c, dir, false);
+        (lo, hi)
     }
 
     /// The largest step along `dir` that changes no log-weight ratio by more than

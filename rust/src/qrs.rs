@@ -820,6 +820,29 @@ fn lane_sum(x: &[f64], y: Option<&[f64]>) -> f64 {
         + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
 }
 
+/// A float mapped to an unsigned integer with the same order (`-inf` lowest), and back.
+fn order_key(v: f64) -> u64 {
+    let b = v.to_bits();
+    if b >> 63 == 1 {
+        !b
+    } else {
+        b | (1 << 63)
+    }
+}
+
+fn from_order_key(k: u64) -> f64 {
+    f64::from_bits(if k >> 63 == 1 { k & !(1 << 63) } else { !k })
+}
+
+/// `values` in ascending order, in one buffer of their size: integer keys are sorted (a
+/// branch-free comparison) and mapped back in place (`into_iter().map().collect()` between
+/// types of one layout reuses the allocation).
+fn sorted(values: &[f64]) -> Vec<f64> {
+    let mut keys: Vec<u64> = values.par_iter().map(|&v| order_key(v)).collect();
+    keys.par_sort_unstable();
+    keys.into_iter().map(from_order_key).collect()
+}
+
 /// Compensated sums `s = Σ e^{a_i}` and `g_c = Σ e^{a_i} f_ic` over one bucket of samples, in
 /// a binary unit of their own.
 #[derive(Debug, Clone)]
@@ -927,11 +950,7 @@ impl QrsIndex {
                 let l: Vec<f64> = pairs.par_iter().map(|p| p.0).collect();
                 (l, w)
             }
-            _ => {
-                let mut l = log_ratios.to_vec();
-                l.par_sort_unstable_by(f64::total_cmp);
-                (l, Vec::new())
-            }
+            _ => (sorted(log_ratios), Vec::new()),
         };
         let n = l.len();
         if n == 0 {
