@@ -52,7 +52,8 @@ pub const LOG_WEIGHTS: &str = "log_weights";
 pub const GROUPS: &str = "groups";
 pub const INITIAL: &str = "initial";
 
-/// Default stopping tolerance on `max_k |mean_c E_c[phi_k] - mu_bar_k|`.
+/// Default stopping tolerance on `|mean_c E_c[phi_k] - mu_bar_k|`, relative to the range that
+/// feature `k` takes on the samples.
 pub const DEFAULT_TOLERANCE: f64 = 1e-8;
 /// Default cap on Newton iterations.
 pub const DEFAULT_MAX_ITERATIONS: usize = 100;
@@ -95,7 +96,8 @@ pub struct Problem<'a> {
 /// How to fit.
 #[derive(Debug, Clone, Copy)]
 pub struct Options<'a> {
-    /// Stop when every moment is within this of its target.
+    /// Stop when every moment is within this many times its feature's range (on the samples
+    /// of nonzero weight, averaged over contexts as in the range check) of its target.
     pub tolerance: f64,
     /// Newton steps allowed before [`Error::NoConvergence`].
     pub max_iterations: usize,
@@ -122,7 +124,8 @@ pub struct Fit {
     pub iterations: usize,
     /// `mean_c E_c[phi]` at `lambda`.
     pub moments: Vec<f64>,
-    /// `max_k |moments_k - mu_bar_k|`, below the tolerance.
+    /// `max_k |moments_k - mu_bar_k|`; each `|moments_k - mu_bar_k|` is below the tolerance
+    /// times feature `k`'s range.
     pub max_error: f64,
     /// Kish's effective sample size `1 / sum_i w_i^2` of the final weights of each context,
     /// averaged over the contexts (with one context, the ESS of the fit).
@@ -164,6 +167,9 @@ struct Prepared {
     /// `max(|mu_bar_k|, max_i |phi_ik|)` per feature: the scale of the rounding in `x_ik`, used
     /// by [`Solver::hull_certificate`].
     col_scale: Vec<f64>,
+    /// The range `mean_c max_{i in c} phi_ik - mean_c min_{i in c} phi_ik` of each feature,
+    /// the unit of the tolerance (positive once [`Prepared::check_ranges`] has passed).
+    widths: Vec<f64>,
     /// The dual's lower bound over attainable targets, `mean_c [min_{i in c} lw_i - log n_c]`.
     lower_bound: f64,
 }
@@ -299,7 +305,20 @@ impl Prepared {
                 })
             })
             .collect();
+        let widths = (0..k)
+            .map(|j| {
+                let lo = mean((0..contexts).map(|c| ranges[c * k + j].0));
+                let hi = mean((0..contexts).map(|c| ranges[c * k + j].1));
+                let width = hi - lo;
+                if width.is_finite() {
+                    width
+                } else {
+                    f64::MAX
+                }
+            })
+            .collect();
         Ok(Self {
+            widths,
             k,
             m,
             cols,
@@ -396,13 +415,27 @@ impl Prepared {
         let mut means = vec![0.0; k];
         let mut acc = vec![(0.0, 0.0); (k + 2).max(k * (k + 1) / 2)];
         let ones = |_: usize, _: usize, out: &mut [f64]| out.fill(1.0);
+        // Each column in units of a power of two near its magnitude: the correlation matrix
+        // below does not depend on the units, and the products then stay in range.
+        let inv_units: Vec<f64> = self
+            .col_scale
+            .iter()
+            .map(|&v| {
+                let unit = f64::from_bits(v.to_bits() & (0x7ffu64 << 52));
+                if unit > 0.0 && unit.is_finite() && (1.0 / unit).is_finite() {
+                    1.0 / unit
+                } else {
+                    1.0
+                }
+            })
+            .collect();
         for c in 0..self.contexts() {
             let total = self.span(c).len() as f64;
             moment_sums(self, c, &ones, &mut acc);
             for (j, mean) in means.iter_mut().enumerate() {
                 *mean = (acc[2 + j].0 + acc[2 + j].1) / total;
             }
-            covariance_sums(self, c, &ones, &means, &mut acc);
+            covariance_sums(self, c, &ones, &means, &inv_units, &mut acc);
             let mut slot = 0;
             for a in 0..k {
                 for b in 0..=a {
@@ -635,11 +668,15 @@ fn moment_sums(d: &Prepared, c: usize, weights: &impl BlockWeights, acc: &mut [(
 
 /// For context `c` with weights from `weights` and weighted means `means`: the centred cross
 /// sums `sum e (x_a - means_a) (x_b - means_b)` for `b <= a`, packed row by row into `acc`.
+///
+/// `inv_units` (powers of two, or ones) divide each centred column first, so that features of
+/// any magnitude (1e±200) give products that neither overflow nor underflow.
 fn covariance_sums(
     d: &Prepared,
     c: usize,
     weights: &impl BlockWeights,
     means: &[f64],
+    inv_units: &[f64],
     acc: &mut [(f64, f64)],
 ) {
     let start = d.span(c).start;
@@ -653,11 +690,11 @@ fn covariance_sums(
             weights(lo, hi, w);
             let w = &*w;
             let mut slot = 0;
-            for (a, &ma) in means.iter().enumerate() {
+            for (a, (&ma, &ia)) in means.iter().zip(inv_units).enumerate() {
                 let xa = col(a, lo, hi);
-                for (b, &mb) in means[..=a].iter().enumerate() {
+                for (b, (&mb, &ib)) in means[..=a].iter().zip(inv_units).enumerate() {
                     let xb = col(b, lo, hi);
-                    let sum = lane_sum(w, xa, xb, |v, p, q| v * (p - ma) * (q - mb));
+                    let sum = lane_sum(w, xa, xb, |v, p, q| v * ((p - ma) * ia) * ((q - mb) * ib));
                     vexp::neumaier_add(&mut acc[slot], sum);
                     slot += 1;
                 }
@@ -744,6 +781,8 @@ struct Solver<'a> {
     data: &'a Prepared,
     /// Per-context means, scratch.
     means: Vec<f64>,
+    /// `k` ones: the Hessian's sums are taken in the features' own units.
+    ones: Vec<f64>,
     /// Compensated accumulators for the sums of one context, scratch.
     acc: Vec<(f64, f64)>,
 }
@@ -754,6 +793,7 @@ impl<'a> Solver<'a> {
         Self {
             data,
             means: vec![0.0; k],
+            ones: vec![1.0; k],
             acc: vec![(0.0, 0.0); (k + 4).max(k * (k + 1) / 2)],
         }
     }
@@ -824,7 +864,7 @@ impl<'a> Solver<'a> {
                 self.means[j] = sum(self.acc[2 + j]) / norm;
                 out.gradient[j] += self.means[j];
             }
-            covariance_sums(d, c, &weights, &self.means, &mut self.acc);
+            covariance_sums(d, c, &weights, &self.means, &self.ones, &mut self.acc);
             let mut slot = 0;
             for a in 0..k {
                 for b in 0..=a {
@@ -885,7 +925,14 @@ impl<'a> Solver<'a> {
                         (0, 0.0f64),
                         |(w, m), (j, g)| if g.abs() > m { (j, g.abs()) } else { (w, m) },
                     );
-            if max_error < options.tolerance {
+            // The tolerance is relative to each feature's range on the samples (so a feature
+            // and the same feature times 1e-8 are fitted alike); for a 0/1 feature it is absolute.
+            let converged = at
+                .gradient
+                .iter()
+                .zip(&d.widths)
+                .all(|(g, w)| g.abs() < options.tolerance * w);
+            if converged {
                 let moments: Vec<f64> = at
                     .gradient
                     .iter()
@@ -918,10 +965,10 @@ impl<'a> Solver<'a> {
                 return Err(Error::NoConvergence {
                     message: format!(
                         "fit_coefficients did not converge within {} iterations: the largest \
-                         moment error is {max_error:e} (feature {worst}) against a tolerance of \
-                         {:e}; raise max_iterations or the tolerance, or start from the last \
+                         moment error is {max_error:e} (feature {worst}, whose range on the samples is \
+                         {:e}) against a tolerance of {:e} of the range; raise max_iterations or the tolerance, or start from the last \
                          coefficients",
-                        options.max_iterations, options.tolerance
+                        options.max_iterations, d.widths[worst], options.tolerance
                     ),
                     last: lambda,
                     iterations,
