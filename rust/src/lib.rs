@@ -10,6 +10,7 @@ pub mod fdiv;
 pub mod logspace;
 pub mod maxent;
 pub mod qrs;
+pub mod textmatch;
 pub mod vexp;
 
 #[cfg(feature = "python")]

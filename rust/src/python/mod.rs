@@ -13,6 +13,7 @@ mod fdiv;
 mod logspace;
 mod maxent;
 mod qrs;
+mod textmatch;
 
 pyo3::create_exception!(
     disco._core,
@@ -203,6 +204,8 @@ mod core_module {
     use super::maxent::fit_coefficients;
     #[pymodule_export]
     use super::qrs::{imh_chain, qrs_accept, PyQrsIndex};
+    #[pymodule_export]
+    use super::textmatch::PyTextPattern;
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
