@@ -1158,8 +1158,10 @@ impl QrsIndex {
         let log_ratio = if d < 0.5 { (-d).ln_1p() } else { sp.rho };
         let kl = (gt_term + log_ratio).max(0.0);
         // TV = S_{>t}/S - β Ω_{>t}/S_β over the samples where p > p_β: l > log t = b + log(S/S_β).
-        let log_t = b - sp.rho;
-        let k2 = self.l.partition_point(|&v| v <= log_t);
+        // Compared relative to the shift: `b - rho` rounded at the magnitude of b (7e5, say)
+        // could cross a log-ratio that the exact threshold does not reach.
+        let log_t = bs - sp.rho;
+        let k2 = self.l.partition_point(|&v| v - self.l_shift <= log_t);
         let tv = (self.s_gt(k2).0.minus(s, 0.0).exp()
             - (self.w_gt(k2).minus(s, bs) - sp.rho).exp())
         .clamp(0.0, 1.0);
