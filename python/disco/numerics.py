@@ -374,6 +374,12 @@ class QRSIndex:
     (an enumerated support weighted by ``q``, stratified draws): every mean becomes
     ``sum_i e^{w_i} g_i / sum_i e^{w_i}``, and zero-weight samples are ignored.
 
+    Log-ratios and log-weights of any finite size are handled (the sums are taken relative to
+    the largest of each, so ``l + c`` gives the same curve at ``log β + c``). Memory: the index
+    holds one sorted copy of the log-ratios (and of the log-weights, when given) and references
+    to the two input arrays, which :meth:`feature_moments` reads again; if they are changed in
+    between, it refuses them (a fingerprint is checked) rather than answer for other samples.
+
     >>> index = QRSIndex([0.0, float("-inf")])
     >>> float(index.acceptance_rate(0.5))
     0.5
@@ -786,9 +792,14 @@ def fit_coefficients(
         ``Z_c(lambda) = mean_{i in c} exp(log_weights_i + lambda . phi_i)``,
 
     by damped Newton with a backtracking line search, until every moment
-    ``mean_c E_c[phi_k]`` is within ``tolerance`` times its feature's range of its target. ``groups`` gives each sample's
-    context ``0..C-1`` for a conditional target (one ``lambda`` shared by all contexts, weights
-    normalised within each context); without it all samples form one context.
+    ``mean_c E_c[phi_k]`` is within ``tolerance`` times its feature's range of its target.
+    ``groups`` gives each sample's context ``0..C-1`` for a conditional target (one ``lambda``
+    shared by all contexts, weights normalised within each context); without it all samples
+    form one context.
+
+    Memory: one copy of the features (centred on the targets, grouped by context, samples of
+    zero weight dropped) and of the log-weights when given; the weights ``exp(s_i - max s)``
+    are recomputed block by block in each pass, so nothing else of size ``N`` is held.
 
     Parameters
     ----------
