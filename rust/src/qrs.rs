@@ -293,38 +293,79 @@ macro_rules! with_avx2 {
 with_avx2!(decide_uniform, decide_uniform_body);
 with_avx2!(decide_log, decide_log_body);
 
+/// What the uniform draws given to [`accept`] and [`imh_chain`] hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Uniforms {
+    /// `u_i ∈ [0, 1)`.
+    Plain,
+    /// `log u_i ∈ [-inf, 0)` (from a generator of exponential variates, say).
+    Log,
+}
+
+impl Uniforms {
+    /// The argument's name in error messages.
+    pub fn arg(self) -> &'static str {
+        match self {
+            Uniforms::Plain => "uniforms",
+            Uniforms::Log => "log_uniforms",
+        }
+    }
+
+    fn range(self) -> &'static str {
+        match self {
+            Uniforms::Plain => "[0, 1)",
+            Uniforms::Log => "[-inf, 0)",
+        }
+    }
+
+    fn is_valid(self, u: f64) -> bool {
+        match self {
+            Uniforms::Plain => (0.0..1.0).contains(&u),
+            Uniforms::Log => u < 0.0,
+        }
+    }
+
+    /// `log u`.
+    fn log(self, u: f64) -> f64 {
+        match self {
+            Uniforms::Plain => u.ln(),
+            Uniforms::Log => u,
+        }
+    }
+
+    /// The error for the first invalid draw, if any.
+    fn check(self, uniforms: &[f64]) -> Result<()> {
+        match uniforms.iter().position(|&u| !self.is_valid(u)) {
+            None => Ok(()),
+            Some(i) => Err(invalid(format!(
+                "{}[{i}] is {:?}: it must lie in {}",
+                self.arg(),
+                uniforms[i],
+                self.range()
+            ))),
+        }
+    }
+}
+
 /// The QRS decision: sample `i` is accepted iff `log u_i < min(0, l_i - log β)`, i.e. with
-/// probability `min(1, P_i / (β q_i))`. `uniforms` are `u_i ∈ [0, 1)`, or `log u_i ∈ [-inf, 0)`
-/// when `log_uniforms`. A sample with `l_i = -inf` is never accepted.
+/// probability `min(1, P_i / (β q_i))`. `uniforms` hold `u_i` or `log u_i` as `kind` says. A
+/// sample with `l_i = -inf` is never accepted.
 pub fn accept(
     log_ratios: &[f64],
     uniforms: &[f64],
     log_beta: f64,
-    log_uniforms: bool,
+    kind: Uniforms,
 ) -> Result<Vec<bool>> {
-    let u_arg = if log_uniforms {
-        "log_uniforms"
-    } else {
-        "uniforms"
-    };
-    check_same_length(&[(LOG_RATIOS, log_ratios.len()), (u_arg, uniforms.len())])?;
+    check_same_length(&[(LOG_RATIOS, log_ratios.len()), (kind.arg(), uniforms.len())])?;
     if !log_beta.is_finite() {
         return Err(invalid(format!(
             "log_beta is {log_beta}: log(beta) must be finite (beta > 0 and finite)"
         )));
     }
-    let bad_u = |u: f64| {
-        if log_uniforms {
-            u.is_nan() || u >= 0.0
-        } else {
-            !(0.0..1.0).contains(&u)
-        }
-    };
     let decide = |l: &[f64], u: &[f64], out: &mut [bool]| -> bool {
-        if log_uniforms {
-            decide_log(l, u, log_beta, out)
-        } else {
-            decide_uniform(l, u, log_beta, out)
+        match kind {
+            Uniforms::Log => decide_log(l, u, log_beta, out),
+            Uniforms::Plain => decide_uniform(l, u, log_beta, out),
         }
     };
     let mut out = vec![false; log_ratios.len()];
@@ -342,15 +383,7 @@ pub fn accept(
     };
     if bad {
         check_log_scores(LOG_RATIOS, log_ratios)?;
-        let (i, u) = uniforms
-            .iter()
-            .enumerate()
-            .find(|(_, &u)| bad_u(u))
-            .expect("a bad uniform was seen");
-        let range = if log_uniforms { "[-inf, 0)" } else { "[0, 1)" };
-        return Err(invalid(format!(
-            "{u_arg}[{i}] is {u:?}: it must lie in {range}"
-        )));
+        kind.check(uniforms)?;
     }
     Ok(out)
 }
@@ -378,40 +411,23 @@ pub struct ImhRun {
 pub fn imh_chain(
     log_ratios: &[f64],
     uniforms: &[f64],
-    log_uniforms: bool,
+    kind: Uniforms,
     current: f64,
 ) -> Result<ImhRun> {
-    let u_arg = if log_uniforms {
-        "log_uniforms"
-    } else {
-        "uniforms"
-    };
-    check_same_length(&[(LOG_RATIOS, log_ratios.len()), (u_arg, uniforms.len())])?;
+    check_same_length(&[(LOG_RATIOS, log_ratios.len()), (kind.arg(), uniforms.len())])?;
     check_log_scores(LOG_RATIOS, log_ratios)?;
     if current.is_nan() || current == f64::INFINITY {
         return Err(invalid(format!(
             "current_log_ratio is {current}: it must be finite or -inf"
         )));
     }
-    for (i, &u) in uniforms.iter().enumerate() {
-        let ok = if log_uniforms {
-            u < 0.0
-        } else {
-            (0.0..1.0).contains(&u)
-        };
-        if !ok {
-            let range = if log_uniforms { "[-inf, 0)" } else { "[0, 1)" };
-            return Err(invalid(format!(
-                "{u_arg}[{i}] is {u:?}: it must lie in {range}"
-            )));
-        }
-    }
+    kind.check(uniforms)?;
     let mut states = Vec::with_capacity(log_ratios.len());
     let mut accepted = Vec::with_capacity(log_ratios.len());
     let mut state: i64 = -1;
     let mut cur = current;
     for (t, (&l, &u)) in log_ratios.iter().zip(uniforms).enumerate() {
-        let log_u = if log_uniforms { u } else { u.ln() };
+        let log_u = kind.log(u);
         let take = cur == f64::NEG_INFINITY || log_u < l - cur;
         if take {
             state = t as i64;
@@ -1498,24 +1514,24 @@ mod tests {
         let l = [0.0, -1.0, f64::NEG_INFINITY, 3.0];
         let u = [0.99, 0.5, 0.0, 0.999];
         assert_eq!(
-            accept(&l, &u, 0.0, false).unwrap(),
+            accept(&l, &u, 0.0, Uniforms::Plain).unwrap(),
             vec![true, false, false, true]
         );
         let lu: Vec<f64> = u.iter().map(|v| v.ln()).collect();
         assert_eq!(
-            accept(&l, &lu, 0.0, true).unwrap(),
+            accept(&l, &lu, 0.0, Uniforms::Log).unwrap(),
             vec![true, false, false, true]
         );
-        assert!(accept(&l, &[0.5, 0.5, 1.0, 0.5], 0.0, false)
+        assert!(accept(&l, &[0.5, 0.5, 1.0, 0.5], 0.0, Uniforms::Plain)
             .unwrap_err()
             .to_string()
             .contains("uniforms[2]"));
-        assert!(accept(&[f64::NAN], &[0.5], 0.0, false)
+        assert!(accept(&[f64::NAN], &[0.5], 0.0, Uniforms::Plain)
             .unwrap_err()
             .to_string()
             .contains("log_ratios[0] is NaN"));
-        assert!(accept(&[0.0], &[0.5], f64::NAN, false).is_err());
-        assert!(accept(&[0.0], &[0.5, 0.1], 0.0, false).is_err());
+        assert!(accept(&[0.0], &[0.5], f64::NAN, Uniforms::Plain).is_err());
+        assert!(accept(&[0.0], &[0.5, 0.1], 0.0, Uniforms::Plain).is_err());
     }
 
     #[test]
@@ -1523,7 +1539,7 @@ mod tests {
         let run = imh_chain(
             &[0.0, -1.0, 1.0, f64::NEG_INFINITY],
             &[0.9, 0.5, 0.99, 0.0],
-            false,
+            Uniforms::Plain,
             f64::NEG_INFINITY,
         )
         .unwrap();

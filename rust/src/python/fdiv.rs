@@ -3,7 +3,7 @@
 use numpy::{IntoPyArray, PyArray1};
 use pyo3::prelude::*;
 
-use super::{real, to_pyerr, vector, Values};
+use super::{real, vector, Values};
 use crate::fdiv::{self, Batch, FDivergence};
 
 /// Two per-sample arrays returned together.
@@ -33,7 +33,7 @@ pub fn f_pseudo_rewards<'py>(
     log_z: &Bound<'py, PyAny>,
     max_log_t: &Bound<'py, PyAny>,
 ) -> PyResult<ArrayPair<'py>> {
-    let kind = FDivergence::from_name(kind).map_err(|e| to_pyerr(py, e))?;
+    let kind = FDivergence::from_name(kind).map_err(PyErr::from)?;
     let [p, t, q] = arrays(policy_log_probs, target_log_scores, proposal_log_probs)?;
     let (log_z, max_log_t) = (real("log_z", log_z)?, real("max_log_t", max_log_t)?);
     let batch = Batch {
@@ -44,7 +44,7 @@ pub fn f_pseudo_rewards<'py>(
     let n = batch.policy.len();
     let (mut w, mut wr) = (vec![0.0; n], vec![0.0; n]);
     py.detach(|| fdiv::pseudo_rewards(kind, &batch, log_z, max_log_t, &mut w, &mut wr))
-        .map_err(|e| to_pyerr(py, e))?;
+        .map_err(PyErr::from)?;
     Ok((w.into_pyarray(py), wr.into_pyarray(py)))
 }
 
@@ -58,7 +58,7 @@ pub fn f_divergence(
     proposal_log_probs: &Bound<'_, PyAny>,
     log_z: &Bound<'_, PyAny>,
 ) -> PyResult<(f64, f64)> {
-    let kind = FDivergence::from_name(kind).map_err(|e| to_pyerr(py, e))?;
+    let kind = FDivergence::from_name(kind).map_err(PyErr::from)?;
     let [p, t, q] = arrays(policy_log_probs, target_log_scores, proposal_log_probs)?;
     let log_z = real("log_z", log_z)?;
     let batch = Batch {
@@ -67,5 +67,5 @@ pub fn f_divergence(
         proposal: q.as_slice(),
     };
     py.detach(|| fdiv::estimate(kind, &batch, log_z))
-        .map_err(|e| to_pyerr(py, e))
+        .map_err(PyErr::from)
 }

@@ -4,7 +4,7 @@ use numpy::{IntoPyArray, PyArray1};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-use super::{matrix, optional_vector, real, to_pyerr, vector};
+use super::{matrix, optional_vector, real, vector};
 use crate::divergence::{self as div, Divergence, GroupedSamples, Samples};
 use crate::logspace as kernels;
 
@@ -26,7 +26,7 @@ pub fn logsumexp(py: Python<'_>, x: &Bound<'_, PyAny>) -> PyResult<f64> {
     let x = vector("x", x)?;
     let x = x.as_slice();
     py.detach(|| kernels::logsumexp("x", x))
-        .map_err(|e| to_pyerr(py, e))
+        .map_err(PyErr::from)
 }
 
 /// `log mean exp(x)`.
@@ -35,7 +35,7 @@ pub fn logmeanexp(py: Python<'_>, x: &Bound<'_, PyAny>) -> PyResult<f64> {
     let x = vector("x", x)?;
     let x = x.as_slice();
     py.detach(|| kernels::logmeanexp("x", x))
-        .map_err(|e| to_pyerr(py, e))
+        .map_err(PyErr::from)
 }
 
 /// Normalised weights `exp(l - logsumexp(l))`.
@@ -48,7 +48,7 @@ pub fn normalized_weights<'py>(
     let lw = lw.as_slice();
     let mut out = vec![0.0; lw.len()];
     py.detach(|| kernels::normalized_weights_into("log_weights", lw, &mut out))
-        .map_err(|e| to_pyerr(py, e))?;
+        .map_err(PyErr::from)?;
     Ok(out.into_pyarray(py))
 }
 
@@ -58,7 +58,7 @@ pub fn effective_sample_size(py: Python<'_>, log_weights: &Bound<'_, PyAny>) -> 
     let lw = vector("log_weights", log_weights)?;
     let lw = lw.as_slice();
     py.detach(|| kernels::effective_sample_size("log_weights", lw))
-        .map_err(|e| to_pyerr(py, e))
+        .map_err(PyErr::from)
 }
 
 /// Self-normalised moments of an `n x k` feature matrix.
@@ -79,7 +79,7 @@ pub fn weighted_moments<'py>(
     let (lw, f) = (lw.as_slice(), f.as_slice());
     let out = py
         .detach(|| kernels::weighted_moments("log_weights", lw, "features", f, k))
-        .map_err(|e| to_pyerr(py, e))?;
+        .map_err(PyErr::from)?;
     Ok(out.into_pyarray(py))
 }
 
@@ -93,8 +93,7 @@ pub fn estimate_log_z(
     let t = vector(div::TARGET, target_log_scores)?;
     let q = vector(div::PROPOSAL, proposal_log_probs)?;
     let (t, q) = (t.as_slice(), q.as_slice());
-    py.detach(|| div::estimate_log_z(t, q))
-        .map_err(|e| to_pyerr(py, e))
+    py.detach(|| div::estimate_log_z(t, q)).map_err(PyErr::from)
 }
 
 /// One divergence estimate (`kind` in kl, reverse_kl, tv, js) from one group of samples.
@@ -122,7 +121,7 @@ pub fn divergence(
         proposal: q.as_slice(),
     };
     py.detach(|| div::estimate(kind, &s, log_z))
-        .map_err(|e| to_pyerr(py, e))
+        .map_err(PyErr::from)
 }
 
 /// One divergence estimate per context for `c x n` matrices of log-scores.
@@ -160,6 +159,6 @@ pub fn divergence_grouped<'py>(
     let z = z.as_ref().map(super::Values::as_slice);
     let out = py
         .detach(|| div::estimate_grouped(kind, &g, z))
-        .map_err(|e| to_pyerr(py, e))?;
+        .map_err(PyErr::from)?;
     Ok(out.into_pyarray(py))
 }

@@ -3,7 +3,7 @@
 use numpy::{IntoPyArray, PyArray1};
 use pyo3::prelude::*;
 
-use super::{count, matrix, optional_vector, real, to_pyerr, values, vector};
+use super::{count, matrix, optional_vector, real, values, vector};
 use crate::maxent::{self, Options, Problem};
 
 /// `(coefficients, iterations, moments, max_error, ess, log_z)`.
@@ -72,7 +72,7 @@ pub fn fit_coefficients<'py>(
     };
     let fit = py
         .detach(|| maxent::fit(&problem, &options))
-        .map_err(|e| to_pyerr(py, e))?;
+        .map_err(PyErr::from)?;
     Ok((
         fit.coefficients.into_pyarray(py),
         fit.iterations,

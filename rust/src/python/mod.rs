@@ -22,24 +22,27 @@ pyo3::create_exception!(
     "An iterative solver stopped before meeting its tolerance; `.last`, `.iterations` and `.max_error` hold its final state."
 );
 
-/// Maps a kernel error to the Python exception users see.
-pub(crate) fn to_pyerr(py: Python<'_>, error: Error) -> PyErr {
-    match error {
-        Error::InvalidInput(message) => PyValueError::new_err(message),
-        Error::NoConvergence {
-            message,
-            last,
-            iterations,
-            max_error,
-        } => {
-            let err = ConvergenceError::new_err(message);
-            let value = err.value(py);
-            // Attaching attributes to a fresh exception object cannot fail in practice; if it
-            // did, the message alone still reaches the user.
-            let _ = value.setattr("last", last);
-            let _ = value.setattr("iterations", iterations);
-            let _ = value.setattr("max_error", max_error);
-            err
+/// The one road from a kernel error to the Python exception users see: `InvalidInput` is a
+/// `ValueError`, `NoConvergence` a `disco.ConvergenceError` carrying the solver's last state.
+impl From<Error> for PyErr {
+    fn from(error: Error) -> PyErr {
+        match error {
+            Error::InvalidInput(message) => PyValueError::new_err(message),
+            Error::NoConvergence {
+                message,
+                last,
+                iterations,
+                max_error,
+            } => Python::attach(|py| {
+                let err = ConvergenceError::new_err(message);
+                let value = err.value(py);
+                // Attaching attributes to a fresh exception object cannot fail in practice; if
+                // it did, the message alone still reaches the user.
+                let _ = value.setattr("last", last);
+                let _ = value.setattr("iterations", iterations);
+                let _ = value.setattr("max_error", max_error);
+                err
+            }),
         }
     }
 }

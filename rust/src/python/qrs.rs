@@ -6,14 +6,15 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::{matrix, optional_vector, real, to_pyerr, vector};
+use super::{matrix, optional_vector, real, vector};
 use crate::qrs as kernels;
 
-fn uniforms_name(log_uniforms: bool) -> &'static str {
+/// The binding's `log_uniforms` flag as the kernel's [`kernels::Uniforms`].
+fn uniforms_kind(log_uniforms: bool) -> kernels::Uniforms {
     if log_uniforms {
-        "log_uniforms"
+        kernels::Uniforms::Log
     } else {
-        "uniforms"
+        kernels::Uniforms::Plain
     }
 }
 
@@ -28,12 +29,12 @@ pub fn qrs_accept<'py>(
     log_uniforms: bool,
 ) -> PyResult<Bound<'py, PyArray1<bool>>> {
     let l = vector(kernels::LOG_RATIOS, log_ratios)?;
-    let u = vector(uniforms_name(log_uniforms), uniforms)?;
+    let u = vector(uniforms_kind(log_uniforms).arg(), uniforms)?;
     let log_beta = real("log_beta", log_beta)?;
     let (l, u) = (l.as_slice(), u.as_slice());
     let out = py
-        .detach(|| kernels::accept(l, u, log_beta, log_uniforms))
-        .map_err(|e| to_pyerr(py, e))?;
+        .detach(|| kernels::accept(l, u, log_beta, uniforms_kind(log_uniforms)))
+        .map_err(PyErr::from)?;
     Ok(out.into_pyarray(py))
 }
 
@@ -54,12 +55,12 @@ pub fn imh_chain<'py>(
     log_uniforms: bool,
 ) -> PyResult<ImhOutput<'py>> {
     let l = vector(kernels::LOG_RATIOS, log_ratios)?;
-    let u = vector(uniforms_name(log_uniforms), uniforms)?;
+    let u = vector(uniforms_kind(log_uniforms).arg(), uniforms)?;
     let current_log_ratio = real("current_log_ratio", current_log_ratio)?;
     let (l, u) = (l.as_slice(), u.as_slice());
     let run = py
-        .detach(|| kernels::imh_chain(l, u, log_uniforms, current_log_ratio))
-        .map_err(|e| to_pyerr(py, e))?;
+        .detach(|| kernels::imh_chain(l, u, uniforms_kind(log_uniforms), current_log_ratio))
+        .map_err(PyErr::from)?;
     Ok((
         run.states.into_pyarray(py),
         run.accepted.into_pyarray(py),
@@ -93,7 +94,7 @@ impl PyQrsIndex {
         let (ls, ws) = (l.as_slice(), w.as_ref().map(super::Values::as_slice));
         let inner = py
             .detach(|| kernels::QrsIndex::new(ls, ws))
-            .map_err(|e| to_pyerr(py, e))?;
+            .map_err(PyErr::from)?;
         Ok(PyQrsIndex {
             inner,
             log_ratios: log_ratios.clone().unbind(),
@@ -149,9 +150,7 @@ impl PyQrsIndex {
     ) -> PyResult<Bound<'py, PyDict>> {
         let b = vector("log_betas", log_betas)?;
         let b = b.as_slice();
-        let points = py
-            .detach(|| self.inner.curve(b, js))
-            .map_err(|e| to_pyerr(py, e))?;
+        let points = py.detach(|| self.inner.curve(b, js)).map_err(PyErr::from)?;
         let out = PyDict::new(py);
         let column =
             |f: fn(&kernels::CurvePoint) -> f64| points.iter().map(f).collect::<Vec<f64>>();
@@ -193,7 +192,7 @@ impl PyQrsIndex {
         let w = w.as_ref().map(super::Values::as_slice);
         let out = py
             .detach(|| self.inner.feature_moments(l, w, f, k, b))
-            .map_err(|e| to_pyerr(py, e))?;
+            .map_err(PyErr::from)?;
         let matrix = Array2::from_shape_vec((b.len(), k), out)
             .map_err(|e| PyValueError::new_err(format!("internal shape error: {e}")))?;
         Ok(matrix.into_pyarray(py))
@@ -218,7 +217,7 @@ impl PyQrsIndex {
                     })
                     .collect::<crate::Result<Vec<f64>>>()
             })
-            .map_err(|e| to_pyerr(py, e))?;
+            .map_err(PyErr::from)?;
         Ok(out.into_pyarray(py))
     }
 

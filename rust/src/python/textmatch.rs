@@ -5,7 +5,6 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 
-use super::to_pyerr;
 use crate::textmatch::TextPattern;
 
 /// A pattern compiled once; `search` answers a batch of texts without the interpreter lock.
@@ -18,8 +17,8 @@ pub struct PyTextPattern {
 impl PyTextPattern {
     #[new]
     #[pyo3(signature = (pattern, flags=""))]
-    fn new(py: Python<'_>, pattern: &str, flags: &str) -> PyResult<Self> {
-        let inner = TextPattern::compile(pattern, flags).map_err(|e| to_pyerr(py, e))?;
+    fn new(pattern: &str, flags: &str) -> PyResult<Self> {
+        let inner = TextPattern::compile(pattern, flags).map_err(PyErr::from)?;
         Ok(PyTextPattern { inner })
     }
 
