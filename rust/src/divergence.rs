@@ -273,9 +273,9 @@ fn scan(s: &Samples<'_>, with_v: bool, flag: InfiniteWhen) -> Scan {
 /// Elements per parallel task of the divergence passes (fixed: results do not depend on the
 /// number of threads).
 const TASK_LEN: usize = 1 << 15;
-const BLOCK: usize = vexp::BLOCK;
+const BLOCK: usize = crate::consts::BLOCK;
 
-vexp::dispatched! {
+crate::dispatch::dispatched! {
     /// `[max w, #bad, max v, #infinite]` on the calling thread (see [`Scan`]).
     #[allow(clippy::needless_bitwise_bool)] // branch-free on purpose: it vectorises
     fn scan_serial(t: &[f64], m: &[f64], q: &[f64], with_v: bool, flag: usize) -> [f64; 4] => [M] {
@@ -321,7 +321,7 @@ fn exp_sum(x: &[f64], q: &[f64], shift: f64) -> f64 {
     vexp::sum_ranges(x.len(), |r| [exp_sum_serial(&x[r.clone()], &q[r], shift)])[0]
 }
 
-vexp::dispatched! {
+crate::dispatch::dispatched! {
     /// [`exp_sum`] on the calling thread.
     fn exp_sum_serial(x: &[f64], q: &[f64], shift: f64) -> f64 => [M] {
         let mut e = [0.0f64; BLOCK];
@@ -355,7 +355,7 @@ fn gap_sums(x: &[f64], y: &[f64], q: &[f64], shift: f64, c: f64) -> [f64; 2] {
     })
 }
 
-vexp::dispatched! {
+crate::dispatch::dispatched! {
     /// [`gap_sums`] on the calling thread.
     fn gap_sums_serial(x: &[f64], y: &[f64], q: &[f64], shift: f64, c: f64) -> [f64; 2] => [M] {
         let mut e = [0.0f64; BLOCK];
@@ -380,7 +380,7 @@ fn tv_sum(t: &[f64], m: &[f64], q: &[f64], la: f64, lb: f64) -> f64 {
     })[0]
 }
 
-vexp::dispatched! {
+crate::dispatch::dispatched! {
     /// [`tv_sum`] on the calling thread.
     fn tv_sum_serial(t: &[f64], m: &[f64], q: &[f64], la: f64, lb: f64) -> f64 => [M] {
         let mut ea = [0.0f64; BLOCK];
@@ -405,7 +405,7 @@ fn js_sum(t: &[f64], m: &[f64], q: &[f64], la: f64, lb: f64) -> f64 {
     })[0]
 }
 
-vexp::dispatched! {
+crate::dispatch::dispatched! {
     /// [`js_sum`] on the calling thread.
     fn js_sum_serial(t: &[f64], m: &[f64], q: &[f64], la: f64, lb: f64) -> f64 => [M] {
         let mut a = [0.0f64; BLOCK];
@@ -621,7 +621,7 @@ mod tests {
 
     #[test]
     fn fused_passes_match_the_textbook_formulas() {
-        vexp::with_level(fused_passes_match_here);
+        crate::dispatch::with_level(fused_passes_match_here);
     }
 
     fn fused_passes_match_here() {

@@ -5,6 +5,7 @@
 //! ever formed outside log space. Samples come from a proposal `q`; `w = pi/q` weighs the
 //! gradient `E_q[w f'(t) ∇log pi]`, whose loss is `-mean(w (r - b) log pi)` with `r = -f'(t)`.
 
+use crate::consts::softplus;
 use crate::error::{check_log_scores, check_same_length, invalid, Result};
 
 const LN_2: f64 = std::f64::consts::LN_2;
@@ -102,14 +103,6 @@ impl FDivergence {
             Self::NeymanChi2 => 1.0,
         }
     }
-}
-
-/// `log(1 + e^z)` without overflow.
-fn softplus(z: f64) -> f64 {
-    if z == f64::INFINITY {
-        return z;
-    }
-    z.max(0.0) + (-z.abs()).exp().ln_1p()
 }
 
 /// Per-sample log-scores for one context.

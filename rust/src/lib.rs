@@ -4,6 +4,8 @@
 //! `python` module (behind the default `python` feature) only validates shapes, borrows numpy
 //! buffers, releases the interpreter lock around the work and maps errors (STYLE.md §1–§4).
 
+pub mod consts;
+mod dispatch;
 pub mod divergence;
 pub mod error;
 pub mod fdiv;

@@ -195,7 +195,7 @@ const MOMENT_TASK_ROWS: usize = 1 << 14;
 /// Rows whose weights are exponentiated together into a stack buffer.
 const MOMENT_BLOCK: usize = 256;
 
-vexp::dispatched! {
+crate::dispatch::dispatched! {
     /// [`moment_sums`] on the calling thread.
     fn moment_sums_serial(log_w: &[f64], m: f64, features: &[f64], k: usize) -> Vec<f64> => [M] {
         match k {
@@ -385,7 +385,7 @@ mod tests {
 
     #[test]
     fn fused_moments_match_naive_weights_for_any_width() {
-        vexp::with_level(fused_moments_match_here);
+        crate::dispatch::with_level(fused_moments_match_here);
     }
 
     fn fused_moments_match_here() {

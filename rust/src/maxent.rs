@@ -75,8 +75,7 @@ const MAX_LOG_RATIO_CHANGE: f64 = 20.0;
 const PIVOT: f64 = 1e-13;
 /// Elements per parallel task in the sums; fixed so results do not depend on the thread count.
 const TASK_LEN: usize = 1 << 15;
-const LANES: usize = 8;
-const BLOCK: usize = 512;
+use crate::consts::BLOCK;
 
 /// What to fit: a row-major `rows x cols` feature matrix and its targets.
 #[derive(Debug, Clone, Copy)]
@@ -604,32 +603,7 @@ fn blocked_sums(
     }
 }
 
-/// `sum_i term(a_i, b_i, c_i)` over one block, in eight lanes.
-#[inline(always)]
-fn lane_sum(a: &[f64], b: &[f64], c: &[f64], term: impl Fn(f64, f64, f64) -> f64) -> f64 {
-    let mut lanes = [0.0f64; LANES];
-    let (mut ca, mut cb, mut cc) = (
-        a.chunks_exact(LANES),
-        b.chunks_exact(LANES),
-        c.chunks_exact(LANES),
-    );
-    for ((x, y), z) in (&mut ca).zip(&mut cb).zip(&mut cc) {
-        for j in 0..LANES {
-            lanes[j] += term(x[j], y[j], z[j]);
-        }
-    }
-    let mut total: f64 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .zip(cc.remainder())
-        .map(|((&x, &y), &z)| term(x, y, z))
-        .sum();
-    for lane in lanes {
-        total += lane;
-    }
-    total
-}
+use crate::vexp::lane_sum3 as lane_sum;
 
 /// Fills a block's weights: `fill(lo, hi, out)` writes the weights of rows `lo..hi` of one
 /// context (positions relative to its start) into `out[..hi - lo]`.

@@ -23,31 +23,15 @@
 
 use rayon::prelude::*;
 
+use crate::consts::{logaddexp, softplus, LN2, LN2_HI, LN2_LO};
+use crate::dispatch::with_avx2;
 use crate::error::{check_finite_matrix, check_log_scores, check_same_length, invalid, Result};
 use crate::vexp::{self, neumaier_add};
 
-const LN2: f64 = std::f64::consts::LN_2;
-/// ln 2 split so that `k * LN2_HI` is exact for |k| < 2^11 (Cody–Waite), as in `vexp`.
-const LN2_HI: f64 = 0.693_147_180_369_123_8;
-const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
 /// A running sum is rescaled once a term exceeds `2^RESCALE_BITS` of its current unit.
 const RESCALE_BITS: i32 = 512;
 /// Elements per parallel task in the accept/reject kernel.
 const ACCEPT_TASK: usize = 1 << 15;
-
-/// `log(1 + e^z)` without overflow.
-fn softplus(z: f64) -> f64 {
-    z.max(0.0) + (-z.abs()).exp().ln_1p()
-}
-
-/// `log(e^a + e^b)`, exact for `-inf` operands.
-fn logaddexp(a: f64, b: f64) -> f64 {
-    let (hi, lo) = if a >= b { (a, b) } else { (b, a) };
-    if lo == f64::NEG_INFINITY {
-        return hi;
-    }
-    hi + (lo - hi).exp().ln_1p()
-}
 
 /// `2^d` as an exact power of two (0 below the normal range, where it is negligible here).
 fn pow2(d: i32) -> f64 {
@@ -258,38 +242,6 @@ fn decide_log_body(l: &[f64], u: &[f64], log_beta: f64, out: &mut [bool]) -> boo
     !ok
 }
 
-macro_rules! with_avx2 {
-    ($name:ident, $body:ident) => {
-        fn $name(l: &[f64], u: &[f64], log_beta: f64, out: &mut [bool]) -> bool {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
-                unsafe fn widest(l: &[f64], u: &[f64], log_beta: f64, out: &mut [bool]) -> bool {
-                    $body(l, u, log_beta, out)
-                }
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn wide(l: &[f64], u: &[f64], log_beta: f64, out: &mut [bool]) -> bool {
-                    $body(l, u, log_beta, out)
-                }
-                if std::arch::is_x86_feature_detected!("avx512f")
-                    && std::arch::is_x86_feature_detected!("avx512dq")
-                    && std::arch::is_x86_feature_detected!("avx512bw")
-                    && std::arch::is_x86_feature_detected!("avx512vl")
-                {
-                    // SAFETY: the CPU was just checked to support every enabled feature.
-                    return unsafe { widest(l, u, log_beta, out) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    // SAFETY: as above.
-                    return unsafe { wide(l, u, log_beta, out) };
-                }
-            }
-            $body(l, u, log_beta, out)
-        }
-    };
-}
 with_avx2!(decide_uniform, decide_uniform_body);
 with_avx2!(decide_log, decide_log_body);
 
@@ -588,12 +540,15 @@ impl BlockedSums {
             sums.rescale(pre);
             if stop.is_none() {
                 // Building: only the state after the block is kept, so add the block's total.
-                neumaier_add(&mut sums.s, lane_sum(&t[..len], None));
+                neumaier_add(&mut sums.s, vexp::lane_sum(&t[..len], |v| v));
                 if let Some(c) = companion {
                     for (xj, i) in x.iter_mut().zip(i0..i1) {
                         *xj = c(i);
                     }
-                    neumaier_add(&mut sums.g, lane_sum(&t[..len], Some(&x[..len])));
+                    neumaier_add(
+                        &mut sums.g,
+                        vexp::lane_sum_zip(&t[..len], &x[..len], |a, b| a * b),
+                    );
                 }
                 return (SplitLog::ZERO, 0.0);
             }
@@ -800,40 +755,6 @@ fn block_terms(
         (0..a.len()).for_each(&mut visit);
     }
     BlockUnit::PerSample
-}
-
-/// `Σ x_i y_i` (or `Σ x_i` without `y`) in eight lanes: vectorised; for one block of at most
-/// [`TERM_BLOCK`] terms the rounding error stays below ~40 ulp of `Σ |x_i y_i|`.
-fn lane_sum(x: &[f64], y: Option<&[f64]>) -> f64 {
-    let mut lanes = [0.0f64; 8];
-    match y {
-        None => {
-            let mut chunks = x.chunks_exact(8);
-            for c in &mut chunks {
-                for j in 0..8 {
-                    lanes[j] += c[j];
-                }
-            }
-            lanes[0] += chunks.remainder().iter().sum::<f64>();
-        }
-        Some(y) => {
-            let mut cx = x.chunks_exact(8);
-            let mut cy = y.chunks_exact(8);
-            for (a, b) in (&mut cx).zip(&mut cy) {
-                for j in 0..8 {
-                    lanes[j] += a[j] * b[j];
-                }
-            }
-            lanes[0] += cx
-                .remainder()
-                .iter()
-                .zip(cy.remainder())
-                .map(|(a, b)| a * b)
-                .sum::<f64>();
-        }
-    }
-    ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3]))
-        + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
 }
 
 /// A float mapped to an unsigned integer with the same order (`-inf` lowest), and back.
