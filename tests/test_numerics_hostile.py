@@ -337,3 +337,24 @@ def test_core_compiles_for_other_architectures(target, tmp_path_factory):
             env=env,
         )
         assert result.returncode == 0, (cargo_features, result.stderr[-4000:])
+
+
+# --- one divergence type, parsed once at the binding ------------------------------------------
+
+
+def test_divergence_names_are_parsed_once_with_value_errors():
+    t = np.zeros(3)
+    for call in (
+        lambda kind: _core.divergence(kind, t, t, t),
+        lambda kind: _core.divergence_grouped(kind, t[None], t[None], t[None]),
+        lambda kind: _core.f_divergence(kind, t, t, t, 0.0),
+        lambda kind: _core.f_pseudo_rewards(kind, t, t, t, 0.0, 30.0),
+    ):
+        with pytest.raises(ValueError, match=r"unknown f-divergence .hellinger."):
+            call("hellinger")
+        with pytest.raises(ValueError, match="kind must be a str"):
+            call(3)
+    # The chi² divergences have an f-DPG estimate (with a standard error) only.
+    assert _core.f_divergence("chi2", t, t, t, 0.0) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="f_divergence only"):
+        _core.divergence("reverse_chi2", t, t, t)

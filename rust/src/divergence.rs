@@ -19,17 +19,45 @@ use crate::error::{check_log_scores, check_same_length, invalid, Result};
 use crate::logspace;
 use crate::vexp;
 
-/// Which divergence to estimate.
+/// The one divergence type of the core: an f-divergence `D_f(pi ‖ p) = Σ p f(pi/p)`, parsed
+/// once from its name (`FromStr`, at the binding). [`estimate`] covers the first four; the
+/// f-DPG kernels (`fdiv`) all six, through their generators `f`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Divergence {
-    /// `KL(p‖pi)`, the forward KL minimised by DPG.
+    /// `KL(p‖pi)`, the forward KL minimised by DPG / CDPG: `f(t) = -log t`.
     ForwardKl,
-    /// `KL(pi‖p)`, the reverse KL (RLHF's objective).
+    /// `KL(pi‖p)`, the reverse KL (RLHF's objective): `f(t) = t log t`.
     ReverseKl,
-    /// Total variation distance.
+    /// Total variation distance: `f(t) = |t - 1| / 2`.
     TotalVariation,
-    /// Jensen–Shannon divergence (standard, in nats).
+    /// Jensen–Shannon divergence (standard, in nats; the generator `f` of `fdiv` is twice it).
     JensenShannon,
+    /// Pearson chi², `Σ (pi - p)² / p`: `f(t) = (t - 1)²`.
+    PearsonChi2,
+    /// Neyman chi², `Σ (p - pi)² / pi`: `f(t) = (1 - t)² / t`.
+    NeymanChi2,
+}
+
+impl std::str::FromStr for Divergence {
+    type Err = crate::Error;
+
+    /// Parses the names used by the Python layer.
+    fn from_str(name: &str) -> Result<Self> {
+        Ok(match name {
+            "kl" | "forward_kl" => Self::ForwardKl,
+            "reverse_kl" => Self::ReverseKl,
+            "tv" => Self::TotalVariation,
+            "js" => Self::JensenShannon,
+            "chi2" | "pearson_chi2" => Self::PearsonChi2,
+            "reverse_chi2" | "neyman_chi2" => Self::NeymanChi2,
+            other => {
+                return Err(invalid(format!(
+                    "unknown f-divergence {other:?}: expected 'kl', 'reverse_kl', 'tv', 'js', \
+                     'chi2' or 'reverse_chi2'"
+                )))
+            }
+        })
+    }
 }
 
 /// The per-sample log-scores one estimate needs, with the names used in error messages.
@@ -167,6 +195,12 @@ pub fn estimate(kind: Divergence, s: &Samples<'_>, log_z: Option<f64>) -> Result
                 gap_sums(m, t, q, mv, -z)[1] * (mv - ln_n).exp()
             }
         }
+        Divergence::PearsonChi2 | Divergence::NeymanChi2 => {
+            return Err(invalid(
+                "the chi² divergences are estimated by f_divergence only (which also returns \
+                 the standard error), not by divergence",
+            ))
+        }
         Divergence::TotalVariation | Divergence::JensenShannon => {
             let z = given.unwrap_or_else(z_from_samples);
             let top = (mw - z).max(scan.max_v);
@@ -181,7 +215,8 @@ pub fn estimate(kind: Divergence, s: &Samples<'_>, log_z: Option<f64>) -> Result
     })
 }
 
-fn check_log_z(z: f64) -> Result<f64> {
+/// Checks a given `log Z`: it must be finite.
+pub(crate) fn check_log_z(z: f64) -> Result<f64> {
     if z.is_nan() || z == f64::INFINITY || z == f64::NEG_INFINITY {
         return Err(invalid(format!("log_z is {z}: it must be finite")));
     }
@@ -614,6 +649,7 @@ mod tests {
                 Divergence::ReverseKl => xlog(pi, p),
                 Divergence::TotalVariation => 0.5 * (p - pi).abs(),
                 Divergence::JensenShannon => 0.5 * (xlog(p, mid) + xlog(pi, mid)),
+                Divergence::PearsonChi2 | Divergence::NeymanChi2 => f64::NAN,
             }
         });
         terms.sum::<f64>() / n

@@ -3,8 +3,9 @@
 use numpy::{IntoPyArray, PyArray1};
 use pyo3::prelude::*;
 
-use super::{real, vector, Values};
-use crate::fdiv::{self, Batch, FDivergence};
+use super::{real, vector, Values, Wrap};
+use crate::divergence::Divergence;
+use crate::fdiv::{self, Batch};
 
 /// Two per-sample arrays returned together.
 type ArrayPair<'py> = (Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<f64>>);
@@ -26,14 +27,14 @@ fn arrays<'py>(
 #[pyfunction]
 pub fn f_pseudo_rewards<'py>(
     py: Python<'py>,
-    kind: &str,
+    kind: Wrap<Divergence>,
     policy_log_probs: &Bound<'py, PyAny>,
     target_log_scores: &Bound<'py, PyAny>,
     proposal_log_probs: &Bound<'py, PyAny>,
     log_z: &Bound<'py, PyAny>,
     max_log_t: &Bound<'py, PyAny>,
 ) -> PyResult<ArrayPair<'py>> {
-    let kind = FDivergence::from_name(kind).map_err(PyErr::from)?;
+    let Wrap(kind) = kind;
     let [p, t, q] = arrays(policy_log_probs, target_log_scores, proposal_log_probs)?;
     let (log_z, max_log_t) = (real("log_z", log_z)?, real("max_log_t", max_log_t)?);
     let batch = Batch {
@@ -52,13 +53,13 @@ pub fn f_pseudo_rewards<'py>(
 #[pyfunction]
 pub fn f_divergence(
     py: Python<'_>,
-    kind: &str,
+    kind: Wrap<Divergence>,
     policy_log_probs: &Bound<'_, PyAny>,
     target_log_scores: &Bound<'_, PyAny>,
     proposal_log_probs: &Bound<'_, PyAny>,
     log_z: &Bound<'_, PyAny>,
 ) -> PyResult<(f64, f64)> {
-    let kind = FDivergence::from_name(kind).map_err(PyErr::from)?;
+    let Wrap(kind) = kind;
     let [p, t, q] = arrays(policy_log_probs, target_log_scores, proposal_log_probs)?;
     let log_z = real("log_z", log_z)?;
     let batch = Batch {

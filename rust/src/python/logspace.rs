@@ -4,21 +4,9 @@ use numpy::{IntoPyArray, PyArray1};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-use super::{matrix, optional_vector, real, vector};
+use super::{matrix, optional_vector, real, vector, Wrap};
 use crate::divergence::{self as div, Divergence, GroupedSamples, Samples};
 use crate::logspace as kernels;
-
-fn parse_kind(kind: &str) -> PyResult<Divergence> {
-    match kind {
-        "kl" | "forward_kl" => Ok(Divergence::ForwardKl),
-        "reverse_kl" => Ok(Divergence::ReverseKl),
-        "tv" => Ok(Divergence::TotalVariation),
-        "js" => Ok(Divergence::JensenShannon),
-        other => Err(PyValueError::new_err(format!(
-            "unknown divergence {other:?}: expected 'kl', 'reverse_kl', 'tv' or 'js'"
-        ))),
-    }
-}
 
 /// `log Σ exp(x)`.
 #[pyfunction]
@@ -101,13 +89,13 @@ pub fn estimate_log_z(
 #[pyo3(signature = (kind, target_log_scores, model_log_probs, proposal_log_probs, log_z=None))]
 pub fn divergence(
     py: Python<'_>,
-    kind: &str,
+    kind: Wrap<Divergence>,
     target_log_scores: &Bound<'_, PyAny>,
     model_log_probs: &Bound<'_, PyAny>,
     proposal_log_probs: &Bound<'_, PyAny>,
     log_z: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<f64> {
-    let kind = parse_kind(kind)?;
+    let Wrap(kind) = kind;
     let t = vector(div::TARGET, target_log_scores)?;
     let m = vector(div::MODEL, model_log_probs)?;
     let q = vector(div::PROPOSAL, proposal_log_probs)?;
@@ -129,13 +117,13 @@ pub fn divergence(
 #[pyo3(signature = (kind, target_log_scores, model_log_probs, proposal_log_probs, log_z=None))]
 pub fn divergence_grouped<'py>(
     py: Python<'py>,
-    kind: &str,
+    kind: Wrap<Divergence>,
     target_log_scores: &Bound<'py, PyAny>,
     model_log_probs: &Bound<'py, PyAny>,
     proposal_log_probs: &Bound<'py, PyAny>,
     log_z: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyArray1<f64>>> {
-    let kind = parse_kind(kind)?;
+    let Wrap(kind) = kind;
     let (t, rows, n) = matrix(div::TARGET, target_log_scores)?;
     let (m, ..) = matrix(div::MODEL, model_log_probs)?;
     let (q, ..) = matrix(div::PROPOSAL, proposal_log_probs)?;

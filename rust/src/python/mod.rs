@@ -47,6 +47,21 @@ impl From<Error> for PyErr {
     }
 }
 
+/// A kernel type read from a Python argument, as polars' `Wrap<T>`: a `str` parsed once with
+/// the type's `FromStr`, so a bad name is a `ValueError` before any work.
+pub(crate) struct Wrap<T>(pub T);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Wrap<crate::divergence::Divergence> {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let name: String = obj.extract().map_err(|_| {
+            PyValueError::new_err("kind must be a str naming a divergence, such as 'kl'")
+        })?;
+        Ok(Wrap(name.parse()?))
+    }
+}
+
 /// A numpy array borrowed for reading, with its values in C (row-major) order: borrowed as is
 /// when the array is C-contiguous, copied once otherwise (Fortran order, strided or
 /// negative-stride views), so that a kernel never reads a layout it does not expect.
