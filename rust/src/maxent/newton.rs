@@ -50,7 +50,7 @@ impl<'a> Solver<'a> {
 
     /// The largest score `lw_i + lambda . x_i` of context `c`, or `None` if any overflowed.
     pub(super) fn max_score(&self, lambda: &[f64], c: usize) -> Option<f64> {
-        let (_, max, bad) = score_range(self.data, c, lambda, true);
+        let (_, max, bad) = score_range(self.data, c, lambda, true, false);
         (!bad).then_some(max)
     }
 
@@ -280,7 +280,7 @@ impl<'a> Solver<'a> {
 
     /// `(min, max)` of `dir . x_i` over context `c`.
     pub(super) fn project(&mut self, dir: &[f64], c: usize) -> (f64, f64) {
-        let (lo, hi, _) = score_range(self.data, c, dir, false);
+        let (lo, hi, _) = score_range(self.data, c, dir, false, true);
         (lo, hi)
     }
 

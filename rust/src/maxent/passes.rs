@@ -158,13 +158,15 @@ pub(super) fn scores_into(
     }
 }
 
-/// `(min, max)` of the scores of context `c` (see [`scores_into`]) and whether any is not
-/// finite; computed block by block, nothing of size N is stored.
+/// `(min, max)` of the scores of context `c` (see [`scores_into`]; the min only when
+/// `want_min`, else `+inf`) and whether any is not finite; computed block by block, nothing of
+/// size N is stored.
 pub(super) fn score_range(
     d: &Prepared,
     c: usize,
     coef: &[f64],
     with_log_weights: bool,
+    want_min: bool,
 ) -> (f64, f64, bool) {
     let len = d.span(c).len();
     let task = |t0: usize, t1: usize| {
@@ -177,7 +179,9 @@ pub(super) fn score_range(
             let (m, flag) = vexp::max_and_flag(&buf[..e - b]);
             hi_v = hi_v.max(m);
             bad |= flag || !m.is_finite();
-            lo_v = buf[..e - b].iter().fold(lo_v, |a, &v| a.min(v));
+            if want_min {
+                lo_v = buf[..e - b].iter().fold(lo_v, |a, &v| a.min(v));
+            }
             b = e;
         }
         (lo_v, hi_v, bad)

@@ -1,7 +1,7 @@
 //! Bindings for Quasi-Rejection Sampling: accept/reject, curves over beta, the IMH chain.
 
 use numpy::ndarray::Array2;
-use numpy::{IntoPyArray, PyArray1, PyArray2};
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -68,6 +68,45 @@ pub fn imh_chain<'py>(
     ))
 }
 
+/// The index's sorted copy of the log-ratios, in a numpy array that only this object refers to.
+struct SortedArray {
+    /// Keeps the buffer alive.
+    _array: Py<PyArray1<f64>>,
+    data: *const f64,
+    len: usize,
+}
+
+impl SortedArray {
+    fn new(array: Bound<'_, PyArray1<f64>>) -> Self {
+        let (data, len) = (array.data().cast_const(), array.len());
+        SortedArray {
+            _array: array.unbind(),
+            data,
+            len,
+        }
+    }
+}
+
+// SAFETY: the array was made here from a vector of our own, sorted in place, and is never
+// handed to Python code: nothing else refers to it, so its buffer is neither freed (we hold a
+// reference) nor written while this object lives, and reading it from any thread is sound.
+unsafe impl Send for SortedArray {}
+// SAFETY: as above; the buffer is only ever read.
+unsafe impl Sync for SortedArray {}
+
+impl std::ops::Deref for SortedArray {
+    type Target = [f64];
+
+    fn deref(&self) -> &[f64] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: `data` points at `len` initialised, contiguous f64 values that stay alive and
+        // unchanged while `self._array` is held (see the `Send` impl).
+        unsafe { std::slice::from_raw_parts(self.data, self.len) }
+    }
+}
+
 /// Sorted log-ratios with prefix and suffix sums: any beta in O(log N) after one O(N log N) build.
 ///
 /// Holds the kernel index (one sorted copy of the log-ratios, see `qrs::QrsIndex`) and
@@ -92,9 +131,16 @@ impl PyQrsIndex {
         let l = vector(kernels::LOG_RATIOS, log_ratios)?;
         let w = optional_vector(kernels::LOG_WEIGHTS, log_weights)?;
         let (ls, ws) = (l.as_slice(), w.as_ref().map(super::Values::as_slice));
-        let inner = py
-            .detach(|| kernels::QrsIndex::new(ls, ws))
-            .map_err(PyErr::from)?;
+        let inner = if let Some(ws) = ws {
+            py.detach(|| kernels::QrsIndex::new(ls, Some(ws)))?
+        } else {
+            // One copy, moved into a numpy array (no second copy) and sorted in place by
+            // numpy's vectorised sort; the kernel keeps reading it there.
+            let copy = ls.to_vec().into_pyarray(py);
+            copy.call_method0("sort")?;
+            let store = SortedArray::new(copy);
+            py.detach(|| kernels::QrsIndex::from_sorted(ls, Box::new(store)))?
+        };
         Ok(PyQrsIndex {
             inner,
             log_ratios: log_ratios.clone().unbind(),

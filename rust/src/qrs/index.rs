@@ -65,10 +65,9 @@ struct Split {
 /// with `l_shift` the largest kept log-ratio and `w_shift` the largest log-weight, so its
 /// largest terms are about 1 whatever the size of the inputs; the shifts are added back to the
 /// logarithms reported (`log Z`, `log β`), and ratios of sums need none.
-#[derive(Debug, Clone)]
 pub struct QrsIndex {
     /// Log-ratios in ascending order (`-inf` first); samples with zero weight are dropped.
-    l: Vec<f64>,
+    l: Sorted,
     /// Log-weights in the same order (empty when all weights are 1).
     w: Vec<f64>,
     /// The largest kept log-ratio, subtracted from every log-ratio in the sums.
@@ -89,28 +88,84 @@ pub struct QrsIndex {
     weights: Option<BlockedSums>,
 }
 
-/// A hash of the log-ratios (and log-weights) an index was built from: two inputs that differ
-/// anywhere, in value or in order, get different fingerprints except with probability ~2^-64.
+/// Where the sorted log-ratios live: the index's own vector, or a buffer that the caller sorted
+/// in place and keeps alive and unchanged for as long as the index (the binding lets numpy's
+/// vectorised sort order its one copy: several times faster than a comparison sort).
+pub type SortedStore = Box<dyn std::ops::Deref<Target = [f64]> + Send + Sync>;
+
+/// A [`SortedStore`] with its slice taken once: the hot loops index it without a dynamic call.
+struct Sorted {
+    /// Owns (or keeps alive) the values `data` points at.
+    _store: SortedStore,
+    data: *const f64,
+    len: usize,
+}
+
+impl Sorted {
+    fn new(store: SortedStore) -> Self {
+        let (data, len) = (store.as_ptr(), store.len());
+        Sorted {
+            _store: store,
+            data,
+            len,
+        }
+    }
+}
+
+// SAFETY: `data` points into the heap buffer of `_store`, which is `Send + Sync`, owned by this
+// object and never written (a `SortedStore` is read-only by contract); moving `Sorted` moves the
+// box, not the buffer.
+unsafe impl Send for Sorted {}
+// SAFETY: as above.
+unsafe impl Sync for Sorted {}
+
+impl std::ops::Deref for Sorted {
+    type Target = [f64];
+
+    #[inline(always)]
+    fn deref(&self) -> &[f64] {
+        // SAFETY: `len` values at `data` are alive and unchanged while `_store` is (see `Send`).
+        unsafe { std::slice::from_raw_parts(self.data, self.len) }
+    }
+}
+
+impl std::fmt::Debug for QrsIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QrsIndex")
+            .field("n", &self.l.len())
+            .field("log_z", &self.log_z())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A fingerprint of the log-ratios (and log-weights) an index was built from, to notice inputs
+/// changed before they are read again. Each term `(bits ^ i·C1)·C2` is a bijection of the value
+/// for its position (odd `C2`), so changing any one value always changes the wrapping sum; the
+/// sum is order-free, so the parallel reduction is deterministic. One multiply per value: it
+/// costs a few percent of building the index.
 fn fingerprint(log_ratios: &[f64], log_weights: Option<&[f64]>) -> u64 {
-    // splitmix64's finaliser on (value bits, position); a wrapping sum is order-free, so the
-    // parallel reduction is deterministic.
-    fn mix(mut z: u64) -> u64 {
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    let hash = |values: &[f64], salt: u64| -> u64 {
-        values
-            .par_iter()
-            .enumerate()
-            .map(|(i, v)| mix(v.to_bits() ^ mix((i as u64).wrapping_add(salt))).wrapping_add(salt))
-            .reduce(|| 0, u64::wrapping_add)
+    const C1: u64 = 0x9e37_79b9_7f4a_7c15;
+    const C2: u64 = 0xbf58_476d_1ce4_e5b9;
+    let term = |i: usize, v: f64| (v.to_bits() ^ (i as u64).wrapping_mul(C1)).wrapping_mul(C2);
+    let hash = |values: &[f64]| -> u64 {
+        if values.len() < vexp::PARALLEL_THRESHOLD {
+            values
+                .iter()
+                .enumerate()
+                .fold(0u64, |h, (i, &v)| h.wrapping_add(term(i, v)))
+        } else {
+            values
+                .par_iter()
+                .enumerate()
+                .map(|(i, &v)| term(i, v))
+                .reduce(|| 0, u64::wrapping_add)
+        }
     };
-    let mut h = hash(log_ratios, 0x9e37_79b9_7f4a_7c15);
-    if let Some(w) = log_weights {
-        h = mix(h ^ hash(w, 0x2545_f491_4f6c_dd1d));
+    let h = hash(log_ratios);
+    match log_weights {
+        None => h,
+        Some(w) => h ^ hash(w).rotate_left(17).wrapping_mul(C1),
     }
-    h
 }
 
 /// A float mapped to an unsigned integer with the same order (`-inf` lowest), and back.
@@ -142,6 +197,21 @@ impl QrsIndex {
     /// Memory: one sorted copy of the kept log-ratios (and, when weighted, of their
     /// log-weights: the pairs are sorted together, then split, so the peak is twice that).
     pub fn new(log_ratios: &[f64], log_weights: Option<&[f64]>) -> Result<Self> {
+        Self::build(log_ratios, log_weights, None)
+    }
+
+    /// As [`QrsIndex::new`] without weights, from the caller's ascending copy of `log_ratios`,
+    /// which the index keeps instead of making its own. It is checked to have the same length
+    /// and to be non-decreasing; that it holds the same values is the caller's contract.
+    pub fn from_sorted(log_ratios: &[f64], sorted_log_ratios: SortedStore) -> Result<Self> {
+        Self::build(log_ratios, None, Some(sorted_log_ratios))
+    }
+
+    fn build(
+        log_ratios: &[f64],
+        log_weights: Option<&[f64]>,
+        presorted: Option<SortedStore>,
+    ) -> Result<Self> {
         check_log_scores(LOG_RATIOS, log_ratios)?;
         if let Some(w) = log_weights {
             check_same_length(&[(LOG_RATIOS, log_ratios.len()), (LOG_WEIGHTS, w.len())])?;
@@ -164,9 +234,26 @@ impl QrsIndex {
                 pairs.par_sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
                 let w: Vec<f64> = pairs.par_iter().map(|p| p.1).collect();
                 let l: Vec<f64> = pairs.par_iter().map(|p| p.0).collect();
-                (l, w)
+                (Box::new(l) as SortedStore, w)
             }
-            _ => (sorted(log_ratios), Vec::new()),
+            _ => match presorted {
+                None => (Box::new(sorted(log_ratios)) as SortedStore, Vec::new()),
+                Some(sl) => {
+                    check_same_length(&[
+                        (LOG_RATIOS, log_ratios.len()),
+                        ("sorted_log_ratios", sl.len()),
+                    ])?;
+                    if let Some(i) = sl.windows(2).position(|p| !(p[0] <= p[1])) {
+                        return Err(invalid(format!(
+                            "sorted_log_ratios[{}] = {} is below its predecessor {}: not sorted",
+                            i + 1,
+                            sl[i + 1],
+                            sl[i]
+                        )));
+                    }
+                    (sl, Vec::new())
+                }
+            },
         };
         let n = l.len();
         if n == 0 {
@@ -190,7 +277,7 @@ impl QrsIndex {
         let mut index = QrsIndex {
             l_shift: l[n - 1],
             w_shift,
-            l,
+            l: Sorted::new(l),
             w,
             n_input: log_ratios.len(),
             fingerprint: fingerprint(log_ratios, log_weights.filter(|_| weighted)),

@@ -26,7 +26,7 @@ mod index;
 mod sums;
 
 pub use accept::{accept, imh_chain, ImhRun, Uniforms};
-pub use index::{CurvePoint, QrsIndex};
+pub use index::{CurvePoint, QrsIndex, SortedStore};
 
 /// Name of the log-ratio argument in error messages.
 pub const LOG_RATIOS: &str = "log_ratios";
