@@ -1,5 +1,6 @@
 """Type stubs for the Rust extension ``disco._core`` (use ``disco.numerics`` instead)."""
 
+from collections.abc import Sequence
 from typing import final
 
 import numpy as np
@@ -8,6 +9,7 @@ import numpy.typing as npt
 __all__ = [
     "ConvergenceError",
     "QrsIndex",
+    "TextPattern",
     "__version__",
     "divergence",
     "divergence_grouped",
@@ -77,7 +79,6 @@ class QrsIndex:
         cls,
         log_ratios: npt.NDArray[np.float64],
         log_weights: npt.NDArray[np.float64] | None = None,
-        sorted_log_ratios: npt.NDArray[np.float64] | None = None,
     ) -> QrsIndex: ...
     @property
     def n(self) -> int: ...
@@ -100,6 +101,13 @@ class QrsIndex:
     def log_beta_for_acceptance_rate(
         self, rates: npt.NDArray[np.float64]
     ) -> npt.NDArray[np.float64]: ...
+
+@final
+class TextPattern:
+    """A regular expression compiled by Rust's regex crate (linear-time search)."""
+
+    def __new__(cls, pattern: str, flags: str = "") -> TextPattern: ...
+    def search(self, texts: Sequence[str]) -> npt.NDArray[np.bool_]: ...
 
 def f_pseudo_rewards(
     kind: str,

@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+from disco import numerics
 from disco.scorers import BooleanScorer, PipelineScorer, PositiveScorer, Scorer
 
 __all__ = [
@@ -73,18 +74,15 @@ def regex_match(pattern: str, flags: str = "") -> BooleanScorer:
     """True when the regular expression matches somewhere in the sample's text.
 
     ``flags`` is a string of ``i`` (ignore case), ``m`` (multi-line) and ``s`` (dot matches all).
+    The search runs in linear time (Rust's ``regex`` crate, see :class:`disco.numerics.TextPattern`
+    for the few differences from Python's ``re``): backreferences and look-around are refused
+    here, when the feature is built, with a ``ValueError``.
     """
-    bits = 0
-    for f in flags:
-        if f not in "ims":
-            raise ValueError(f"unknown regex flag {f!r}: use 'i', 'm' or 's'")
-        bits |= {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL}[f]
-    try:
-        compiled = re.compile(pattern, bits)
-    except re.error as err:
-        raise ValueError(f"invalid regular expression {pattern!r}: {err}") from None
+    compiled = numerics.TextPattern(pattern, flags)
     scorer = BooleanScorer(
-        lambda s, c: compiled.search(_text(s)) is not None, name=f"regex:{pattern}"
+        lambda samples, c: compiled.search([_text(s) for s in samples]),
+        batched=True,
+        name=f"regex:{pattern}",
     )
     return _with_spec(scorer, {"type": "regex", "pattern": pattern, "flags": flags})
 

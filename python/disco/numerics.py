@@ -11,6 +11,7 @@ mismatches and wrong shapes raise ``ValueError`` naming the argument and the pos
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, overload
 
@@ -24,6 +25,7 @@ __all__ = [
     "IMHRun",
     "QRSCurve",
     "QRSIndex",
+    "TextPattern",
     "as_matrix",
     "as_vector",
     "beta_for_acceptance_rate",
@@ -57,14 +59,16 @@ def _to_float64(x: ArrayLike, name: str) -> FloatArray:
     if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor, without importing torch
         if x.is_complex():
             raise ValueError(f"{name} is a complex tensor: real numbers are expected")
-        return np.ascontiguousarray(x.detach().cpu().double().numpy())
+        # np.asarray with order="C", not np.ascontiguousarray: the latter turns a 0-d array
+        # into a 1-D one, which let scalars through where 1-D arrays are documented.
+        return np.asarray(x.detach().cpu().double().numpy(), order="C")
     try:
         array = np.asarray(x)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{name} cannot be read as an array of numbers: {err}") from err
     if array.dtype.kind not in "biuf":
         raise ValueError(f"{name} has dtype {array.dtype}: real numbers are expected")
-    return np.ascontiguousarray(array, dtype=np.float64)
+    return np.asarray(array, dtype=np.float64, order="C")
 
 
 def as_vector(x: ArrayLike, name: str) -> FloatArray:
@@ -83,6 +87,14 @@ def as_matrix(x: ArrayLike, name: str) -> FloatArray:
     if array.ndim != 2:
         raise ValueError(f"{name} must be 2-D (samples x features); got shape {array.shape}")
     return array
+
+
+def _as_scalar(x: ArrayLike, name: str) -> float:
+    """Convert a single number (a Python or numpy scalar, a 0-d array or tensor) to float."""
+    array = _to_float64(x, name)
+    if array.ndim != 0:
+        raise ValueError(f"{name} must be a single number; got shape {array.shape}")
+    return float(array)
 
 
 def logsumexp(x: ArrayLike) -> float:
@@ -191,7 +203,7 @@ def _divergence(
                 f"shape {array.shape}"
             )
     if target.ndim == 1:
-        z = None if log_z is None else float(np.asarray(log_z, dtype=np.float64))
+        z = None if log_z is None else _as_scalar(log_z, "log_z")
         return float(_core.divergence(kind, target, model, proposal, z))
     zs = None if log_z is None else as_vector(log_z, "log_z")
     return _core.divergence_grouped(kind, target, model, proposal, zs)
@@ -260,13 +272,21 @@ def _log_betas(betas: ArrayLike | None, log_betas: ArrayLike | None) -> FloatArr
     if (betas is None) == (log_betas is None):
         raise ValueError("give exactly one of betas and log_betas")
     if log_betas is not None:
-        return np.atleast_1d(_to_float64(log_betas, "log_betas")).reshape(-1)
-    values = np.atleast_1d(_to_float64(betas, "betas")).reshape(-1)
+        return _at_most_1d(log_betas, "log_betas")
+    values = _at_most_1d(betas, "betas")
     bad = np.flatnonzero(~(np.isfinite(values) & (values > 0)))
     if bad.size:
         i = int(bad[0])
         raise ValueError(f"betas[{i}] is {values[i]}: beta must be positive and finite")
     return np.log(values)
+
+
+def _at_most_1d(x: ArrayLike, name: str) -> FloatArray:
+    """A scalar or a 1-D array as a 1-D float64 array; anything with more dimensions is refused."""
+    array = _to_float64(x, name)
+    if array.ndim > 1:
+        raise ValueError(f"{name} must be a number or 1-D; got shape {array.shape}")
+    return np.atleast_1d(array)
 
 
 def _scalar_input(x: ArrayLike | None) -> bool:
@@ -354,19 +374,22 @@ class QRSIndex:
     (an enumerated support weighted by ``q``, stratified draws): every mean becomes
     ``sum_i e^{w_i} g_i / sum_i e^{w_i}``, and zero-weight samples are ignored.
 
+    Log-ratios and log-weights of any finite size are handled (the sums are taken relative to
+    the largest of each, so ``l + c`` gives the same curve at ``log β + c``). Memory: the index
+    holds one sorted copy of the log-ratios (and of the log-weights, when given) and references
+    to the two input arrays, which :meth:`feature_moments` reads again; if they are changed in
+    between, it refuses them (a fingerprint is checked) rather than answer for other samples.
+
     >>> index = QRSIndex([0.0, float("-inf")])
     >>> float(index.acceptance_rate(0.5))
     0.5
     """
 
     def __init__(self, log_ratios: ArrayLike, log_weights: ArrayLike | None = None) -> None:
-        ratios = as_vector(log_ratios, "log_ratios")
-        if log_weights is None:
-            # numpy's sort is vectorised (several times faster than a comparison sort); the
-            # kernel checks that it is sorted and validates the values themselves.
-            self._core = _core.QrsIndex(ratios, None, np.sort(ratios))
-        else:
-            self._core = _core.QrsIndex(ratios, as_vector(log_weights, "log_weights"))
+        # The kernel holds one sorted copy of the log-ratios (and of the log-weights when
+        # given) and references to these arrays, which it reads again for feature moments.
+        weights = None if log_weights is None else as_vector(log_weights, "log_weights")
+        self._core = _core.QrsIndex(as_vector(log_ratios, "log_ratios"), weights)
 
     def __repr__(self) -> str:
         return (
@@ -471,9 +494,7 @@ class QRSIndex:
 
     def log_beta_for_acceptance_rate(self, rates: ArrayLike) -> Any:
         """``log β`` whose acceptance rate is each of ``rates`` (exact, O(log² N) each)."""
-        values = self._core.log_beta_for_acceptance_rate(
-            np.atleast_1d(_to_float64(rates, "rates")).reshape(-1)
-        )
+        values = self._core.log_beta_for_acceptance_rate(_at_most_1d(rates, "rates"))
         return float(values[0]) if _scalar_input(rates) else values
 
     def beta_for_acceptance_rate(self, rates: ArrayLike) -> Any:
@@ -543,11 +564,12 @@ def qrs_accept(
     """
     if (uniforms is None) == (log_uniforms is None):
         raise ValueError("give exactly one of uniforms and log_uniforms")
-    lb = (
-        float(_log_betas(beta, log_beta)[0]) if (beta is not None or log_beta is not None) else None
-    )
-    if lb is None:
+    if (beta is None) == (log_beta is None):
         raise ValueError("give exactly one of beta and log_beta")
+    if log_beta is not None:
+        lb = _as_scalar(log_beta, "log_beta")
+    else:
+        lb = float(_log_betas(_as_scalar(beta, "beta"), None)[0])
     if log_uniforms is not None:
         return _core.qrs_accept(
             as_vector(log_ratios, "log_ratios"), as_vector(log_uniforms, "log_uniforms"), lb, True
@@ -587,13 +609,14 @@ def imh_chain(
     if (uniforms is None) == (log_uniforms is None):
         raise ValueError("give exactly one of uniforms and log_uniforms")
     ratios = as_vector(log_ratios, "log_ratios")
+    current = _as_scalar(current_log_ratio, "current_log_ratio")
     if log_uniforms is not None:
         states, accepted, final = _core.imh_chain(
-            ratios, as_vector(log_uniforms, "log_uniforms"), float(current_log_ratio), True
+            ratios, as_vector(log_uniforms, "log_uniforms"), current, True
         )
     else:
         states, accepted, final = _core.imh_chain(
-            ratios, as_vector(uniforms, "uniforms"), float(current_log_ratio), False
+            ratios, as_vector(uniforms, "uniforms"), current, False
         )
     return IMHRun(states, accepted, float(final))
 
@@ -630,7 +653,14 @@ def f_pseudo_rewards(
     finite penalty under losses whose ``f'`` is unbounded; where ``pi = 0`` both are 0.
     """
     policy, target, proposal = _f_batch(policy_log_probs, target_log_scores, proposal_log_probs)
-    return _core.f_pseudo_rewards(kind, policy, target, proposal, float(log_z), float(max_log_t))
+    return _core.f_pseudo_rewards(
+        kind,
+        policy,
+        target,
+        proposal,
+        _as_scalar(log_z, "log_z"),
+        _as_scalar(max_log_t, "max_log_t"),
+    )
 
 
 def f_divergence(
@@ -647,8 +677,45 @@ def f_divergence(
     as the standard JS in nats (half of the table's ``f``).
     """
     policy, target, proposal = _f_batch(policy_log_probs, target_log_scores, proposal_log_probs)
-    value, stderr = _core.f_divergence(kind, policy, target, proposal, float(log_z))
+    value, stderr = _core.f_divergence(kind, policy, target, proposal, _as_scalar(log_z, "log_z"))
     return float(value), float(stderr)
+
+
+class TextPattern:
+    r"""A regular expression searched in linear time (Rust's ``regex`` crate), in batches.
+
+    Unlike Python's backtracking ``re``, no pattern can make a search slow (``^(\w+\s?)*$``
+    hangs ``re`` on one sentence): the cost is linear in the text. The price is the syntax an
+    automaton cannot express: backreferences (``\1``) and look-around (``(?=``, ``(?<!`` ...)
+    are refused here, when the pattern is compiled, with a ``ValueError``.
+
+    ``flags`` is a string of ``i`` (ignore case), ``m`` (``^``/``$`` at line breaks) and ``s``
+    (``.`` also matches a newline), as ``re.IGNORECASE``, ``re.MULTILINE`` and ``re.DOTALL``.
+    Differences from ``re`` worth knowing: ``$`` without ``m`` matches only at the very end
+    (``re`` also matches before a final newline); ``\Z`` is written ``\z``; ``\w``, ``\d``,
+    ``\s`` and ``\b`` are Unicode-aware in both (``re.ASCII`` has no equivalent flag: write
+    ``(?-u:\w)`` or ``[0-9]``); inside brackets ``&&``, ``--`` and ``~~`` are set operations
+    and must be escaped to mean themselves.
+
+    >>> TextPattern(r"\bgod\b", "i").search(["And God said", "godly"]).tolist()
+    [True, False]
+    """
+
+    def __init__(self, pattern: str, flags: str = "") -> None:
+        if not isinstance(pattern, str):
+            raise ValueError(f"pattern is {type(pattern).__name__}: a str is expected")
+        if not isinstance(flags, str):
+            raise ValueError(f"flags is {type(flags).__name__}: a str of 'i', 'm', 's' is expected")
+        self.pattern = pattern
+        self.flags = flags
+        self._core = _core.TextPattern(pattern, flags)
+
+    def __repr__(self) -> str:
+        return f"TextPattern({self.pattern!r}, {self.flags!r})"
+
+    def search(self, texts: Sequence[str]) -> BoolArray:
+        """Whether the pattern matches somewhere in each text (as ``re.search(...) is not None``)."""
+        return self._core.search(texts if isinstance(texts, list) else list(texts))
 
 
 @dataclass(frozen=True, eq=False)
@@ -665,7 +732,8 @@ class FitResult:
         The moments reached on the samples, ``mean_c E_c[phi]`` (with groups, the average over
         contexts of each context's self-normalised moments).
     max_error
-        ``max_k |moments_k - target_moments_k|``, below the tolerance.
+        ``max_k |moments_k - target_moments_k|``; each ``|moments_k - target_moments_k|`` is
+        below ``tolerance`` times feature ``k``'s range on the samples.
     ess
         Kish's effective sample size ``1 / sum_i w_i**2`` of the fitted target's normalised
         importance weights. With groups, each context's weights are normalised on their own and
@@ -724,9 +792,14 @@ def fit_coefficients(
         ``Z_c(lambda) = mean_{i in c} exp(log_weights_i + lambda . phi_i)``,
 
     by damped Newton with a backtracking line search, until every moment
-    ``mean_c E_c[phi_k]`` is within ``tolerance`` of its target. ``groups`` gives each sample's
-    context ``0..C-1`` for a conditional target (one ``lambda`` shared by all contexts, weights
-    normalised within each context); without it all samples form one context.
+    ``mean_c E_c[phi_k]`` is within ``tolerance`` times its feature's range of its target.
+    ``groups`` gives each sample's context ``0..C-1`` for a conditional target (one ``lambda``
+    shared by all contexts, weights normalised within each context); without it all samples
+    form one context.
+
+    Memory: one copy of the features (centred on the targets, grouped by context, samples of
+    zero weight dropped) and of the log-weights when given; the weights ``exp(s_i - max s)``
+    are recomputed block by block in each pass, so nothing else of size ``N`` is held.
 
     Parameters
     ----------
@@ -739,7 +812,10 @@ def fit_coefficients(
     groups
         ``N`` integer context indices; every context ``0..C-1`` needs a sample of nonzero weight.
     tolerance
-        Largest accepted ``|moment - target|``.
+        Largest accepted ``|moment_k - target_k|`` relative to the range feature ``k`` takes on
+        the samples of nonzero weight (with groups, ``mean_c max - mean_c min``): a 0/1 feature
+        is fitted to ``tolerance`` absolutely, and rescaling a feature (by 1e-8 or 1e8) does
+        not change the fit.
     max_iterations
         Newton steps allowed.
     initial
@@ -784,14 +860,10 @@ def fit_coefficients(
     lw = None if log_weights is None else as_vector(log_weights, "log_weights")
     g = None if groups is None else _as_groups(groups)
     start = None if initial is None else as_vector(initial, "initial")
-    if isinstance(max_iterations, bool) or not isinstance(max_iterations, int | np.integer):
-        raise ValueError(
-            f"max_iterations is {max_iterations!r}: a non-negative integer is expected"
-        )
-    if max_iterations < 0:
-        raise ValueError(f"max_iterations is {max_iterations}: it must be non-negative")
+    # The binding refuses a bad tolerance or max_iterations (a bool, a float, 2**64, -1) with
+    # a ValueError of its own.
     coefficients, iterations, moments, max_error, ess, log_z = _core.fit_coefficients(
-        matrix, targets, lw, g, float(tolerance), int(max_iterations), start
+        matrix, targets, lw, g, tolerance, max_iterations, start
     )
     return FitResult(
         coefficients=coefficients,

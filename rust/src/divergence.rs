@@ -19,17 +19,45 @@ use crate::error::{check_log_scores, check_same_length, invalid, Result};
 use crate::logspace;
 use crate::vexp;
 
-/// Which divergence to estimate.
+/// The one divergence type of the core: an f-divergence `D_f(pi ‖ p) = Σ p f(pi/p)`, parsed
+/// once from its name (`FromStr`, at the binding). [`estimate`] covers the first four; the
+/// f-DPG kernels (`fdiv`) all six, through their generators `f`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Divergence {
-    /// `KL(p‖pi)`, the forward KL minimised by DPG.
+    /// `KL(p‖pi)`, the forward KL minimised by DPG / CDPG: `f(t) = -log t`.
     ForwardKl,
-    /// `KL(pi‖p)`, the reverse KL (RLHF's objective).
+    /// `KL(pi‖p)`, the reverse KL (RLHF's objective): `f(t) = t log t`.
     ReverseKl,
-    /// Total variation distance.
+    /// Total variation distance: `f(t) = |t - 1| / 2`.
     TotalVariation,
-    /// Jensen–Shannon divergence (standard, in nats).
+    /// Jensen–Shannon divergence (standard, in nats; the generator `f` of `fdiv` is twice it).
     JensenShannon,
+    /// Pearson chi², `Σ (pi - p)² / p`: `f(t) = (t - 1)²`.
+    PearsonChi2,
+    /// Neyman chi², `Σ (p - pi)² / pi`: `f(t) = (1 - t)² / t`.
+    NeymanChi2,
+}
+
+impl std::str::FromStr for Divergence {
+    type Err = crate::Error;
+
+    /// Parses the names used by the Python layer.
+    fn from_str(name: &str) -> Result<Self> {
+        Ok(match name {
+            "kl" | "forward_kl" => Self::ForwardKl,
+            "reverse_kl" => Self::ReverseKl,
+            "tv" => Self::TotalVariation,
+            "js" => Self::JensenShannon,
+            "chi2" | "pearson_chi2" => Self::PearsonChi2,
+            "reverse_chi2" | "neyman_chi2" => Self::NeymanChi2,
+            other => {
+                return Err(invalid(format!(
+                    "unknown f-divergence {other:?}: expected 'kl', 'reverse_kl', 'tv', 'js', \
+                     'chi2' or 'reverse_chi2'"
+                )))
+            }
+        })
+    }
 }
 
 /// The per-sample log-scores one estimate needs, with the names used in error messages.
@@ -167,6 +195,12 @@ pub fn estimate(kind: Divergence, s: &Samples<'_>, log_z: Option<f64>) -> Result
                 gap_sums(m, t, q, mv, -z)[1] * (mv - ln_n).exp()
             }
         }
+        Divergence::PearsonChi2 | Divergence::NeymanChi2 => {
+            return Err(invalid(
+                "the chi² divergences are estimated by f_divergence only (which also returns \
+                 the standard error), not by divergence",
+            ))
+        }
         Divergence::TotalVariation | Divergence::JensenShannon => {
             let z = given.unwrap_or_else(z_from_samples);
             let top = (mw - z).max(scan.max_v);
@@ -181,7 +215,8 @@ pub fn estimate(kind: Divergence, s: &Samples<'_>, log_z: Option<f64>) -> Result
     })
 }
 
-fn check_log_z(z: f64) -> Result<f64> {
+/// Checks a given `log Z`: it must be finite.
+pub(crate) fn check_log_z(z: f64) -> Result<f64> {
     if z.is_nan() || z == f64::INFINITY || z == f64::NEG_INFINITY {
         return Err(invalid(format!("log_z is {z}: it must be finite")));
     }
@@ -273,9 +308,9 @@ fn scan(s: &Samples<'_>, with_v: bool, flag: InfiniteWhen) -> Scan {
 /// Elements per parallel task of the divergence passes (fixed: results do not depend on the
 /// number of threads).
 const TASK_LEN: usize = 1 << 15;
-const BLOCK: usize = vexp::BLOCK;
+const BLOCK: usize = crate::consts::BLOCK;
 
-vexp::dispatched! {
+crate::dispatch::dispatched! {
     /// `[max w, #bad, max v, #infinite]` on the calling thread (see [`Scan`]).
     #[allow(clippy::needless_bitwise_bool)] // branch-free on purpose: it vectorises
     fn scan_serial(t: &[f64], m: &[f64], q: &[f64], with_v: bool, flag: usize) -> [f64; 4] => [M] {
@@ -321,7 +356,7 @@ fn exp_sum(x: &[f64], q: &[f64], shift: f64) -> f64 {
     vexp::sum_ranges(x.len(), |r| [exp_sum_serial(&x[r.clone()], &q[r], shift)])[0]
 }
 
-vexp::dispatched! {
+crate::dispatch::dispatched! {
     /// [`exp_sum`] on the calling thread.
     fn exp_sum_serial(x: &[f64], q: &[f64], shift: f64) -> f64 => [M] {
         let mut e = [0.0f64; BLOCK];
@@ -355,7 +390,7 @@ fn gap_sums(x: &[f64], y: &[f64], q: &[f64], shift: f64, c: f64) -> [f64; 2] {
     })
 }
 
-vexp::dispatched! {
+crate::dispatch::dispatched! {
     /// [`gap_sums`] on the calling thread.
     fn gap_sums_serial(x: &[f64], y: &[f64], q: &[f64], shift: f64, c: f64) -> [f64; 2] => [M] {
         let mut e = [0.0f64; BLOCK];
@@ -380,7 +415,7 @@ fn tv_sum(t: &[f64], m: &[f64], q: &[f64], la: f64, lb: f64) -> f64 {
     })[0]
 }
 
-vexp::dispatched! {
+crate::dispatch::dispatched! {
     /// [`tv_sum`] on the calling thread.
     fn tv_sum_serial(t: &[f64], m: &[f64], q: &[f64], la: f64, lb: f64) -> f64 => [M] {
         let mut ea = [0.0f64; BLOCK];
@@ -405,7 +440,7 @@ fn js_sum(t: &[f64], m: &[f64], q: &[f64], la: f64, lb: f64) -> f64 {
     })[0]
 }
 
-vexp::dispatched! {
+crate::dispatch::dispatched! {
     /// [`js_sum`] on the calling thread.
     fn js_sum_serial(t: &[f64], m: &[f64], q: &[f64], la: f64, lb: f64) -> f64 => [M] {
         let mut a = [0.0f64; BLOCK];
@@ -462,7 +497,18 @@ pub fn estimate_grouped(
         (MODEL, g.model.len()),
         (PROPOSAL, g.proposal.len()),
     ])?;
-    let n = g.n.max(1);
+    let n = g.n;
+    if n == 0 {
+        return Err(invalid(format!(
+            "{TARGET} has rows of 0 samples: every context (row) needs at least one sample"
+        )));
+    }
+    if g.target.len() % n != 0 {
+        return Err(invalid(format!(
+            "{TARGET} has {} values, not a whole number of rows of {n} samples",
+            g.target.len()
+        )));
+    }
     let c = g.target.len() / n;
     if let Some(z) = log_z {
         if z.len() != c {
@@ -603,6 +649,7 @@ mod tests {
                 Divergence::ReverseKl => xlog(pi, p),
                 Divergence::TotalVariation => 0.5 * (p - pi).abs(),
                 Divergence::JensenShannon => 0.5 * (xlog(p, mid) + xlog(pi, mid)),
+                Divergence::PearsonChi2 | Divergence::NeymanChi2 => f64::NAN,
             }
         });
         terms.sum::<f64>() / n
@@ -610,7 +657,7 @@ mod tests {
 
     #[test]
     fn fused_passes_match_the_textbook_formulas() {
-        vexp::with_level(fused_passes_match_here);
+        crate::dispatch::with_level(fused_passes_match_here);
     }
 
     fn fused_passes_match_here() {

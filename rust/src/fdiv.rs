@@ -5,46 +5,14 @@
 //! ever formed outside log space. Samples come from a proposal `q`; `w = pi/q` weighs the
 //! gradient `E_q[w f'(t) ∇log pi]`, whose loss is `-mean(w (r - b) log pi)` with `r = -f'(t)`.
 
+use crate::consts::softplus;
+use crate::divergence::{check_log_z, Divergence};
 use crate::error::{check_log_scores, check_same_length, invalid, Result};
 
 const LN_2: f64 = std::f64::consts::LN_2;
 
-/// The generator `f` of an f-divergence `D_f(pi ‖ p)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FDivergence {
-    /// `f(t) = -log t`: `KL(p ‖ pi)`, the forward KL of DPG / CDPG.
-    ForwardKl,
-    /// `f(t) = t log t`: `KL(pi ‖ p)`, RLHF's objective when `P = a exp(r / beta)`.
-    ReverseKl,
-    /// `f(t) = |t - 1| / 2`: total variation.
-    TotalVariation,
-    /// `f(t) = t log(2t/(1+t)) + log(2/(1+t))`: twice the standard Jensen–Shannon divergence.
-    JensenShannon,
-    /// `f(t) = (t - 1)²`: Pearson chi², `Σ (pi - p)² / p`.
-    PearsonChi2,
-    /// `f(t) = (1 - t)² / t`: Neyman chi², `Σ (p - pi)² / pi`.
-    NeymanChi2,
-}
-
-impl FDivergence {
-    /// Parses the names used by the Python layer.
-    pub fn from_name(name: &str) -> Result<Self> {
-        Ok(match name {
-            "kl" | "forward_kl" => Self::ForwardKl,
-            "reverse_kl" => Self::ReverseKl,
-            "tv" => Self::TotalVariation,
-            "js" => Self::JensenShannon,
-            "chi2" | "pearson_chi2" => Self::PearsonChi2,
-            "reverse_chi2" | "neyman_chi2" => Self::NeymanChi2,
-            other => {
-                return Err(invalid(format!(
-                    "unknown f-divergence {other:?}: expected 'kl', 'reverse_kl', 'tv', 'js', \
-                     'chi2' or 'reverse_chi2'"
-                )))
-            }
-        })
-    }
-
+/// The generators `f` of the divergences: [`Divergence`] is the one enum of the core.
+impl Divergence {
     /// `f'(t)` from `log t`, stable over the whole range (`log t` may be ±inf).
     pub fn f_prime(self, log_t: f64) -> f64 {
         match self {
@@ -104,14 +72,6 @@ impl FDivergence {
     }
 }
 
-/// `log(1 + e^z)` without overflow.
-fn softplus(z: f64) -> f64 {
-    if z == f64::INFINITY {
-        return z;
-    }
-    z.max(0.0) + (-z.abs()).exp().ln_1p()
-}
-
 /// Per-sample log-scores for one context.
 pub struct Batch<'a> {
     /// `log pi_i`, the policy.
@@ -147,20 +107,13 @@ impl Batch<'_> {
     }
 }
 
-fn check_log_z(log_z: f64) -> Result<()> {
-    if !log_z.is_finite() {
-        return Err(invalid(format!("log_z is {log_z}: it must be finite")));
-    }
-    Ok(())
-}
-
 /// Importance weights `w_i = pi_i / q_i` and weighted pseudo-rewards `w_i r_i`, `r_i = -f'(t_i)`.
 ///
 /// `log t` is capped at `max_log_t` so that samples the target rules out (`P = 0`, `t = ∞`)
 /// get a large finite reward under losses whose `f'` is unbounded (reverse KL, Pearson chi²)
 /// instead of an infinite one. Where `pi = 0` both outputs are exactly 0.
 pub fn pseudo_rewards(
-    kind: FDivergence,
+    kind: Divergence,
     batch: &Batch<'_>,
     log_z: f64,
     max_log_t: f64,
@@ -186,9 +139,9 @@ pub fn pseudo_rewards(
         weights[i] = log_w.exp();
         weighted_rewards[i] = match kind {
             // w / t = P / (Z q): formed in log space so that a tiny t cannot overflow alone.
-            FDivergence::ForwardKl => (log_w - log_t).exp(),
+            Divergence::ForwardKl => (log_w - log_t).exp(),
             // w / t² · ... : 1/t² - 1 weighted, again in log space for tiny t.
-            FDivergence::NeymanChi2 => (log_w - 2.0 * log_t).exp() - weights[i],
+            Divergence::NeymanChi2 => (log_w - 2.0 * log_t).exp() - weights[i],
             _ => -weights[i] * kind.f_prime(log_t),
         };
     }
@@ -200,7 +153,7 @@ pub fn pseudo_rewards(
 /// Terms are `(p_i/q_i) f(t_i)` where `p_i > 0`, and `(pi_i/q_i) lim f(t)/t` where `p_i = 0`
 /// (the mass the policy puts outside the target's support). For Jensen–Shannon the result is
 /// halved, to the standard JS in nats.
-pub fn estimate(kind: FDivergence, batch: &Batch<'_>, log_z: f64) -> Result<(f64, f64)> {
+pub fn estimate(kind: Divergence, batch: &Batch<'_>, log_z: f64) -> Result<(f64, f64)> {
     batch.validate()?;
     check_log_z(log_z)?;
     let n = batch.policy.len();
@@ -223,7 +176,7 @@ pub fn estimate(kind: FDivergence, batch: &Batch<'_>, log_z: f64) -> Result<(f64
         };
         terms.push(term);
     }
-    let scale = if kind == FDivergence::JensenShannon {
+    let scale = if kind == Divergence::JensenShannon {
         0.5
     } else {
         1.0
@@ -244,20 +197,20 @@ pub fn estimate(kind: FDivergence, batch: &Batch<'_>, log_z: f64) -> Result<(f64
 mod tests {
     use super::*;
 
-    const ALL: [FDivergence; 6] = [
-        FDivergence::ForwardKl,
-        FDivergence::ReverseKl,
-        FDivergence::TotalVariation,
-        FDivergence::JensenShannon,
-        FDivergence::PearsonChi2,
-        FDivergence::NeymanChi2,
+    const ALL: [Divergence; 6] = [
+        Divergence::ForwardKl,
+        Divergence::ReverseKl,
+        Divergence::TotalVariation,
+        Divergence::JensenShannon,
+        Divergence::PearsonChi2,
+        Divergence::NeymanChi2,
     ];
 
     #[test]
     fn f_prime_matches_finite_differences_of_f() {
         for kind in ALL {
             for &t in &[0.05f64, 0.4, 0.9, 1.7, 6.0] {
-                if kind == FDivergence::TotalVariation {
+                if kind == Divergence::TotalVariation {
                     continue; // not differentiable at 1, piecewise constant slope elsewhere
                 }
                 let h = 1e-6 * t;
@@ -286,7 +239,7 @@ mod tests {
             proposal: &lq,
         };
         let tv = 0.5 * p.iter().zip(&pi).map(|(a, b)| (a - b).abs()).sum::<f64>();
-        let (got, _) = estimate(FDivergence::TotalVariation, &batch, 3f64.ln()).unwrap();
+        let (got, _) = estimate(Divergence::TotalVariation, &batch, 3f64.ln()).unwrap();
         assert!((got - tv).abs() < 1e-14, "{got} vs {tv}");
         let js: f64 = p
             .iter()
@@ -297,12 +250,12 @@ mod tests {
                 0.5 * l + 0.5 * b * (b / m).ln()
             })
             .sum();
-        let (got, _) = estimate(FDivergence::JensenShannon, &batch, 3f64.ln()).unwrap();
+        let (got, _) = estimate(Divergence::JensenShannon, &batch, 3f64.ln()).unwrap();
         assert!((got - js).abs() < 1e-14, "{got} vs {js}");
         let neyman: f64 = p.iter().zip(&pi).map(|(a, b)| (a - b).powi(2) / b).sum();
-        let (got, _) = estimate(FDivergence::NeymanChi2, &batch, 3f64.ln()).unwrap();
+        let (got, _) = estimate(Divergence::NeymanChi2, &batch, 3f64.ln()).unwrap();
         assert!((got - neyman).abs() < 1e-13, "{got} vs {neyman}");
-        let (rkl, _) = estimate(FDivergence::ReverseKl, &batch, 3f64.ln()).unwrap();
+        let (rkl, _) = estimate(Divergence::ReverseKl, &batch, 3f64.ln()).unwrap();
         assert_eq!(rkl, f64::INFINITY);
     }
 

@@ -4,12 +4,15 @@
 //! `python` module (behind the default `python` feature) only validates shapes, borrows numpy
 //! buffers, releases the interpreter lock around the work and maps errors (STYLE.md §1–§4).
 
+pub mod consts;
+mod dispatch;
 pub mod divergence;
 pub mod error;
 pub mod fdiv;
 pub mod logspace;
 pub mod maxent;
 pub mod qrs;
+pub mod textmatch;
 pub mod vexp;
 
 #[cfg(feature = "python")]

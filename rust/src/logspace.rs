@@ -140,7 +140,35 @@ pub fn weighted_moments(
         check_finite_matrix(features_arg, features, k)?;
     }
     let total = sums[k];
-    Ok(sums[..k].iter().map(|s| s / total).collect())
+    Ok(sums[..k]
+        .iter()
+        .enumerate()
+        .map(|(j, s)| {
+            if s.is_finite() {
+                s / total
+            } else {
+                // Σ e f overflowed (features near the largest float): the moment itself, a
+                // convex combination of finite values, is finite.
+                scaled_moment(log_w, m, features, k, j, total)
+            }
+        })
+        .collect())
+}
+
+/// The moment of feature `j` with its values scaled by a power of two below their largest
+/// magnitude first (the slow path of [`weighted_moments`] when `Σ e_i f_ij` overflows).
+fn scaled_moment(log_w: &[f64], m: f64, features: &[f64], k: usize, j: usize, total: f64) -> f64 {
+    let column = || features.iter().skip(j).step_by(k);
+    let largest = column().fold(0.0f64, |a, v| a.max(v.abs()));
+    // An exact power of two: scaling by it and back changes no mantissa.
+    let unit = f64::from_bits(largest.to_bits() & (0x7ffu64 << 52));
+    let sum = vexp::compensated_sum(
+        log_w
+            .iter()
+            .zip(column())
+            .map(|(&l, &f)| vexp::exp_nonpos(l - m) * (f / unit)),
+    );
+    (sum / total * unit).clamp(-largest, largest)
 }
 
 /// `[Σ e_i f_i0, ..., Σ e_i f_i(k-1), Σ e_i, #non-finite features]` with `e_i = exp(l_i - m)`.
@@ -167,7 +195,7 @@ const MOMENT_TASK_ROWS: usize = 1 << 14;
 /// Rows whose weights are exponentiated together into a stack buffer.
 const MOMENT_BLOCK: usize = 256;
 
-vexp::dispatched! {
+crate::dispatch::dispatched! {
     /// [`moment_sums`] on the calling thread.
     fn moment_sums_serial(log_w: &[f64], m: f64, features: &[f64], k: usize) -> Vec<f64> => [M] {
         match k {
@@ -357,7 +385,7 @@ mod tests {
 
     #[test]
     fn fused_moments_match_naive_weights_for_any_width() {
-        vexp::with_level(fused_moments_match_here);
+        crate::dispatch::with_level(fused_moments_match_here);
     }
 
     fn fused_moments_match_here() {

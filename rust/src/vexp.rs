@@ -8,6 +8,9 @@
 
 use rayon::prelude::*;
 
+use crate::consts::{BLOCK, LANES, LN2_HI, LN2_LO};
+use crate::dispatch::dispatched;
+
 /// Below this many elements a reduction runs on the calling thread: spawning costs more.
 ///
 /// Measured on the project's 2-core machines (benches/, `logsumexp`, best of 15): one
@@ -18,15 +21,8 @@ use rayon::prelude::*;
 pub const PARALLEL_THRESHOLD: usize = 1 << 18;
 /// Elements per parallel task; fixed so results do not depend on the number of threads.
 pub(crate) const TASK_LEN: usize = 1 << 15;
-/// Lanes of the manual unrolling; eight f64 fill one AVX-512 register.
-const LANES: usize = 8;
-/// Elements summed naively per lane before the block total is added with compensation.
-pub(crate) const BLOCK: usize = 512;
 
 const LOG2E: f64 = std::f64::consts::LOG2_E;
-/// ln 2 split so that `k * LN2_HI` is exact for |k| < 2^11 (Cody–Waite).
-const LN2_HI: f64 = 6.931_471_803_691_238e-1;
-const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
 /// 1.5 * 2^52: adding it rounds to the nearest integer and leaves that integer in the low bits.
 const ROUND_MAGIC: f64 = 6_755_399_441_055_744.0;
 /// exp(x) for x below this is under 1e-307 and treated as zero (the result is normal or 0).
@@ -232,6 +228,40 @@ pub(crate) fn lane_sum_zip(x: &[f64], y: &[f64], g: impl Fn(f64, f64) -> f64 + C
     total.0 + total.1
 }
 
+/// `Σ term(a_i, b_i, c_i)` over one block (at most [`BLOCK`] elements) of three slices, in
+/// [`LANES`] lanes: the loop body vectorises, and for one block the naive lane sums lose
+/// nothing that the callers' compensated block totals would keep.
+#[inline(always)]
+pub(crate) fn lane_sum3(
+    a: &[f64],
+    b: &[f64],
+    c: &[f64],
+    term: impl Fn(f64, f64, f64) -> f64,
+) -> f64 {
+    let mut lanes = [0.0f64; LANES];
+    let (mut ca, mut cb, mut cc) = (
+        a.chunks_exact(LANES),
+        b.chunks_exact(LANES),
+        c.chunks_exact(LANES),
+    );
+    for ((x, y), z) in (&mut ca).zip(&mut cb).zip(&mut cc) {
+        for j in 0..LANES {
+            lanes[j] += term(x[j], y[j], z[j]);
+        }
+    }
+    let mut total: f64 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .zip(cc.remainder())
+        .map(|((&x, &y), &z)| term(x, y, z))
+        .sum();
+    for lane in lanes {
+        total += lane;
+    }
+    total
+}
+
 /// Runs `f` on `0..n` on the calling thread, or, from [`PARALLEL_THRESHOLD`] elements on, on
 /// fixed ranges of [`TASK_LEN`] in parallel, adding the `R` partial sums of the ranges in
 /// order with compensation: the result does not depend on the number of threads.
@@ -247,33 +277,6 @@ pub(crate) fn sum_ranges<const R: usize>(
         .map(|t| f(t * TASK_LEN..((t + 1) * TASK_LEN).min(n)))
         .collect();
     std::array::from_fn(|r| compensated_sum(partials.iter().map(|p| p[r])))
-}
-
-/// Σ exp(x_i - shift) · y_i over paired slices, same accumulation scheme as [`lane_sum`].
-#[inline(always)]
-fn lane_dot<M: MulAdd>(x: &[f64], y: &[f64], shift: f64) -> f64 {
-    let mut total = (0.0, 0.0);
-    for (bx, by) in x.chunks(BLOCK).zip(y.chunks(BLOCK)) {
-        let mut lanes = [0.0f64; LANES];
-        let mut cx = bx.chunks_exact(LANES);
-        let mut cy = by.chunks_exact(LANES);
-        for (a, b) in (&mut cx).zip(&mut cy) {
-            for j in 0..LANES {
-                lanes[j] += exp_nonpos_with::<M>(a[j] - shift) * b[j];
-            }
-        }
-        let mut block_sum: f64 = cx
-            .remainder()
-            .iter()
-            .zip(cy.remainder())
-            .map(|(&a, &b)| exp_nonpos_with::<M>(a - shift) * b)
-            .sum();
-        for lane in lanes {
-            block_sum += lane;
-        }
-        neumaier_add(&mut total, block_sum);
-    }
-    total.0 + total.1
 }
 
 /// Lane-wise maximum and a flag for NaN / +inf, in one pass.
@@ -338,96 +341,9 @@ fn lane_exp_into_sum<M: MulAdd>(x: &[f64], shift: f64, out: &mut [f64]) -> f64 {
     total.0 + total.1
 }
 
-/// Compiles a kernel body three times (baseline, AVX2+FMA, AVX-512) and calls the widest one
-/// the running CPU supports. The identifier in brackets names the [`MulAdd`] the body uses:
-/// [`Fused`] in the FMA copies, [`Unfused`] in the baseline one.
-macro_rules! dispatched {
-    ($(#[$attr:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty => [$m:ident] $body:expr) => {
-        $(#[$attr])*
-        $vis fn $name($($arg: $ty),*) -> $ret {
-            fn base($($arg: $ty),*) -> $ret {
-                #[allow(dead_code)]
-                type $m = $crate::vexp::Unfused;
-                $body
-            }
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
-                unsafe fn wide($($arg: $ty),*) -> $ret {
-                    #[allow(dead_code)]
-                    type $m = $crate::vexp::Fused;
-                    $body
-                }
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn mid($($arg: $ty),*) -> $ret {
-                    #[allow(dead_code)]
-                    type $m = $crate::vexp::Fused;
-                    $body
-                }
-                let level = $crate::vexp::forced_level();
-                if level == 0
-                    && std::arch::is_x86_feature_detected!("avx512f")
-                    && std::arch::is_x86_feature_detected!("avx512dq")
-                {
-                    // SAFETY: the CPU was just checked to support every enabled feature.
-                    return unsafe { wide($($arg),*) };
-                }
-                if level != 1
-                    && std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    // SAFETY: as above.
-                    return unsafe { mid($($arg),*) };
-                }
-            }
-            base($($arg),*)
-        }
-    };
-}
-pub(crate) use dispatched;
-
-/// Which copy [`dispatched`] kernels may use on this thread: 0 = the widest the CPU has,
-/// 2 = at most AVX2+FMA, 1 = baseline. Always 0 outside unit tests, which lower it to check
-/// every copy on a machine that has AVX-512 (see [`with_level`]).
-#[inline(always)]
-pub(crate) fn forced_level() -> u8 {
-    #[cfg(test)]
-    {
-        FORCED_LEVEL.with(std::cell::Cell::get)
-    }
-    #[cfg(not(test))]
-    {
-        0
-    }
-}
-
-#[cfg(test)]
-thread_local! {
-    static FORCED_LEVEL: std::cell::Cell<u8> = const { std::cell::Cell::new(0) };
-}
-
-/// Runs `f` once with each kernel copy this CPU can run (baseline, AVX2+FMA, widest), on
-/// this thread; parallel chunks on rayon's threads keep the widest copy.
-#[cfg(test)]
-pub(crate) fn with_level(f: impl Fn()) {
-    for level in [1, 2, 0] {
-        FORCED_LEVEL.with(|c| c.set(level));
-        f();
-    }
-    FORCED_LEVEL.with(|c| c.set(0));
-}
-
 dispatched! {
     /// Σ exp(x_i - shift) on the calling thread.
     pub fn sum_exp_serial(x: &[f64], shift: f64) -> f64 => [M] lane_sum(x, |v| exp_nonpos_with::<M>(v - shift))
-}
-dispatched! {
-    /// Σ exp(x_i - shift) · y_i on the calling thread.
-    pub fn dot_exp_serial(x: &[f64], y: &[f64], shift: f64) -> f64 => [M] lane_dot::<M>(x, y, shift)
-}
-dispatched! {
-    /// Σ exp(2 (x_i - shift)) on the calling thread.
-    pub fn sum_exp_sq_serial(x: &[f64], shift: f64) -> f64 => [M] lane_sum(x, |v| exp_nonpos_with::<M>(2.0 * (v - shift)))
 }
 dispatched! {
     /// (Σ e_i, Σ e_i²) with e_i = exp(x_i - shift), on the calling thread.
@@ -468,37 +384,11 @@ pub fn sum_exp(x: &[f64], shift: f64) -> f64 {
     compensated_sum(partials)
 }
 
-/// Σ exp(2 (x_i - shift)), compensated; parallel for long inputs.
-pub fn sum_exp_sq(x: &[f64], shift: f64) -> f64 {
-    if x.len() < PARALLEL_THRESHOLD {
-        return sum_exp_sq_serial(x, shift);
-    }
-    let partials: Vec<f64> = x
-        .par_chunks(TASK_LEN)
-        .map(|c| sum_exp_sq_serial(c, shift))
-        .collect();
-    compensated_sum(partials)
-}
-
 /// `(Σ e_i, Σ e_i²)` with `e_i = exp(x_i - shift)`, in one pass; compensated, parallel for
 /// long inputs. With `shift = max x` this gives the effective sample size `(Σe)² / Σe²`.
 pub fn sum_exp_and_sq(x: &[f64], shift: f64) -> (f64, f64) {
     let [s, s2] = sum_ranges(x.len(), |r| sum_exp_and_sq_serial(&x[r], shift));
     (s, s2)
-}
-
-/// Σ exp(x_i - shift) · y_i, compensated; parallel for long inputs.
-pub fn dot_exp(x: &[f64], y: &[f64], shift: f64) -> f64 {
-    debug_assert_eq!(x.len(), y.len());
-    if x.len() < PARALLEL_THRESHOLD {
-        return dot_exp_serial(x, y, shift);
-    }
-    let partials: Vec<f64> = x
-        .par_chunks(TASK_LEN)
-        .zip(y.par_chunks(TASK_LEN))
-        .map(|(a, b)| dot_exp_serial(a, b, shift))
-        .collect();
-    compensated_sum(partials)
 }
 
 /// Maximum of `x` (`-inf` when empty) and whether any value was NaN or +inf.
@@ -605,7 +495,7 @@ mod tests {
 
     #[test]
     fn fused_sums_agree_with_naive_ones() {
-        with_level(fused_sums_agree_with_naive_ones_here);
+        crate::dispatch::with_level(fused_sums_agree_with_naive_ones_here);
     }
 
     fn fused_sums_agree_with_naive_ones_here() {
@@ -656,10 +546,6 @@ mod tests {
                 (ours - naive).abs() <= 1e-12 * naive.max(1.0),
                 "n={n}: {ours} vs {naive}"
             );
-            let y: Vec<f64> = (0..n).map(|i| (i % 13) as f64 - 6.0).collect();
-            let naive_dot: f64 = x.iter().zip(&y).map(|(a, b)| a.exp() * b).sum();
-            let dot = dot_exp(&x, &y, 0.0);
-            assert!((dot - naive_dot).abs() <= 1e-10 * naive.max(1.0), "n={n}");
         }
     }
 

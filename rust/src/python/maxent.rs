@@ -1,10 +1,9 @@
 //! Bindings for the maximum-entropy coefficient solver (DESIGN §4).
 
-use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2};
-use pyo3::exceptions::PyValueError;
+use numpy::{IntoPyArray, PyArray1};
 use pyo3::prelude::*;
 
-use super::{slice1, slice2, to_pyerr};
+use super::{count, matrix, optional_vector, real, values, vector};
 use crate::maxent::{self, Options, Problem};
 
 /// `(coefficients, iterations, moments, max_error, ess, log_z)`.
@@ -19,65 +18,61 @@ type FitTuple<'py> = (
 
 /// Fits the coefficients `lambda` of `P = a b exp(lambda . phi)` so that its moments meet the
 /// targets on importance-weighted samples; see `disco.numerics.fit_coefficients`.
-// The defaults are written out (they equal `maxent::DEFAULT_*`) so that the text signature,
-// which `mypy.stubtest` compares with the stub, shows them.
+// `tolerance` and `max_iterations` are read from any Python object so that a bad value is a
+// ValueError (not an OverflowError or TypeError); the text signature shows their defaults
+// (`maxent::DEFAULT_*`), which `mypy.stubtest` compares with the stub.
 #[pyfunction]
-#[pyo3(signature = (
-    features,
-    target_moments,
-    log_weights=None,
-    groups=None,
-    tolerance=1e-8,
-    max_iterations=100,
-    initial=None,
-))]
+#[pyo3(
+    signature = (
+        features,
+        target_moments,
+        log_weights=None,
+        groups=None,
+        tolerance=None,
+        max_iterations=None,
+        initial=None,
+    ),
+    text_signature = "(features, target_moments, log_weights=None, groups=None, \
+                      tolerance=1e-08, max_iterations=100, initial=None)"
+)]
 pub fn fit_coefficients<'py>(
     py: Python<'py>,
-    features: PyReadonlyArray2<'py, f64>,
-    target_moments: PyReadonlyArray1<'py, f64>,
-    log_weights: Option<PyReadonlyArray1<'py, f64>>,
-    groups: Option<PyReadonlyArray1<'py, i64>>,
-    tolerance: f64,
-    max_iterations: usize,
-    initial: Option<PyReadonlyArray1<'py, f64>>,
+    features: &Bound<'py, PyAny>,
+    target_moments: &Bound<'py, PyAny>,
+    log_weights: Option<&Bound<'py, PyAny>>,
+    groups: Option<&Bound<'py, PyAny>>,
+    tolerance: Option<&Bound<'py, PyAny>>,
+    max_iterations: Option<&Bound<'py, PyAny>>,
+    initial: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<FitTuple<'py>> {
-    let (f, rows, cols) = slice2(maxent::FEATURES, &features)?;
-    let targets = slice1(maxent::TARGETS, &target_moments)?;
-    let lw = log_weights
-        .as_ref()
-        .map(|a| slice1(maxent::LOG_WEIGHTS, a))
-        .transpose()?;
+    let (f, rows, cols) = matrix(maxent::FEATURES, features)?;
+    let targets = vector(maxent::TARGETS, target_moments)?;
+    let lw = optional_vector(maxent::LOG_WEIGHTS, log_weights)?;
     let g = groups
-        .as_ref()
-        .map(|a| {
-            a.as_slice().map_err(|_| {
-                PyValueError::new_err(format!(
-                    "{} must be a contiguous int64 array",
-                    maxent::GROUPS
-                ))
-            })
-        })
+        .filter(|o| !o.is_none())
+        .map(|o| values::<i64>(maxent::GROUPS, o, 1))
         .transpose()?;
-    let init = initial
-        .as_ref()
-        .map(|a| slice1(maxent::INITIAL, a))
-        .transpose()?;
+    let init = optional_vector(maxent::INITIAL, initial)?;
+    let tolerance = tolerance.map_or(Ok(maxent::DEFAULT_TOLERANCE), |t| real("tolerance", t))?;
+    let max_iterations = max_iterations.map_or(Ok(maxent::DEFAULT_MAX_ITERATIONS), |m| {
+        count("max_iterations", m)
+    })?;
     let problem = Problem {
-        features: f,
+        features: f.as_slice(),
         rows,
         cols,
-        targets,
-        log_weights: lw,
-        groups: g,
+        targets: targets.as_slice(),
+        log_weights: lw.as_ref().map(super::Values::as_slice),
+        groups: g.as_ref().map(super::Values::as_slice),
     };
     let options = Options {
         tolerance,
         max_iterations,
-        initial: init,
+        initial: init.as_ref().map(super::Values::as_slice),
     };
     let fit = py
         .detach(|| maxent::fit(&problem, &options))
-        .map_err(|e| to_pyerr(py, e))?;
+        .map_err(PyErr::from)?;
     Ok((
         fit.coefficients.into_pyarray(py),
         fit.iterations,

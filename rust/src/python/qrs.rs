@@ -1,36 +1,40 @@
 //! Bindings for Quasi-Rejection Sampling: accept/reject, curves over beta, the IMH chain.
 
 use numpy::ndarray::Array2;
-use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2};
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::{slice1, slice2, to_pyerr};
+use super::{matrix, optional_vector, real, vector};
 use crate::qrs as kernels;
+
+/// The binding's `log_uniforms` flag as the kernel's [`kernels::Uniforms`].
+fn uniforms_kind(log_uniforms: bool) -> kernels::Uniforms {
+    if log_uniforms {
+        kernels::Uniforms::Log
+    } else {
+        kernels::Uniforms::Plain
+    }
+}
 
 /// QRS decision mask: accept iff `log u < min(0, l - log_beta)`.
 #[pyfunction]
 #[pyo3(signature = (log_ratios, uniforms, log_beta, log_uniforms=false))]
 pub fn qrs_accept<'py>(
     py: Python<'py>,
-    log_ratios: PyReadonlyArray1<'py, f64>,
-    uniforms: PyReadonlyArray1<'py, f64>,
-    log_beta: f64,
+    log_ratios: &Bound<'py, PyAny>,
+    uniforms: &Bound<'py, PyAny>,
+    log_beta: &Bound<'py, PyAny>,
     log_uniforms: bool,
 ) -> PyResult<Bound<'py, PyArray1<bool>>> {
-    let l = slice1(kernels::LOG_RATIOS, &log_ratios)?;
-    let u = slice1(
-        if log_uniforms {
-            "log_uniforms"
-        } else {
-            "uniforms"
-        },
-        &uniforms,
-    )?;
+    let l = vector(kernels::LOG_RATIOS, log_ratios)?;
+    let u = vector(uniforms_kind(log_uniforms).arg(), uniforms)?;
+    let log_beta = real("log_beta", log_beta)?;
+    let (l, u) = (l.as_slice(), u.as_slice());
     let out = py
-        .detach(|| kernels::accept(l, u, log_beta, log_uniforms))
-        .map_err(|e| to_pyerr(py, e))?;
+        .detach(|| kernels::accept(l, u, log_beta, uniforms_kind(log_uniforms)))
+        .map_err(PyErr::from)?;
     Ok(out.into_pyarray(py))
 }
 
@@ -45,23 +49,18 @@ type ImhOutput<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<bool>>, f6
 #[pyo3(signature = (log_ratios, uniforms, current_log_ratio, log_uniforms=false))]
 pub fn imh_chain<'py>(
     py: Python<'py>,
-    log_ratios: PyReadonlyArray1<'py, f64>,
-    uniforms: PyReadonlyArray1<'py, f64>,
-    current_log_ratio: f64,
+    log_ratios: &Bound<'py, PyAny>,
+    uniforms: &Bound<'py, PyAny>,
+    current_log_ratio: &Bound<'py, PyAny>,
     log_uniforms: bool,
 ) -> PyResult<ImhOutput<'py>> {
-    let l = slice1(kernels::LOG_RATIOS, &log_ratios)?;
-    let u = slice1(
-        if log_uniforms {
-            "log_uniforms"
-        } else {
-            "uniforms"
-        },
-        &uniforms,
-    )?;
+    let l = vector(kernels::LOG_RATIOS, log_ratios)?;
+    let u = vector(uniforms_kind(log_uniforms).arg(), uniforms)?;
+    let current_log_ratio = real("current_log_ratio", current_log_ratio)?;
+    let (l, u) = (l.as_slice(), u.as_slice());
     let run = py
-        .detach(|| kernels::imh_chain(l, u, log_uniforms, current_log_ratio))
-        .map_err(|e| to_pyerr(py, e))?;
+        .detach(|| kernels::imh_chain(l, u, uniforms_kind(log_uniforms), current_log_ratio))
+        .map_err(PyErr::from)?;
     Ok((
         run.states.into_pyarray(py),
         run.accepted.into_pyarray(py),
@@ -69,35 +68,86 @@ pub fn imh_chain<'py>(
     ))
 }
 
+/// The index's sorted copy of the log-ratios, in a numpy array that only this object refers to.
+struct SortedArray {
+    /// Keeps the buffer alive.
+    _array: Py<PyArray1<f64>>,
+    data: *const f64,
+    len: usize,
+}
+
+impl SortedArray {
+    fn new(array: Bound<'_, PyArray1<f64>>) -> Self {
+        let (data, len) = (array.data().cast_const(), array.len());
+        SortedArray {
+            _array: array.unbind(),
+            data,
+            len,
+        }
+    }
+}
+
+// SAFETY: the array was made here from a vector of our own, sorted in place, and is never
+// handed to Python code: nothing else refers to it, so its buffer is neither freed (we hold a
+// reference) nor written while this object lives, and reading it from any thread is sound.
+unsafe impl Send for SortedArray {}
+// SAFETY: as above; the buffer is only ever read.
+unsafe impl Sync for SortedArray {}
+
+impl std::ops::Deref for SortedArray {
+    type Target = [f64];
+
+    fn deref(&self) -> &[f64] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: `data` points at `len` initialised, contiguous f64 values that stay alive and
+        // unchanged while `self._array` is held (see the `Send` impl).
+        unsafe { std::slice::from_raw_parts(self.data, self.len) }
+    }
+}
+
 /// Sorted log-ratios with prefix and suffix sums: any beta in O(log N) after one O(N log N) build.
+///
+/// Holds the kernel index (one sorted copy of the log-ratios, see `qrs::QrsIndex`) and
+/// references to the input arrays (no copy), which feature moments read again; the kernel
+/// refuses them if they were changed in between.
 #[pyclass(name = "QrsIndex", module = "disco._core", frozen)]
 pub struct PyQrsIndex {
     inner: kernels::QrsIndex,
+    log_ratios: Py<PyAny>,
+    log_weights: Option<Py<PyAny>>,
 }
 
 #[pymethods]
 impl PyQrsIndex {
     #[new]
-    #[pyo3(signature = (log_ratios, log_weights=None, sorted_log_ratios=None))]
+    #[pyo3(signature = (log_ratios, log_weights=None))]
     fn new(
         py: Python<'_>,
-        log_ratios: PyReadonlyArray1<'_, f64>,
-        log_weights: Option<PyReadonlyArray1<'_, f64>>,
-        sorted_log_ratios: Option<PyReadonlyArray1<'_, f64>>,
+        log_ratios: &Bound<'_, PyAny>,
+        log_weights: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
-        let l = slice1(kernels::LOG_RATIOS, &log_ratios)?;
-        let w = match &log_weights {
-            Some(w) => Some(slice1(kernels::LOG_WEIGHTS, w)?),
-            None => None,
+        let l = vector(kernels::LOG_RATIOS, log_ratios)?;
+        let w = optional_vector(kernels::LOG_WEIGHTS, log_weights)?;
+        let (ls, ws) = (l.as_slice(), w.as_ref().map(super::Values::as_slice));
+        let inner = if let Some(ws) = ws {
+            py.detach(|| kernels::QrsIndex::new(ls, Some(ws)))?
+        } else {
+            // One copy, moved into a numpy array (no second copy) and sorted in place by
+            // numpy's vectorised sort; the kernel keeps reading it there.
+            let copy = ls.to_vec().into_pyarray(py);
+            copy.call_method0("sort")?;
+            let store = SortedArray::new(copy);
+            py.detach(|| kernels::QrsIndex::from_sorted(ls, Box::new(store)))?
         };
-        let sorted = match &sorted_log_ratios {
-            Some(s) => Some(slice1("sorted_log_ratios", s)?),
-            None => None,
-        };
-        let inner = py
-            .detach(|| kernels::QrsIndex::with_sorted(l, w, sorted))
-            .map_err(|e| to_pyerr(py, e))?;
-        Ok(PyQrsIndex { inner })
+        Ok(PyQrsIndex {
+            inner,
+            log_ratios: log_ratios.clone().unbind(),
+            log_weights: log_weights
+                .filter(|w| !w.is_none())
+                .map(|w| w.clone().unbind()),
+        })
     }
 
     /// Number of samples with nonzero weight.
@@ -141,13 +191,12 @@ impl PyQrsIndex {
     fn curve<'py>(
         &self,
         py: Python<'py>,
-        log_betas: PyReadonlyArray1<'py, f64>,
+        log_betas: &Bound<'py, PyAny>,
         js: bool,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let b = slice1("log_betas", &log_betas)?;
-        let points = py
-            .detach(|| self.inner.curve(b, js))
-            .map_err(|e| to_pyerr(py, e))?;
+        let b = vector("log_betas", log_betas)?;
+        let b = b.as_slice();
+        let points = py.detach(|| self.inner.curve(b, js)).map_err(PyErr::from)?;
         let out = PyDict::new(py);
         let column =
             |f: fn(&kernels::CurvePoint) -> f64| points.iter().map(f).collect::<Vec<f64>>();
@@ -168,14 +217,28 @@ impl PyQrsIndex {
     fn feature_moments<'py>(
         &self,
         py: Python<'py>,
-        features: PyReadonlyArray2<'py, f64>,
-        log_betas: PyReadonlyArray1<'py, f64>,
+        features: &Bound<'py, PyAny>,
+        log_betas: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyArray2<f64>>> {
-        let (f, _, k) = slice2("features", &features)?;
-        let b = slice1("log_betas", &log_betas)?;
+        let (f, rows, k) = matrix("features", features)?;
+        if rows != self.inner.n_input() {
+            return Err(PyValueError::new_err(format!(
+                "length mismatch: the index holds {} samples but features has {rows} rows",
+                self.inner.n_input()
+            )));
+        }
+        let b = vector("log_betas", log_betas)?;
+        let l = vector(kernels::LOG_RATIOS, self.log_ratios.bind(py))?;
+        let w = self
+            .log_weights
+            .as_ref()
+            .map(|w| vector(kernels::LOG_WEIGHTS, w.bind(py)))
+            .transpose()?;
+        let (f, b, l) = (f.as_slice(), b.as_slice(), l.as_slice());
+        let w = w.as_ref().map(super::Values::as_slice);
         let out = py
-            .detach(|| self.inner.feature_moments(f, k, b))
-            .map_err(|e| to_pyerr(py, e))?;
+            .detach(|| self.inner.feature_moments(l, w, f, k, b))
+            .map_err(PyErr::from)?;
         let matrix = Array2::from_shape_vec((b.len(), k), out)
             .map_err(|e| PyValueError::new_err(format!("internal shape error: {e}")))?;
         Ok(matrix.into_pyarray(py))
@@ -185,9 +248,10 @@ impl PyQrsIndex {
     fn log_beta_for_acceptance_rate<'py>(
         &self,
         py: Python<'py>,
-        rates: PyReadonlyArray1<'py, f64>,
+        rates: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyArray1<f64>>> {
-        let r = slice1("rates", &rates)?;
+        let r = vector("rates", rates)?;
+        let r = r.as_slice();
         let out = py
             .detach(|| {
                 r.iter()
@@ -199,7 +263,7 @@ impl PyQrsIndex {
                     })
                     .collect::<crate::Result<Vec<f64>>>()
             })
-            .map_err(|e| to_pyerr(py, e))?;
+            .map_err(PyErr::from)?;
         Ok(out.into_pyarray(py))
     }
 

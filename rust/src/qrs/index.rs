@@ -1,0 +1,665 @@
+//! The index: sorted log-ratios with blocked prefix and suffix sums, answering any beta in
+//! O(log N) (DESIGN §6).
+
+use rayon::prelude::*;
+
+use super::accept::ACCEPT_TASK;
+use super::sums::{BlockedSums, Bucket, SplitLog, NO_COMPANION};
+use super::{LOG_RATIOS, LOG_WEIGHTS};
+use crate::consts::{logaddexp, softplus, LN2};
+use crate::error::{check_finite_matrix, check_log_scores, check_same_length, invalid, Result};
+use crate::vexp;
+
+/// Checks a log-threshold `log β`: it must be finite (`0 < β < inf`).
+fn check_log_beta(arg: &str, i: usize, b: f64) -> Result<()> {
+    if b.is_finite() {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "{arg}[{i}] is {b}: log(beta) must be finite (beta > 0 and finite)"
+        )))
+    }
+}
+
+/// QRS quantities at one beta.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CurvePoint {
+    /// `AR(β) = Z_β / β`.
+    pub acceptance_rate: f64,
+    /// `log Z_β`.
+    pub log_z_beta: f64,
+    /// `KL(p‖p_β)` in nats.
+    pub kl: f64,
+    /// `TV(p, p_β)`.
+    pub tv: f64,
+    /// `JS(p, p_β)` in nats, or NaN when it was not asked for.
+    pub js: f64,
+}
+
+/// Where `log β` splits the sorted samples, and the sums that follow from it.
+#[derive(Debug, Clone, Copy)]
+struct Split {
+    /// Samples `[0, k)` are unclipped (`r <= β`, the `-inf` ones included), `[k, n)` clipped.
+    k: usize,
+    /// `log Σ_{i<k} ω r`.
+    s_le: SplitLog,
+    /// `log Σ_{i>=k} ω`.
+    w_gt: SplitLog,
+    /// `log(S_β / S) <= 0`.
+    rho: f64,
+    /// `log AR(β) = log(S_β / (β W))`.
+    log_ar: f64,
+    /// True when no sample is clipped: `p_β = p`.
+    exact: bool,
+}
+
+/// Sorted log-ratios with blocked prefix and suffix sums: answers any beta in O(log N).
+///
+/// What it holds: the kept log-ratios in ascending order (8 bytes per sample: the one copy the
+/// sort needs), their log-weights in the same order when the samples are weighted (8 more),
+/// and the block states of the prefix and suffix sums (about 3 % of that). It keeps neither
+/// the input nor a permutation: feature moments are gathered from the inputs, given again and
+/// checked against a fingerprint.
+///
+/// Invariant (shift invariance): every sum is taken over `(w_i - w_shift) + (l_i - l_shift)`,
+/// with `l_shift` the largest kept log-ratio and `w_shift` the largest log-weight, so its
+/// largest terms are about 1 whatever the size of the inputs; the shifts are added back to the
+/// logarithms reported (`log Z`, `log β`), and ratios of sums need none.
+pub struct QrsIndex {
+    /// Log-ratios in ascending order (`-inf` first); samples with zero weight are dropped.
+    l: Sorted,
+    /// Log-weights in the same order (empty when all weights are 1).
+    w: Vec<f64>,
+    /// The largest kept log-ratio, subtracted from every log-ratio in the sums.
+    l_shift: f64,
+    /// The largest log-weight (0 when unweighted), subtracted from every log-weight in the sums.
+    w_shift: f64,
+    /// Number of samples given (zero-weight ones included), for feature matrices.
+    n_input: usize,
+    /// Fingerprint of the inputs, to check those given again for feature moments.
+    fingerprint: u64,
+    /// Number of sorted samples with `l = -inf`.
+    n_zero: usize,
+    /// `Σ_{i<k} ω_i r_i`.
+    up: BlockedSums,
+    /// `Σ_{i>=k} ω_i r_i` and `Σ_{i>=k} ω_i r_i (l_i - l_max) / Σ_{i>=k} ω_i r_i`.
+    down: BlockedSums,
+    /// `Σ_{i>=k} ω_i` (unused when unweighted: it is the count `n - k`).
+    weights: Option<BlockedSums>,
+}
+
+/// Where the sorted log-ratios live: the index's own vector, or a buffer that the caller sorted
+/// in place and keeps alive and unchanged for as long as the index (the binding lets numpy's
+/// vectorised sort order its one copy: several times faster than a comparison sort).
+pub type SortedStore = Box<dyn std::ops::Deref<Target = [f64]> + Send + Sync>;
+
+/// A [`SortedStore`] with its slice taken once: the hot loops index it without a dynamic call.
+struct Sorted {
+    /// Owns (or keeps alive) the values `data` points at.
+    _store: SortedStore,
+    data: *const f64,
+    len: usize,
+}
+
+impl Sorted {
+    fn new(store: SortedStore) -> Self {
+        let (data, len) = (store.as_ptr(), store.len());
+        Sorted {
+            _store: store,
+            data,
+            len,
+        }
+    }
+}
+
+// SAFETY: `data` points into the heap buffer of `_store`, which is `Send + Sync`, owned by this
+// object and never written (a `SortedStore` is read-only by contract); moving `Sorted` moves the
+// box, not the buffer.
+unsafe impl Send for Sorted {}
+// SAFETY: as above.
+unsafe impl Sync for Sorted {}
+
+impl std::ops::Deref for Sorted {
+    type Target = [f64];
+
+    #[inline(always)]
+    fn deref(&self) -> &[f64] {
+        // SAFETY: `len` values at `data` are alive and unchanged while `_store` is (see `Send`).
+        unsafe { std::slice::from_raw_parts(self.data, self.len) }
+    }
+}
+
+impl std::fmt::Debug for QrsIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QrsIndex")
+            .field("n", &self.l.len())
+            .field("log_z", &self.log_z())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A fingerprint of the log-ratios (and log-weights) an index was built from, to notice inputs
+/// changed before they are read again. Each term `(bits ^ i·C1)·C2` is a bijection of the value
+/// for its position (odd `C2`), so changing any one value always changes the wrapping sum; the
+/// sum is order-free, so the parallel reduction is deterministic. One multiply per value: it
+/// costs a few percent of building the index.
+fn fingerprint(log_ratios: &[f64], log_weights: Option<&[f64]>) -> u64 {
+    const C1: u64 = 0x9e37_79b9_7f4a_7c15;
+    const C2: u64 = 0xbf58_476d_1ce4_e5b9;
+    let term = |i: usize, v: f64| (v.to_bits() ^ (i as u64).wrapping_mul(C1)).wrapping_mul(C2);
+    let hash = |values: &[f64]| -> u64 {
+        if values.len() < vexp::PARALLEL_THRESHOLD {
+            values
+                .iter()
+                .enumerate()
+                .fold(0u64, |h, (i, &v)| h.wrapping_add(term(i, v)))
+        } else {
+            values
+                .par_iter()
+                .enumerate()
+                .map(|(i, &v)| term(i, v))
+                .reduce(|| 0, u64::wrapping_add)
+        }
+    };
+    let h = hash(log_ratios);
+    match log_weights {
+        None => h,
+        Some(w) => h ^ hash(w).rotate_left(17).wrapping_mul(C1),
+    }
+}
+
+/// A float mapped to an unsigned integer with the same order (`-inf` lowest), and back.
+fn order_key(v: f64) -> u64 {
+    let b = v.to_bits();
+    if b >> 63 == 1 {
+        !b
+    } else {
+        b | (1 << 63)
+    }
+}
+
+fn from_order_key(k: u64) -> f64 {
+    f64::from_bits(if k >> 63 == 1 { k & !(1 << 63) } else { !k })
+}
+
+/// `values` in ascending order, in one buffer of their size: integer keys are sorted (a
+/// branch-free comparison) and mapped back in place (`into_iter().map().collect()` between
+/// types of one layout reuses the allocation).
+fn sorted(values: &[f64]) -> Vec<f64> {
+    let mut keys: Vec<u64> = values.par_iter().map(|&v| order_key(v)).collect();
+    keys.par_sort_unstable();
+    keys.into_iter().map(from_order_key).collect()
+}
+
+impl QrsIndex {
+    /// Sorts the samples and builds the blocked prefix and suffix sums.
+    ///
+    /// Memory: one sorted copy of the kept log-ratios (and, when weighted, of their
+    /// log-weights: the pairs are sorted together, then split, so the peak is twice that).
+    pub fn new(log_ratios: &[f64], log_weights: Option<&[f64]>) -> Result<Self> {
+        Self::build(log_ratios, log_weights, None)
+    }
+
+    /// As [`QrsIndex::new`] without weights, from the caller's ascending copy of `log_ratios`,
+    /// which the index keeps instead of making its own. It is checked to have the same length
+    /// and to be non-decreasing; that it holds the same values is the caller's contract.
+    pub fn from_sorted(log_ratios: &[f64], sorted_log_ratios: SortedStore) -> Result<Self> {
+        Self::build(log_ratios, None, Some(sorted_log_ratios))
+    }
+
+    fn build(
+        log_ratios: &[f64],
+        log_weights: Option<&[f64]>,
+        presorted: Option<SortedStore>,
+    ) -> Result<Self> {
+        check_log_scores(LOG_RATIOS, log_ratios)?;
+        if let Some(w) = log_weights {
+            check_same_length(&[(LOG_RATIOS, log_ratios.len()), (LOG_WEIGHTS, w.len())])?;
+            check_log_scores(LOG_WEIGHTS, w)?;
+        }
+        if log_ratios.is_empty() {
+            return Err(invalid(format!(
+                "{LOG_RATIOS} is empty: at least one sample is needed"
+            )));
+        }
+        let weighted = log_weights.is_some_and(|w| w.iter().any(|&v| v != 0.0));
+        let (l, w) = match log_weights {
+            Some(lw) if weighted => {
+                let mut pairs: Vec<(f64, f64)> = log_ratios
+                    .par_iter()
+                    .zip(lw)
+                    .filter(|(_, &w)| w > f64::NEG_INFINITY)
+                    .map(|(&l, &w)| (l, w))
+                    .collect();
+                pairs.par_sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+                let w: Vec<f64> = pairs.par_iter().map(|p| p.1).collect();
+                let l: Vec<f64> = pairs.par_iter().map(|p| p.0).collect();
+                (Box::new(l) as SortedStore, w)
+            }
+            _ => match presorted {
+                None => (Box::new(sorted(log_ratios)) as SortedStore, Vec::new()),
+                Some(sl) => {
+                    check_same_length(&[
+                        (LOG_RATIOS, log_ratios.len()),
+                        ("sorted_log_ratios", sl.len()),
+                    ])?;
+                    if let Some(i) = sl.windows(2).position(|p| !(p[0] <= p[1])) {
+                        return Err(invalid(format!(
+                            "sorted_log_ratios[{}] = {} is below its predecessor {}: not sorted",
+                            i + 1,
+                            sl[i + 1],
+                            sl[i]
+                        )));
+                    }
+                    (sl, Vec::new())
+                }
+            },
+        };
+        let n = l.len();
+        if n == 0 {
+            return Err(invalid(format!(
+                "every entry of {LOG_WEIGHTS} is -inf: samples that all weigh zero define no mean"
+            )));
+        }
+        let n_zero = l.partition_point(|&v| v == f64::NEG_INFINITY);
+        if n_zero == n {
+            return Err(invalid(format!(
+                "every entry of {LOG_RATIOS} with nonzero weight is -inf: the target gives zero \
+                 weight to all samples, so no beta trade-off can be estimated from them"
+            )));
+        }
+        // Kept log-weights are finite, so the maximum is too.
+        let w_shift = if w.is_empty() {
+            0.0
+        } else {
+            w.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+        };
+        let mut index = QrsIndex {
+            l_shift: l[n - 1],
+            w_shift,
+            l: Sorted::new(l),
+            w,
+            n_input: log_ratios.len(),
+            fingerprint: fingerprint(log_ratios, log_weights.filter(|_| weighted)),
+            n_zero,
+            up: BlockedSums::build(0, 0, true, &|_| 0.0, NO_COMPANION),
+            down: BlockedSums::build(0, 0, false, &|_| 0.0, NO_COMPANION),
+            weights: None,
+        };
+        let ((up, down), weights) = rayon::join(
+            || {
+                rayon::join(
+                    || BlockedSums::build(n, n_zero, true, &|i| index.log_term(i), NO_COMPANION),
+                    || {
+                        let companion = |i: usize| index.l[i] - index.max_log_ratio();
+                        BlockedSums::build(
+                            n,
+                            n_zero,
+                            false,
+                            &|i| index.log_term(i),
+                            Some(&companion),
+                        )
+                    },
+                )
+            },
+            || {
+                (!index.w.is_empty())
+                    .then(|| BlockedSums::build(n, 0, false, &|i| index.weight(i), NO_COMPANION))
+            },
+        );
+        index.up = up;
+        index.down = down;
+        index.weights = weights;
+        Ok(index)
+    }
+
+    /// `log ω_i + log r_i` of sorted sample `i`.
+    fn log_term(&self, i: usize) -> f64 {
+        self.weight(i) + (self.l[i] - self.l_shift)
+    }
+
+    /// `log Σ_{i<k} ω_i r_i`.
+    fn s_le(&self, k: usize) -> SplitLog {
+        self.up.at(k, &|i| self.log_term(i), NO_COMPANION).0
+    }
+
+    /// `(log Σ_{i>=k} ω_i r_i, Σ_{i>=k} ω_i r_i (l_i - l_max) / Σ_{i>=k} ω_i r_i)`.
+    fn s_gt(&self, k: usize) -> (SplitLog, f64) {
+        let l_max = self.max_log_ratio();
+        let companion = |i: usize| self.l[i] - l_max;
+        self.down.at(k, &|i| self.log_term(i), Some(&companion))
+    }
+
+    /// `log Σ_{i>=k} ω_i`.
+    fn w_gt(&self, k: usize) -> SplitLog {
+        match &self.weights {
+            None => SplitLog::of_count(self.l.len() - k.min(self.l.len())),
+            Some(sums) => sums.at(k, &|i| self.weight(i), NO_COMPANION).0,
+        }
+    }
+
+    /// Number of samples given, zero-weight ones included (the rows a feature matrix needs).
+    pub fn n_input(&self) -> usize {
+        self.n_input
+    }
+
+    /// Number of samples with nonzero weight.
+    pub fn len(&self) -> usize {
+        self.l.len()
+    }
+
+    /// Always false: an index holds at least one sample.
+    pub fn is_empty(&self) -> bool {
+        self.l.is_empty()
+    }
+
+    fn s(&self) -> SplitLog {
+        self.down.total.0
+    }
+
+    fn total_weight(&self) -> SplitLog {
+        match &self.weights {
+            None => SplitLog::of_count(self.l.len()),
+            Some(sums) => sums.total.0,
+        }
+    }
+
+    /// `log W = log Σ ω`.
+    pub fn log_w(&self) -> f64 {
+        self.total_weight().value() + self.w_shift
+    }
+
+    /// `log Z = log(S / W)`, the (weighted) importance-sampling estimate of the target's normaliser.
+    pub fn log_z(&self) -> f64 {
+        self.s().minus(self.total_weight(), self.l_shift)
+    }
+
+    /// Largest log-ratio: at or above it, `p_β = p` exactly.
+    pub fn max_log_ratio(&self) -> f64 {
+        self.l[self.l.len() - 1]
+    }
+
+    /// Smallest finite log-ratio: at or below it, every sample with `P > 0` is accepted.
+    pub fn min_log_ratio(&self) -> f64 {
+        self.l[self.n_zero]
+    }
+
+    /// Fraction of the weight on samples with `P > 0`: the acceptance rate of any small beta.
+    pub fn max_acceptance_rate(&self) -> f64 {
+        self.w_gt(self.n_zero).minus(self.total_weight(), 0.0).exp()
+    }
+
+    /// `log ω_i - w_shift` of sorted sample `i`.
+    fn weight(&self, i: usize) -> f64 {
+        if self.w.is_empty() {
+            0.0
+        } else {
+            self.w[i] - self.w_shift
+        }
+    }
+
+    fn split(&self, b: f64) -> Split {
+        let n = self.l.len();
+        let (s, w) = (self.s(), self.total_weight());
+        let k = self.l.partition_point(|&v| v < b);
+        // The sums hold e^{l - l_shift}: β enters them as e^{b - l_shift}.
+        let bs = b - self.l_shift;
+        if k == n {
+            let log_ar = s.minus(w, -bs);
+            return Split {
+                k,
+                s_le: s,
+                w_gt: SplitLog::ZERO,
+                rho: 0.0,
+                log_ar,
+                exact: true,
+            };
+        }
+        // Samples equal to β count as clipped (min(r, β) = r = β either way). S_β = S_le + β Ω_gt
+        // is taken relative to S (for rho) and to β W (for the acceptance rate), so that
+        // all-clipped gives exactly AR = Ω_gt / W; when β is the largest ratio, p_β = p exactly.
+        let (s_le, w_gt) = (self.s_le(k), self.w_gt(k));
+        let exact = self.l[n - 1] <= b;
+        let rho = if exact {
+            0.0
+        } else {
+            logaddexp(s_le.minus(s, 0.0), w_gt.minus(s, bs)).min(0.0)
+        };
+        let log_ar = logaddexp(s_le.minus(w, -bs), w_gt.minus(w, 0.0));
+        Split {
+            k,
+            s_le,
+            w_gt,
+            rho,
+            log_ar,
+            exact,
+        }
+    }
+
+    /// Every quantity at one `log β` (`js` only when asked: it costs O(#clipped)).
+    pub fn point(&self, b: f64, js: bool) -> CurvePoint {
+        let sp = self.split(b);
+        let acceptance_rate = sp.log_ar.exp().min(1.0);
+        let log_z_beta = self.log_z() + sp.rho;
+        if sp.exact {
+            let js = if js { 0.0 } else { f64::NAN };
+            return CurvePoint {
+                acceptance_rate,
+                log_z_beta,
+                kl: 0.0,
+                tv: 0.0,
+                js,
+            };
+        }
+        let s = self.s();
+        let bs = b - self.l_shift;
+        // KL = Σ_gt p (l - b) + log(S_β / S), with log(S_β/S) = log1p(-d), d = (S_gt - β Ω_gt) / S.
+        let (s_gt, tau) = self.s_gt(sp.k);
+        let frac_gt = s_gt.minus(s, 0.0).exp();
+        let gt_term = frac_gt * (tau + (self.max_log_ratio() - b));
+        let d = frac_gt - sp.w_gt.minus(s, bs).exp();
+        let log_ratio = if d < 0.5 { (-d).ln_1p() } else { sp.rho };
+        let kl = (gt_term + log_ratio).max(0.0);
+        // TV = S_{>t}/S - β Ω_{>t}/S_β over the samples where p > p_β: l > log t = b + log(S/S_β).
+        // Compared relative to the shift: `b - rho` rounded at the magnitude of b (7e5, say)
+        // could cross a log-ratio that the exact threshold does not reach.
+        let log_t = bs - sp.rho;
+        let k2 = self.l.partition_point(|&v| v - self.l_shift <= log_t);
+        let tv = (self.s_gt(k2).0.minus(s, 0.0).exp()
+            - (self.w_gt(k2).minus(s, bs) - sp.rho).exp())
+        .clamp(0.0, 1.0);
+        let js = if js { self.js(b, &sp) } else { f64::NAN };
+        CurvePoint {
+            acceptance_rate,
+            log_z_beta,
+            kl,
+            tv,
+            js,
+        }
+    }
+
+    fn js(&self, b: f64, sp: &Split) -> f64 {
+        let s = self.s();
+        // rho = log(S_β / S) <= 0: p_β = e^{-rho} p on the unclipped samples, whose part is
+        // Σ_le ½ [p (ln2 - softplus(-rho)) + p_β (ln2 - softplus(rho))].
+        let rho = sp.rho;
+        let le_frac = sp.s_le.minus(s, 0.0);
+        let le = 0.5
+            * (le_frac.exp() * (LN2 - softplus(-rho))
+                + (le_frac - rho).exp() * (LN2 - softplus(rho)));
+        // Clipped part, one term per sample: log p = w + l - log S, log p_β = w + b - log S - rho.
+        let minus_log_s = s.subtractor();
+        let b_rel = minus_log_s(b - self.l_shift) - rho;
+        let term = |i: usize| {
+            let wi = self.weight(i);
+            let lp = minus_log_s(self.log_term(i));
+            let lpb = wi + b_rel;
+            let lrho = lpb - lp;
+            0.5 * (lp.exp() * (LN2 - softplus(lrho)) + lpb.exp() * (LN2 - softplus(-lrho)))
+        };
+        let range = sp.k..self.l.len();
+        let gt = if range.len() < vexp::PARALLEL_THRESHOLD {
+            vexp::compensated_sum(range.map(term))
+        } else {
+            let idx: Vec<usize> = range.collect();
+            let partials: Vec<f64> = idx
+                .par_chunks(ACCEPT_TASK)
+                .map(|c| vexp::compensated_sum(c.iter().map(|&i| term(i))))
+                .collect();
+            vexp::compensated_sum(partials)
+        };
+        (le + gt).clamp(0.0, LN2)
+    }
+
+    /// The curve at every `log β` (validated), in parallel.
+    pub fn curve(&self, log_betas: &[f64], js: bool) -> Result<Vec<CurvePoint>> {
+        for (i, &b) in log_betas.iter().enumerate() {
+            check_log_beta("log_betas", i, b)?;
+        }
+        Ok(log_betas.par_iter().map(|&b| self.point(b, js)).collect())
+    }
+
+    /// Moments under `p_β` of the columns of a row-major `n_input x k` feature matrix (rows in
+    /// the order the samples were given), at every `log β`; returns a row-major `B x k` matrix.
+    /// `log_ratios` and `log_weights` must be the arrays the index was built from (checked).
+    ///
+    /// `E_{p_β}[f] = π μ_le + (1 - π) μ_gt` with `π = S_le / S_β`, `μ_le` the `p`-mean of `f` over
+    /// the unclipped samples (`l < log β`) and `μ_gt` the weight-mean over the clipped ones. One
+    /// pass over the samples in their given order puts each into the bucket between two
+    /// consecutive sorted `log β` (binary search), with compensated sums per bucket in their own
+    /// binary unit; prefix and suffix sums over the buckets then give every beta. O(N (K +
+    /// log B)) time and O(B K) memory: no permutation of the samples is needed.
+    pub fn feature_moments(
+        &self,
+        log_ratios: &[f64],
+        log_weights: Option<&[f64]>,
+        features: &[f64],
+        k: usize,
+        log_betas: &[f64],
+    ) -> Result<Vec<f64>> {
+        let weighted = !self.w.is_empty();
+        let same_inputs = log_ratios.len() == self.n_input
+            && !matches!(log_weights, Some(w) if w.len() != self.n_input)
+            && fingerprint(log_ratios, log_weights.filter(|_| weighted)) == self.fingerprint;
+        if !same_inputs {
+            return Err(invalid(format!(
+                "{LOG_RATIOS} (or {LOG_WEIGHTS}) differ from those the index was built from: \
+                 they were changed since, or are other arrays"
+            )));
+        }
+        if k == 0 || features.len() != self.n_input * k {
+            return Err(invalid(format!(
+                "length mismatch: {LOG_RATIOS} has {} values but features has {} rows of {k}",
+                self.n_input,
+                features.len().checked_div(k).unwrap_or(0)
+            )));
+        }
+        check_finite_matrix("features", features, k)?;
+        for (i, &b) in log_betas.iter().enumerate() {
+            check_log_beta("log_betas", i, b)?;
+        }
+        let splits: Vec<Split> = log_betas.iter().map(|&b| self.split(b)).collect();
+        let mut thresholds: Vec<f64> = log_betas.to_vec();
+        thresholds.sort_unstable_by(f64::total_cmp);
+        let buckets = thresholds.len() + 1;
+        // Bucket j holds the samples with thresholds[j - 1] <= l < thresholds[j]: unclipped
+        // (in the prefix) for every beta from the j-th on, clipped for the ones before.
+        let mut up = vec![Bucket::new(k); buckets];
+        let mut down = vec![Bucket::new(k); buckets];
+        let weight = |o: usize| {
+            log_weights
+                .filter(|_| weighted)
+                .map_or(0.0, |w| w[o] - self.w_shift)
+        };
+        for (o, &l) in log_ratios.iter().enumerate() {
+            let wo = weight(o);
+            if wo == f64::NEG_INFINITY {
+                continue;
+            }
+            let row = &features[o * k..(o + 1) * k];
+            let j = thresholds.partition_point(|&t| t <= l);
+            if l > f64::NEG_INFINITY {
+                up[j].add(wo + (l - self.l_shift), row);
+            }
+            down[j].add(wo, row);
+        }
+        // Prefix over buckets 0..=j (unclipped at the j-th threshold), suffix over j+1.. (clipped).
+        let mut mu_le = vec![0.0; buckets * k];
+        let mut acc = Bucket::new(k);
+        for (j, bucket) in up.iter().enumerate() {
+            acc.merge(bucket);
+            acc.mean_into(&mut mu_le[j * k..(j + 1) * k]);
+        }
+        let mut mu_gt = vec![0.0; buckets * k];
+        let mut acc = Bucket::new(k);
+        for j in (0..buckets - 1).rev() {
+            acc.merge(&down[j + 1]);
+            acc.mean_into(&mut mu_gt[j * k..(j + 1) * k]);
+        }
+
+        let n = self.l.len();
+        let s = self.s();
+        let mut out = vec![0.0; splits.len() * k];
+        for (q, (sp, &b)) in splits.iter().zip(log_betas).enumerate() {
+            let j = thresholds.partition_point(|&t| t < b);
+            let pi = if sp.k == n {
+                1.0
+            } else {
+                (sp.s_le.minus(s, 0.0) - sp.rho).exp().min(1.0)
+            };
+            for c in 0..k {
+                out[q * k + c] = pi * mu_le[j * k + c] + (1.0 - pi) * mu_gt[j * k + c];
+            }
+        }
+        Ok(out)
+    }
+
+    /// The `log β` whose acceptance rate is `rate`, solved in closed form on the segment of the
+    /// sorted ratios that holds it (found by binary search): O(log² N).
+    ///
+    /// On the segment where the first k samples are unclipped, `AR(β) = (S_le/β + Ω_gt)/W`, so
+    /// `β = S_le / (rate W - Ω_gt)`; above the largest ratio `β = S / (rate W)`. A rate equal to
+    /// the largest achievable one ([`Self::max_acceptance_rate`]) gives the smallest finite ratio.
+    pub fn log_beta_for_acceptance_rate(&self, rate: f64) -> Result<f64> {
+        if !(rate > 0.0 && rate <= 1.0) {
+            return Err(invalid(format!(
+                "rate is {rate}: an acceptance rate must lie in (0, 1]"
+            )));
+        }
+        let n = self.l.len();
+        let ar_at = |j: usize| self.split(self.l[j]).log_ar.exp();
+        let top = self.max_acceptance_rate();
+        if (rate - top).abs() <= 1e-14 * top {
+            return Ok(self.min_log_ratio());
+        }
+        if rate > top {
+            return Err(invalid(format!(
+                "rate is {rate}: no beta accepts more than {top}, the share of the weight on \
+                 samples where the target is nonzero"
+            )));
+        }
+        // Largest j in [n_zero, n) with AR(r_j) >= rate (AR is non-increasing in j).
+        let (mut lo, mut hi) = (self.n_zero, n);
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if ar_at(mid) >= rate {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        let lj = self.l[lo];
+        let k = self.l.partition_point(|&v| v <= lj);
+        let w = self.total_weight();
+        if k == n {
+            return Ok(self.s().minus(w, self.l_shift - rate.ln()).max(lj));
+        }
+        let gap = rate - self.w_gt(k).minus(w, 0.0).exp();
+        let b = self.s_le(k).minus(w, self.l_shift - gap.ln());
+        Ok(if b.is_nan() {
+            lj
+        } else {
+            b.clamp(lj, self.l[k])
+        })
+    }
+}
