@@ -412,9 +412,13 @@ class Tuner:
         """Write a checkpoint atomically; returns its folder (``checkpoint_dir/step-NNNNNNNN``)."""
         return checkpoint.save(self, directory)
 
-    def load_checkpoint(self, path: str | os.PathLike[str]) -> None:
-        """Restore a checkpoint folder, or the latest one under a checkpoint root."""
-        checkpoint.load(self, path)
+    def load_checkpoint(self, path: str | os.PathLike[str]) -> Path:
+        """Restore a checkpoint folder, or the newest intact one under a checkpoint root.
+
+        Returns the folder restored; damaged checkpoints are skipped with a warning naming the
+        bad file (see :mod:`disco.tuners.checkpoint`).
+        """
+        return checkpoint.load(self, path)
 
 
 class DPGTuner(Tuner):
