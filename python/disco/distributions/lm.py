@@ -59,6 +59,8 @@ _NEUTRAL_KWARGS: dict[str, tuple[Any, ...]] = {
     "bad_words_ids": (None,),
     "suppress_tokens": (None,),
 }
+# Dividing logits (of magnitude up to ~1e3) by less than this overflows float32.
+MIN_TEMPERATURE = 1e-4
 # Keyword arguments of ``from_pretrained`` that also apply to the config and the tokenizer.
 _HUB_KWARGS = ("revision", "cache_dir", "local_files_only", "token", "force_download", "proxies")
 
@@ -428,10 +430,10 @@ class LMDistribution(BaseDistribution):
             raise ValueError(
                 f"temperature and top_p must be numbers; got {temperature!r}, {top_p!r}"
             ) from None
-        if not (temperature > 0.0 and math.isfinite(temperature)):
+        if not (temperature >= MIN_TEMPERATURE and math.isfinite(temperature)):
             raise ValueError(
-                f"temperature must be positive and finite; got {temperature} "
-                "(for greedy decoding use decode())"
+                f"temperature must be finite and at least {MIN_TEMPERATURE:g} (below, the warped "
+                f"logits overflow); got {temperature} (for greedy decoding use decode())"
             )
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
             raise ValueError(f"top_k must be a non-negative integer (0: off); got {top_k!r}")
