@@ -524,7 +524,7 @@ def _check_positions(model: dict[str, Any], contexts: Sequence[str], raw: dict[s
     for i, context in enumerate(contexts):
         if len(context) + length + 1 <= limit:
             continue  # a token is at least one character: fits without tokenizing
-        n = len(tokenizer(context)["input_ids"])
+        n = len(tokenizer(context, verbose=False)["input_ids"])
         if max(n, 1) + length > limit:
             raise UserError(
                 f"context {i} is {n} tokens: with length {length} it exceeds the model's "

@@ -18,6 +18,7 @@ import copy
 import inspect
 import json
 import math
+import numbers
 import os
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
@@ -423,13 +424,13 @@ class LMDistribution(BaseDistribution):
 
     @staticmethod
     def _check_warp(temperature: Any, top_k: Any, top_p: Any) -> _Warp:
-        try:
-            temperature = float(temperature)
-            top_p = float(top_p)
-        except (TypeError, ValueError):
+        if not all(
+            isinstance(v, numbers.Real) and not isinstance(v, bool) for v in (temperature, top_p)
+        ):
             raise ValueError(
                 f"temperature and top_p must be numbers; got {temperature!r}, {top_p!r}"
-            ) from None
+            )
+        temperature, top_p = float(temperature), float(top_p)
         if not (temperature >= MIN_TEMPERATURE and math.isfinite(temperature)):
             raise ValueError(
                 f"temperature must be finite and at least {MIN_TEMPERATURE:g} (below, the warped "
