@@ -136,9 +136,14 @@ def _importable(folder: Path) -> None:
     Only with ``--allow-imports``. The ``disco`` script's own folder, not the current one, heads
     ``sys.path``; appending keeps installed packages first.
     """
-    for entry in (str(folder), os.getcwd()):
+    for entry in _import_dirs(folder):
         if entry not in sys.path:
             sys.path.append(entry)
+
+
+def _import_dirs(config_folder: Path | None) -> list[str]:
+    """Where ``--allow-imports`` lets function features' modules come from, after sys.path."""
+    return [str(config_folder.resolve()), os.getcwd()] if config_folder is not None else []
 
 
 def _unknown(section: dict[str, Any], allowed: Sequence[str], prefix: str) -> None:
@@ -251,12 +256,14 @@ def _contexts(raw: dict[str, Any], base_dir: Path | None) -> list[str]:
     return [context]
 
 
-def build_feature(spec: dict[str, Any], index: int, *, allow_imports: bool = False) -> Any:
+def build_feature(
+    spec: dict[str, Any], index: int, *, allow_imports: bool = False, base_dir: Path | None = None
+) -> Any:
     """The scorer of ``[[features]]`` table ``index``; a bad setting is a :class:`UserError`."""
     from disco.features import ImportNotAllowedError, feature
 
     try:
-        return feature(spec, allow_imports=allow_imports)
+        return feature(spec, allow_imports=allow_imports, import_paths=_import_dirs(base_dir))
     except ImportNotAllowedError as err:
         raise UserError(
             str(err).split(": allow it")[0],
@@ -304,7 +311,7 @@ def check_feature(
         if found is not None:
             spec["model"] = str(found)
         return spec  # built once, by the run: loading a classifier twice is slow
-    scorer = build_feature(spec, index, allow_imports=allow_imports)
+    scorer = build_feature(spec, index, allow_imports=allow_imports, base_dir=base_dir)
     if isinstance(scorer, BooleanScorer) and not 0.0 <= moment <= 1.0:
         raise UserError(
             f"moment {moment} of a boolean feature is outside [0, 1]",

@@ -16,7 +16,7 @@ import inspect
 import numbers
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -157,26 +157,25 @@ def _split(path: Any) -> tuple[str, str]:
     return module_name, attribute
 
 
-def module_origin(module_name: str) -> str:
+def module_origin(module_name: str, extra_paths: Sequence[str] = ()) -> str:
     """Where ``module_name`` would be imported from, found without running any of its code.
 
-    Parent packages are searched, not imported (``importlib.util.find_spec`` would run their
+    ``extra_paths`` are searched after ``sys.path`` (folders a caller would add). Parent
+    packages are searched, not imported (``importlib.util.find_spec`` would run their
     ``__init__``); an already imported module reports its file.
     """
     loaded = sys.modules.get(module_name)
     if loaded is not None:
         return str(getattr(loaded, "__file__", None) or "an already imported module")
     parts = module_name.split(".")
-    search: list[str] | None = None
+    search: list[str] | None = [*sys.path, *extra_paths]
     spec = None
     for i in range(len(parts)):
         name = ".".join(parts[: i + 1])
         try:
-            spec = (
-                importlib.util.find_spec(name)
-                if i == 0
-                else importlib.machinery.PathFinder.find_spec(name, search)
-            )
+            spec = importlib.machinery.PathFinder.find_spec(name, search)
+            if spec is None and i == 0:
+                spec = importlib.util.find_spec(name)  # built-in and frozen modules
         except (ImportError, ValueError):
             spec = None
         if spec is None:
@@ -250,12 +249,15 @@ def from_import_path(path: str, kind: str = "boolean", batched: bool = False) ->
     return _with_spec(scorer, {"type": "function", "path": path, "kind": kind, "batched": batched})
 
 
-def feature(spec: Mapping[str, Any], *, allow_imports: bool = False) -> Scorer:
+def feature(
+    spec: Mapping[str, Any], *, allow_imports: bool = False, import_paths: Sequence[str] = ()
+) -> Scorer:
     """Build a feature from its specification, e.g. ``{"type": "word", "word": "amazing"}``.
 
     A ``function`` specification imports (runs) a module: it is refused with
     :class:`ImportNotAllowedError`, naming the module and where it would come from, unless
-    ``allow_imports`` is true.
+    ``allow_imports`` is true (``import_paths``: folders the caller would add to ``sys.path``,
+    for the message).
     """
     if not isinstance(spec, Mapping) or "type" not in spec:
         raise ValueError(f"a feature specification is a table with a 'type' key, got {spec!r}")
@@ -279,7 +281,7 @@ def feature(spec: Mapping[str, Any], *, allow_imports: bool = False) -> Scorer:
         unknown = sorted(set(params) - {"feature"})
         if unknown:
             raise ValueError(f"bad settings for a 'not' feature: unknown {unknown}")
-        inner = feature(spec["feature"], allow_imports=allow_imports)
+        inner = feature(spec["feature"], allow_imports=allow_imports, import_paths=import_paths)
         if not isinstance(inner, BooleanScorer):
             raise ValueError("'not' applies to boolean features only")
         scorer: Scorer = inner.negation()
@@ -292,7 +294,7 @@ def feature(spec: Mapping[str, Any], *, allow_imports: bool = False) -> Scorer:
             module_name, _ = _split(params.get("path"))
             raise ImportNotAllowedError(
                 f"feature {params.get('path')!r} would import (run) module {module_name!r} from "
-                f"{module_origin(module_name)}: allow it with allow_imports=True (disco: "
+                f"{module_origin(module_name, import_paths)}: allow it with allow_imports=True (disco: "
                 "--allow-imports) if you trust that code"
             )
         try:

@@ -204,11 +204,16 @@ def _load_base(
         unknown = sorted(set(settings) - set(ENUMERABLE_KEYS))
         if unknown:
             raise ValueError(f"unknown key(s) {unknown} in the base of {folder / 'ebm.json'}")
-        model = EnumerableLM(
-            tokens=spec["tokens"], max_length=spec["max_length"], contexts=spec["contexts"]
-        )
         state = {k.removeprefix("base."): v for k, v in tensors.items() if k.startswith("base.")}
-        model.load_state_dict(state)
+        try:
+            model = EnumerableLM(
+                tokens=spec["tokens"], max_length=spec["max_length"], contexts=spec["contexts"]
+            )
+            model.load_state_dict(state)
+        except (KeyError, TypeError, RuntimeError) as err:
+            raise ValueError(
+                f"malformed enumerable base in {folder / 'ebm.json'}: {err!r}"
+            ) from None
         return model
     if kind == "lm":
         _refuse_remote_code(spec, trust_remote_code, folder / "ebm.json")
