@@ -1298,6 +1298,8 @@ def _dispatch(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``disco`` command; returns the exit status."""
+    from safetensors import SafetensorError
+
     from disco.features import FeatureError
 
     args = _parser().parse_args(argv)
@@ -1319,7 +1321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FeatureError as err:  # a function feature failed while scoring (fit, sampling)
         print(f"disco: error: {err} (features): fix the feature's function", file=sys.stderr)
         return 2
-    except OSError as err:  # a full disk, a folder that cannot be written, ...
+    except (OSError, SafetensorError) as err:  # a full disk, a folder that cannot be written
         print(f"disco: error: {err} (output): check the output folder", file=sys.stderr)
         return 2
     except TuningInterrupted:

@@ -43,6 +43,21 @@ ENUMERABLE_KEYS = ("tokens", "max_length", "contexts")
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
+def write_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """``safetensors`` ``save_file``, its I/O failures (a full disk) raised as :class:`OSError`."""
+    from safetensors import SafetensorError
+    from safetensors import torch as safetensors_torch
+
+    try:
+        safetensors_torch.save_file(tensors, path)
+    except SafetensorError as err:
+        code = re.search(r"os error (\d+)", str(err))
+        if code is None:
+            raise
+        number = int(code.group(1))
+        raise OSError(number, os.strerror(number), str(path)) from None
+
+
 def _scorer_spec(scorer: Scorer) -> dict[str, Any]:
     if scorer.spec is None:
         raise ValueError(
@@ -86,8 +101,6 @@ def _jsonable(value: Any) -> Any:
 
 def save_ebm(ebm: Product, directory: str | os.PathLike[str]) -> Path:
     """Write ``ebm`` (a product of a base distribution and scorers) to ``directory``."""
-    from safetensors.torch import save_file
-
     if not isinstance(ebm, Product):
         raise TypeError(f"save_ebm expects a Product (an EBM), got {type(ebm).__name__}")
     tensors: dict[str, torch.Tensor] = {}
@@ -128,7 +141,7 @@ def save_ebm(ebm: Product, directory: str | os.PathLike[str]) -> Path:
     # never a json without its tensors.
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
-        save_file(tensors or {"empty": torch.zeros(0)}, tmp / "tensors.safetensors")
+        write_safetensors(tensors or {"empty": torch.zeros(0)}, tmp / "tensors.safetensors")
         (tmp / "ebm.json").write_text(json.dumps(document, indent=2))
         replace_folder(tmp, path)
     except BaseException:
