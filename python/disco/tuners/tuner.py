@@ -405,7 +405,7 @@ class Tuner:
     # --- checkpoints (disco.tuners.checkpoint holds the format) ----------------------------
 
     def _state(self) -> dict[str, Any]:
-        """The tuner's JSON-friendly state, as a checkpoint stores it."""
+        """The tuner's state as a checkpoint stores it (JSON values and tensors)."""
         return checkpoint.tuner_state(self)
 
     def save_checkpoint(self, directory: str | os.PathLike[str] | None = None) -> Path:
