@@ -926,7 +926,7 @@ def run_pipeline(
     out.mkdir(parents=True, exist_ok=True)
     if not resume:
         shutil.rmtree(checkpoints, ignore_errors=True)  # never resume another run's policy
-        (out / "config.json").write_text(json.dumps(cfg, indent=2))
+        _write_atomically(out / "config.json", json.dumps(cfg, indent=2))
     torch.manual_seed(seed)
 
     base = _lm(cfg["model"])
