@@ -177,7 +177,10 @@ def test_run_with_a_classifier_and_a_python_function_as_features(
     base = LMDistribution(length=8)
     samples, _ = base.sample("", 64)
     # targets at the base model's means (of other samples), well inside what the fit can reach
-    targets = [float(cli.build_feature(s, i).score(samples).mean()) for i, s in enumerate(specs)]
+    targets = [
+        float(cli.build_feature(s, i, allow_imports=True).score(samples).mean())
+        for i, s in enumerate(specs)
+    ]
     tables = "".join(
         f"[[features]]\n{cli_toml(spec)}moment = {t!r}\n" for spec, t in zip(specs, targets)
     )
@@ -187,12 +190,12 @@ def test_run_with_a_classifier_and_a_python_function_as_features(
         "beta = 1.0", "acceptance_rate = 0.5"
     )
     config.write_text(body.replace('contexts = ["And the LORD said", "In the beginning"]', ""))
-    assert cli.main(["run", str(config), "--out", str(tmp_path / "run")]) == 0
+    assert cli.main(["run", str(config), "--out", str(tmp_path / "run"), "--allow-imports"]) == 0
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["features"] == ["p(POSITIVE)", "feature_helpers:word_count"]
     assert report["targets"] == targets
     assert all(math.isfinite(v) for v in report["coefficients"].values())
-    ebm = load_ebm(tmp_path / "run" / "ebm")  # both features saved as data and rebuilt
+    ebm = load_ebm(tmp_path / "run" / "ebm", allow_imports=True)  # both saved as data
     assert torch.isfinite(ebm.log_score(samples[:4], "")).all()
 
 
@@ -214,9 +217,10 @@ def test_function_and_classifier_paths_resolve_next_to_the_config(
     )
     monkeypatch.chdir(tmp_path)  # neither is in the current folder
     monkeypatch.setattr(sys, "path", list(sys.path))
-    cfg = cli.load_config(config)
+    cfg = cli.load_config(config, allow_imports=True)
     assert cfg["features"][1]["model"] == str((folder / "clf").resolve())
-    assert cli.build_feature(cfg["features"][0], 0).name == "my_features_xyz:short"
+    function = cli.build_feature(cfg["features"][0], 0, allow_imports=True)
+    assert function.name == "my_features_xyz:short"
 
 
 def cli_toml(spec: dict[str, str]) -> str:

@@ -10,6 +10,8 @@ and exits with status 2.
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
 import json
 import math
 import os
@@ -54,6 +56,13 @@ SAMPLER_KEYS = ("acceptance_rate", "beta", "n_samples", "estimation_samples")
 TUNER_RESERVED = ("features", "kl_from_base", "checkpoint_dir")
 # Proposals QRS or IMH may draw for one context before the command gives up with advice.
 MAX_PROPOSALS = 200_000
+# Upper bounds checked before any work starts, so a typo cannot hang a run or exhaust memory.
+MAX_SAMPLES = 1_000_000  # samples drawn for one purpose (fit, estimation, evaluation, a step)
+MAX_COUNT = 10_000_000  # steps, intervals, windows
+MAX_SEED = 2**63 - 1
+MAX_CONFIG_BYTES = 1 * 2**20
+MAX_CONTEXT_FILE_BYTES = 16 * 2**20
+MAX_CONTEXTS = 100_000
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -83,33 +92,58 @@ def _toml() -> Any:
             ) from None
 
 
-def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and check a TOML run configuration; returns the normalised settings."""
+def load_config(path: str | os.PathLike[str], *, allow_imports: bool = False) -> dict[str, Any]:
+    """Read and check a TOML run configuration; returns the normalised settings.
+
+    ``function`` features import (run) Python modules: they are refused unless
+    ``allow_imports`` (``--allow-imports``), even though the configuration is the user's own,
+    because a configuration is also something people download and share.
+    """
     file = Path(path)
     if not file.is_file():
         raise UserError(
             f"no configuration file at {file}", "CONFIG", "give the path of a .toml file"
         )
+    if file.stat().st_size > MAX_CONFIG_BYTES:
+        raise UserError(
+            f"{file} is larger than {MAX_CONFIG_BYTES} bytes", "CONFIG", "is it a configuration?"
+        )
     toml = _toml()
     try:
-        raw = toml.loads(file.read_text())
+        raw = toml.loads(file.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise UserError(
+            f"{file} is not UTF-8 text ({err.reason} at byte {err.start})",
+            "CONFIG",
+            "save it as UTF-8 (TOML files are UTF-8; UTF-16 is not accepted)",
+        ) from None
     except toml.TOMLDecodeError as err:
         raise UserError(
             f"malformed TOML in {file}: {err}", "CONFIG", "fix the syntax there"
         ) from None
-    _importable(file.parent.resolve())
-    return check_config(raw, base_dir=file.parent)
+    except RecursionError:
+        raise UserError(
+            f"{file} nests arrays or tables too deeply", "CONFIG", "flatten the configuration"
+        ) from None
+    if allow_imports:
+        _importable(file.parent.resolve())
+    return check_config(raw, base_dir=file.parent, allow_imports=allow_imports)
 
 
 def _importable(folder: Path) -> None:
     """Let ``function`` features import modules next to the config or in the current folder.
 
-    The ``disco`` script's own folder, not the current one, heads ``sys.path``; appending keeps
-    installed packages first.
+    Only with ``--allow-imports``. The ``disco`` script's own folder, not the current one, heads
+    ``sys.path``; appending keeps installed packages first.
     """
-    for entry in (str(folder), os.getcwd()):
+    for entry in _import_dirs(folder):
         if entry not in sys.path:
             sys.path.append(entry)
+
+
+def _import_dirs(config_folder: Path | None) -> list[str]:
+    """Where ``--allow-imports`` lets function features' modules come from, after sys.path."""
+    return [str(config_folder.resolve()), os.getcwd()] if config_folder is not None else []
 
 
 def _unknown(section: dict[str, Any], allowed: Sequence[str], prefix: str) -> None:
@@ -127,9 +161,11 @@ def _table(raw: dict[str, Any], name: str) -> dict[str, Any]:
     return dict(value)
 
 
-def _integer(value: Any, key: str, minimum: int) -> int:
+def _integer(value: Any, key: str, minimum: int, maximum: int = MAX_COUNT) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise UserError(f"{value!r} is not an integer >= {minimum}", key, f"use {minimum} or more")
+    if value > maximum:
+        raise UserError(f"{value} is more than {maximum}", key, f"use at most {maximum}")
     return value
 
 
@@ -171,9 +207,29 @@ def _contexts(raw: dict[str, Any], base_dir: Path | None) -> list[str]:
         file = _local(name, base_dir) if isinstance(name, str) and name else None
         if file is None or not file.is_file():
             raise UserError(f"no context file at {name}", "context_file", "give an existing file")
-        contexts = [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if file.stat().st_size > MAX_CONTEXT_FILE_BYTES:
+            raise UserError(
+                f"{file} is larger than {MAX_CONTEXT_FILE_BYTES} bytes",
+                "context_file",
+                "give fewer contexts",
+            )
+        try:
+            text = file.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise UserError(
+                f"{file} is not UTF-8 text ({err.reason} at byte {err.start})",
+                "context_file",
+                "save it as UTF-8",
+            ) from None
+        contexts = [line for line in text.splitlines() if line.strip()]
         if not contexts:
             raise UserError(f"{file} has no contexts", "context_file", "write one context a line")
+        if len(contexts) > MAX_CONTEXTS:
+            raise UserError(
+                f"{file} has {len(contexts)} contexts",
+                "context_file",
+                f"use at most {MAX_CONTEXTS}",
+            )
         return contexts
     if "contexts" in raw:
         contexts = raw["contexts"]
@@ -187,6 +243,8 @@ def _contexts(raw: dict[str, Any], base_dir: Path | None) -> list[str]:
             )
         if len(set(contexts)) != len(contexts):
             raise UserError("contexts has duplicates", "contexts", "list each context once")
+        if len(contexts) > MAX_CONTEXTS:
+            raise UserError(f"{len(contexts)} contexts", "contexts", f"use at most {MAX_CONTEXTS}")
         return list(contexts)
     context = raw.get("context", "")
     if not isinstance(context, str):
@@ -198,12 +256,20 @@ def _contexts(raw: dict[str, Any], base_dir: Path | None) -> list[str]:
     return [context]
 
 
-def build_feature(spec: dict[str, Any], index: int) -> Any:
+def build_feature(
+    spec: dict[str, Any], index: int, *, allow_imports: bool = False, base_dir: Path | None = None
+) -> Any:
     """The scorer of ``[[features]]`` table ``index``; a bad setting is a :class:`UserError`."""
-    from disco.features import feature
+    from disco.features import ImportNotAllowedError, feature
 
     try:
-        return feature(spec)
+        return feature(spec, allow_imports=allow_imports, import_paths=_import_dirs(base_dir))
+    except ImportNotAllowedError as err:
+        raise UserError(
+            str(err).split(": allow it")[0],
+            f"features[{index}]",
+            "pass --allow-imports if you trust that code",
+        ) from None
     except (ValueError, TypeError, KeyError, ImportError, AttributeError, OSError) as err:
         what = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(
@@ -211,7 +277,9 @@ def build_feature(spec: dict[str, Any], index: int) -> Any:
         ) from None
 
 
-def check_feature(spec: Any, index: int, base_dir: Path | None = None) -> dict[str, Any]:
+def check_feature(
+    spec: Any, index: int, base_dir: Path | None = None, *, allow_imports: bool = False
+) -> dict[str, Any]:
     """Check one ``[[features]]`` table: a known type, valid settings and a valid moment.
 
     A classifier's local model folder is made absolute (looked up next to the config first).
@@ -224,7 +292,7 @@ def check_feature(spec: Any, index: int, base_dir: Path | None = None) -> dict[s
         raise UserError(f"{key} is not a table", key, "write each feature as a [[features]] table")
     if "type" not in spec:
         raise UserError("a feature without a type", f"{key}.type", 'add type = "word" (or another)')
-    if spec["type"] not in FEATURE_TYPES:
+    if not isinstance(spec["type"], str) or spec["type"] not in FEATURE_TYPES:
         raise UserError(
             f"unknown feature type {spec['type']!r}",
             f"{key}.type",
@@ -243,7 +311,7 @@ def check_feature(spec: Any, index: int, base_dir: Path | None = None) -> dict[s
         if found is not None:
             spec["model"] = str(found)
         return spec  # built once, by the run: loading a classifier twice is slow
-    scorer = build_feature(spec, index)
+    scorer = build_feature(spec, index, allow_imports=allow_imports, base_dir=base_dir)
     if isinstance(scorer, BooleanScorer) and not 0.0 <= moment <= 1.0:
         raise UserError(
             f"moment {moment} of a boolean feature is outside [0, 1]",
@@ -280,7 +348,9 @@ def _check_lora(raw: dict[str, Any]) -> dict[str, Any]:
     return lora
 
 
-def check_config(raw: dict[str, Any], base_dir: Path | None = None) -> dict[str, Any]:
+def check_config(
+    raw: dict[str, Any], base_dir: Path | None = None, *, allow_imports: bool = False
+) -> dict[str, Any]:
     """Validate a configuration mapping; returns it normalised with every default filled in.
 
     Unknown keys, feature types and tuner settings, moments a boolean feature cannot have,
@@ -289,14 +359,14 @@ def check_config(raw: dict[str, Any], base_dir: Path | None = None) -> dict[str,
     from disco.tuners import TunerConfig
 
     _unknown(raw, list(SECTIONS), "")
-    seed = _integer(raw.get("seed", 0), "seed", 0)
+    seed = _integer(raw.get("seed", 0), "seed", 0, MAX_SEED)
 
     model = _table(raw, "model")
     _unknown(model, MODEL_KEYS, "model.")
     if "path" in model:
         model["path"] = _model_path(model["path"], base_dir)
     model.setdefault("length", 30)
-    _integer(model["length"], "model.length", 1)
+    _integer(model["length"], "model.length", 1, 1_000_000)
     from disco.distributions import LMDistribution
 
     try:  # the same checks LMDistribution makes, before any model is loaded
@@ -315,11 +385,14 @@ def check_config(raw: dict[str, Any], base_dir: Path | None = None) -> dict[str,
         raise UserError(
             "features must be an array of tables", "features", "write [[features]], not [features]"
         )
-    features = [check_feature(spec, i, base_dir) for i, spec in enumerate(specs)]
+    features = [
+        check_feature(spec, i, base_dir, allow_imports=allow_imports)
+        for i, spec in enumerate(specs)
+    ]
 
     fit = _table(raw, "fit")
     _unknown(fit, ("n_samples",), "fit.")
-    fit["n_samples"] = _integer(fit.get("n_samples", 2048), "fit.n_samples", 2)
+    fit["n_samples"] = _integer(fit.get("n_samples", 2048), "fit.n_samples", 2, MAX_SAMPLES)
 
     tuner = _table(raw, "tuner")
     loss = str(tuner.pop("loss", "kl"))
@@ -331,10 +404,14 @@ def check_config(raw: dict[str, Any], base_dir: Path | None = None) -> dict[str,
     for key, value in tuner.items():
         try:
             TunerConfig(**{key: value})
-        except (ValueError, TypeError) as err:
+        except (ValueError, TypeError, OverflowError) as err:
             raise UserError(
                 str(err), f"tuner.{key}", f"TunerConfig.field_help()['{key}'] says what it is"
             ) from None
+        limit = MAX_SAMPLES if "samples" in key or "batch" in key else MAX_COUNT
+        if key != "seed" and isinstance(value, int) and value > limit:
+            raise UserError(f"{value} is more than {limit}", f"tuner.{key}", f"use at most {limit}")
+    _check_autocast(tuner.get("autocast", "auto"))
 
     sampler = _table(raw, "sampler")
     _unknown(sampler, SAMPLER_KEYS, "sampler.")
@@ -344,8 +421,15 @@ def check_config(raw: dict[str, Any], base_dir: Path | None = None) -> dict[str,
         )
     if "beta" in sampler:
         beta = sampler["beta"]
-        if isinstance(beta, bool) or not isinstance(beta, int | float) or not beta > 0:
-            raise UserError(f"beta {beta!r} is not positive", "sampler.beta", "use beta > 0")
+        if (
+            isinstance(beta, bool)
+            or not isinstance(beta, int | float)
+            or not 0 < beta < math.inf
+            or not math.isfinite(math.log(beta))
+        ):
+            raise UserError(
+                f"beta {beta!r} is not positive and finite", "sampler.beta", "use beta > 0"
+            )
         sampler["beta"] = float(beta)
     else:
         rate = sampler.get("acceptance_rate", 0.5)
@@ -356,9 +440,11 @@ def check_config(raw: dict[str, Any], base_dir: Path | None = None) -> dict[str,
                 "use 0 < acceptance_rate <= 1",
             )
         sampler["acceptance_rate"] = float(rate)
-    sampler["n_samples"] = _integer(sampler.get("n_samples", 64), "sampler.n_samples", 1)
+    sampler["n_samples"] = _integer(
+        sampler.get("n_samples", 64), "sampler.n_samples", 1, MAX_PROPOSALS
+    )
     sampler["estimation_samples"] = _integer(
-        sampler.get("estimation_samples", 2048), "sampler.estimation_samples", 2
+        sampler.get("estimation_samples", 2048), "sampler.estimation_samples", 2, MAX_SAMPLES
     )
 
     output = _table(raw, "output")
@@ -366,13 +452,17 @@ def check_config(raw: dict[str, Any], base_dir: Path | None = None) -> dict[str,
     output.setdefault("dir", "disco-run")
     if not isinstance(output["dir"], str) or not output["dir"]:
         raise UserError(f"{output['dir']!r} is not a folder name", "output.dir", 'dir = "my-run"')
-    output["eval_samples"] = _integer(output.get("eval_samples", 256), "output.eval_samples", 1)
+    output["eval_samples"] = _integer(
+        output.get("eval_samples", 256), "output.eval_samples", 1, MAX_SAMPLES
+    )
 
+    contexts = _contexts(raw, base_dir)
+    _check_positions(model, contexts, raw)
     return {
         "seed": seed,
         "model": model,
         "lora": lora,
-        "contexts": _contexts(raw, base_dir),
+        "contexts": contexts,
         "features": features,
         "fit": fit,
         "tuner": tuner,
@@ -380,6 +470,75 @@ def check_config(raw: dict[str, Any], base_dir: Path | None = None) -> dict[str,
         "sampler": sampler,
         "output": output,
     }
+
+
+def _check_autocast(mode: Any) -> None:
+    """``autocast = "bf16"`` needs a CUDA device that supports it: known before any work."""
+    if not isinstance(mode, str) or mode.lower() != "bf16":
+        return
+    import torch
+
+    if not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()):
+        raise UserError(
+            "autocast = bf16 needs a CUDA device with bfloat16 support, and there is none",
+            "tuner.autocast",
+            'use "auto" (bf16 where supported, float32 elsewhere) or "off"',
+        )
+
+
+@functools.lru_cache(maxsize=8)
+def _positions_and_tokenizer(path: str | None) -> tuple[int | None, Any]:
+    """The model's position limit (``None``: unlimited or unknown) and its tokenizer.
+
+    Read from the local folder's config and tokenizer files only (no weights, no network, no
+    remote code); ``(None, None)`` when the model is not a local folder.
+    """
+    from transformers import AutoConfig, AutoTokenizer
+
+    if path is None:
+        from disco.models import default_model_path
+
+        path = str(default_model_path())
+    if not Path(path).is_dir() or not (Path(path) / "config.json").is_file():
+        return None, None
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    except (OSError, ValueError):
+        return None, None  # loading the model reports it
+    if getattr(config, "is_encoder_decoder", False):
+        return None, tokenizer  # relative positions (T5) or separate limits: checked by loading
+    for name in ("n_positions", "max_position_embeddings", "n_ctx"):
+        limit = getattr(config, name, None)
+        if isinstance(limit, int) and limit > 0:
+            return limit, tokenizer
+    return None, tokenizer
+
+
+def _check_positions(model: dict[str, Any], contexts: Sequence[str], raw: dict[str, Any]) -> None:
+    """A context plus ``model.length`` new tokens must fit the model's positions."""
+    limit, tokenizer = _positions_and_tokenizer(model.get("path"))
+    if limit is None:
+        return
+    length = model["length"]
+    if length + 1 > limit:
+        raise UserError(
+            f"length {length} does not fit the model's {limit} positions",
+            "model.length",
+            f"use at most {limit - 1}",
+        )
+    key = next((k for k in ("context", "contexts", "context_file") if k in raw), "context")
+    for i, context in enumerate(contexts):
+        if len(context) + length + 1 <= limit:
+            continue  # a token is at least one character: fits without tokenizing
+        n = len(tokenizer(context, verbose=False)["input_ids"])
+        if max(n, 1) + length > limit:
+            raise UserError(
+                f"context {i} is {n} tokens: with length {length} it exceeds the model's "
+                f"{limit} positions",
+                key,
+                f"shorten it to at most {limit - length} tokens, or lower model.length",
+            )
 
 
 def demo_config(quick: bool = False, model: str | None = None, seed: int = 0) -> dict[str, Any]:
@@ -517,14 +676,65 @@ def _coefficients(ebm: Any) -> dict[str, float]:
     return {}
 
 
+def _write_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` whole or not at all (a full disk leaves the previous version)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def _write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    with path.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
+    _write_atomically(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
 def _write_report(out: Path, report: dict[str, Any]) -> None:
-    (out / "report.json").write_text(json.dumps(report, indent=2, default=float))
+    _write_atomically(out / "report.json", json.dumps(report, indent=2, default=float))
+
+
+def _stage_seed(seed: int, stage: str) -> int:
+    """A seed for one stage of the run, so it draws the same whether or not the run resumed."""
+    digest = hashlib.sha256(f"{seed}:{stage}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def _keep_steps_up_to(metrics: Path, step: int) -> None:
+    """Drop what a killed run logged after its checkpoint, so no step appears twice."""
+    if not metrics.is_file():
+        return
+    kept = []
+    for line in metrics.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by the kill
+        if (
+            isinstance(record, dict)
+            and isinstance(record.get("step"), int)
+            and record["step"] > step
+        ):
+            continue
+        kept.append(line + "\n")
+    _write_atomically(metrics, "".join(kept))
+
+
+def _save_policy(policy: Any, folder: Path) -> None:
+    """Write the tuned policy whole or not at all: never a folder without its weights."""
+    import tempfile
+
+    from disco.io import replace_folder
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    try:
+        policy.model.save_pretrained(tmp)
+        policy.tokenizer.save_pretrained(tmp)
+        replace_folder(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _try_plot(draw: Callable[[], object], name: str) -> None:
@@ -607,6 +817,9 @@ class _StopBetweenSteps:
         pass
 
     def log(self, step: int, metrics: Any) -> None:
+        from disco.tuners.checkpoint import kill_point
+
+        kill_point(f"tuning: step {step} logged")
         if self.requested:
             raise _StoppedBetweenSteps
 
@@ -649,14 +862,25 @@ def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_resumable(cfg: dict[str, Any], out: Path) -> None:
+    from disco.tuners import checkpoint
+
     saved = out / "config.json"
     if not (out / "ebm" / "ebm.json").is_file() or not saved.is_file():
         raise UserError(f"no run to resume in {out}", "--resume", "resume a run that began tuning")
-    if not (out / "checkpoints" / "latest").is_file():
+    if checkpoint.find(out / "checkpoints") is None:
         raise UserError(
             f"no checkpoint in {out / 'checkpoints'}", "--resume", "run again without --resume"
         )
-    before, now = _comparable(json.loads(saved.read_text())), _comparable(cfg)
+    try:
+        if saved.stat().st_size > MAX_CONFIG_BYTES:
+            raise ValueError("too large")
+        recorded = json.loads(saved.read_bytes().decode("utf-8"))
+        before = _comparable(recorded)
+    except (ValueError, RecursionError, KeyError, TypeError, AttributeError) as err:
+        raise UserError(
+            f"{saved} is unreadable ({err})", "--resume", "run again without --resume"
+        ) from None
+    now = _comparable(cfg)
     changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
     if changed:
         raise UserError(
@@ -666,20 +890,25 @@ def _check_resumable(cfg: dict[str, Any], out: Path) -> None:
         )
 
 
-def run_pipeline(cfg: dict[str, Any], out: Path, *, resume: bool = False) -> dict[str, Any]:
+def run_pipeline(
+    cfg: dict[str, Any], out: Path, *, resume: bool = False, allow_imports: bool = False
+) -> dict[str, Any]:
     """Fit the EBM, tune a policy, sample with QRS; write the run folder; return the report.
 
     The folder gets ``config.json`` (the settings, normalised), ``ebm/``, ``policy/``,
     ``checkpoints/``, ``metrics.jsonl``, ``samples.jsonl``, ``report.json``, ``tuning.png``
     and ``qrs.png``. With ``resume``, the saved EBM and the latest checkpoint in ``out`` are
-    loaded and tuning continues from there.
+    loaded and tuning continues from there: from the newest intact checkpoint (damaged ones are
+    skipped with a warning), with the steps logged after it dropped from ``metrics.jsonl``, so
+    the run ends as the uninterrupted one would (same report, bit-identical weights).
     """
     import torch
 
     from disco.distributions import ContextDistribution
+    from disco.features import FeatureError
     from disco.io import load_ebm, save_ebm
     from disco.samplers import QRSEstimator, QuasiRejectionSampler
-    from disco.tuners import Tuner, TunerConfig
+    from disco.tuners import Tuner, TunerConfig, checkpoint
     from disco.tuners import losses as loss_module
     from disco.tuners.loggers import ConsoleLogger, JSONLogger
 
@@ -688,13 +917,16 @@ def run_pipeline(cfg: dict[str, Any], out: Path, *, resume: bool = False) -> dic
     checkpoints = out / "checkpoints"
     if resume:
         _check_resumable(cfg, out)
-    features = [build_feature(spec, i) for i, spec in enumerate(cfg["features"])]
+    features = [
+        build_feature(spec, i, allow_imports=allow_imports)
+        for i, spec in enumerate(cfg["features"])
+    ]
     moments = [float(s["moment"]) for s in cfg["features"]]
     names = [f.name for f in features]
     out.mkdir(parents=True, exist_ok=True)
     if not resume:
         shutil.rmtree(checkpoints, ignore_errors=True)  # never resume another run's policy
-        (out / "config.json").write_text(json.dumps(cfg, indent=2))
+        _write_atomically(out / "config.json", json.dumps(cfg, indent=2))
     torch.manual_seed(seed)
 
     base = _lm(cfg["model"])
@@ -707,14 +939,19 @@ def run_pipeline(cfg: dict[str, Any], out: Path, *, resume: bool = False) -> dic
         "interrupted": False,
     }
     if resume:
-        target = load_ebm(out / "ebm")
+        try:
+            target = load_ebm(out / "ebm", allow_imports=allow_imports)
+        except (ValueError, OSError) as err:
+            raise UserError(f"cannot load the run's EBM: {err}", "--resume", "rerun it") from None
     else:
         target = _fit(cfg, base, features, moments)
         try:
             save_ebm(target, out / "ebm")
         except ValueError as err:
             raise UserError(str(err), "features", "use features that can be saved") from None
+        checkpoint.kill_point("run: ebm saved")
     report["coefficients"] = _coefficients(target)
+    torch.manual_seed(_stage_seed(seed, "base samples"))
     base_drawn = _draw(base, contexts, cfg["output"]["eval_samples"])
     report["base_rate"] = _rates(features, base_drawn)
 
@@ -746,8 +983,17 @@ def run_pipeline(cfg: dict[str, Any], out: Path, *, resume: bool = False) -> dic
         **where,
     )
     if resume:
-        tuner.load_checkpoint(checkpoints)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", checkpoint.CheckpointWarning)
+            try:
+                tuner.load_checkpoint(checkpoints)
+            except checkpoint.CheckpointError as err:
+                raise UserError(str(err), "--resume", "run again without --resume") from None
+        for warning in caught:
+            print(f"disco: warning: {warning.message}", file=sys.stderr)
+        _keep_steps_up_to(out / "metrics.jsonl", tuner.step_count)
         print(f"disco: resuming after step {tuner.step_count}", file=sys.stderr)
+    _write_report(out, {**report, "interrupted": True, "steps": tuner.step_count})
     try:
         with stopper:
             history = tuner.tune()
@@ -756,23 +1002,34 @@ def run_pipeline(cfg: dict[str, Any], out: Path, *, resume: bool = False) -> dic
         if isinstance(interrupt, _StoppedBetweenSteps):
             report["steps"] = tuner.step_count
             report["checkpoint"] = str(tuner.save_checkpoint())
-        elif (checkpoints / "latest").is_file():  # stopped mid-step: keep the last good one
-            latest = checkpoints / (checkpoints / "latest").read_text().strip()
-            report["steps"] = int(json.loads((latest / "state.json").read_text())["step"])
+        elif (latest := checkpoint.find(checkpoints)) is not None:  # stopped mid-step
+            report["steps"] = int(latest.name.removeprefix("step-"))
             report["checkpoint"] = str(latest)
         else:
             report["steps"] = 0
         _write_report(out, report)
         raise TuningInterrupted from None
-    except ValueError as err:
+    except FeatureError as err:
+        raise UserError(str(err), "features", "fix the feature's function") from None
+    except OSError as err:
         raise UserError(
-            f"tuning failed: {err}", "tuner", "see the message; e.g. more samples_per_context"
+            f"cannot write to the run folder: {err}",
+            "output.dir",
+            "free some space; report.json and the last checkpoint are intact, and "
+            "disco run CONFIG --out RUN_DIR --resume continues",
+        ) from None
+    except (ValueError, RuntimeError) as err:
+        raise UserError(
+            f"tuning failed: {str(err).strip().splitlines()[0] if str(err).strip() else err!r}",
+            "tuner",
+            "see the message; e.g. more samples_per_context, or a smaller learning_rate",
         ) from None
     policy.freeze()
-    policy.model.save_pretrained(out / "policy")
-    policy.tokenizer.save_pretrained(out / "policy")
+    _save_policy(policy, out / "policy")
+    checkpoint.kill_point("run: policy saved")
     _try_plot(lambda: _plot_tuning(history, names, moments, out / "tuning.png"), "tuning.png")
 
+    torch.manual_seed(_stage_seed(seed, "tuned samples"))
     tuned_drawn = _draw(policy, contexts, cfg["output"]["eval_samples"])
     sampler_cfg = cfg["sampler"]
     estimator = QRSEstimator(
@@ -823,6 +1080,7 @@ def run_pipeline(cfg: dict[str, Any], out: Path, *, resume: bool = False) -> dic
         for s in samples
     ]
     _write_jsonl(out / "samples.jsonl", rows)
+    checkpoint.kill_point("run: samples written")
     _write_report(out, report)
     print(format_table(report))
     print(f"\nreport folder: {out}")
@@ -864,6 +1122,7 @@ def format_table(report: dict[str, Any]) -> str:
 def _sample(args: argparse.Namespace) -> None:
     import torch
 
+    from disco.features import ImportNotAllowedError
     from disco.io import load_ebm
     from disco.samplers import IMHSampler, QRSEstimator, QuasiRejectionSampler
 
@@ -873,7 +1132,7 @@ def _sample(args: argparse.Namespace) -> None:
         )
     if args.n < 1:
         raise UserError(f"--n {args.n} is not positive", "--n", "ask for at least one sample")
-    if args.beta is not None and not args.beta > 0:
+    if args.beta is not None and not 0 < args.beta < math.inf:
         raise UserError(f"--beta {args.beta} is not positive", "--beta", "use beta > 0")
     if not 0 < args.acceptance_rate <= 1:
         raise UserError(
@@ -884,7 +1143,15 @@ def _sample(args: argparse.Namespace) -> None:
     if args.length is not None and args.length < 1:
         raise UserError(f"--length {args.length} is not positive", "--length", "use 1 or more")
     try:
-        target = load_ebm(args.ebm)
+        target = load_ebm(
+            args.ebm, trust_remote_code=args.trust_remote_code, allow_imports=args.allow_imports
+        )
+    except ImportNotAllowedError as err:
+        raise UserError(
+            f"cannot load the EBM: {str(err).split(': allow it')[0]}",
+            "EBM_DIR",
+            "pass --allow-imports if you trust that code",
+        ) from None
     except (ValueError, OSError, KeyError) as err:
         raise UserError(f"cannot load the EBM: {err}", "EBM_DIR", "save it again") from None
     torch.manual_seed(args.seed)
@@ -958,6 +1225,12 @@ def _inspect(run_dir: Path) -> None:
             )
 
 
+ALLOW_IMPORTS_HELP = (
+    "let 'function' features import their Python modules (importing runs them; only for code "
+    "you trust)"
+)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="disco", description="Distributional control of generative models."
@@ -974,6 +1247,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--resume", action="store_true", help="continue an interrupted run from its checkpoint"
     )
+    run.add_argument("--allow-imports", action="store_true", help=ALLOW_IMPORTS_HELP)
     sample = sub.add_parser("sample", help="QRS or IMH samples from a saved EBM, as JSON lines")
     sample.add_argument("ebm", help="a folder written by save_ebm (a run's RUN_DIR/ebm)")
     sample.add_argument(
@@ -998,6 +1272,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--output", default=None, help="write the JSON lines here, not stdout")
+    sample.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="let the EBM's base model run its own Python code (only for a source you trust)",
+    )
+    sample.add_argument("--allow-imports", action="store_true", help=ALLOW_IMPORTS_HELP)
     inspect = sub.add_parser("inspect", help="print a run's summary")
     inspect.add_argument("run_dir", type=Path)
     return parser
@@ -1007,8 +1287,9 @@ def _dispatch(args: argparse.Namespace) -> None:
     if args.command == "demo":
         run_pipeline(demo_config(args.quick, args.model, args.seed), args.out)
     elif args.command == "run":
-        cfg = load_config(args.config)
-        run_pipeline(cfg, args.out or Path(cfg["output"]["dir"]), resume=args.resume)
+        cfg = load_config(args.config, allow_imports=args.allow_imports)
+        out = args.out or Path(cfg["output"]["dir"])
+        run_pipeline(cfg, out, resume=args.resume, allow_imports=args.allow_imports)
     elif args.command == "sample":
         _sample(args)
     else:
@@ -1017,6 +1298,10 @@ def _dispatch(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``disco`` command; returns the exit status."""
+    from safetensors import SafetensorError
+
+    from disco.features import FeatureError
+
     args = _parser().parse_args(argv)
     from transformers.utils import logging as transformers_logging
 
@@ -1032,6 +1317,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             _dispatch(args)
     except UserError as err:
         print(f"disco: error: {err}", file=sys.stderr)
+        return 2
+    except FeatureError as err:  # a function feature failed while scoring (fit, sampling)
+        print(f"disco: error: {err} (features): fix the feature's function", file=sys.stderr)
+        return 2
+    except (OSError, SafetensorError) as err:  # a full disk, a folder that cannot be written
+        print(f"disco: error: {err} (output): check the output folder", file=sys.stderr)
         return 2
     except TuningInterrupted:
         print(

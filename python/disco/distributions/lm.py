@@ -18,6 +18,7 @@ import copy
 import inspect
 import json
 import math
+import numbers
 import os
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
@@ -60,6 +61,8 @@ _NEUTRAL_KWARGS: dict[str, tuple[Any, ...]] = {
     "bad_words_ids": (None,),
     "suppress_tokens": (None,),
 }
+# Dividing logits (of magnitude up to ~1e3) by less than this overflows float32.
+MIN_TEMPERATURE = 1e-4
 # Keyword arguments of ``from_pretrained`` that also apply to the config and the tokenizer.
 _HUB_KWARGS = ("revision", "cache_dir", "local_files_only", "token", "force_download", "proxies")
 
@@ -424,17 +427,17 @@ class LMDistribution(BaseDistribution):
 
     @staticmethod
     def _check_warp(temperature: Any, top_k: Any, top_p: Any) -> _Warp:
-        try:
-            temperature = float(temperature)
-            top_p = float(top_p)
-        except (TypeError, ValueError):
+        if not all(
+            isinstance(v, numbers.Real) and not isinstance(v, bool) for v in (temperature, top_p)
+        ):
             raise ValueError(
                 f"temperature and top_p must be numbers; got {temperature!r}, {top_p!r}"
-            ) from None
-        if not (temperature > 0.0 and math.isfinite(temperature)):
+            )
+        temperature, top_p = float(temperature), float(top_p)
+        if not (temperature >= MIN_TEMPERATURE and math.isfinite(temperature)):
             raise ValueError(
-                f"temperature must be positive and finite; got {temperature} "
-                "(for greedy decoding use decode())"
+                f"temperature must be finite and at least {MIN_TEMPERATURE:g} (below, the warped "
+                f"logits overflow); got {temperature} (for greedy decoding use decode())"
             )
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
             raise ValueError(f"top_k must be a non-negative integer (0: off); got {top_k!r}")

@@ -16,6 +16,7 @@ SCHEDULERS = ("constant", "linear", "cosine")
 PROPOSALS = ("online", "offline")
 UPDATE_METRICS = ("kl", "tv", "js")
 AUTOCAST = ("auto", "bf16", "off")
+MAX_LEARNING_RATE = 100.0
 
 
 def _help(text: str, **kwargs: Any) -> Any:
@@ -114,6 +115,24 @@ class TunerConfig:
         ):
             raise ValueError(f"checkpoint_dir must be a path, got {self.checkpoint_dir!r}")
 
+    def _check_ranges(self) -> None:
+        """Values that pass the type checks but cannot train: refused before any work starts."""
+        if not self.learning_rate <= MAX_LEARNING_RATE:
+            raise ValueError(
+                f"learning_rate must be at most {MAX_LEARNING_RATE:g} (larger steps overflow the "
+                f"weights), got {self.learning_rate}"
+            )
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ValueError(
+                f"weight_decay must be finite and non-negative, got {self.weight_decay}"
+            )
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed must be in [0, 2**63), got {self.seed}")
+        if not self.max_log_t > 0:  # nan too; inf means no cap
+            raise ValueError(f"max_log_t must be positive, got {self.max_log_t}")
+
     def __post_init__(self) -> None:
         self._check_types()
         choices = {
@@ -151,6 +170,7 @@ class TunerConfig:
             raise ValueError(f"max_grad_norm must be positive or None, got {self.max_grad_norm}")
         self.features = tuple(self.features)
         self.validation_contexts = tuple(self.validation_contexts)
+        self._check_ranges()
 
     @classmethod
     def field_help(cls) -> dict[str, str]:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
-import shutil
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -18,6 +15,7 @@ import torch
 
 from disco import numerics
 from disco.compat import tuner_arguments
+from disco.tuners import checkpoint
 from disco.tuners.config import TunerConfig
 from disco.tuners.losses import FDivergenceLoss, JSLoss, KLLoss
 
@@ -414,124 +412,23 @@ class Tuner:
             rows.append(self._metrics(context, samples, log_p, log_q, log_q, log_z))
         return {f"validation/{k}": float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
-    # --- checkpoints -------------------------------------------------------------------------
+    # --- checkpoints (disco.tuners.checkpoint holds the format) ----------------------------
 
     def _state(self) -> dict[str, Any]:
-        np_state = self.rng.bit_generator.state
-        return {
-            "step": self.step_count,
-            "log_z_sums": self.log_z_sums,
-            "log_z_counts": self.log_z_counts,
-            "loss": self.loss.state_dict(),
-            "numpy_rng": np_state,
-            "python_rng": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
-            "history": self.history,
-            "config": self.config.to_dict(),
-            "proposal_is_policy": self.proposal is self.policy,
-            "seeded": self._seeded,
-        }
+        """The tuner's state as a checkpoint stores it (JSON values and tensors)."""
+        return checkpoint.tuner_state(self)
 
     def save_checkpoint(self, directory: str | os.PathLike[str] | None = None) -> Path:
         """Write a checkpoint atomically; returns its folder (``checkpoint_dir/step-NNNNNNNN``)."""
-        from safetensors.torch import save_file
+        return checkpoint.save(self, directory)
 
-        root = Path(directory or self.config.checkpoint_dir or "")
-        if not str(root):
-            raise ValueError("no checkpoint folder: set checkpoint_dir")
-        root.mkdir(parents=True, exist_ok=True)
-        final = root / f"step-{self.step_count:08d}"
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
-        try:
-            save_file(
-                {k: v.detach().cpu().contiguous() for k, v in self.parameters.items()},
-                tmp / "policy.safetensors",
-            )
-            if self.proposal is not self.policy:
-                proposal_params = {
-                    n: p.detach().cpu().contiguous()
-                    for n, p in _module(self.proposal).named_parameters()
-                    if n in self.parameters
-                }
-                save_file(proposal_params, tmp / "proposal.safetensors")
-            torch.save(
-                {
-                    "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict(),
-                    "torch_rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                    "policy_rng": self.policy.random_state()
-                    if hasattr(self.policy, "random_state")
-                    else None,
-                    "proposal_rng": self.proposal.random_state()
-                    if hasattr(self.proposal, "random_state")
-                    else None,
-                },
-                tmp / "training.pt",
-            )
-            (tmp / "state.json").write_text(json.dumps(self._state()))
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        pointer = root / ".latest.tmp"
-        pointer.write_text(final.name)
-        os.replace(pointer, root / "latest")
-        kept = sorted(p for p in root.glob("step-*") if p.is_dir())
-        for old in kept[: -self.config.keep_checkpoints]:
-            shutil.rmtree(old, ignore_errors=True)
-        return final
+    def load_checkpoint(self, path: str | os.PathLike[str]) -> Path:
+        """Restore a checkpoint folder, or the newest intact one under a checkpoint root.
 
-    def load_checkpoint(self, path: str | os.PathLike[str]) -> None:
-        """Restore a checkpoint folder, or the latest one under a checkpoint root."""
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        if (path / "latest").exists():
-            path = path / (path / "latest").read_text().strip()
-        if not (path / "state.json").exists():
-            raise FileNotFoundError(f"no checkpoint at {path}")
-        state = json.loads((path / "state.json").read_text())
-        policy_params = load_file(path / "policy.safetensors")
-        if set(policy_params) != set(self.parameters):
-            raise ValueError(f"checkpoint {path} holds other parameters than this policy's")
-        with torch.no_grad():
-            for name, value in policy_params.items():
-                self.parameters[name].copy_(value)
-        if state["proposal_is_policy"]:
-            self.proposal = self.policy
-        else:
-            self.proposal = self._frozen_copy(self.policy)
-            if (path / "proposal.safetensors").exists():
-                stored = load_file(path / "proposal.safetensors")
-                params = dict(_module(self.proposal).named_parameters())
-                with torch.no_grad():
-                    for name, value in stored.items():
-                        params[name].copy_(value)
-        training = torch.load(path / "training.pt", weights_only=True)
-        self.optimizer.load_state_dict(training["optimizer"])
-        self.scheduler.load_state_dict(training["scheduler"])
-        torch.set_rng_state(training["torch_rng"])
-        if training["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(training["cuda_rng"])
-        if training["policy_rng"] is not None and hasattr(self.policy, "set_random_state"):
-            self.policy.set_random_state(training["policy_rng"])
-        if (
-            training["proposal_rng"] is not None
-            and hasattr(self.proposal, "set_random_state")
-            and self.proposal is not self.policy
-        ):
-            self.proposal.set_random_state(training["proposal_rng"])
-        self.step_count = int(state["step"])
-        self.log_z_sums = {k: (float(v[0]), float(v[1])) for k, v in state["log_z_sums"].items()}
-        self.log_z_counts = {k: int(v) for k, v in state["log_z_counts"].items()}
-        self.loss.load_state_dict(state["loss"])
-        self.rng.bit_generator.state = state["numpy_rng"]
-        py = state["python_rng"]
-        random.setstate((py[0], tuple(py[1]), py[2]))
-        self.history = state["history"]
-        self._seeded = bool(state["seeded"])
+        Returns the folder restored; damaged checkpoints are skipped with a warning naming the
+        bad file (see :mod:`disco.tuners.checkpoint`).
+        """
+        return checkpoint.load(self, path)
 
 
 class DPGTuner(Tuner):
