@@ -4,7 +4,7 @@ A tuner takes any number of :class:`Logger` objects (or one :class:`LoggerList`)
 ``start(config)`` once, ``log(step, metrics)`` after every step, ``log_samples(step, samples)``
 now and then, and ``close()`` at the end, also after an exception. The TensorBoard, W&B and
 MLflow loggers import their library only when constructed, and raise an ImportError naming the
-extra to install (``pip install "disco[tensorboard]"``, ``"disco[wandb]"``, ``"disco[mlflow]"``).
+extra to install (``pip install "disco-control[tensorboard]"``, ``"disco-control[wandb]"``, ``"disco-control[mlflow]"``).
 """
 
 from disco.tuners.loggers.base import Logger, LoggerList

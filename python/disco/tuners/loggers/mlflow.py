@@ -54,7 +54,7 @@ class MLflowLogger(Logger):
     Raises
     ------
     ImportError
-        If mlflow is not installed (``pip install "disco[mlflow]"``).
+        If mlflow is not installed (``pip install "disco-control[mlflow]"``).
     """
 
     def __init__(

@@ -37,7 +37,7 @@ class WandBLogger(Logger):
     Raises
     ------
     ImportError
-        If wandb is not installed (``pip install "disco[wandb]"``).
+        If wandb is not installed (``pip install "disco-control[wandb]"``).
     """
 
     def __init__(
