@@ -12,7 +12,7 @@ if [ ! -x "$venv/bin/python" ]; then
     "${PYTHON:-python3}" -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install -q --upgrade pip
-# pip builds the wheel with maturin (the `dist` profile of Cargo.toml) and installs it.
+# pip builds the wheel with maturin (the release profile) and installs it.
 "$venv/bin/python" -m pip install -q .
 echo "demo.sh: set up in $((SECONDS - start)) s ($("$venv/bin/disco" --version) in $venv)"
 "$venv/bin/disco" demo "$@"
