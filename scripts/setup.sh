@@ -1,5 +1,7 @@
-# Sourced by test.sh and demo.sh: creates or reuses ./.venv, installs the pinned requirements
-# (torch included) and builds the Rust extension once in release mode.
+# Sourced by test.sh: creates or reuses ./.venv, installs the pinned requirements (torch included)
+# and builds the Rust extension in place (`maturin develop`, the `release` profile), then prints
+# how long that took.
+setup_start=$SECONDS
 venv="${DISCO_VENV:-.venv}"
 if [ ! -x "$venv/bin/python" ]; then
     "${PYTHON:-python3}" -m venv "$venv"
@@ -14,3 +16,4 @@ if ! maturin develop --release -q >"$log" 2>&1; then
     exit 1
 fi
 rm -f "$log"
+echo "setup.sh: $venv ready in $((SECONDS - setup_start)) s"

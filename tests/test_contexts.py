@@ -154,7 +154,7 @@ def test_local_files_need_no_extra(tmp_path):
 
 def test_hub_datasets_need_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)  # as if not installed
-    with pytest.raises(ImportError, match=r"disco\[datasets\]"):
+    with pytest.raises(ImportError, match=r"disco-control\[datasets\]"):
         DatasetContextDistribution("someone/some-dataset")
 
 

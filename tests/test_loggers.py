@@ -284,7 +284,7 @@ def test_missing_library_names_the_extra(monkeypatch, tmp_path, cls, modules, ex
         monkeypatch.setitem(sys.modules, name, None)  # makes `import name` raise ImportError
     with pytest.raises(ImportError, match=rf"{cls.__name__} needs the \'{extra}\' package") as info:
         cls(tmp_path)
-    assert f'pip install "disco[{extra}]"' in str(info.value)
+    assert f'pip install "disco-control[{extra}]"' in str(info.value)
     assert not any(tmp_path.iterdir())
 
 

@@ -329,12 +329,12 @@ def test_plot_writes_a_png(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_plot_without_matplotlib_names_the_extra(monkeypatch, tmp_path):
+def test_plot_without_matplotlib_says_how_to_install_it(monkeypatch, tmp_path):
     for name in [m for m in sys.modules if m.startswith("matplotlib")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     est = QRSEstimator.from_log_scores([0.0, 1.0], [0.0, 0.0])
-    with pytest.raises(ImportError, match=r"disco\[plot\]"):
+    with pytest.raises(ImportError, match=r"pip install matplotlib"):
         est.plot(tmp_path / "x.png")
 
 

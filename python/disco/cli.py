@@ -28,6 +28,8 @@ from typing import Any
 
 __all__ = ["UserError", "check_config", "demo_config", "load_config", "main", "run_pipeline"]
 
+# The name to `pip install` (`disco` on PyPI is another project); the import name is `disco`.
+DISTRIBUTION = "disco-control"
 LOSSES = {
     "kl": "KLLoss",
     "reverse_kl": "ReverseKLLoss",
@@ -344,7 +346,7 @@ def _check_lora(raw: dict[str, Any]) -> dict[str, Any]:
     try:
         import peft  # noqa: F401
     except ImportError:
-        raise UserError("LoRA needs peft", "lora", "pip install 'disco[lora]'") from None
+        raise UserError("LoRA needs peft", "lora", "pip install 'disco-control[lora]'") from None
     return lora
 
 
@@ -741,7 +743,7 @@ def _try_plot(draw: Callable[[], object], name: str) -> None:
     try:
         draw()
     except ImportError:
-        print(f"disco: {name} skipped (plots need matplotlib: pip install 'disco[plot]')")
+        print(f"disco: {name} skipped (plots need matplotlib: pip install matplotlib)")
 
 
 def _plot_tuning(
@@ -1232,9 +1234,12 @@ ALLOW_IMPORTS_HELP = (
 
 
 def _parser() -> argparse.ArgumentParser:
+    from disco import __version__  # the Rust core's, i.e. Cargo.toml's: one source
+
     parser = argparse.ArgumentParser(
         prog="disco", description="Distributional control of generative models."
     )
+    parser.add_argument("--version", action="version", version=f"{DISTRIBUTION} {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="the whole path on the embedded model, offline")
     demo.add_argument("--quick", action="store_true", help="a sub-minute version (for tests)")

@@ -23,7 +23,7 @@ __all__ = ["ContextDistribution", "DatasetContextDistribution", "SingleContextDi
 
 _DATASETS_HINT = (
     "DatasetContextDistribution needs the optional dependency `datasets` to load this dataset: "
-    "pip install 'disco[datasets]'"
+    "pip install 'disco-control[datasets]'"
 )
 
 
@@ -182,7 +182,7 @@ class DatasetContextDistribution(_FiniteContexts):
         A Hugging Face ``datasets`` dataset (or ``DatasetDict``, or any table indexable by
         column name), a local ``.txt``/``.csv``/``.tsv``/``.json``/``.jsonl`` file (read without
         extra dependencies), or a Hub name / other local dataset that ``datasets.load_dataset``
-        loads (needs the optional extra ``disco[datasets]``, imported only then).
+        loads (needs the optional extra ``disco-control[datasets]``, imported only then).
     subset
         The dataset configuration (``load_dataset``'s ``name``), if any.
     split

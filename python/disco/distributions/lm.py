@@ -151,6 +151,15 @@ def _forward_accepts(model: Any, name: str) -> bool:
     return name in parameters
 
 
+def _cache_keyword(model: Any) -> str:
+    """The keyword (and output field) that carries the key/value cache between decoding steps.
+
+    transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name warns, and goes in
+    5.40); older releases only know ``past_key_values``.
+    """
+    return "cache" if _forward_accepts(model, "cache") else "past_key_values"
+
+
 def _looks_like_path(name: str) -> bool:
     return (
         os.path.isabs(name)
@@ -233,7 +242,7 @@ def _load_adapters(
         import peft
     except ImportError:
         raise ImportError(
-            f"{name!r} holds peft adapters; loading them needs peft: pip install 'disco[lora]'"
+            f"{name!r} holds peft adapters; loading them needs peft: pip install 'disco-control[lora]'"
         ) from None
     base_name = _adapter_base(name)
     assert base_name is not None
@@ -830,6 +839,7 @@ class LMDistribution(BaseDistribution):
         """Run the model step by step: yield next-token logits (B x V), receive tokens (B,)."""
         device = self.device
         model = self.model
+        cache = _cache_keyword(model)
         if self.is_seq2seq:
             encoder_kwargs = self._encoder_inputs(prompts, rows)
             prefix = torch.tensor(self.decoder_prefix, dtype=torch.long, device=device)
@@ -840,8 +850,8 @@ class LMDistribution(BaseDistribution):
                 chosen = yield out.logits[:, -1, :]
                 out = model(
                     decoder_input_ids=chosen[:, None],
-                    past_key_values=out.past_key_values,
                     use_cache=True,
+                    **{cache: getattr(out, cache)},
                     **encoder_kwargs,
                 )
         ids, mask = _pad([prompts[r] for r in rows], self.pad_token_id, device, left=True)
@@ -868,8 +878,8 @@ class LMDistribution(BaseDistribution):
             out = model(
                 input_ids=chosen[:, None],
                 attention_mask=mask,
-                past_key_values=out.past_key_values,
                 use_cache=True,
+                **{cache: getattr(out, cache)},
                 **kwargs,
             )
             next_position = next_position + 1

@@ -353,14 +353,14 @@ class QRSEstimator:
     ) -> Path:
         """Write a PNG of acceptance rate (x, log scale) against divergence to ``path``.
 
-        Needs matplotlib (``pip install 'disco[plot]'``).
+        Needs matplotlib (``pip install matplotlib``).
         """
         try:
             from matplotlib.backends.backend_agg import FigureCanvasAgg
             from matplotlib.figure import Figure
         except ImportError as err:  # pragma: no cover - exercised with matplotlib hidden
             raise ImportError(
-                "QRSEstimator.plot needs matplotlib; install it with pip install 'disco[plot]'"
+                "QRSEstimator.plot needs matplotlib; install it with pip install matplotlib"
             ) from err
         kinds = [_divergence_kind(d) for d in divergences]
         curve = self.curve(betas, js="js" in kinds)

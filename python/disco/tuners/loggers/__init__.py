@@ -4,8 +4,8 @@ A tuner takes any number of :class:`Logger` objects (or one :class:`LoggerList`)
 ``start(config)`` once, ``log(step, metrics)`` after every step, ``log_samples(step, samples)``
 now and then, and ``close()`` at the end, also after an exception. The TensorBoard, W&B,
 MLflow and Neptune loggers import their library only when constructed, and raise an ImportError
-naming the extra to install (``pip install "disco[tensorboard]"``, ``"disco[wandb]"``,
-``"disco[mlflow]"``, ``"disco[neptune]"``). The original disco's form ``Logger(tuner, ...)``
+naming the extra to install (``pip install "disco-control[tensorboard]"``, ``"disco-control[wandb]"``,
+``"disco-control[mlflow]"``, ``"disco-control[neptune]"``). The original disco's form ``Logger(tuner, ...)``
 attaches a logger to a tuner (see :mod:`disco.compat`).
 """
 

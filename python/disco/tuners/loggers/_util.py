@@ -18,7 +18,7 @@ def require(module: str, extra: str, who: str, package: str | None = None) -> An
     except ImportError as exc:
         name = package or module.split(".")[0]
         raise ImportError(
-            f'{who} needs the {name!r} package; install it with: pip install "disco[{extra}]"'
+            f'{who} needs the {name!r} package; install it with: pip install "disco-control[{extra}]"'
         ) from exc
 
 

@@ -58,7 +58,7 @@ class MLflowLogger(Logger):
     Raises
     ------
     ImportError
-        If mlflow is not installed (``pip install "disco[mlflow]"``).
+        If mlflow is not installed (``pip install "disco-control[mlflow]"``).
     """
 
     @accepts_tuner

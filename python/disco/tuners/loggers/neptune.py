@@ -44,7 +44,7 @@ class NeptuneLogger(Logger):
     Raises
     ------
     ImportError
-        If neptune is not installed (``pip install "disco[neptune]"``).
+        If neptune is not installed (``pip install "disco-control[neptune]"``).
     """
 
     @accepts_tuner

@@ -34,7 +34,7 @@ class TensorBoardLogger(Logger):
     Raises
     ------
     ImportError
-        If tensorboard is not installed (``pip install "disco[tensorboard]"``).
+        If tensorboard is not installed (``pip install "disco-control[tensorboard]"``).
     """
 
     def __init__(self, log_dir: str | os.PathLike[str], flush_secs: float = 10.0) -> None:

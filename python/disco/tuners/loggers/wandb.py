@@ -40,7 +40,7 @@ class WandBLogger(Logger):
     Raises
     ------
     ImportError
-        If wandb is not installed (``pip install "disco[wandb]"``).
+        If wandb is not installed (``pip install "disco-control[wandb]"``).
     """
 
     @accepts_tuner
