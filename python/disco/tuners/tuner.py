@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from disco import numerics
+from disco.tuners.averaging import ParameterAverage
 from disco.tuners.config import TunerConfig
 from disco.tuners.losses import FDivergenceLoss, JSLoss, KLLoss
 
@@ -114,6 +116,11 @@ class Tuner:
         self.optimizer = self._make_optimizer()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.proposal = policy if cfg.proposal == "online" else self._frozen_copy(policy)
+        self.average = (
+            ParameterAverage(self.parameters, cfg.averaging_decay)
+            if cfg.averaging == "ema"
+            else None
+        )
         self.step_count = 0
         self.log_z_sums: dict[str, tuple[float, float]] = {}
         self.log_z_counts: dict[str, int] = {}
@@ -233,14 +240,26 @@ class Tuner:
             log_q.append(_cpu64(lq))
         return samples, np.concatenate(log_q)
 
+    def _features_and_base(
+        self, context: Any, samples: list[Any]
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The reported features' values and the base's log-scores on a batch (once per batch)."""
+        phi = None
+        if self.config.features:
+            phi = np.stack(
+                [_cpu64(f.score(samples, context)) for f in self.config.features], axis=1
+            )
+        log_a = _cpu64(self.base.log_score(samples, context)) if self.config.kl_from_base else None
+        return phi, log_a
+
     def _metrics(
         self,
-        context: Any,
-        samples: list[Any],
         log_p: np.ndarray,
         log_pi: np.ndarray,
         log_q: np.ndarray,
         log_z: float,
+        phi: np.ndarray | None,
+        log_a: np.ndarray | None,
     ) -> dict[str, float]:
         m: dict[str, float] = {
             "kl_target_policy": float(numerics.kl_divergence(log_p, log_pi, log_q, log_z)),
@@ -257,17 +276,23 @@ class Tuner:
         value, stderr = self.loss.divergence(log_pi, log_p, log_q, log_z)
         m["divergence"] = value
         m["divergence_stderr"] = stderr
-        if self.config.features:
-            phi = np.stack(
-                [_cpu64(f.score(samples, context)) for f in self.config.features], axis=1
-            )
+        if phi is not None:
             moments = numerics.weighted_moments(log_pi - log_q, phi)
             for f, value in zip(self.config.features, np.atleast_1d(moments)):
                 m[f"moment/{getattr(f, 'name', repr(f))}"] = float(value)
-        if self.config.kl_from_base:
-            log_a = _cpu64(self.base.log_score(samples, context))
+        if log_a is not None:
             m["kl_policy_base"] = float(numerics.reverse_kl_divergence(log_a, log_pi, log_q, 0.0))
         return m
+
+    @torch.no_grad()
+    def _averaged_log_scores(self, samples: list[Any], context: Any) -> np.ndarray:
+        """The averaged policy's log-probabilities of a batch (no gradient)."""
+        assert self.average is not None
+        parts = []
+        with self.average.swapped_in(), self._autocast():
+            for part in _chunks(len(samples), self.config.scoring_batch_size):
+                parts.append(_cpu64(self.policy.log_score(samples[part], context)))
+        return np.concatenate(parts)
 
     def step(self) -> dict[str, float]:
         """One gradient step; returns its metrics (averaged over the step's contexts)."""
@@ -300,7 +325,7 @@ class Tuner:
                     log_pi = self.policy.log_score(samples[part], context, grad=True)
                 timings["time/score"] += time.perf_counter() - tf
                 tb = time.perf_counter()
-                out = self.loss(log_pi, log_p[part], log_q[part], log_z)
+                out = self.loss(log_pi, log_p[part], log_q[part], log_z, context=context)
                 share = (part.stop - part.start) / n
                 (out.loss * share / len(contexts)).backward()
                 loss_value += float(out.loss.detach()) * share
@@ -308,7 +333,7 @@ class Tuner:
                 log_pi_parts.append(_cpu64(log_pi))
                 weights.append(out.weights)
                 weighted.append(out.weighted_rewards)
-            self.loss.record_batch(np.concatenate(weights), np.concatenate(weighted))
+            self.loss.record_batch(np.concatenate(weights), np.concatenate(weighted), context)
             self.last_samples = [
                 {
                     "context": str(context),
@@ -318,12 +343,21 @@ class Tuner:
                 for x, lp in zip(samples[:8], log_p[:8])
             ]
             log_pi_all = np.concatenate(log_pi_parts)
-            metrics = self._metrics(context, samples, log_p, log_pi_all, log_q, log_z)
+            phi, log_a = self._features_and_base(context, samples)
+            metrics = self._metrics(log_p, log_pi_all, log_q, log_z, phi, log_a)
+            if self.average is not None:
+                # The names without a prefix describe the policy tune() returns: the average.
+                iterate = metrics
+                log_avg = self._averaged_log_scores(samples, context)
+                metrics = self._metrics(log_p, log_avg, log_q, log_z, phi, log_a)
+                metrics.update({f"iterate/{k}": v for k, v in iterate.items()})
             metrics["loss"] = loss_value
             per_context.append(metrics)
         grad_norm = self._clip()
         self.optimizer.step()
         self.scheduler.step()
+        if self.average is not None:
+            self.average.update()
         self.step_count += 1
         result = {k: float(np.mean([m[k] for m in per_context])) for k in per_context[0]}
         result.update(timings)
@@ -346,7 +380,12 @@ class Tuner:
         """Replace the frozen proposal by the policy when the policy is closer to the target."""
         metric = self.config.proposal_update_metric
         # Both are estimated on the same samples from the proposal (before this step's update).
-        policy_div = np.mean([m[f"{metric}_target_policy"] for m in per_context])
+        key = (
+            f"iterate/{metric}_target_policy"
+            if self.average is not None
+            else f"{metric}_target_policy"
+        )
+        policy_div = np.mean([m[key] for m in per_context])
         proposal_div = np.mean([m[f"{metric}_target_proposal"] for m in per_context])
         if policy_div < proposal_div:
             self.proposal = self._frozen_copy(self.policy)
@@ -361,6 +400,8 @@ class Tuner:
             random.seed(cfg.seed)
             self._seeded = True
         last = cfg.n_steps if n_steps is None else self.step_count + n_steps
+        if self.average is not None:
+            self.average.release()  # train the iterate; the average comes back at the end
         for logger in self.loggers:
             logger.start(
                 {**cfg.to_dict(), "loss": type(self.loss).__name__, "start_step": self.step_count}
@@ -385,6 +426,8 @@ class Tuner:
                     self.save_checkpoint()
             if cfg.checkpoint_dir:
                 self.save_checkpoint()
+            if self.average is not None:
+                self.average.hold()
         finally:
             for logger in self.loggers:
                 logger.close()
@@ -392,16 +435,23 @@ class Tuner:
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Estimate the divergences on the validation contexts with fresh policy samples."""
+        """Estimate the divergences on the validation contexts with fresh policy samples.
+
+        The policy is the one tune() returns: the average of the iterates, when averaging.
+        """
         rows = []
         for context in self.config.validation_contexts:
-            samples, log_q = self._draw(self.policy, context, self.config.validation_samples)
+            with (
+                self.average.swapped_in() if self.average is not None else contextlib.nullcontext()
+            ):
+                samples, log_q = self._draw(self.policy, context, self.config.validation_samples)
             log_p = _cpu64(self.target.log_score(samples, context))
             ratios = np.where(log_p == -np.inf, -np.inf, log_p - log_q)
             log_z = self.log_z(context)
             if not math.isfinite(log_z):
                 log_z = numerics.logmeanexp(ratios)
-            rows.append(self._metrics(context, samples, log_p, log_q, log_q, log_z))
+            phi, log_a = self._features_and_base(context, samples)
+            rows.append(self._metrics(log_p, log_q, log_q, log_z, phi, log_a))
         return {f"validation/{k}": float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
     # --- checkpoints -------------------------------------------------------------------------
@@ -424,6 +474,10 @@ class Tuner:
     def save_checkpoint(self, directory: str | os.PathLike[str] | None = None) -> Path:
         """Write a checkpoint atomically; returns its folder (``checkpoint_dir/step-NNNNNNNN``)."""
         from safetensors.torch import save_file
+
+        if self.average is not None and self.average.held:  # the checkpoint holds the iterate
+            with self.average.iterate_in_place():
+                return self.save_checkpoint(directory)
 
         root = Path(directory or self.config.checkpoint_dir or "")
         if not str(root):
@@ -459,6 +513,7 @@ class Tuner:
                 tmp / "training.pt",
             )
             (tmp / "state.json").write_text(json.dumps(self._state()))
+            self._save_average(tmp)
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
@@ -483,6 +538,8 @@ class Tuner:
         if not (path / "state.json").exists():
             raise FileNotFoundError(f"no checkpoint at {path}")
         state = json.loads((path / "state.json").read_text())
+        if self.average is not None:
+            self.average.release()  # the checkpoint's iterate replaces whatever is held
         policy_params = load_file(path / "policy.safetensors")
         if set(policy_params) != set(self.parameters):
             raise ValueError(f"checkpoint {path} holds other parameters than this policy's")
@@ -522,6 +579,38 @@ class Tuner:
         random.setstate((py[0], tuple(py[1]), py[2]))
         self.history = state["history"]
         self._seeded = bool(state["seeded"])
+        self._load_average(path)
+
+    # The parameter average lives in its own file, with its update count as metadata.
+    AVERAGE_FILE = "averaged.safetensors"
+
+    def _save_average(self, folder: Path) -> None:
+        """Write the averaged parameters (if averaging) into a checkpoint folder."""
+        from safetensors.torch import save_file
+
+        if self.average is not None:
+            save_file(
+                self.average.tensors(),
+                folder / self.AVERAGE_FILE,
+                metadata={"updates": str(self.average.updates)},
+            )
+
+    def _load_average(self, folder: Path) -> None:
+        """Restore the averaged parameters from a checkpoint folder written by this tuner."""
+        from safetensors import safe_open
+
+        if self.average is None:
+            return
+        file = folder / self.AVERAGE_FILE
+        if not file.exists():
+            raise ValueError(
+                f"checkpoint {folder} has no parameter average ({self.AVERAGE_FILE}): it was "
+                "written with averaging='none'; resume it with the same setting"
+            )
+        with safe_open(str(file), framework="pt") as f:
+            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
+            updates = int((f.metadata() or {}).get("updates", "0"))
+        self.average.load(tensors, updates)
 
 
 class DPGTuner(Tuner):
