@@ -124,6 +124,8 @@ class Tuner:
         self.step_count = 0
         self.log_z_sums: dict[str, tuple[float, float]] = {}
         self.log_z_counts: dict[str, int] = {}
+        # Per context, the relative variance of its last batch's Z estimate (weighs the next).
+        self.log_z_relative_variance: dict[str, float] = {}
         self.history: list[dict[str, float]] = []
         self.last_samples: list[dict[str, Any]] = []
         self.rng = np.random.default_rng(cfg.seed)
@@ -179,10 +181,14 @@ class Tuner:
     def _update_log_z(self, context: Any, log_ratios: np.ndarray) -> float:
         """Fold one batch's estimate of Z (the mean of P/q) into the context's running average.
 
-        Batches are averaged with inverse-variance weights (each batch's variance estimated from
-        its own ratios: ``Var/Z² = 1/ESS - 1/n``), so the noisy batches drawn while the proposal
-        was far from the target do not dominate once it is close. Kept in log space as
-        ``(log Σ w_b Z_b, log Σ w_b)``.
+        Batches are averaged with inverse-variance weights, so the noisy batches drawn while the
+        proposal was far from the target do not dominate once it is close. A batch's relative
+        variance (``Var/Z² = 1/ESS - 1/n``) is estimated from its own ratios, but the weight it
+        gets is the one estimated on the context's *previous* batch: a weight computed from the
+        batch itself is correlated with its estimate (a batch that happens to miss the rare
+        high-ratio samples has both a low Z and a high ESS) and biases Z low by several percent,
+        which moves the optimum of losses that threshold on ``pi/p`` (total variation).
+        Kept in log space as ``(log Σ w_b Z_b, log Σ w_b)``.
         """
         key = str(context)
         n = len(log_ratios)
@@ -192,7 +198,8 @@ class Tuner:
         relative_variance = max(
             1.0 / numerics.effective_sample_size(log_ratios) - 1.0 / n, 1e-3 / n
         )
-        log_weight = -2.0 * log_z_batch - math.log(relative_variance)
+        log_weight = -math.log(self.log_z_relative_variance.get(key, relative_variance))
+        self.log_z_relative_variance[key] = relative_variance
         weighted, total = self.log_z_sums.get(key, (-math.inf, -math.inf))
         self.log_z_sums[key] = (
             float(np.logaddexp(weighted, log_weight + log_z_batch)),
@@ -513,7 +520,7 @@ class Tuner:
                 tmp / "training.pt",
             )
             (tmp / "state.json").write_text(json.dumps(self._state()))
-            self._save_average(tmp)
+            self._save_convergence_state(tmp)
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
@@ -579,38 +586,40 @@ class Tuner:
         random.setstate((py[0], tuple(py[1]), py[2]))
         self.history = state["history"]
         self._seeded = bool(state["seeded"])
-        self._load_average(path)
+        self._load_convergence_state(path)
 
-    # The parameter average lives in its own file, with its update count as metadata.
+    # What the convergence machinery adds to a checkpoint: the parameter average (its own
+    # file) and, in convergence.json, the average's update count and the weights of Z's batches.
     AVERAGE_FILE = "averaged.safetensors"
+    CONVERGENCE_FILE = "convergence.json"
 
-    def _save_average(self, folder: Path) -> None:
-        """Write the averaged parameters (if averaging) into a checkpoint folder."""
+    def _save_convergence_state(self, folder: Path) -> None:
+        """Write the parameter average and the Z weights into a checkpoint folder."""
         from safetensors.torch import save_file
 
+        state: dict[str, Any] = {"log_z_relative_variance": self.log_z_relative_variance}
         if self.average is not None:
-            save_file(
-                self.average.tensors(),
-                folder / self.AVERAGE_FILE,
-                metadata={"updates": str(self.average.updates)},
-            )
+            save_file(self.average.tensors(), folder / self.AVERAGE_FILE)
+            state["averaging_updates"] = self.average.updates
+        (folder / self.CONVERGENCE_FILE).write_text(json.dumps(state))
 
-    def _load_average(self, folder: Path) -> None:
-        """Restore the averaged parameters from a checkpoint folder written by this tuner."""
-        from safetensors import safe_open
+    def _load_convergence_state(self, folder: Path) -> None:
+        """Restore what :meth:`_save_convergence_state` wrote."""
+        from safetensors.torch import load_file
 
+        file = folder / self.CONVERGENCE_FILE
+        state = json.loads(file.read_text()) if file.exists() else {}
+        self.log_z_relative_variance = {
+            k: float(v) for k, v in state.get("log_z_relative_variance", {}).items()
+        }
         if self.average is None:
             return
-        file = folder / self.AVERAGE_FILE
-        if not file.exists():
+        if not (folder / self.AVERAGE_FILE).exists() or "averaging_updates" not in state:
             raise ValueError(
                 f"checkpoint {folder} has no parameter average ({self.AVERAGE_FILE}): it was "
                 "written with averaging='none'; resume it with the same setting"
             )
-        with safe_open(str(file), framework="pt") as f:
-            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
-            updates = int((f.metadata() or {}).get("updates", "0"))
-        self.average.load(tensors, updates)
+        self.average.load(load_file(folder / self.AVERAGE_FILE), state["averaging_updates"])
 
 
 class DPGTuner(Tuner):
