@@ -136,7 +136,7 @@ def reference(
         marks = []
         for i, mark in enumerate(result["marks"]):
             state = torch.load(Path(tmp) / f"mark-{i}.pt", weights_only=True)
-            policy.model.load_state_dict(state, strict=False)
+            policy.model.load_state_dict(state)
             marks.append(mark | evaluate(policy, base, feature, lam, n_eval))
     return {"name": "disco 1.1.1 DPGTuner (old demo settings)", "marks": marks}
 
@@ -189,8 +189,6 @@ def run(ctx: Any) -> str:
         "the clock stops while evaluating). Old demo defaults: "
         + ", ".join(f"{k}={v}" for k, v in old.items())
         + f". New demo defaults: {settings_text}. disco 1.1.1 runs its `DPGTuner` with the old "
-        "demo's settings for as long as our new run took, its weights evaluated by our code.\n\n"
-        + "\n".join(lines)
-        + note
-        + "\n"
+        "demo's settings (and its own 12-step warm-up) for as long as our new run took, its "
+        "weights evaluated by our code.\n\n" + "\n".join(lines) + note + "\n"
     )

@@ -308,6 +308,8 @@ class Tuner:
         contexts = self._contexts()
         per_context: list[dict[str, float]] = []
         timings = {"time/sample": 0.0, "time/score": 0.0, "time/backward": 0.0}
+        if self.average is not None:
+            timings["time/average"] = 0.0  # scoring the step's samples under the average
         self.optimizer.zero_grad(set_to_none=True)
         n = cfg.samples_per_context
         for context in contexts:
@@ -355,7 +357,9 @@ class Tuner:
             if self.average is not None:
                 # The names without a prefix describe the policy tune() returns: the average.
                 iterate = metrics
+                ta = time.perf_counter()
                 log_avg = self._averaged_log_scores(samples, context)
+                timings["time/average"] += time.perf_counter() - ta
                 metrics = self._metrics(log_p, log_avg, log_q, log_z, phi, log_a)
                 metrics.update({f"iterate/{k}": v for k, v in iterate.items()})
             metrics["loss"] = loss_value
@@ -384,18 +388,20 @@ class Tuner:
         return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
 
     def _maybe_update_proposal(self, per_context: list[dict[str, float]]) -> bool:
-        """Replace the frozen proposal by the policy when the policy is closer to the target."""
+        """Replace the frozen proposal by the policy when the policy is closer to the target.
+
+        The policy is the one tune() returns: with averaging, the average of the iterates (less
+        noisy than the last iterate, so a better proposal).
+        """
         metric = self.config.proposal_update_metric
         # Both are estimated on the same samples from the proposal (before this step's update).
-        key = (
-            f"iterate/{metric}_target_policy"
-            if self.average is not None
-            else f"{metric}_target_policy"
-        )
-        policy_div = np.mean([m[key] for m in per_context])
+        policy_div = np.mean([m[f"{metric}_target_policy"] for m in per_context])
         proposal_div = np.mean([m[f"{metric}_target_proposal"] for m in per_context])
         if policy_div < proposal_div:
-            self.proposal = self._frozen_copy(self.policy)
+            with (
+                self.average.swapped_in() if self.average is not None else contextlib.nullcontext()
+            ):
+                self.proposal = self._frozen_copy(self.policy)
             return True
         return False
 
