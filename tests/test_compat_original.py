@@ -831,5 +831,5 @@ def test_neptune_logger_names_the_extra_when_missing(monkeypatch):
     from disco.tuners.loggers import NeptuneLogger
 
     monkeypatch.setitem(sys.modules, "neptune", None)
-    with pytest.raises(ImportError, match=r"disco\[neptune\]"):
+    with pytest.raises(ImportError, match=r"disco-control\[neptune\]"):
         NeptuneLogger()

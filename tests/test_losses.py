@@ -99,3 +99,22 @@ def test_bad_input():
         numerics.f_pseudo_rewards("kl", [0.0, 0.0], [0.0], [0.0, 0.0], 0.0)
     with pytest.raises(ValueError, match="baseline_window"):
         KLLoss(baseline_window=0)
+
+
+def test_the_baseline_is_kept_per_context_with_the_overall_average_for_new_ones():
+    loss = KLLoss(baseline_window=2)
+    loss.record_batch(np.ones(2), np.array([1.0, 3.0]), context="rare")  # mean 2
+    loss.record_batch(np.ones(2), np.array([8.0, 8.0]), context="common")  # mean 8
+    loss.record_batch(np.ones(2), np.array([0.0, 0.0]), context="rare")  # mean 0
+    assert loss.baseline_for("rare") == pytest.approx(1.0)
+    assert loss.baseline_for("common") == pytest.approx(8.0)
+    assert loss.baseline_for("unseen") == pytest.approx(4.0)  # the last two batches, any context
+    restored = KLLoss(baseline_window=2)
+    restored.load_state_dict(loss.state_dict())
+    assert restored.baseline_for("rare") == loss.baseline_for("rare")
+    assert restored.baseline == loss.baseline
+    # The surrogate uses its context's baseline: rewards equal to it give a zero loss.
+    log_pi = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    out = loss(log_pi, np.log([8.0]), np.zeros(1), 0.0, context="common")
+    assert out.baseline == pytest.approx(8.0) and float(out.loss.detach()) == pytest.approx(0.0)
+    assert KLLoss(baseline=False).baseline_for("rare") == 0.0

@@ -29,6 +29,7 @@ from disco.tuners import (
     TunerConfig,
     TVLoss,
 )
+from disco.tuners.averaging import ParameterAverage
 
 HAS_A = BooleanScorer(lambda s, c: "a" in s.text.split(), name="has_a")
 LOSSES = [KLLoss, ReverseKLLoss, TVLoss, JSLoss, ChiSquareLoss, ReverseChiSquareLoss]
@@ -214,9 +215,10 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_last_good_one(tmp_path):
         real_save = safetensors.torch.save_file
         calls = []
         def slow_save(tensors, path, *args, **kwargs):
-            if str(path).endswith("policy.safetensors"):
-                calls.append(path)
             real_save(tensors, path, *args, **kwargs)
+            if not str(path).endswith("policy.safetensors"):
+                return  # one policy file per checkpoint (beside it: the parameter average)
+            calls.append(path)
             if len(calls) == 3:  # the third checkpoint: stall mid-write
                 open({str(tmp_path / "stalled")!r}, "w").close()
                 time.sleep(60)
@@ -334,3 +336,85 @@ def test_kl_from_base_needs_a_base():
         base.clone(), target, base=base, kl_from_base=True, n_steps=2, samples_per_context=16
     ).tune()
     assert history[0]["kl_policy_base"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_parameter_average_is_uniform_then_exponential():
+    theta = torch.zeros(2, dtype=torch.float64)
+    average = ParameterAverage({"theta": theta}, decay=0.75)
+    values = [4.0, 8.0, 0.0, 12.0, 2.0, 6.0]
+    expected = 0.0
+    for t, v in enumerate(values, start=1):
+        theta.fill_(v)
+        average.update()
+        keep = min(0.75, 1 - 1 / t)  # 0, 1/2, 2/3, 3/4, 3/4, ...
+        expected = keep * expected + (1 - keep) * v
+        assert torch.equal(
+            average.average["theta"], torch.full((2,), expected, dtype=torch.float64)
+        )
+    assert average.average["theta"][0] == pytest.approx(
+        (4 + 8 + 0 + 12) / 4 * 0.75**2 + 0.25 * 0.75 * 2 + 0.25 * 6
+    )
+    theta.fill_(-1.0)
+    with average.swapped_in():
+        assert theta[0] == pytest.approx(expected)
+    assert theta[0] == -1.0
+    with pytest.raises(ValueError, match="decay"):
+        ParameterAverage({"theta": theta}, decay=1.0)
+
+
+def test_tune_leaves_the_average_in_the_policy_and_trains_the_iterate(tmp_path):
+    _, _, _, target, _ = problem()
+    policy = problem()[0]  # the same model as the target's base, but another object
+    settings = dict(n_steps=6, samples_per_context=16, learning_rate=0.05, seed=3)
+    tuner = Tuner(policy, target, features=(HAS_A,), **settings)
+    history = tuner.tune(n_steps=3)
+    assert torch.equal(policy.logits, tuner.average.average["logits"])
+    # The metrics without a prefix describe the average; the iterate's are kept beside them.
+    assert {"iterate/kl_target_policy", "iterate/moment/has_a", "kl_target_policy"} <= set(
+        history[-1]
+    )
+    with tuner.average.iterate_in_place():
+        iterate = policy.logits.detach().clone()
+    assert not torch.equal(iterate, policy.logits)
+    # Training continues from the iterate, not from the average: same run as uninterrupted.
+    tuner.save_checkpoint(tmp_path)
+    tuner.tune()
+    other_policy = problem()[0]  # a fresh model: clones share their sampling generator
+    uninterrupted = Tuner(other_policy, target, features=(HAS_A,), **settings)
+    uninterrupted.tune()
+    assert torch.equal(policy.logits, other_policy.logits)
+    # A checkpoint holds the iterate, and the average beside it.
+    from safetensors.torch import load_file
+
+    saved = tmp_path / (tmp_path / "latest").read_text()
+    assert torch.equal(load_file(saved / "policy.safetensors")["logits"], iterate)
+    resumed_policy = problem()[0]
+    resumed = Tuner(resumed_policy, target, features=(HAS_A,), **settings)
+    resumed.load_checkpoint(tmp_path)
+    assert resumed.average.updates == 3
+    resumed.tune()
+    assert torch.equal(resumed_policy.logits, policy.logits)
+    assert [h["kl_target_policy"] for h in resumed.history] == [
+        h["kl_target_policy"] for h in uninterrupted.history
+    ]
+
+
+def test_without_averaging_the_policy_is_the_last_iterate():
+    base, _, _, target, _ = problem()
+    policy = base.clone()
+    tuner = Tuner(policy, target, n_steps=3, samples_per_context=16, averaging="none")
+    history = tuner.tune()
+    assert tuner.average is None and not any(k.startswith("iterate/") for k in history[-1])
+    with pytest.raises(ValueError, match="averaging"):
+        TunerConfig(averaging="polyak")
+    with pytest.raises(ValueError, match="averaging_decay"):
+        TunerConfig(averaging_decay=1.0)
+
+
+def test_a_checkpoint_without_an_average_is_refused_by_an_averaging_tuner(tmp_path):
+    base, _, _, target, _ = problem()
+    plain = Tuner(base.clone(), target, n_steps=2, samples_per_context=8, averaging="none")
+    plain.tune()
+    plain.save_checkpoint(tmp_path)
+    with pytest.raises(ValueError, match="averaging='none'"):
+        Tuner(base.clone(), target, n_steps=2, samples_per_context=8).load_checkpoint(tmp_path)

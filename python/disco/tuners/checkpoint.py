@@ -171,6 +171,10 @@ def tuner_state(tuner: Tuner) -> dict[str, Any]:
         "proposal_rng": tuner.proposal.random_state()
         if hasattr(tuner.proposal, "random_state")
         else None,
+        "log_z_relative_variance": tuner.log_z_relative_variance,
+        "average": None
+        if tuner.average is None
+        else {"tensors": tuner.average.tensors(), "updates": tuner.average.updates},
     }
 
 
@@ -178,6 +182,14 @@ def _restore(tuner: Tuner, state: dict[str, Any], stored: _Stored) -> None:
     """Put a verified checkpoint's contents back into ``tuner``."""
     from disco.tuners.tuner import _module
 
+    average = state.get("average")
+    if tuner.average is not None and average is None:
+        raise ValueError(
+            "the checkpoint has no parameter average: it was written with averaging='none'; "
+            "resume it with the same setting"
+        )
+    if tuner.average is not None:
+        tuner.average.release()  # the checkpoint's iterate replaces whatever is held
     with torch.no_grad():
         for name, value in stored.policy.items():
             tuner.parameters[name].copy_(value)
@@ -210,6 +222,11 @@ def _restore(tuner: Tuner, state: dict[str, Any], stored: _Stored) -> None:
     random.setstate(state["python_rng"])
     tuner.history = state["history"]
     tuner._seeded = bool(state["seeded"])
+    tuner.log_z_relative_variance = {
+        k: float(v) for k, v in state.get("log_z_relative_variance", {}).items()
+    }
+    if tuner.average is not None:
+        tuner.average.load(average["tensors"], int(average["updates"]))
 
 
 # ----------------------------------------------------------------------------------------- writing

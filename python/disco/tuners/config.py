@@ -16,6 +16,7 @@ SCHEDULERS = ("constant", "linear", "cosine")
 PROPOSALS = ("online", "offline")
 UPDATE_METRICS = ("kl", "tv", "js")
 AUTOCAST = ("auto", "bf16", "off")
+AVERAGING = ("ema", "none")
 MAX_LEARNING_RATE = 100.0
 
 
@@ -48,6 +49,15 @@ class TunerConfig:
         "learning-rate schedule after warm-up: 'constant', 'linear' or 'cosine'", default="constant"
     )
     warmup_steps: int = _help("linear warm-up steps from 0 to the peak learning rate", default=0)
+    averaging: str = _help(
+        "'ema': the tuned policy is an exponential moving average of the iterates' parameters "
+        "(what tune() leaves in the policy, what the metrics describe); 'none': the last iterate",
+        default="ema",
+    )
+    averaging_decay: float = _help(
+        "weight of the old average at each step (memory of about 1/(1 - decay) steps)",
+        default=0.95,
+    )
     max_grad_norm: float | None = _help(
         "clip the gradient's global norm to this (None: no clipping)", default=1.0
     )
@@ -141,6 +151,7 @@ class TunerConfig:
             "proposal": PROPOSALS,
             "proposal_update_metric": UPDATE_METRICS,
             "autocast": AUTOCAST,
+            "averaging": AVERAGING,
         }
         for name, allowed in choices.items():
             value = getattr(self, name)
@@ -166,6 +177,8 @@ class TunerConfig:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if not 0.0 <= self.averaging_decay < 1.0:
+            raise ValueError(f"averaging_decay must be in [0, 1), got {self.averaging_decay}")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise ValueError(f"max_grad_norm must be positive or None, got {self.max_grad_norm}")
         self.features = tuple(self.features)

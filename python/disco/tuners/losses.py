@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -52,10 +52,12 @@ class FDivergenceLoss:
     Parameters
     ----------
     baseline:
-        Subtract a moving average of past (importance-weighted) mean rewards: it leaves the
-        gradient unbiased (``E_pi[∇ log pi] = 0``) and lowers its variance.
+        Subtract a moving average of past (importance-weighted) mean rewards, kept per context
+        (contexts with different rewards do not share one; a context not seen before gets the
+        average over all contexts' recent batches): it leaves the gradient unbiased
+        (``E_pi[∇ log pi] = 0``) and lowers its variance.
     baseline_window:
-        Number of past batches the moving average covers.
+        Number of past batches of a context the moving average covers.
     max_log_t:
         Cap on ``log(pi/p)`` when forming rewards (see :func:`disco.numerics.f_pseudo_rewards`).
     """
@@ -71,25 +73,39 @@ class FDivergenceLoss:
         self.use_baseline = baseline
         self.baseline_window = baseline_window
         self.max_log_t = max_log_t
-        self._history: deque[float] = deque(maxlen=baseline_window)
+        self._histories: dict[str, deque[float]] = {}
+        self._recent: deque[float] = deque(maxlen=baseline_window)  # all contexts' batches
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(baseline={self.use_baseline}, baseline_window={self.baseline_window})"
 
+    def baseline_for(self, context: Any = "") -> float:
+        """A context's moving-average baseline (0 when disabled or before its first batch)."""
+        if not self.use_baseline:
+            return 0.0
+        history = self._histories.get(str(context)) or self._recent
+        return float(np.mean(history)) if history else 0.0
+
     @property
     def baseline(self) -> float:
-        """Current moving-average baseline (0 when disabled or before the first batch)."""
-        if not self.use_baseline or not self._history:
+        """The moving average over all contexts' recent batches (0 when disabled or unseen)."""
+        if not self.use_baseline or not self._recent:
             return 0.0
-        return float(np.mean(self._history))
+        return float(np.mean(self._recent))
 
-    def state_dict(self) -> dict[str, list[float]]:
-        """The baseline's history, for checkpoints."""
-        return {"history": list(self._history)}
+    def state_dict(self) -> dict[str, Any]:
+        """The baselines' histories (per context and over all), for checkpoints."""
+        return {
+            "history": {key: list(h) for key, h in self._histories.items()},
+            "recent": list(self._recent),
+        }
 
-    def load_state_dict(self, state: dict[str, list[float]]) -> None:
-        """Restore the baseline's history from :meth:`state_dict`."""
-        self._history = deque(state["history"], maxlen=self.baseline_window)
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the baselines' histories from :meth:`state_dict`."""
+        self._histories = {
+            key: deque(h, maxlen=self.baseline_window) for key, h in state["history"].items()
+        }
+        self._recent = deque(state["recent"], maxlen=self.baseline_window)
 
     def __call__(
         self,
@@ -97,8 +113,9 @@ class FDivergenceLoss:
         target_log_scores: torch.Tensor | np.ndarray,
         proposal_log_probs: torch.Tensor | np.ndarray,
         log_z: float,
+        context: Any = "",
     ) -> LossOutput:
-        """The surrogate loss for one batch (``policy_log_probs`` carries gradient).
+        """The surrogate loss for one batch of one context (``policy_log_probs`` carries gradient).
 
         The baseline is not updated here: call :meth:`record_batch` once the whole batch of a
         context has been seen, so that every chunk of it uses the same baseline.
@@ -107,18 +124,22 @@ class FDivergenceLoss:
         weights, weighted_rewards = numerics.f_pseudo_rewards(
             self.kind, policy_np, target_log_scores, proposal_log_probs, log_z, self.max_log_t
         )
-        baseline = self.baseline
+        baseline = self.baseline_for(context)
         coefficient = torch.as_tensor(
             weighted_rewards - baseline * weights, device=policy_log_probs.device
         )
         loss = -(coefficient.to(policy_log_probs.dtype) * policy_log_probs).mean()
         return LossOutput(loss, weights, weighted_rewards, baseline)
 
-    def record_batch(self, weights: np.ndarray, weighted_rewards: np.ndarray) -> None:
-        """Feed one batch's importance-weighted mean reward to the moving-average baseline."""
+    def record_batch(
+        self, weights: np.ndarray, weighted_rewards: np.ndarray, context: Any = ""
+    ) -> None:
+        """Feed one batch's importance-weighted mean reward to its context's baseline."""
         total = float(np.sum(weights))
         if self.use_baseline and total > 0:
-            self._history.append(float(np.sum(weighted_rewards)) / total)
+            history = self._histories.setdefault(str(context), deque(maxlen=self.baseline_window))
+            history.append(float(np.sum(weighted_rewards)) / total)
+            self._recent.append(history[-1])
 
     def divergence(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -16,6 +17,7 @@ import torch
 from disco import numerics
 from disco.compat import tuner_arguments
 from disco.tuners import checkpoint
+from disco.tuners.averaging import ParameterAverage
 from disco.tuners.config import TunerConfig
 from disco.tuners.losses import FDivergenceLoss, JSLoss, KLLoss
 
@@ -122,9 +124,16 @@ class Tuner:
             self.proposal = proposal_distribution
         else:
             self.proposal = policy if cfg.proposal == "online" else self._frozen_copy(policy)
+        self.average = (
+            ParameterAverage(self.parameters, cfg.averaging_decay)
+            if cfg.averaging == "ema"
+            else None
+        )
         self.step_count = 0
         self.log_z_sums: dict[str, tuple[float, float]] = {}
         self.log_z_counts: dict[str, int] = {}
+        # Per context, the relative variance of its last batch's Z estimate (weighs the next).
+        self.log_z_relative_variance: dict[str, float] = {}
         self.history: list[dict[str, float]] = []
         self.last_samples: list[dict[str, Any]] = []
         self.rng = np.random.default_rng(cfg.seed)
@@ -180,10 +189,14 @@ class Tuner:
     def _update_log_z(self, context: Any, log_ratios: np.ndarray) -> float:
         """Fold one batch's estimate of Z (the mean of P/q) into the context's running average.
 
-        Batches are averaged with inverse-variance weights (each batch's variance estimated from
-        its own ratios: ``Var/Z² = 1/ESS - 1/n``), so the noisy batches drawn while the proposal
-        was far from the target do not dominate once it is close. Kept in log space as
-        ``(log Σ w_b Z_b, log Σ w_b)``.
+        Batches are averaged with inverse-variance weights, so the noisy batches drawn while the
+        proposal was far from the target do not dominate once it is close. A batch's relative
+        variance (``Var/Z² = 1/ESS - 1/n``) is estimated from its own ratios, but the weight it
+        gets is the one estimated on the context's *previous* batch: a weight computed from the
+        batch itself is correlated with its estimate (a batch that happens to miss the rare
+        high-ratio samples has both a low Z and a high ESS) and biases Z low by several percent,
+        which moves the optimum of losses that threshold on ``pi/p`` (total variation).
+        Kept in log space as ``(log Σ w_b Z_b, log Σ w_b)``.
         """
         key = str(context)
         n = len(log_ratios)
@@ -193,7 +206,8 @@ class Tuner:
         relative_variance = max(
             1.0 / numerics.effective_sample_size(log_ratios) - 1.0 / n, 1e-3 / n
         )
-        log_weight = -2.0 * log_z_batch - math.log(relative_variance)
+        log_weight = -math.log(self.log_z_relative_variance.get(key, relative_variance))
+        self.log_z_relative_variance[key] = relative_variance
         weighted, total = self.log_z_sums.get(key, (-math.inf, -math.inf))
         self.log_z_sums[key] = (
             float(np.logaddexp(weighted, log_weight + log_z_batch)),
@@ -241,14 +255,26 @@ class Tuner:
             log_q.append(_cpu64(lq))
         return samples, np.concatenate(log_q)
 
+    def _features_and_base(
+        self, context: Any, samples: list[Any]
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The reported features' values and the base's log-scores on a batch (once per batch)."""
+        phi = None
+        if self.config.features:
+            phi = np.stack(
+                [_cpu64(f.score(samples, context)) for f in self.config.features], axis=1
+            )
+        log_a = _cpu64(self.base.log_score(samples, context)) if self.config.kl_from_base else None
+        return phi, log_a
+
     def _metrics(
         self,
-        context: Any,
-        samples: list[Any],
         log_p: np.ndarray,
         log_pi: np.ndarray,
         log_q: np.ndarray,
         log_z: float,
+        phi: np.ndarray | None,
+        log_a: np.ndarray | None,
     ) -> dict[str, float]:
         m: dict[str, float] = {
             "kl_target_policy": float(numerics.kl_divergence(log_p, log_pi, log_q, log_z)),
@@ -265,17 +291,23 @@ class Tuner:
         value, stderr = self.loss.divergence(log_pi, log_p, log_q, log_z)
         m["divergence"] = value
         m["divergence_stderr"] = stderr
-        if self.config.features:
-            phi = np.stack(
-                [_cpu64(f.score(samples, context)) for f in self.config.features], axis=1
-            )
+        if phi is not None:
             moments = numerics.weighted_moments(log_pi - log_q, phi)
             for f, value in zip(self.config.features, np.atleast_1d(moments)):
                 m[f"moment/{getattr(f, 'name', repr(f))}"] = float(value)
-        if self.config.kl_from_base:
-            log_a = _cpu64(self.base.log_score(samples, context))
+        if log_a is not None:
             m["kl_policy_base"] = float(numerics.reverse_kl_divergence(log_a, log_pi, log_q, 0.0))
         return m
+
+    @torch.no_grad()
+    def _averaged_log_scores(self, samples: list[Any], context: Any) -> np.ndarray:
+        """The averaged policy's log-probabilities of a batch (no gradient)."""
+        assert self.average is not None
+        parts = []
+        with self.average.swapped_in(), self._autocast():
+            for part in _chunks(len(samples), self.config.scoring_batch_size):
+                parts.append(_cpu64(self.policy.log_score(samples[part], context)))
+        return np.concatenate(parts)
 
     def step(self) -> dict[str, float]:
         """One gradient step; returns its metrics (averaged over the step's contexts)."""
@@ -284,6 +316,8 @@ class Tuner:
         contexts = self._contexts()
         per_context: list[dict[str, float]] = []
         timings = {"time/sample": 0.0, "time/score": 0.0, "time/backward": 0.0}
+        if self.average is not None:
+            timings["time/average"] = 0.0  # scoring the step's samples under the average
         self.optimizer.zero_grad(set_to_none=True)
         n = cfg.samples_per_context
         for context in contexts:
@@ -308,7 +342,7 @@ class Tuner:
                     log_pi = self.policy.log_score(samples[part], context, grad=True)
                 timings["time/score"] += time.perf_counter() - tf
                 tb = time.perf_counter()
-                out = self.loss(log_pi, log_p[part], log_q[part], log_z)
+                out = self.loss(log_pi, log_p[part], log_q[part], log_z, context=context)
                 share = (part.stop - part.start) / n
                 (out.loss * share / len(contexts)).backward()
                 loss_value += float(out.loss.detach()) * share
@@ -316,7 +350,7 @@ class Tuner:
                 log_pi_parts.append(_cpu64(log_pi))
                 weights.append(out.weights)
                 weighted.append(out.weighted_rewards)
-            self.loss.record_batch(np.concatenate(weights), np.concatenate(weighted))
+            self.loss.record_batch(np.concatenate(weights), np.concatenate(weighted), context)
             self.last_samples = [
                 {
                     "context": str(context),
@@ -326,12 +360,23 @@ class Tuner:
                 for x, lp in zip(samples[:8], log_p[:8])
             ]
             log_pi_all = np.concatenate(log_pi_parts)
-            metrics = self._metrics(context, samples, log_p, log_pi_all, log_q, log_z)
+            phi, log_a = self._features_and_base(context, samples)
+            metrics = self._metrics(log_p, log_pi_all, log_q, log_z, phi, log_a)
+            if self.average is not None:
+                # The names without a prefix describe the policy tune() returns: the average.
+                iterate = metrics
+                ta = time.perf_counter()
+                log_avg = self._averaged_log_scores(samples, context)
+                timings["time/average"] += time.perf_counter() - ta
+                metrics = self._metrics(log_p, log_avg, log_q, log_z, phi, log_a)
+                metrics.update({f"iterate/{k}": v for k, v in iterate.items()})
             metrics["loss"] = loss_value
             per_context.append(metrics)
         grad_norm = self._clip()
         self.optimizer.step()
         self.scheduler.step()
+        if self.average is not None:
+            self.average.update()
         self.step_count += 1
         result = {k: float(np.mean([m[k] for m in per_context])) for k in per_context[0]}
         result.update(timings)
@@ -351,13 +396,20 @@ class Tuner:
         return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
 
     def _maybe_update_proposal(self, per_context: list[dict[str, float]]) -> bool:
-        """Replace the frozen proposal by the policy when the policy is closer to the target."""
+        """Replace the frozen proposal by the policy when the policy is closer to the target.
+
+        The policy is the one tune() returns: with averaging, the average of the iterates (less
+        noisy than the last iterate, so a better proposal).
+        """
         metric = self.config.proposal_update_metric
         # Both are estimated on the same samples from the proposal (before this step's update).
         policy_div = np.mean([m[f"{metric}_target_policy"] for m in per_context])
         proposal_div = np.mean([m[f"{metric}_target_proposal"] for m in per_context])
         if policy_div < proposal_div:
-            self.proposal = self._frozen_copy(self.policy)
+            with (
+                self.average.swapped_in() if self.average is not None else contextlib.nullcontext()
+            ):
+                self.proposal = self._frozen_copy(self.policy)
             return True
         return False
 
@@ -369,6 +421,8 @@ class Tuner:
             random.seed(cfg.seed)
             self._seeded = True
         last = cfg.n_steps if n_steps is None else self.step_count + n_steps
+        if self.average is not None:
+            self.average.release()  # train the iterate; the average comes back at the end
         for logger in self.loggers:
             logger.start(
                 {**cfg.to_dict(), "loss": type(self.loss).__name__, "start_step": self.step_count}
@@ -393,6 +447,8 @@ class Tuner:
                     self.save_checkpoint()
             if cfg.checkpoint_dir:
                 self.save_checkpoint()
+            if self.average is not None:
+                self.average.hold()
         finally:
             for logger in self.loggers:
                 logger.close()
@@ -400,16 +456,23 @@ class Tuner:
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Estimate the divergences on the validation contexts with fresh policy samples."""
+        """Estimate the divergences on the validation contexts with fresh policy samples.
+
+        The policy is the one tune() returns: the average of the iterates, when averaging.
+        """
         rows = []
         for context in self.config.validation_contexts:
-            samples, log_q = self._draw(self.policy, context, self.config.validation_samples)
+            with (
+                self.average.swapped_in() if self.average is not None else contextlib.nullcontext()
+            ):
+                samples, log_q = self._draw(self.policy, context, self.config.validation_samples)
             log_p = _cpu64(self.target.log_score(samples, context))
             ratios = np.where(log_p == -np.inf, -np.inf, log_p - log_q)
             log_z = self.log_z(context)
             if not math.isfinite(log_z):
                 log_z = numerics.logmeanexp(ratios)
-            rows.append(self._metrics(context, samples, log_p, log_q, log_q, log_z))
+            phi, log_a = self._features_and_base(context, samples)
+            rows.append(self._metrics(log_p, log_q, log_q, log_z, phi, log_a))
         return {f"validation/{k}": float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
     # --- checkpoints (disco.tuners.checkpoint holds the format) ----------------------------
@@ -420,6 +483,9 @@ class Tuner:
 
     def save_checkpoint(self, directory: str | os.PathLike[str] | None = None) -> Path:
         """Write a checkpoint atomically; returns its folder (``checkpoint_dir/step-NNNNNNNN``)."""
+        if self.average is not None and self.average.held:  # the checkpoint holds the iterate
+            with self.average.iterate_in_place():
+                return checkpoint.save(self, directory)
         return checkpoint.save(self, directory)
 
     def load_checkpoint(self, path: str | os.PathLike[str]) -> Path:
