@@ -227,6 +227,7 @@ def _restore(tuner: Tuner, state: dict[str, Any], stored: _Stored) -> None:
     }
     if tuner.average is not None:
         tuner.average.load(average["tensors"], int(average["updates"]))
+        tuner.average.hold()  # as after tune(): the policy is the average, the iterate aside
 
 
 # ----------------------------------------------------------------------------------------- writing
