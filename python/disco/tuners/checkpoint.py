@@ -225,7 +225,7 @@ def _restore(tuner: Tuner, state: dict[str, Any], stored: _Stored) -> None:
     tuner.log_z_relative_variance = {
         k: float(v) for k, v in state.get("log_z_relative_variance", {}).items()
     }
-    if tuner.average is not None:
+    if tuner.average is not None and average is not None:
         tuner.average.load(average["tensors"], int(average["updates"]))
         tuner.average.hold()  # as after tune(): the policy is the average, the iterate aside
 
