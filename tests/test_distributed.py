@@ -1,0 +1,293 @@
+"""Data-parallel runs give the one-process results (2 processes, gloo, spawned by the test).
+
+The two-process group is started once per module (spawning costs seconds); it runs every
+scenario and saves what it got, and each test compares that with a one-process run here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from disco import distributed
+from disco.distributed import World, chunk_seed, plan_chunks
+from disco.distributions import ContextDistribution, EnumerableLM
+from disco.scorers import BooleanScorer, ExponentialScorer
+from disco.tuners import JSLoss, KLLoss, Tuner
+
+HERE = Path(__file__).parent
+STEPS = 3
+
+
+def has_a(sample: Any, context: Any) -> bool:
+    return "a" in sample.text.split()
+
+
+HAS_A = BooleanScorer(has_a, name="has_a")
+
+# ----------------------------------------------------------------------------------- scenarios
+# Each returns plain values; the same function runs in one process and on every rank of two.
+
+
+def _problem(contexts: tuple[str, ...] = ("",)) -> tuple[Any, Any]:
+    base = EnumerableLM(tokens=("a", "b", "c"), max_length=3, seed=2, contexts=contexts)
+    return base, base * ExponentialScorer([HAS_A], [1.2])
+
+
+TUNER_CASES: dict[str, dict[str, Any]] = {
+    "online-dpg": {"loss": KLLoss, "proposal": "online"},
+    "offline-dpg": {"loss": KLLoss, "proposal": "offline", "proposal_update_interval": 1},
+    "js-two-contexts": {"loss": JSLoss, "proposal": "online", "contexts": ("x", "y")},
+    "averaged": {"loss": KLLoss, "proposal": "online", "averaging": "ema"},
+}
+
+
+def _tuner(case: str, checkpoint_dir: str | None = None) -> Tuner:
+    settings = dict(TUNER_CASES[case])
+    loss, contexts = settings.pop("loss"), settings.pop("contexts", ("",))
+    base, target = _problem(contexts)
+    where = (
+        {"context_distribution": ContextDistribution(list(contexts)), "contexts_per_step": 2}
+        if len(contexts) > 1
+        else {}
+    )
+    return Tuner(
+        base.clone(),
+        target,
+        loss(),
+        samples_per_context=40,
+        sampling_batch_size=8,  # 5 chunks a context: uneven between 2 ranks
+        scoring_batch_size=3,
+        learning_rate=0.1,
+        seed=7,
+        features=(HAS_A,),
+        n_steps=2 * STEPS,
+        checkpoint_dir=checkpoint_dir,
+        **where,
+        **settings,
+    )
+
+
+def _outcome(tuner: Tuner) -> dict[str, Any]:
+    return {
+        "parameters": {k: v.detach().numpy().copy() for k, v in tuner.parameters.items()},
+        "history": [
+            {k: v for k, v in m.items() if not k.startswith("time/")} for m in tuner.history
+        ],
+        "log_z": {key: tuner.log_z(key) for key in tuner.log_z_sums},
+    }
+
+
+def tune_case(case: str) -> dict[str, Any]:
+    tuner = _tuner(case)
+    tuner.tune(n_steps=STEPS)
+    return _outcome(tuner)
+
+
+def resume_case(folder: str) -> dict[str, Any]:
+    """Load a checkpoint of the online DPG case taken after STEPS steps, run STEPS more."""
+    tuner = _tuner("online-dpg")
+    tuner.load_checkpoint(folder)
+    tuner.tune(n_steps=STEPS)
+    return _outcome(tuner)
+
+
+def checkpoint_case(folder: str) -> dict[str, Any]:
+    tuner = _tuner("online-dpg", checkpoint_dir=folder)
+    tuner.tune(n_steps=STEPS)  # saves at the end
+    return _outcome(tuner)
+
+
+def failing_feature_case() -> str:
+    """A feature that fails on one sample only (so on one rank only): every rank must raise."""
+
+    def fragile(sample: Any, context: Any) -> bool:
+        if sample.text == "c c c":
+            raise ValueError("fragile feature: cannot score 'c c c'")
+        return True
+
+    base, target = _problem()
+    tuner = Tuner(
+        base.clone(),
+        target,
+        samples_per_context=64,
+        sampling_batch_size=4,
+        seed=3,
+        features=(BooleanScorer(fragile, name="fragile"),),
+    )
+    try:
+        tuner.tune(n_steps=5)
+    except ValueError as err:
+        return str(err)
+    return "no error"
+
+
+SCENARIOS = {
+    **{f"tune:{case}": (tune_case, (case,)) for case in TUNER_CASES},
+    "failing": (failing_feature_case, ()),
+}
+
+# ----------------------------------------------------------------------------- the 2-process run
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _worker(rank: int, size: int, port: int, out: str, jobs: dict[str, Any]) -> None:
+    torch.set_num_threads(1)
+    sys.path.insert(0, str(HERE))
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=size
+    )
+    try:
+        results = {name: fn(*args) for name, (fn, args) in jobs.items()}
+        with open(os.path.join(out, f"rank{rank}.pkl"), "wb") as f:
+            pickle.dump(results, f)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def run_two(tmp: Path, jobs: dict[str, Any]) -> list[dict[str, Any]]:
+    """Run ``jobs`` (name -> (function, args)) on 2 spawned ranks; each rank's results."""
+    mp.start_processes(
+        _worker, args=(2, _free_port(), str(tmp), jobs), nprocs=2, start_method="spawn"
+    )
+    ranks = []
+    for rank in range(2):
+        with open(tmp / f"rank{rank}.pkl", "rb") as f:
+            ranks.append(pickle.load(f))
+    return ranks
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    tmp = tmp_path_factory.mktemp("two")
+    one_checkpoint = tmp / "written-by-one"
+    checkpoint_case(str(one_checkpoint))
+    jobs = dict(SCENARIOS)
+    jobs["checkpoint"] = (checkpoint_case, (str(tmp / "written-by-two"),))
+    jobs["resume"] = (resume_case, (str(one_checkpoint),))
+    ranks = run_two(tmp, jobs)
+    return {"ranks": ranks, "tmp": tmp}
+
+
+# ------------------------------------------------------------------------------------ the tests
+
+
+def assert_same(got: dict[str, Any], want: dict[str, Any], tol: float) -> None:
+    for name, value in want["parameters"].items():
+        np.testing.assert_allclose(got["parameters"][name], value, rtol=0, atol=tol, err_msg=name)
+    assert len(got["history"]) == len(want["history"])
+    for g, w in zip(got["history"], want["history"]):
+        assert g.keys() == w.keys()
+        for key in w:
+            assert math.isclose(g[key], w[key], rel_tol=tol, abs_tol=tol) or (
+                math.isnan(g[key]) and math.isnan(w[key])
+            ), key
+    assert got["log_z"].keys() == want["log_z"].keys()
+    for key, value in want["log_z"].items():
+        assert got["log_z"][key] == pytest.approx(value, abs=tol)
+
+
+@pytest.mark.parametrize("case", list(TUNER_CASES))
+def test_two_processes_tune_as_one(two: dict[str, Any], case: str) -> None:
+    torch.set_num_threads(1)
+    want = tune_case(case)
+    for rank in two["ranks"]:
+        assert_same(rank[f"tune:{case}"], want, 1e-9)
+    # Before the first update (the gradients' summation order aside, everything is gathered
+    # and reduced in chunk order), the statistics are bitwise those of one process.
+    first = {k: v for k, v in two["ranks"][1][f"tune:{case}"]["history"][0].items()}
+    for key in ("log_z", "kl_target_proposal", "tv_target_proposal", "ess", "baseline"):
+        assert first[key] == want["history"][0][key], key
+
+
+def test_a_checkpoint_resumes_under_another_world_size(two: dict[str, Any]) -> None:
+    torch.set_num_threads(1)
+    reference = _tuner("online-dpg")
+    reference.tune(n_steps=2 * STEPS)
+    want = _outcome(reference)
+    # Written by one process, resumed by two.
+    for rank in two["ranks"]:
+        assert_same(rank["resume"], want, 1e-9)
+    # Written (once) by two processes, resumed by one.
+    folder = two["tmp"] / "written-by-two"
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith("step-")) == [
+        f"step-{STEPS:08d}"
+    ]
+    assert_same(resume_case(str(folder)), want, 1e-9)
+
+
+def test_an_error_on_one_rank_is_raised_on_every_rank(two: dict[str, Any]) -> None:
+    torch.set_num_threads(1)
+    messages = [rank["failing"] for rank in two["ranks"]]
+    assert messages[0] == messages[1] == "fragile feature: cannot score 'c c c'"
+    assert failing_feature_case() == messages[0]
+
+
+# ------------------------------------------------------------------------- one-process building blocks
+
+
+def test_chunk_seeds_are_stable_and_distinct() -> None:
+    # A fixed value: the seed of a key must never change between versions or platforms.
+    assert chunk_seed(0, "tune", 0, 0, 0) == chunk_seed(0, "tune", 0, 0, 0)
+    assert 0 <= chunk_seed(2**62, "x") < 2**63
+    seeds = {
+        chunk_seed(1, "tune", step, c, j) for step in range(5) for c in range(3) for j in range(4)
+    }
+    assert len(seeds) == 60
+    with pytest.raises(TypeError, match="ints and strings"):
+        chunk_seed(1.5)  # type: ignore[arg-type]
+
+
+def test_chunks_are_dealt_round_robin_and_cover_every_sample() -> None:
+    chunks = plan_chunks(["x", "y"], 10, 4, 0, "test")
+    assert [(c.position, c.start, c.size) for c in chunks] == [
+        (0, 0, 4),
+        (0, 4, 4),
+        (0, 8, 2),
+        (1, 0, 4),
+        (1, 4, 4),
+        (1, 8, 2),
+    ]
+    shares = [World(rank, 4).mine(chunks) for rank in range(4)]
+    assert sorted(c.index for share in shares for c in share) == list(range(6))
+    assert [c.index for c in shares[1]] == [1, 5]
+
+
+def test_a_keyed_draw_ignores_and_keeps_the_other_streams() -> None:
+    lm = EnumerableLM(seed=4)
+    chunk = plan_chunks([""], 16, 16, 9, "test")[0]
+    state, torch_state = lm.random_state(), torch.get_rng_state()
+    first = distributed.draw_chunk(lm, chunk)
+    assert torch.equal(lm.random_state(), state) and torch.equal(torch.get_rng_state(), torch_state)
+    lm.sample("", 5)  # moving the model's own stream changes nothing
+    torch.rand(3)
+    again = distributed.draw_chunk(lm, chunk)
+    assert [s.token_ids for s in first[0]] == [s.token_ids for s in again[0]]
+    np.testing.assert_array_equal(first[1], again[1])
+
+
+def test_the_one_process_world_has_size_one() -> None:
+    world = distributed.current_world()
+    assert (world.rank, world.size, world.is_main) == (0, 1, True)
+    assert world.gather_chunks(plan_chunks([""], 5, 2, 0, "t"), lambda c: c.size) == [2, 2, 1]
+    with pytest.raises(ValueError, match="boom"):
+        world.gather_chunks(plan_chunks([""], 5, 2, 0, "t"), _boom)
+
+
+def _boom(chunk: Any) -> None:
+    raise ValueError("boom")
