@@ -132,9 +132,70 @@ def failing_feature_case() -> str:
     return "no error"
 
 
+def has_b(sample: Any, context: Any) -> bool:
+    return "b" in sample.text.split()
+
+
+def constrain_case() -> dict[str, Any]:
+    base, _ = _problem(("x", "y"))
+    ebm = base.constrain(
+        [HAS_A, BooleanScorer(has_b, name="has_b")],
+        [0.6, 0.3],
+        contexts=["x", "y"],
+        n_samples=300,
+        sampling_size=16,
+        seed=11,
+    )
+    report = ebm.fit_report
+    return {
+        "coefficients": report.coefficients,
+        "moments": report.moments,
+        "log_z": report.log_z,
+        "n_samples": report.n_samples,
+    }
+
+
+def qrs_case() -> dict[str, Any]:
+    from disco.samplers import QuasiRejectionSampler
+
+    base, target = _problem()
+    sampler = QuasiRejectionSampler(target, base, beta=2.0, seed=5)
+    drawn = sampler.sample_n(50, sampling_size=7, progress=False)
+    return {
+        "samples": [s.token_ids for s in drawn.samples],
+        "log_p": drawn.target_log_scores.numpy(),
+        "proposed": sampler.statistics("").proposed,
+        "accepted": sampler.statistics("").accepted,
+        "one": [s.token_ids for s in sampler.sample("", 9).samples],
+    }
+
+
+def estimator_case() -> dict[str, Any]:
+    from disco.samplers import QRSEstimator
+
+    base, target = _problem(("x", "y"))
+    estimator = QRSEstimator(
+        target,
+        base,
+        contexts=["x", "y"],
+        n_samples=300,
+        sampling_size=16,
+        seed=2,
+        progress=False,
+    )
+    return {
+        "beta": estimator.beta_for_acceptance_rate(0.4),
+        "kl": estimator.divergence_at_beta(1.5),
+        "ratios": estimator.log_ratios(1),
+    }
+
+
 SCENARIOS = {
     **{f"tune:{case}": (tune_case, (case,)) for case in TUNER_CASES},
     "failing": (failing_feature_case, ()),
+    "constrain": (constrain_case, ()),
+    "qrs": (qrs_case, ()),
+    "estimator": (estimator_case, ()),
 }
 
 # ----------------------------------------------------------------------------- the 2-process run
@@ -236,6 +297,35 @@ def test_an_error_on_one_rank_is_raised_on_every_rank(two: dict[str, Any]) -> No
     messages = [rank["failing"] for rank in two["ranks"]]
     assert messages[0] == messages[1] == "fragile feature: cannot score 'c c c'"
     assert failing_feature_case() == messages[0]
+
+
+def test_constrain_fits_the_one_process_coefficients(two: dict[str, Any]) -> None:
+    want = constrain_case()
+    assert want["n_samples"] == 300
+    for rank in two["ranks"]:
+        got = rank["constrain"]
+        np.testing.assert_allclose(got["coefficients"], want["coefficients"], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(got["moments"], want["moments"], rtol=0, atol=1e-12)
+        assert got["log_z"] == pytest.approx(want["log_z"], abs=1e-12)
+
+
+def test_qrs_accepts_the_one_process_samples(two: dict[str, Any]) -> None:
+    want = qrs_case()
+    assert len(want["samples"]) == 50 and want["proposed"] > 50
+    for rank in two["ranks"]:
+        got = rank["qrs"]
+        assert got["samples"] == want["samples"]
+        np.testing.assert_array_equal(got["log_p"], want["log_p"])
+        assert (got["proposed"], got["accepted"]) == (want["proposed"], want["accepted"])
+        assert got["one"] == want["one"]
+
+
+def test_the_estimator_index_is_global(two: dict[str, Any]) -> None:
+    want = estimator_case()
+    for rank in two["ranks"]:
+        got = rank["estimator"]
+        assert got["beta"] == want["beta"] and got["kl"] == want["kl"]
+        np.testing.assert_array_equal(got["ratios"], want["ratios"])
 
 
 # ------------------------------------------------------------------------- one-process building blocks

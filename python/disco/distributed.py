@@ -63,7 +63,7 @@ def chunk_seed(*key: int | str) -> int:
 
 @dataclass(frozen=True)
 class Chunk:
-    """One unit of work: ``size`` samples for the context at ``position``, drawn with ``seed``."""
+    """One unit of work: ``size`` samples for the context at ``position``, keyed by ``key``."""
 
     index: int
     """Position in the job's chunk list (the order every reduction follows)."""
@@ -73,32 +73,30 @@ class Chunk:
     start: int
     """Offset of the chunk's first sample within its context's samples."""
     size: int
-    seed: int
+    key: tuple[int | str, ...]
+    """``(*job key, context position, chunk number within the context)``."""
+
+    @property
+    def seed(self) -> int:
+        """The seed of this chunk's draws: :func:`chunk_seed` of its key."""
+        return chunk_seed(*self.key)
 
 
 def plan_chunks(contexts: Sequence[Any], n: int, chunk_size: int, *key: int | str) -> list[Chunk]:
     """``n`` samples for each context in chunks of ``chunk_size``, context by context.
 
-    The chunk for context position ``c`` and chunk ``j`` is seeded by ``chunk_seed(*key, c, j)``:
-    the plan, and so every sample, depends on the key and the sizes, not on the world size.
+    The chunk for context position ``c`` and chunk ``j`` is keyed by ``(*key, c, j)``: the plan,
+    and so every sample, depends on the key and the sizes, not on the world size.
     """
     if n < 1 or chunk_size < 1:
         raise ValueError(
-            f"need at least one sample and a positive chunk size, got {n}, {chunk_size}"
+            f"need at least one sample and a positive chunk size, got {n} and {chunk_size}"
         )
     chunks: list[Chunk] = []
     for position, context in enumerate(contexts):
         for j, start in enumerate(range(0, n, chunk_size)):
-            chunks.append(
-                Chunk(
-                    len(chunks),
-                    position,
-                    context,
-                    start,
-                    min(chunk_size, n - start),
-                    chunk_seed(*key, position, j),
-                )
-            )
+            size = min(chunk_size, n - start)
+            chunks.append(Chunk(len(chunks), position, context, start, size, (*key, position, j)))
     return chunks
 
 

@@ -11,13 +11,20 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from disco import numerics
+from disco.distributed import (
+    Chunk,
+    chunk_seed,
+    current_world,
+    draw_chunk,
+    plan_chunks,
+    shared_seed,
+)
 from disco.samplers._common import (
     Gathered,
     Samples,
     as_tensor,
     checked_log_beta,
     context_key,
-    draw_batch,
     log_ratios,
     sample_each_context,
     score_target,
@@ -70,7 +77,10 @@ class QuasiRejectionSampler:
     beta:
         The QRS threshold ``β > 0``, on the scale of ``P / q`` (or give ``log_beta``).
     seed:
-        Seeds the accept/reject uniforms.
+        Seeds the proposals and the accept/reject uniforms (default: a seed from torch's
+        generator). Proposals come in chunks of ``sampling_size`` keyed by
+        ``(seed, call, chunk)``: under ``torch.distributed`` the ranks share the chunks and every
+        rank returns the same accepted samples as one process would.
     """
 
     def __init__(
@@ -87,7 +97,9 @@ class QuasiRejectionSampler:
         self.target = target
         self.proposal = proposal
         self.log_beta = checked_log_beta(beta, log_beta)
-        self.rng = np.random.default_rng(seed)
+        self.world = current_world()
+        self.seed = shared_seed(seed, self.world)
+        self._calls = 0  # each call draws its own chunks: the same sequence on every rank
         self._statistics: dict[Any, AcceptanceStatistics] = {}
 
     def __repr__(self) -> str:
@@ -128,17 +140,27 @@ class QuasiRejectionSampler:
 
     # -- sampling -----------------------------------------------------------------------------
 
-    def _accept(self, context: Any, size: int) -> tuple[QRSSamples, int]:
-        samples, log_q = draw_batch(self.proposal, context, size)
-        log_p = score_target(self.target, samples, context)
+    def _plan(self, context: Any, n_proposals: int, sampling_size: int) -> list[Chunk]:
+        """The chunks of proposals of a new call (the same on every rank)."""
+        self._calls += 1
+        return plan_chunks([context], n_proposals, sampling_size, self.seed, "qrs", self._calls)
+
+    def _accept(self, chunk: Chunk) -> QRSSamples:
+        """One chunk of proposals and the accepted ones (decided in Rust, keyed uniforms)."""
+        samples, log_q = draw_chunk(self.proposal, chunk)
+        log_p = score_target(self.target, samples, chunk.context)
         ratios = log_ratios(log_p, log_q)
-        mask = numerics.qrs_accept(ratios, self.rng.random(len(samples)), log_beta=self.log_beta)
-        stats = self._statistics.setdefault(context_key(context), AcceptanceStatistics())
-        stats.proposed += len(samples)
-        stats.accepted += int(mask.sum())
+        uniforms = np.random.default_rng(chunk_seed(chunk.seed, "uniforms")).random(len(samples))
+        mask = numerics.qrs_accept(ratios, uniforms, log_beta=self.log_beta)
         kept = np.flatnonzero(mask)
-        out = QRSSamples([samples[i] for i in kept], as_tensor(log_p[kept]), as_tensor(log_q[kept]))
-        return out, len(samples)
+        return QRSSamples(
+            [samples[i] for i in kept], as_tensor(log_p[kept]), as_tensor(log_q[kept])
+        )
+
+    def _count(self, context: Any, chunk: Chunk, accepted: QRSSamples) -> None:
+        stats = self._statistics.setdefault(context_key(context), AcceptanceStatistics())
+        stats.proposed += chunk.size
+        stats.accepted += len(accepted.samples)
 
     def sample(self, context: Any = "", sampling_size: int = 32) -> QRSSamples:
         """Draw ``sampling_size`` proposals for ``context`` and return the accepted ones.
@@ -149,7 +171,10 @@ class QuasiRejectionSampler:
         """
         if int(sampling_size) < 1:
             raise ValueError(f"sampling_size must be at least 1, got {sampling_size}")
-        return self._accept(context, int(sampling_size))[0]
+        (chunk,) = self._plan(context, int(sampling_size), int(sampling_size))
+        (accepted,) = self.world.gather_chunks([chunk], self._accept)
+        self._count(context, chunk, accepted)
+        return accepted
 
     def sample_n(
         self,
@@ -161,6 +186,10 @@ class QuasiRejectionSampler:
         progress: bool = True,
     ) -> QRSSamples:
         """Draw until ``n`` samples are accepted; return exactly ``n`` (the first accepted).
+
+        Proposals come in chunks of ``sampling_size``; under ``torch.distributed`` each round
+        deals one chunk to every rank and gathers the accepted samples in chunk order, so every
+        rank returns the samples one process would.
 
         Raises
         ------
@@ -175,24 +204,31 @@ class QuasiRejectionSampler:
         if int(max_proposals) < 1:
             raise ValueError(f"max_proposals must be at least 1, got {max_proposals}")
         n, max_proposals = int(n), int(max_proposals)
+        chunks = self._plan(context, max_proposals, int(sampling_size))
         kept = Gathered()
         proposed = 0
-        with tqdm(total=n, desc="QRS", disable=not progress, leave=False) as bar:
-            while len(kept) < n:
-                budget = max_proposals - proposed
-                if budget <= 0:
-                    rate = len(kept) / proposed
-                    raise RuntimeError(
-                        f"QRS accepted {len(kept)} of the {n} samples asked for within "
-                        f"max_proposals={max_proposals} proposals (acceptance rate {rate:.3g} at "
-                        f"beta={self.beta:.6g}); lower beta (see QRSEstimator."
-                        "beta_for_acceptance_rate) or raise max_proposals"
-                    )
-                batch, drawn = self._accept(context, min(int(sampling_size), budget))
-                proposed += drawn
-                take = kept.keep(batch, slice(0, n - len(kept)))
-                bar.update(take)
+        bar = tqdm(total=n, desc="QRS", disable=not (progress and self.world.is_main), leave=False)
+        with bar:
+            for start in range(0, len(chunks), self.world.size):
+                if len(kept) >= n:
+                    break
+                round_ = chunks[start : start + self.world.size]
+                for chunk, batch in zip(round_, self.world.gather_chunks(round_, self._accept)):
+                    if len(kept) >= n:
+                        break  # later chunks of the round: one process never drew them
+                    self._count(context, chunk, batch)
+                    proposed += chunk.size
+                    take = kept.keep(batch, slice(0, n - len(kept)))
+                    bar.update(take)
                 bar.set_postfix(acceptance=f"{len(kept) / proposed:.3g}", refresh=False)
+        if len(kept) < n:
+            rate = len(kept) / proposed
+            raise RuntimeError(
+                f"QRS accepted {len(kept)} of the {n} samples asked for within "
+                f"max_proposals={max_proposals} proposals (acceptance rate {rate:.3g} at "
+                f"beta={self.beta:.6g}); lower beta (see QRSEstimator."
+                "beta_for_acceptance_rate) or raise max_proposals"
+            )
         return kept.result()
 
     def sample_contexts(
