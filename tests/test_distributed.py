@@ -328,6 +328,55 @@ def test_the_estimator_index_is_global(two: dict[str, Any]) -> None:
         np.testing.assert_array_equal(got["ratios"], want["ratios"])
 
 
+def gpt2_case(folder: str) -> dict[str, Any]:
+    from disco.distributions import LMDistribution
+
+    base = LMDistribution(folder, length=5)
+    policy = LMDistribution(folder, length=5, freeze=False)
+    tuner = Tuner(
+        policy,
+        base * ExponentialScorer([HAS_A], [1.5]),
+        samples_per_context=24,
+        sampling_batch_size=8,
+        scoring_batch_size=4,
+        # Adam would turn the float32 rounding noise of gradients that are zero in exact
+        # arithmetic (attention key biases) into full-size steps: SGD shows the data-parallel
+        # error itself.
+        optimizer="sgd",
+        learning_rate=0.1,
+        seed=3,
+        features=(HAS_A,),
+    )
+    start = {k: v.detach().clone() for k, v in tuner.parameters.items()}
+    tuner.tune(n_steps=3)
+    outcome = _outcome(tuner)
+    outcome["moved"] = max(float((v - start[k]).abs().max()) for k, v in tuner.parameters.items())
+    return outcome
+
+
+@pytest.mark.slow
+def test_two_processes_tune_a_transformer_as_one(tmp_path: Path) -> None:
+    from lm_fixtures import build_gpt2
+
+    folder = str(build_gpt2(tmp_path / "gpt2"))
+    torch.set_num_threads(1)
+    want = gpt2_case(folder)
+    assert want["moved"] > 1e-3  # the steps did something
+    ranks = run_two(tmp_path, {"gpt2": (gpt2_case, (folder,))})
+    moved = max(
+        float(np.abs(v - ranks[0]["gpt2"]["parameters"][k]).max())
+        for k, v in want["parameters"].items()
+    )
+    for rank in ranks:
+        for name, value in want["parameters"].items():
+            np.testing.assert_allclose(
+                rank["gpt2"]["parameters"][name], value, rtol=0, atol=1e-5, err_msg=name
+            )
+        for g, w in zip(rank["gpt2"]["history"], want["history"]):
+            assert g["log_z"] == pytest.approx(w["log_z"], abs=1e-5)
+    print(f"largest parameter difference, 1 vs 2 processes: {moved:.3g}")
+
+
 # ------------------------------------------------------------------------- one-process building blocks
 
 
