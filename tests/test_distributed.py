@@ -377,6 +377,132 @@ def test_two_processes_tune_a_transformer_as_one(tmp_path: Path) -> None:
     print(f"largest parameter difference, 1 vs 2 processes: {moved:.3g}")
 
 
+# ---------------------------------------------------------------------------------- the command
+
+SMALL = """
+seed = 3
+contexts = ["And the LORD said", "In the beginning"]
+[model]
+length = 6
+[[features]]
+type = "word"
+word = "the"
+moment = 0.6
+[[features]]
+type = "function"
+path = "rank_features:comma"
+moment = 0.4
+[fit]
+n_samples = 64
+[tuner]
+loss = "js"
+n_steps = 2
+samples_per_context = 8
+sampling_batch_size = 4
+contexts_per_step = 2
+learning_rate = 1e-3
+[sampler]
+beta = 1.0
+n_samples = 4
+estimation_samples = 32
+[output]
+eval_samples = 16
+"""
+
+RANK_FEATURES = """
+import os
+
+def comma(sample, context):
+    if os.environ.get("DISCO_TEST_FAIL_ON_RANK") == os.environ.get("RANK", "0"):
+        raise OSError("the feature's data file is missing on this node")
+    return "," in sample.text
+"""
+
+
+def _torchrun(config: Path, out: Path, env: dict[str, str] | None = None) -> Any:
+    import subprocess
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    return subprocess.run(
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "disco",
+            "run",
+            str(config),
+            "--out",
+            str(out),
+            "--allow-imports",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+        cwd=config.parent,
+    )
+
+
+def _small_config(tmp_path: Path) -> Path:
+    (tmp_path / "rank_features.py").write_text(RANK_FEATURES)
+    config = tmp_path / "small.toml"
+    config.write_text(SMALL)
+    return config
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_write_the_one_process_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from disco import cli
+
+    config = _small_config(tmp_path)
+    done = _torchrun(config, tmp_path / "two")
+    assert done.returncode == 0, done.stderr[-3000:]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    torch.set_num_threads(1)
+    assert cli.main(["run", str(config), "--out", str(tmp_path / "one"), "--allow-imports"]) == 0
+    one = json.loads((tmp_path / "one" / "report.json").read_text())
+    two = json.loads((tmp_path / "two" / "report.json").read_text())
+    assert (one["world_size"], two["world_size"]) == (1, 2)
+    assert done.stdout.count("report folder:") == 1  # rank 0 alone reports
+    # Before tuning everything is reduced in chunk order: equal to the bit.
+    for key in ("coefficients", "base_rate"):
+        assert two[key] == one[key], key
+    for key, value in one.items():
+        if key in ("seconds", "world_size"):
+            continue
+        numbers = value if isinstance(value, list) else [value]
+        if numbers and all(isinstance(v, float) for v in numbers):
+            # The embedded model is float32 and Adam rescales rounding noise in the summed
+            # gradients: the tuned policy agrees to about 1e-6 (relative), not to the bit.
+            assert two[key] == pytest.approx(value, rel=1e-4, abs=1e-9), key
+        else:
+            assert two[key] == value, key
+    rows = (tmp_path / "two" / "samples.jsonl").read_text().splitlines()
+    assert len(rows) == len((tmp_path / "one" / "samples.jsonl").read_text().splitlines())
+    assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()) == [
+        "latest",
+        "step-00000002",
+    ]
+
+
+@pytest.mark.slow
+def test_a_rank_that_fails_brings_the_group_down_with_one_error(tmp_path: Path) -> None:
+    config = _small_config(tmp_path)
+    done = _torchrun(config, tmp_path / "run", {"DISCO_TEST_FAIL_ON_RANK": "1"})
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if "disco: error:" in line]
+    assert errors, done.stderr[-3000:]
+    assert len({line.split("disco: error:", 1)[1] for line in errors}) == 1
+    assert "data file is missing on this node" in errors[0]
+
+
 # ------------------------------------------------------------------------- one-process building blocks
 
 

@@ -58,6 +58,7 @@ SAMPLER_KEYS = ("acceptance_rate", "beta", "n_samples", "estimation_samples")
 TUNER_RESERVED = ("features", "kl_from_base", "checkpoint_dir")
 # Proposals QRS or IMH may draw for one context before the command gives up with advice.
 MAX_PROPOSALS = 200_000
+DRAW_CHUNK = 256  # samples per keyed chunk of the report's draws (dealt to the ranks)
 # Upper bounds checked before any work starts, so a typo cannot hang a run or exhaust memory.
 MAX_SAMPLES = 1_000_000  # samples drawn for one purpose (fit, estimation, evaluation, a step)
 MAX_COUNT = 10_000_000  # steps, intervals, windows
@@ -628,11 +629,22 @@ def _shares(total: int, contexts: Sequence[str]) -> list[tuple[str, int]]:
     return [(c, n) for c, n in zip(contexts, counts) if n > 0]
 
 
-def _draw(model: Any, contexts: Sequence[str], total: int) -> list[tuple[str, list[Any]]]:
+def _draw(
+    model: Any, contexts: Sequence[str], total: int, seed: int, stage: str
+) -> list[tuple[str, list[Any]]]:
+    """``total`` samples split over ``contexts``, in keyed chunks shared by the ranks."""
     import torch
 
+    from disco.distributed import current_world, draw_chunk, plan_chunks
+
+    world = current_world()
+    drawn = []
     with torch.no_grad():
-        return [(c, model.sample(c, n)[0]) for c, n in _shares(total, contexts)]
+        for position, (c, n) in enumerate(_shares(total, contexts)):
+            chunks = plan_chunks([c], n, DRAW_CHUNK, seed, stage, position)
+            parts = world.gather_chunks(chunks, lambda chunk: draw_chunk(model, chunk)[0])
+            drawn.append((c, [x for part in parts for x in part]))
+    return drawn
 
 
 def _rates(features: Sequence[Any], drawn: Sequence[tuple[str, list[Any]]]) -> list[float]:
@@ -683,7 +695,14 @@ def _coefficients(ebm: Any) -> dict[str, float]:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` whole or not at all (a full disk leaves the previous version)."""
+    """Replace ``path`` whole or not at all (a full disk leaves the previous version).
+
+    Under torch.distributed only rank 0 writes: every rank holds the same contents.
+    """
+    from disco.distributed import current_world
+
+    if not current_world().is_main:
+        return
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         tmp.write_text(text, encoding="utf-8")
@@ -796,6 +815,7 @@ def _fit(cfg: dict[str, Any], base: Any, features: list[Any], moments: list[floa
             n_samples=n,
             sampling_size=min(256, n),
             progress=_interactive(),
+            seed=_stage_seed(cfg["seed"], "fit"),
             **where,
         )
     except ValueError as err:
@@ -910,6 +930,7 @@ def run_pipeline(
     """
     import torch
 
+    from disco.distributed import current_world
     from disco.distributions import ContextDistribution
     from disco.features import FeatureError
     from disco.io import load_ebm, save_ebm
@@ -919,6 +940,7 @@ def run_pipeline(
     from disco.tuners.loggers import ConsoleLogger, JSONLogger
 
     started = time.perf_counter()
+    world = current_world()  # every rank runs the pipeline; rank 0 writes and prints
     seed, contexts = cfg["seed"], cfg["contexts"]
     checkpoints = out / "checkpoints"
     if resume:
@@ -930,7 +952,7 @@ def run_pipeline(
     moments = [float(s["moment"]) for s in cfg["features"]]
     names = [f.name for f in features]
     out.mkdir(parents=True, exist_ok=True)
-    if not resume:
+    if not resume and world.is_main:
         shutil.rmtree(checkpoints, ignore_errors=True)  # never resume another run's policy
         _write_atomically(out / "config.json", json.dumps(cfg, indent=2))
     torch.manual_seed(seed)
@@ -942,6 +964,7 @@ def run_pipeline(
         "features": names,
         "targets": moments,
         "seed": seed,
+        "world_size": world.size,
         "interrupted": False,
     }
     if resume:
@@ -952,13 +975,14 @@ def run_pipeline(
     else:
         target = _fit(cfg, base, features, moments)
         try:
-            save_ebm(target, out / "ebm")
+            if world.is_main:
+                save_ebm(target, out / "ebm")
         except ValueError as err:
             raise UserError(str(err), "features", "use features that can be saved") from None
         checkpoint.kill_point("run: ebm saved")
     report["coefficients"] = _coefficients(target)
     torch.manual_seed(_stage_seed(seed, "base samples"))
-    base_drawn = _draw(base, contexts, cfg["output"]["eval_samples"])
+    base_drawn = _draw(base, contexts, cfg["output"]["eval_samples"], seed, "base samples")
     report["base_rate"] = _rates(features, base_drawn)
 
     policy = _policy(cfg)
@@ -1031,12 +1055,13 @@ def run_pipeline(
             "see the message; e.g. more samples_per_context, or a smaller learning_rate",
         ) from None
     policy.freeze()
-    _save_policy(policy, out / "policy")
-    checkpoint.kill_point("run: policy saved")
-    _try_plot(lambda: _plot_tuning(history, names, moments, out / "tuning.png"), "tuning.png")
+    if world.is_main:
+        _save_policy(policy, out / "policy")
+        checkpoint.kill_point("run: policy saved")
+        _try_plot(lambda: _plot_tuning(history, names, moments, out / "tuning.png"), "tuning.png")
 
     torch.manual_seed(_stage_seed(seed, "tuned samples"))
-    tuned_drawn = _draw(policy, contexts, cfg["output"]["eval_samples"])
+    tuned_drawn = _draw(policy, contexts, cfg["output"]["eval_samples"], seed, "tuned samples")
     sampler_cfg = cfg["sampler"]
     estimator = QRSEstimator(
         target,
@@ -1044,13 +1069,15 @@ def run_pipeline(
         contexts=contexts,
         n_samples=sampler_cfg["estimation_samples"],
         progress=_interactive(),
+        seed=_stage_seed(seed, "qrs estimate"),
     )
     # log beta throughout: an EBM's unnormalised scores can put beta past float range
     if "beta" in sampler_cfg:
         log_beta = math.log(sampler_cfg["beta"])
     else:
         log_beta = estimator.log_beta_for_acceptance_rate(sampler_cfg["acceptance_rate"])
-    _try_plot(lambda: estimator.plot(out / "qrs.png"), "qrs.png")
+    if world.is_main:
+        _try_plot(lambda: estimator.plot(out / "qrs.png"), "qrs.png")
     shares = _shares(sampler_cfg["n_samples"], contexts)
     rate = estimator.acceptance_rate_at_beta(log_beta=log_beta)
     _check_qrs_cost(rate, log_beta, max(n for _, n in shares))
@@ -1088,8 +1115,9 @@ def run_pipeline(
     _write_jsonl(out / "samples.jsonl", rows)
     checkpoint.kill_point("run: samples written")
     _write_report(out, report)
-    print(format_table(report))
-    print(f"\nreport folder: {out}")
+    if world.is_main:
+        print(format_table(report))
+        print(f"\nreport folder: {out}")
     return report
 
 
@@ -1307,14 +1335,28 @@ def _dispatch(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``disco`` command; returns the exit status."""
+    args = _parser().parse_args(argv)
+    from transformers.utils import logging as transformers_logging
+
+    from disco.distributed import init_from_environment
+
+    transformers_logging.disable_progress_bar()  # loading bars would bury disco's own output
+    world = init_from_environment()  # under torchrun / accelerate launch: join their group
+    try:
+        return _main(args)
+    finally:
+        if world.size > 1:
+            import torch
+
+            torch.distributed.destroy_process_group()
+
+
+def _main(args: argparse.Namespace) -> int:
+    """Run the parsed command; errors become one line on stderr and an exit status."""
     from safetensors import SafetensorError
 
     from disco.features import FeatureError
 
-    args = _parser().parse_args(argv)
-    from transformers.utils import logging as transformers_logging
-
-    transformers_logging.disable_progress_bar()  # loading bars would bury disco's own output
     try:
         with warnings.catch_warnings():
             # raised between peft and transformers versions; nothing a user can act on

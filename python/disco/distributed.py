@@ -15,8 +15,10 @@ initialised): the same code runs, and the collectives are skipped.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import json
+import os
 import pickle
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -32,8 +34,10 @@ __all__ = [
     "chunk_seed",
     "current_world",
     "draw_chunk",
+    "init_from_environment",
     "keyed_random",
     "plan_chunks",
+    "shared_seed",
 ]
 
 T = TypeVar("T")
@@ -295,3 +299,23 @@ def shared_seed(seed: int | None, world: World | None = None) -> int:
     if seed is None:
         seed = int(torch.randint(0, MAX_SEED, (1,)))
     return int(world.broadcast(seed))
+
+
+def init_from_environment(timeout_s: float = 1800.0) -> World:
+    """Join the process group that ``torchrun`` or ``accelerate launch`` describes, if any.
+
+    Those launchers set ``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR`` and
+    ``MASTER_PORT``; with ``WORLD_SIZE`` above 1 the group is initialised (NCCL when CUDA is
+    available, each rank on GPU ``LOCAL_RANK``; gloo otherwise). Without a launcher, or when a
+    group already exists, nothing changes. Returns the world.
+    """
+    dist = torch.distributed
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size > 1 and dist.is_available() and not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            backend = "nccl"
+        else:
+            backend = "gloo"
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+    return current_world()
