@@ -1221,9 +1221,11 @@ def _sample(args: argparse.Namespace) -> None:
         {"text": s.text, "target_log_score": float(lp)}
         for s, lp in zip(drawn.samples, drawn.target_log_scores.tolist())
     ]
+    from disco.distributed import current_world
+
     if args.output:
         _write_jsonl(Path(args.output), rows)
-    else:
+    elif current_world().is_main:  # every rank holds the same samples
         for row in rows:
             print(json.dumps(row))
 

@@ -379,7 +379,7 @@ class Tuner:
         """
         cfg, world = self.config, self.world
         t0 = time.perf_counter()
-        contexts = self._contexts()
+        contexts = world.broadcast(self._contexts())  # rank 0's draw, should streams differ
         timings = {"time/sample": 0.0, "time/score": 0.0, "time/backward": 0.0}
         if self.average is not None:
             timings["time/average"] = 0.0  # scoring the step's samples under the average
