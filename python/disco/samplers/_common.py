@@ -11,6 +11,7 @@ import numpy.typing as npt
 import torch
 
 from disco import numerics
+from disco.distributions.contexts import resolve_contexts
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -99,27 +100,6 @@ def checked_log_beta(beta: float | None, log_beta: float | None) -> float:
     if not (math.isfinite(b) and b > 0):
         raise ValueError(f"beta is {b}: it must be positive and finite")
     return math.log(b)
-
-
-def resolve_contexts(
-    context: Any, contexts: Sequence[Any] | None, context_distribution: Any, n_contexts: int
-) -> list[Any]:
-    """One context, an explicit list, or ``n_contexts`` drawn from a context distribution.
-
-    A context distribution is anything whose ``sample(n)`` returns ``(contexts, log_probs)``.
-    """
-    if context_distribution is not None:
-        if n_contexts < 1:
-            raise ValueError(f"n_contexts must be at least 1, got {n_contexts}")
-        drawn = context_distribution.sample(n_contexts)
-        out = list(drawn[0] if isinstance(drawn, tuple) else drawn)
-    elif contexts is not None:
-        out = list(contexts)
-    else:
-        out = [context]
-    if not out:
-        raise ValueError("no contexts: give a context, a non-empty list or a context distribution")
-    return out
 
 
 def context_key(context: Any) -> Any:

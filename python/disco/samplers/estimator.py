@@ -11,11 +11,11 @@ from typing import Any
 import numpy as np
 
 from disco import numerics
+from disco.distributions.contexts import resolve_contexts
 from disco.samplers._common import (
     FloatArray,
     log_ratios,
     log_scores,
-    resolve_contexts,
     score_target,
 )
 from disco.samplers.accumulation import AccumulationSampler
