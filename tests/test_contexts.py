@@ -231,3 +231,12 @@ def test_single_once_gives_a_one_context_distribution_once():
     assert resolve_contexts(context_distribution=repeated, n_contexts=3, single_once=True) == ["y"]
     several = ContextDistribution(["y", "z"], seed=1)
     assert len(resolve_contexts(context_distribution=several, n_contexts=3, single_once=True)) == 3
+
+
+def test_the_examples_in_the_docstrings_hold():
+    import doctest
+
+    import disco.distributions.contexts
+
+    result = doctest.testmod(disco.distributions.contexts)
+    assert result.attempted > 0 and result.failed == 0

@@ -114,3 +114,12 @@ def test_the_distribution_holds_its_warp(tmp_path):
     lm = LMDistribution(build_gpt2(tmp_path), temperature=0.5, top_k=3, top_p=0.9)
     assert lm.warp == Warp(0.5, 3, 0.9)
     assert (lm.temperature, lm.top_k, lm.top_p) == (0.5, 3, 0.9)
+
+
+def test_the_examples_in_the_docstrings_hold():
+    import doctest
+
+    import disco.distributions.warp
+
+    result = doctest.testmod(disco.distributions.warp)
+    assert result.attempted > 0 and result.failed == 0

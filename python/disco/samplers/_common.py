@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -85,21 +84,6 @@ def log_ratios(target: FloatArray, proposal: FloatArray) -> FloatArray:
         )
     with np.errstate(invalid="ignore"):
         return np.where(target == -np.inf, -np.inf, target - proposal)
-
-
-def checked_log_beta(beta: float | None, log_beta: float | None) -> float:
-    """``log β`` from exactly one of ``beta`` (positive, finite) and ``log_beta`` (finite)."""
-    if (beta is None) == (log_beta is None):
-        raise ValueError("give exactly one of beta and log_beta")
-    if log_beta is not None:
-        value = float(log_beta)
-        if not math.isfinite(value):
-            raise ValueError(f"log_beta is {value}: it must be finite")
-        return value
-    b = float(beta)  # type: ignore[arg-type]
-    if not (math.isfinite(b) and b > 0):
-        raise ValueError(f"beta is {b}: it must be positive and finite")
-    return math.log(b)
 
 
 def context_key(context: Any) -> Any:

@@ -11,11 +11,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from disco import numerics
+from disco._beta import beta_from_log, checked_log_beta
 from disco.samplers._common import (
     Gathered,
     Samples,
     as_tensor,
-    checked_log_beta,
     context_key,
     draw_batch,
     log_ratios,
@@ -99,7 +99,7 @@ class QuasiRejectionSampler:
     @property
     def beta(self) -> float:
         """``β`` (``inf`` when ``log β`` is past float range)."""
-        return math.exp(self.log_beta) if self.log_beta < 709.78 else math.inf
+        return beta_from_log(self.log_beta)
 
     # -- statistics ---------------------------------------------------------------------------
 
