@@ -194,23 +194,10 @@ def constrain(
     disco.ConvergenceError
         The solver did not converge within ``max_iterations``.
     """
-    if original_keywords:
-        settings: dict[str, Any] = dict(
-            proposal=proposal,
-            context=context,
-            contexts=contexts,
-            context_distribution=context_distribution,
-            n_contexts=n_contexts,
-            n_samples=n_samples,
-            sampling_size=sampling_size,
-            samples=samples,
-            proposal_log_probs=proposal_log_probs,
-            tolerance=tolerance,
-            max_iterations=max_iterations,
-            progress=progress,
-        )
-        settings.update(constrain_arguments(original_keywords))
-        return constrain(base, features, moments, **settings)
+    if original_keywords:  # the original's names for n_contexts and max_iterations
+        translated = constrain_arguments(original_keywords)
+        n_contexts = translated.get("n_contexts", n_contexts)
+        max_iterations = translated.get("max_iterations", max_iterations)
     if moments is None:
         factors = [as_scorer(f, k) for k, f in enumerate(features)]
         ebm = Product(base, *factors)

@@ -144,15 +144,30 @@ class Gathered:
         )
 
 
-def sample_each_context(
-    sample: Any,
-    contexts: Sequence[Any] | None,
-    sampling_size: int,
-    context_distribution: Any,
-    n_contexts: int,
-) -> list[tuple[Any, Any]]:
-    """``sample(context, sampling_size)`` for each of ``contexts`` (or ``n_contexts`` drawn)."""
-    if contexts is None and context_distribution is None:
-        raise ValueError("give contexts or a context_distribution")
-    chosen = resolve_contexts("", contexts, context_distribution, n_contexts)
-    return [(c, sample(c, sampling_size)) for c in chosen]
+def at_least_one(value: Any, name: str) -> int:
+    """``value`` as an int, refused below 1 (a batch size, a count of draws)."""
+    if int(value) < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+    return int(value)
+
+
+class ContextSampler:
+    """A sampler of one context at a time, run over many by :meth:`sample_contexts`."""
+
+    def sample(self, context: Any = "", sampling_size: int = 32) -> Samples:
+        """One batch for ``context`` (each sampler says what it holds)."""
+        raise NotImplementedError
+
+    def sample_contexts(
+        self,
+        contexts: Sequence[Any] | None = None,
+        sampling_size: int = 32,
+        *,
+        context_distribution: Any = None,
+        n_contexts: int = 8,
+    ) -> list[tuple[Any, Samples]]:
+        """:meth:`sample` for each of ``contexts`` (or ``n_contexts`` drawn from a distribution)."""
+        if contexts is None and context_distribution is None:
+            raise ValueError("give contexts or a context_distribution")
+        chosen = resolve_contexts("", contexts, context_distribution, n_contexts)
+        return [(c, self.sample(c, sampling_size)) for c in chosen]

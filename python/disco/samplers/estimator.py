@@ -14,6 +14,7 @@ from disco._beta import beta_from_log, check_beta, checked_log_beta
 from disco.distributions.contexts import resolve_contexts
 from disco.samplers._common import (
     FloatArray,
+    at_least_one,
     log_ratios,
     log_scores,
     score_target,
@@ -105,8 +106,7 @@ class QRSEstimator:
             n_samples = n_estimation_samples
         chosen = resolve_contexts(context, contexts, context_distribution, n_contexts)
         per_context = max(1, int(n_samples) // len(chosen))
-        if int(sampling_size) < 1:
-            raise ValueError(f"sampling_size must be at least 1, got {sampling_size}")
+        sampling_size = at_least_one(sampling_size, "sampling_size")
         self.target = target
         self.proposal = proposal
         groups = []
