@@ -1,4 +1,4 @@
-"""Helpers shared by the samplers: checked log-scores, log-ratios, betas and contexts."""
+"""Helpers shared by the samplers: checked log-scores and log-ratios, batches, per-context runs."""
 
 from __future__ import annotations
 
