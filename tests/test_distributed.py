@@ -350,7 +350,9 @@ def gpt2_case(folder: str) -> dict[str, Any]:
     start = {k: v.detach().clone() for k, v in tuner.parameters.items()}
     tuner.tune(n_steps=3)
     outcome = _outcome(tuner)
-    outcome["moved"] = max(float((v - start[k]).abs().max()) for k, v in tuner.parameters.items())
+    outcome["moved"] = max(
+        float((v.detach() - start[k]).abs().max()) for k, v in tuner.parameters.items()
+    )
     return outcome
 
 
