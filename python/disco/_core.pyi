@@ -124,6 +124,15 @@ def f_divergence(
     proposal_log_probs: npt.NDArray[np.float64],
     log_z: float,
 ) -> tuple[float, float]: ...
+def tuner_metrics(
+    loss: str,
+    target_log_scores: npt.NDArray[np.float64],
+    policy_log_probs: npt.NDArray[np.float64],
+    proposal_log_probs: npt.NDArray[np.float64],
+    log_z: float,
+    features: npt.NDArray[np.float64] | None = None,
+    base_log_probs: npt.NDArray[np.float64] | None = None,
+) -> tuple[dict[str, float], npt.NDArray[np.float64] | None]: ...
 def fit_coefficients(
     features: npt.NDArray[np.float64],
     target_moments: npt.NDArray[np.float64],
