@@ -141,4 +141,5 @@ def fit_coefficients(
     tolerance: float = 1e-08,
     max_iterations: int = 100,
     initial: npt.NDArray[np.float64] | None = None,
+    feature_names: Sequence[str] | None = None,
 ) -> tuple[npt.NDArray[np.float64], int, npt.NDArray[np.float64], float, float, float]: ...

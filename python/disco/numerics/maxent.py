@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,6 +75,7 @@ def fit_coefficients(
     tolerance: float = 1e-8,
     max_iterations: int = 100,
     initial: ArrayLike | None = None,
+    feature_names: Sequence[str] | None = None,
 ) -> FitResult:
     """Fit ``lambda`` so that ``p ∝ a b exp(lambda . phi)`` has the target moments (DESIGN §4).
 
@@ -113,6 +115,9 @@ def fit_coefficients(
         Newton steps allowed.
     initial
         Starting coefficients (default zeros), e.g. a previous fit's.
+    feature_names
+        A name per feature: a ``ValueError`` about feature ``k`` (or ``target_moments[k]``)
+        shows its name after the index, as ``feature 1 ('length')``.
 
     Returns
     -------
@@ -155,8 +160,9 @@ def fit_coefficients(
     start = None if initial is None else as_vector(initial, "initial")
     # The binding refuses a bad tolerance or max_iterations (a bool, a float, 2**64, -1) with
     # a ValueError of its own.
+    names = None if feature_names is None else [str(name) for name in feature_names]
     coefficients, iterations, moments, max_error, ess, log_z = _core.fit_coefficients(
-        matrix, targets, lw, g, tolerance, max_iterations, start
+        matrix, targets, lw, g, tolerance, max_iterations, start, names
     )
     return FitResult(
         coefficients=coefficients,

@@ -27,7 +27,7 @@ pyo3::create_exception!(
 impl From<Error> for PyErr {
     fn from(error: Error) -> PyErr {
         match error {
-            Error::InvalidInput(message) => PyValueError::new_err(message),
+            Error::InvalidInput(message) => PyValueError::new_err(message.to_string()),
             Error::NoConvergence {
                 message,
                 last,
