@@ -13,19 +13,34 @@ type ArrayPair<'py> = (Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<f64>>);
 /// The tuner's named scalars and, when features were given, the moments.
 type MetricsPair<'py> = (Bound<'py, PyDict>, Option<Bound<'py, PyArray1<f64>>>);
 
-/// The three 1-D log-score arrays `(target, model, proposal)`, borrowed in C order; `model`
-/// goes by `model_name` in messages.
-fn log_score_vectors<'py>(
-    target: &Bound<'py, PyAny>,
-    model: &Bound<'py, PyAny>,
-    model_name: &str,
-    proposal: &Bound<'py, PyAny>,
-) -> PyResult<[Values<'py, f64>; 3]> {
-    Ok([
-        vector(div::TARGET, target)?,
-        vector(model_name, model)?,
-        vector(div::PROPOSAL, proposal)?,
-    ])
+/// The three 1-D log-score arrays `(target, model, proposal)`, borrowed in C order.
+struct Borrowed<'py> {
+    arrays: [Values<'py, f64>; 3],
+    model_name: &'static str,
+}
+
+impl<'py> Borrowed<'py> {
+    /// Borrows the arrays; `model` goes by `model_name` in messages.
+    fn new(
+        target: &Bound<'py, PyAny>,
+        model: &Bound<'py, PyAny>,
+        model_name: &'static str,
+        proposal: &Bound<'py, PyAny>,
+    ) -> PyResult<Self> {
+        let arrays = [
+            vector(div::TARGET, target)?,
+            vector(model_name, model)?,
+            vector(div::PROPOSAL, proposal)?,
+        ];
+        Ok(Self { arrays, model_name })
+    }
+
+    /// The kernels' view of them.
+    fn scores(&self) -> LogScores<'_> {
+        let [t, m, q] = &self.arrays;
+        LogScores::new(t.as_slice(), m.as_slice(), q.as_slice())
+            .with_model(m.as_slice(), self.model_name)
+    }
 }
 
 /// An optional float argument (`None` is absent).
@@ -59,14 +74,14 @@ pub fn divergence(
     proposal_log_probs: &Bound<'_, PyAny>,
     log_z: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<f64> {
-    let [t, m, q] = log_score_vectors(
+    let b = Borrowed::new(
         target_log_scores,
         model_log_probs,
         div::MODEL,
         proposal_log_probs,
     )?;
     let log_z = optional_real("log_z", log_z)?;
-    let s = LogScores::new(t.as_slice(), m.as_slice(), q.as_slice());
+    let s = b.scores();
     Ok(py.detach(|| div::estimate(kind.0, &s, log_z))?)
 }
 
@@ -117,14 +132,14 @@ pub fn f_pseudo_rewards<'py>(
     log_z: &Bound<'py, PyAny>,
     max_log_t: &Bound<'py, PyAny>,
 ) -> PyResult<ArrayPair<'py>> {
-    let [t, p, q] = log_score_vectors(
+    let b = Borrowed::new(
         target_log_scores,
         policy_log_probs,
         div::POLICY,
         proposal_log_probs,
     )?;
     let (log_z, max_log_t) = (real("log_z", log_z)?, real("max_log_t", max_log_t)?);
-    let s = LogScores::of_policy(p.as_slice(), t.as_slice(), q.as_slice());
+    let s = b.scores();
     let (mut w, mut wr) = (vec![0.0; s.model.len()], vec![0.0; s.model.len()]);
     py.detach(|| div::pseudo_rewards(kind.0, &s, log_z, max_log_t, &mut w, &mut wr))?;
     Ok((w.into_pyarray(py), wr.into_pyarray(py)))
@@ -140,14 +155,14 @@ pub fn f_divergence(
     proposal_log_probs: &Bound<'_, PyAny>,
     log_z: &Bound<'_, PyAny>,
 ) -> PyResult<(f64, f64)> {
-    let [t, p, q] = log_score_vectors(
+    let b = Borrowed::new(
         target_log_scores,
         policy_log_probs,
         div::POLICY,
         proposal_log_probs,
     )?;
     let log_z = real("log_z", log_z)?;
-    let s = LogScores::of_policy(p.as_slice(), t.as_slice(), q.as_slice());
+    let s = b.scores();
     Ok(py.detach(|| div::estimate_with_stderr(kind.0, &s, log_z))?)
 }
 
@@ -169,7 +184,7 @@ pub fn tuner_metrics<'py>(
     features: Option<&Bound<'py, PyAny>>,
     base_log_probs: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<MetricsPair<'py>> {
-    let [t, p, q] = log_score_vectors(
+    let b = Borrowed::new(
         target_log_scores,
         policy_log_probs,
         div::POLICY,
@@ -182,7 +197,7 @@ pub fn tuner_metrics<'py>(
         .transpose()?;
     let base = optional_vector(div::BASE, base_log_probs)?;
     let input = MetricsInput {
-        scores: LogScores::of_policy(p.as_slice(), t.as_slice(), q.as_slice()),
+        scores: b.scores(),
         log_z,
         loss: loss.0,
         features: phi.as_ref().map(|(f, _, k)| (f.as_slice(), *k)),
