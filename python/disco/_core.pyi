@@ -23,6 +23,7 @@ __all__ = [
     "logsumexp",
     "normalized_weights",
     "qrs_accept",
+    "tuner_metrics",
     "weighted_moments",
 ]
 __version__: str
