@@ -199,3 +199,38 @@ fn describe(v: f64) -> &'static str {
         "-inf"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_names_its_entries_only_where_the_caller_labels_them() {
+        let m = Message::default()
+            .entry("target_moments", 1)
+            .then(" = 7 is outside the range that ")
+            .feature(1)
+            .then(" takes");
+        assert_eq!(
+            m.to_string(),
+            "target_moments[1] = 7 is outside the range that feature 1 takes"
+        );
+        let named = m.render(&|arg, k| (k == 1).then(|| format!("'{arg}'")));
+        assert_eq!(
+            named,
+            "target_moments[1] ('target_moments') = 7 is outside the range that feature 1 \
+             ('features') takes"
+        );
+        let err = check_log_scores("x", &[0.0, f64::NAN]).unwrap_err();
+        let Error::InvalidInput(m) = err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(
+            m.parts()[0],
+            Part::Entry {
+                arg: "x".into(),
+                index: 1
+            }
+        );
+    }
+}
