@@ -117,10 +117,10 @@ class ModelSection:
             table["path"] = sources.model_path(table["path"], base_dir)
         section = cls(**table)
         _integer(section.length, "model.length", 1, 1_000_000)
-        from disco.distributions import LMDistribution
+        from disco.distributions.warp import Warp
 
-        try:  # the same checks LMDistribution makes, before any model is loaded
-            LMDistribution._check_warp(
+        try:  # the warp checks itself as LMDistribution's does, before any model is loaded
+            Warp(
                 1.0 if section.temperature is None else section.temperature,
                 0 if section.top_k is None else section.top_k,
                 1.0 if section.top_p is None else section.top_p,
@@ -267,10 +267,15 @@ def _check_autocast(mode: Any) -> None:
 
 
 def check_beta(beta: Any, key: str) -> float:
-    """A QRS β given directly: positive, finite, and with a finite logarithm."""
-    if not _real(beta) or not 0 < beta < math.inf or not math.isfinite(math.log(beta)):
-        raise UserError(f"beta {beta!r} is not positive and finite", key, "use beta > 0")
-    return float(beta)
+    """A QRS β given directly: a number (not a string or a boolean), positive and finite."""
+    from disco._beta import check_beta as checked
+
+    try:
+        if not _real(beta):
+            raise ValueError(f"beta {beta!r} is not a number")
+        return checked(beta, "beta")
+    except (ValueError, OverflowError) as err:
+        raise UserError(str(err), key, "use beta > 0") from None
 
 
 def check_acceptance_rate(rate: Any, key: str) -> float:

@@ -21,8 +21,10 @@ Drawn = Sequence[tuple[str, list[Any]]]  # each context with its samples
 
 
 def beta_text(log_beta: float) -> str:
-    """β for people: a number, or ``exp(…)`` where it is past float range."""
-    return f"{math.exp(log_beta):.4g}" if abs(log_beta) < 700 else f"exp({log_beta:.6g})"
+    """β for people: a number, or ``exp(…)`` where it (or its inverse) is past float range."""
+    from disco._beta import MAX_LOG_FLOAT
+
+    return f"{math.exp(log_beta):.4g}" if abs(log_beta) < MAX_LOG_FLOAT else f"exp({log_beta:.6g})"
 
 
 def coefficients(ebm: Any) -> dict[str, float]:
