@@ -58,6 +58,12 @@ class TunerConfig:
         "weight of the old average at each step (memory of about 1/(1 - decay) steps)",
         default=0.95,
     )
+    stopping_window: int = _help(
+        "stop before n_steps once the divergence estimate has stopped improving: the mean of "
+        "its last stopping_window steps is not below the mean of the window before by more than "
+        "the difference's standard error (0: always run n_steps)",
+        default=0,
+    )
     max_grad_norm: float | None = _help(
         "clip the gradient's global norm to this (None: no clipping)", default=1.0
     )
@@ -172,11 +178,20 @@ class TunerConfig:
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "validation_interval", "checkpoint_interval"):
+        for name in (
+            "warmup_steps",
+            "validation_interval",
+            "checkpoint_interval",
+            "stopping_window",
+        ):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.stopping_window == 1:
+            raise ValueError(
+                "stopping_window must be 0 (off) or at least 2 (a window's spread needs two steps)"
+            )
         if not 0.0 <= self.averaging_decay < 1.0:
             raise ValueError(f"averaging_decay must be in [0, 1), got {self.averaging_decay}")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:

@@ -445,6 +445,8 @@ class Tuner:
                     and self.step_count % cfg.checkpoint_interval == 0
                 ):
                     self.save_checkpoint()
+                if self.converged():
+                    break
             if cfg.checkpoint_dir:
                 self.save_checkpoint()
             if self.average is not None:
@@ -453,6 +455,24 @@ class Tuner:
             for logger in self.loggers:
                 logger.close()
         return self.history
+
+    def converged(self) -> bool:
+        """Whether the divergence estimate has stopped improving (``stopping_window`` > 0).
+
+        Compares the mean estimate over the last ``stopping_window`` steps with the mean over
+        the window before: converged when the improvement is below one standard error of the
+        difference. Each window's standard error is the spread of its steps' estimates over
+        the root of its length, which holds both the sampling noise and the iterates' own
+        fluctuation, so a noisy plateau counts as flat instead of as progress.
+        """
+        window = self.config.stopping_window
+        values = [h["divergence"] for h in self.history if "divergence" in h]
+        if window < 2 or len(values) < 2 * window:
+            return False
+        current = np.asarray(values[-window:])
+        previous = np.asarray(values[-2 * window : -window])
+        stderr = math.sqrt((np.var(current, ddof=1) + np.var(previous, ddof=1)) / window)
+        return bool(previous.mean() - current.mean() < stderr)
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
