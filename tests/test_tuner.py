@@ -441,3 +441,22 @@ def test_the_stopping_window_needs_two_steps():
         TunerConfig(stopping_window=1)
     with pytest.raises(ValueError, match="stopping_window"):
         TunerConfig(stopping_window=-1)
+
+
+def test_metrics_samples_changes_what_is_reported_not_how_the_policy_moves():
+    settings = dict(n_steps=4, samples_per_context=32, learning_rate=0.05, seed=5)
+    runs = {}
+    for m in (0, 32, 8):
+        base, _support, _phi, target, _log_p = problem()  # fresh random state for each run
+        policy = base.clone()
+        history = Tuner(
+            policy, target, base=base, kl_from_base=True, metrics_samples=m, **settings
+        ).tune()
+        untimed = [{k: v for k, v in h.items() if not k.startswith("time/")} for h in history]
+        runs[m] = (untimed, policy.log_score(base.enumerate_support()[0]).numpy())
+    assert runs[0][0] == runs[32][0]  # the whole batch, spelled two ways
+    np.testing.assert_array_equal(runs[8][1], runs[0][1])  # same draws, same steps
+    assert [h["loss"] for h in runs[8][0]] == [h["loss"] for h in runs[0][0]]
+    assert [h["kl_target_policy"] for h in runs[8][0]] != [
+        h["kl_target_policy"] for h in runs[0][0]
+    ]

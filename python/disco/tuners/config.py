@@ -33,6 +33,12 @@ class TunerConfig:
     contexts_per_step: int = _help(
         "contexts drawn from the context distribution at each step", default=1
     )
+    metrics_samples: int = _help(
+        "samples of each context's batch the step's reported metrics are estimated on (0: all): "
+        "a large batch buys a less noisy gradient without paying the reported policy's and the "
+        "base's extra forward passes on all of it",
+        default=0,
+    )
     sampling_batch_size: int = _help(
         "samples drawn per call to the proposal (bounds memory)", default=64
     )
@@ -183,6 +189,7 @@ class TunerConfig:
             "validation_interval",
             "checkpoint_interval",
             "stopping_window",
+            "metrics_samples",
         ):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")

@@ -359,16 +359,19 @@ class Tuner:
                 }
                 for x, lp in zip(samples[:8], log_p[:8])
             ]
-            log_pi_all = np.concatenate(log_pi_parts)
-            phi, log_a = self._features_and_base(context, samples)
-            metrics = self._metrics(log_p, log_pi_all, log_q, log_z, phi, log_a)
+            # The reported estimates use the batch's first metrics_samples samples (all by
+            # default): the draws are exchangeable, so the first m are a random subset.
+            m = cfg.metrics_samples or n
+            log_pi_all = np.concatenate(log_pi_parts)[:m]
+            phi, log_a = self._features_and_base(context, samples[:m])
+            metrics = self._metrics(log_p[:m], log_pi_all, log_q[:m], log_z, phi, log_a)
             if self.average is not None:
                 # The names without a prefix describe the policy tune() returns: the average.
                 iterate = metrics
                 ta = time.perf_counter()
-                log_avg = self._averaged_log_scores(samples, context)
+                log_avg = self._averaged_log_scores(samples[:m], context)
                 timings["time/average"] += time.perf_counter() - ta
-                metrics = self._metrics(log_p, log_avg, log_q, log_z, phi, log_a)
+                metrics = self._metrics(log_p[:m], log_avg, log_q[:m], log_z, phi, log_a)
                 metrics.update({f"iterate/{k}": v for k, v in iterate.items()})
             metrics["loss"] = loss_value
             per_context.append(metrics)
