@@ -64,7 +64,7 @@ def wheel_problems(path: Path, version: str) -> list[str]:
     with zipfile.ZipFile(path) as wheel:
         names = wheel.namelist()
         dist_info = f"disco_control-{version}.dist-info"
-        for name in REQUIRED:
+        for name in (*REQUIRED, f"{dist_info}/licenses/LICENSE"):
             if name not in names:
                 problems.append(f"missing {name}")
         cores = [n for n in names if CORE.match(n)]
@@ -87,6 +87,8 @@ def wheel_problems(path: Path, version: str) -> list[str]:
         problems.append(f"METADATA: the name is not {DISTRIBUTION}")
     if f"\nVersion: {version}\n" not in metadata:
         problems.append(f"METADATA: the version is not {version}")
+    if "\nLicense-Expression: Apache-2.0\n" not in metadata:
+        problems.append("METADATA: the licence is not declared as Apache-2.0")
     if "\nRequires-Python: >=3.10" not in metadata:
         problems.append("METADATA: Requires-Python is not >=3.10")
     if not re.search(r"^disco\s*=\s*disco\.cli:main$", entry_points, flags=re.M):
