@@ -7,6 +7,7 @@ import math
 import sys
 from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,6 +16,7 @@ from disco.distributions import (
     DatasetContextDistribution,
     SingleContextDistribution,
 )
+from disco.distributions.contexts import draw_contexts, resolve_contexts
 
 
 def test_single_context():
@@ -164,3 +166,77 @@ def test_real_datasets_object():
     assert DatasetContextDistribution(table).contexts() == ["u", "v"]
     both = datasets.DatasetDict(train=table, test=datasets.Dataset.from_dict({"text": ["w"]}))
     assert DatasetContextDistribution(both, split="test").contexts() == ["w"]
+
+
+# ---------------------------------------------------------------- resolving contexts
+
+
+class _Drawn:
+    """A context distribution that only draws (lists nothing), counting its calls."""
+
+    def __init__(self, returns_pair=True):
+        self.calls = 0
+        self.returns_pair = returns_pair
+
+    def sample(self, n):
+        self.calls += 1
+        drawn = [f"c{self.calls}-{i}" for i in range(n)]
+        return (drawn, torch.zeros(n)) if self.returns_pair else drawn
+
+
+def test_resolve_contexts_prefers_distribution_then_list_then_context():
+    assert resolve_contexts("only") == ["only"]
+    assert resolve_contexts("ignored", ["a", "b"]) == ["a", "b"]
+    assert resolve_contexts("x", ["y"], _Drawn(), 2) == ["c1-0", "c1-1"]
+    assert resolve_contexts(context_distribution=_Drawn(False), n_contexts=1) == ["c1-0"]
+
+
+def test_resolve_contexts_refuses_bad_input():
+    with pytest.raises(ValueError, match="no contexts: give a context"):
+        resolve_contexts(contexts=[])
+    with pytest.raises(ValueError, match="not a string"):
+        resolve_contexts(contexts="abc")
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="n_contexts must be at least 1"):
+            resolve_contexts(context_distribution=_Drawn(), n_contexts=bad)
+    with pytest.raises(ValueError, match="lists no contexts"):
+        draw_contexts(type("Empty", (), {"contexts": lambda self: []})(), 2)
+
+
+def test_a_seeded_rng_picks_from_the_listing_without_replacement():
+    pool = ContextDistribution(["a", "b", "c", "d", "e"], seed=0)
+    picks = resolve_contexts(context_distribution=pool, n_contexts=5, rng=np.random.default_rng(3))
+    assert sorted(picks) == ["a", "b", "c", "d", "e"]  # every entry once
+    again = resolve_contexts(context_distribution=pool, n_contexts=5, rng=np.random.default_rng(3))
+    assert again == picks
+    expected = np.random.default_rng(3).choice(5, size=5, replace=False)
+    assert picks == [["a", "b", "c", "d", "e"][i] for i in expected]
+    # more picks than entries: with replacement
+    many = resolve_contexts(context_distribution=pool, n_contexts=12, rng=np.random.default_rng(0))
+    assert len(many) == 12 and set(many) <= set("abcde")
+
+
+def test_without_rng_the_distribution_draws():
+    torch.manual_seed(0)
+    pool = ContextDistribution(["a", "b"], seed=7)
+    expected = ContextDistribution(["a", "b"], seed=7).sample(6)[0]
+    assert resolve_contexts(context_distribution=pool, n_contexts=6) == expected
+
+
+def test_single_once_gives_a_one_context_distribution_once():
+    single = SingleContextDistribution("x")
+    assert resolve_contexts(context_distribution=single, n_contexts=4) == ["x"] * 4
+    assert resolve_contexts(context_distribution=single, n_contexts=4, single_once=True) == ["x"]
+    repeated = ContextDistribution(["y", "y", "y"])
+    assert resolve_contexts(context_distribution=repeated, n_contexts=3, single_once=True) == ["y"]
+    several = ContextDistribution(["y", "z"], seed=1)
+    assert len(resolve_contexts(context_distribution=several, n_contexts=3, single_once=True)) == 3
+
+
+def test_the_examples_in_the_docstrings_hold():
+    import doctest
+
+    import disco.distributions.contexts
+
+    result = doctest.testmod(disco.distributions.contexts)
+    assert result.attempted > 0 and result.failed == 0

@@ -24,7 +24,8 @@ from transformers import (
 )
 
 from disco.distributions import LMDistribution, TextSample
-from disco.distributions.lm import _draw, warp_logits
+from disco.distributions.lm import warp_logits
+from disco.distributions.lm_runner import _draw
 from lm_fixtures import (
     BOS_ID,
     EOS_ID,

@@ -8,6 +8,7 @@ from disco.distributions.contexts import (
 )
 from disco.distributions.enumerable import EnumerableLM
 from disco.distributions.lm import LMDistribution
+from disco.distributions.warp import Warp
 
 __all__ = [
     "BaseDistribution",
@@ -18,4 +19,5 @@ __all__ = [
     "LMDistribution",
     "SingleContextDistribution",
     "TextSample",
+    "Warp",
 ]

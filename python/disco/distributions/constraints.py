@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from disco import numerics
 from disco.compat import constrain_arguments
+from disco.distributions.contexts import resolve_contexts
 from disco.scorers.base import BooleanScorer, ExponentialScorer, Product, Scorer, as_scorer
 
 __all__ = ["FitReport", "constrain"]
@@ -129,19 +130,6 @@ def _no_fit(pointwise: list[str]) -> FitReport:
     return FitReport([], zero, zero, zero, 0.0, 0, math.nan, math.nan, 0, pointwise)
 
 
-def _draw_contexts(context_distribution: Any, n_contexts: int) -> list[Any]:
-    """``n_contexts`` contexts from the distribution, or its only context if it has one.
-
-    Drawing the same context ``n_contexts`` times would split the samples into groups that are
-    each normalised on their own: a noisier fit of the same one-context problem.
-    """
-    listing = getattr(context_distribution, "contexts", None)
-    support = listing() if callable(listing) else None
-    if support is not None and len(set(support)) == 1:
-        return [support[0]]
-    return list(context_distribution.sample(n_contexts)[0])
-
-
 def constrain(
     base: Any,
     features: Sequence[Scorer | Callable[..., Any]],
@@ -206,23 +194,10 @@ def constrain(
     disco.ConvergenceError
         The solver did not converge within ``max_iterations``.
     """
-    if original_keywords:
-        settings: dict[str, Any] = dict(
-            proposal=proposal,
-            context=context,
-            contexts=contexts,
-            context_distribution=context_distribution,
-            n_contexts=n_contexts,
-            n_samples=n_samples,
-            sampling_size=sampling_size,
-            samples=samples,
-            proposal_log_probs=proposal_log_probs,
-            tolerance=tolerance,
-            max_iterations=max_iterations,
-            progress=progress,
-        )
-        settings.update(constrain_arguments(original_keywords))
-        return constrain(base, features, moments, **settings)
+    if original_keywords:  # the original's names for n_contexts and max_iterations
+        translated = constrain_arguments(original_keywords)
+        n_contexts = translated.get("n_contexts", n_contexts)
+        max_iterations = translated.get("max_iterations", max_iterations)
     if moments is None:
         factors = [as_scorer(f, k) for k, f in enumerate(features)]
         ebm = Product(base, *factors)
@@ -254,14 +229,9 @@ def constrain(
                 f"length mismatch: {len(samples)} samples but {groups_data[0][1].numel()} proposal_log_probs"
             )
     else:
-        if context_distribution is not None:
-            context_list = _draw_contexts(context_distribution, n_contexts)
-        elif contexts is not None:
-            context_list = list(contexts)
-        else:
-            context_list = [context]
-        if not context_list:
-            raise ValueError("no contexts to fit on")
+        context_list = resolve_contexts(
+            context, contexts, context_distribution, n_contexts, single_once=True
+        )
         groups_data = _draw(proposal or base, context_list, n_samples, sampling_size, progress)
 
     rows, log_weights, group_ids = [], [], []

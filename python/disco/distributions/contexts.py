@@ -11,15 +11,23 @@ from __future__ import annotations
 import csv
 import json
 import math
+import numbers
 import os
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-__all__ = ["ContextDistribution", "DatasetContextDistribution", "SingleContextDistribution"]
+__all__ = [
+    "ContextDistribution",
+    "DatasetContextDistribution",
+    "SingleContextDistribution",
+    "draw_contexts",
+    "resolve_contexts",
+]
 
 _DATASETS_HINT = (
     "DatasetContextDistribution needs the optional dependency `datasets` to load this dataset: "
@@ -244,3 +252,78 @@ class DatasetContextDistribution(_FiniteContexts):
                 raise ValueError(f"the dataset has no column {key!r} (columns: {names})")
             return list(dataset[key])
         return _column(dataset, key, "dataset")
+
+
+def _support(context_distribution: Any) -> list[Any] | None:
+    """The entries a context distribution lists (``contexts()`` or a ``contexts`` list), if any."""
+    listing = getattr(context_distribution, "contexts", None)
+    pool = listing() if callable(listing) else listing
+    return None if pool is None else list(pool)
+
+
+def draw_contexts(
+    context_distribution: Any,
+    n_contexts: int,
+    *,
+    rng: np.random.Generator | None = None,
+    single_once: bool = False,
+) -> list[Any]:
+    """``n_contexts`` contexts from ``context_distribution``.
+
+    With ``rng`` and a distribution that lists its entries (``contexts()``), ``rng`` picks them,
+    without replacement unless there are fewer entries than ``n_contexts``: a seeded caller then
+    reproduces its contexts whatever the distribution's own generator. Otherwise the distribution
+    draws them (``sample(n_contexts)`` returning ``(contexts, log_probs)`` or just the contexts).
+    With ``single_once``, a distribution whose entries are all one context gives it once: for a
+    caller that splits a fixed budget of samples over the contexts, n copies of one context would
+    be n separately normalised groups, a noisier answer to the same one-context question.
+    """
+    if (
+        isinstance(n_contexts, bool)
+        or not isinstance(n_contexts, numbers.Integral)
+        or n_contexts < 1
+    ):
+        raise ValueError(f"n_contexts must be at least 1, got {n_contexts!r}")
+    n_contexts = int(n_contexts)
+    pool = _support(context_distribution)
+    if pool is not None and not pool:
+        raise ValueError("the context distribution lists no contexts")
+    if pool is not None and single_once and all(c == pool[0] for c in pool):
+        return [pool[0]]
+    if pool is not None and rng is not None:
+        picks = rng.choice(len(pool), size=n_contexts, replace=len(pool) < n_contexts)
+        return [pool[int(i)] for i in picks]
+    drawn = context_distribution.sample(n_contexts)
+    return list(drawn[0] if isinstance(drawn, tuple) else drawn)
+
+
+def resolve_contexts(
+    context: Any = "",
+    contexts: Sequence[Any] | None = None,
+    context_distribution: Any = None,
+    n_contexts: int = 1,
+    *,
+    rng: np.random.Generator | None = None,
+    single_once: bool = False,
+) -> list[Any]:
+    """The contexts to work on: drawn, else the list ``contexts``, else ``[context]``.
+
+    The one rule every sampler, ``constrain`` and the tuners follow. Drawing is :func:`draw_contexts` (``rng`` and ``single_once`` are its). The result is never
+    empty.
+
+    >>> resolve_contexts("once"), resolve_contexts(contexts=["a", "b"])
+    (['once'], ['a', 'b'])
+    >>> resolve_contexts(context_distribution=SingleContextDistribution("x"), n_contexts=3)
+    ['x', 'x', 'x']
+    """
+    if context_distribution is not None:
+        chosen = draw_contexts(context_distribution, n_contexts, rng=rng, single_once=single_once)
+    elif contexts is not None:
+        if isinstance(contexts, str):
+            raise ValueError("contexts must be a list of contexts, not a string")
+        chosen = list(contexts)
+    else:
+        chosen = [context]
+    if not chosen:
+        raise ValueError("no contexts: give a context, a non-empty list or a context distribution")
+    return chosen

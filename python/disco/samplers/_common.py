@@ -1,8 +1,7 @@
-"""Helpers shared by the samplers: checked log-scores, log-ratios, betas and contexts."""
+"""Helpers shared by the samplers: checked log-scores and log-ratios, batches, per-context runs."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,6 +10,7 @@ import numpy.typing as npt
 import torch
 
 from disco import numerics
+from disco.distributions.contexts import resolve_contexts
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -86,42 +86,6 @@ def log_ratios(target: FloatArray, proposal: FloatArray) -> FloatArray:
         return np.where(target == -np.inf, -np.inf, target - proposal)
 
 
-def checked_log_beta(beta: float | None, log_beta: float | None) -> float:
-    """``log β`` from exactly one of ``beta`` (positive, finite) and ``log_beta`` (finite)."""
-    if (beta is None) == (log_beta is None):
-        raise ValueError("give exactly one of beta and log_beta")
-    if log_beta is not None:
-        value = float(log_beta)
-        if not math.isfinite(value):
-            raise ValueError(f"log_beta is {value}: it must be finite")
-        return value
-    b = float(beta)  # type: ignore[arg-type]
-    if not (math.isfinite(b) and b > 0):
-        raise ValueError(f"beta is {b}: it must be positive and finite")
-    return math.log(b)
-
-
-def resolve_contexts(
-    context: Any, contexts: Sequence[Any] | None, context_distribution: Any, n_contexts: int
-) -> list[Any]:
-    """One context, an explicit list, or ``n_contexts`` drawn from a context distribution.
-
-    A context distribution is anything whose ``sample(n)`` returns ``(contexts, log_probs)``.
-    """
-    if context_distribution is not None:
-        if n_contexts < 1:
-            raise ValueError(f"n_contexts must be at least 1, got {n_contexts}")
-        drawn = context_distribution.sample(n_contexts)
-        out = list(drawn[0] if isinstance(drawn, tuple) else drawn)
-    elif contexts is not None:
-        out = list(contexts)
-    else:
-        out = [context]
-    if not out:
-        raise ValueError("no contexts: give a context, a non-empty list or a context distribution")
-    return out
-
-
 def context_key(context: Any) -> Any:
     """A dictionary key for a context (its repr when it is not hashable)."""
     try:
@@ -180,15 +144,30 @@ class Gathered:
         )
 
 
-def sample_each_context(
-    sample: Any,
-    contexts: Sequence[Any] | None,
-    sampling_size: int,
-    context_distribution: Any,
-    n_contexts: int,
-) -> list[tuple[Any, Any]]:
-    """``sample(context, sampling_size)`` for each of ``contexts`` (or ``n_contexts`` drawn)."""
-    if contexts is None and context_distribution is None:
-        raise ValueError("give contexts or a context_distribution")
-    chosen = resolve_contexts("", contexts, context_distribution, n_contexts)
-    return [(c, sample(c, sampling_size)) for c in chosen]
+def at_least_one(value: Any, name: str) -> int:
+    """``value`` as an int, refused below 1 (a batch size, a count of draws)."""
+    if int(value) < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+    return int(value)
+
+
+class ContextSampler:
+    """A sampler of one context at a time, run over many by :meth:`sample_contexts`."""
+
+    def sample(self, context: Any = "", sampling_size: int = 32) -> Samples:
+        """One batch for ``context`` (each sampler says what it holds)."""
+        raise NotImplementedError
+
+    def sample_contexts(
+        self,
+        contexts: Sequence[Any] | None = None,
+        sampling_size: int = 32,
+        *,
+        context_distribution: Any = None,
+        n_contexts: int = 8,
+    ) -> list[tuple[Any, Samples]]:
+        """:meth:`sample` for each of ``contexts`` (or ``n_contexts`` drawn from a distribution)."""
+        if contexts is None and context_distribution is None:
+            raise ValueError("give contexts or a context_distribution")
+        chosen = resolve_contexts("", contexts, context_distribution, n_contexts)
+        return [(c, self.sample(c, sampling_size)) for c in chosen]

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from disco.samplers._common import draw_batch
+from disco.samplers._common import at_least_one, draw_batch
 
 __all__ = ["AccumulationSampler"]
 
@@ -33,10 +33,8 @@ class AccumulationSampler:
     """
 
     def __init__(self, distribution: Any, total_size: int = 512, *, progress: bool = True) -> None:
-        if int(total_size) < 1:
-            raise ValueError(f"total_size must be at least 1, got {total_size}")
         self.distribution = distribution
-        self.total_size = int(total_size)
+        self.total_size = at_least_one(total_size, "total_size")
         self.progress = progress
 
     def __repr__(self) -> str:
@@ -47,8 +45,7 @@ class AccumulationSampler:
 
         Returns the samples and their log-probabilities (a float64 CPU tensor).
         """
-        if int(sampling_size) < 1:
-            raise ValueError(f"sampling_size must be at least 1, got {sampling_size}")
+        sampling_size = at_least_one(sampling_size, "sampling_size")
         samples: list[Any] = []
         log_probs: list[torch.Tensor] = []
         with tqdm(

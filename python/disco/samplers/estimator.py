@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,11 +10,13 @@ from typing import Any
 import numpy as np
 
 from disco import numerics
+from disco._beta import beta_from_log, check_beta, checked_log_beta
+from disco.distributions.contexts import resolve_contexts
 from disco.samplers._common import (
     FloatArray,
+    at_least_one,
     log_ratios,
     log_scores,
-    resolve_contexts,
     score_target,
 )
 from disco.samplers.accumulation import AccumulationSampler
@@ -105,8 +106,7 @@ class QRSEstimator:
             n_samples = n_estimation_samples
         chosen = resolve_contexts(context, contexts, context_distribution, n_contexts)
         per_context = max(1, int(n_samples) // len(chosen))
-        if int(sampling_size) < 1:
-            raise ValueError(f"sampling_size must be at least 1, got {sampling_size}")
+        sampling_size = at_least_one(sampling_size, "sampling_size")
         self.target = target
         self.proposal = proposal
         groups = []
@@ -255,7 +255,7 @@ class QRSEstimator:
         One context: solved in closed form on the sorted ratios. Several: the mean acceptance
         rate over contexts is solved for by bisection between the contexts' own solutions.
         """
-        return math.exp(self.log_beta_for_acceptance_rate(rate))
+        return beta_from_log(self.log_beta_for_acceptance_rate(rate))
 
     def log_beta_for_acceptance_rate(self, rate: float) -> float:
         """``log`` of :meth:`beta_for_acceptance_rate` (no overflow for huge ratios)."""
@@ -411,23 +411,11 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float, np.number))
 
 
-def _beta(beta: float) -> float:
-    b = float(beta)
-    if not (math.isfinite(b) and b > 0):
-        raise ValueError(f"beta is {b}: it must be positive and finite")
-    return b
-
-
 def _at(beta: float | None, log_beta: float | None) -> dict[str, float]:
     """The keyword for a QRSIndex query: ``betas=`` or ``log_betas=``, exactly one given."""
-    if (beta is None) == (log_beta is None):
-        raise ValueError("give exactly one of beta and log_beta")
-    if log_beta is not None:
-        lb = float(log_beta)
-        if not math.isfinite(lb):
-            raise ValueError(f"log_beta is {lb}: it must be finite")
-        return {"log_betas": lb}
-    return {"betas": _beta(beta)}  # type: ignore[arg-type]
+    if beta is not None and log_beta is None:
+        return {"betas": check_beta(beta)}
+    return {"log_betas": checked_log_beta(beta, log_beta)}
 
 
 def _rows(values: Any, name: str) -> list[FloatArray]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,14 +11,15 @@ from tqdm.auto import tqdm
 
 from disco import numerics
 from disco.samplers._common import (
+    ContextSampler,
     FloatArray,
     Gathered,
     Samples,
     as_tensor,
+    at_least_one,
     context_key,
     draw_batch,
     log_ratios,
-    sample_each_context,
     score_target,
 )
 
@@ -94,7 +94,7 @@ class _Chain:
     trace: list[FloatArray] = field(default_factory=list)
 
 
-class IMHSampler:
+class IMHSampler(ContextSampler):
     """Independent Metropolis–Hastings towards ``target`` with proposals from ``proposal``.
 
     One chain per context: from state ``x``, a proposal ``x' ~ q`` is accepted with probability
@@ -156,9 +156,7 @@ class IMHSampler:
 
     def sample(self, context: Any = "", sampling_size: int = 32) -> Samples:
         """Run ``sampling_size`` steps of the chain for ``context``; return its states."""
-        if int(sampling_size) < 1:
-            raise ValueError(f"sampling_size must be at least 1, got {sampling_size}")
-        return self._steps(context, int(sampling_size))
+        return self._steps(context, at_least_one(sampling_size, "sampling_size"))
 
     def sample_n(
         self,
@@ -172,6 +170,21 @@ class IMHSampler:
         progress: bool = True,
     ) -> Samples:
         """Return ``n`` states: after ``burn_in`` steps, every ``thinning``-th state of the chain.
+
+        Parameters
+        ----------
+        n:
+            States to return.
+        context:
+            Whose chain to run (it goes on from where the last call left it).
+        burn_in, thinning:
+            States skipped at the start of this call, and the spacing of the kept ones.
+        sampling_size:
+            Proposals per batch (one Rust call each).
+        max_steps:
+            The most steps to run before giving up.
+        progress:
+            Show a progress bar.
 
         Raises
         ------
@@ -206,19 +219,6 @@ class IMHSampler:
                 taken += kept.keep(batch, picks)
                 bar.update(picks.size)
         return kept.result()
-
-    def sample_contexts(
-        self,
-        contexts: Sequence[Any] | None = None,
-        sampling_size: int = 32,
-        *,
-        context_distribution: Any = None,
-        n_contexts: int = 8,
-    ) -> list[tuple[Any, Samples]]:
-        """:meth:`sample` for each of ``contexts`` (or ``n_contexts`` drawn from a distribution)."""
-        return sample_each_context(
-            self.sample, contexts, sampling_size, context_distribution, n_contexts
-        )
 
     def statistics(self, context: Any = "", max_lag: int = 50) -> ChainStatistics:
         """Acceptance and log-ratio autocorrelation of the chain of ``context``."""

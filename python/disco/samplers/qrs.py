@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,15 +10,16 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from disco import numerics
+from disco._beta import beta_from_log, checked_log_beta
 from disco.samplers._common import (
+    ContextSampler,
     Gathered,
     Samples,
     as_tensor,
-    checked_log_beta,
+    at_least_one,
     context_key,
     draw_batch,
     log_ratios,
-    sample_each_context,
     score_target,
 )
 
@@ -52,7 +52,7 @@ class AcceptanceStatistics:
         return math.sqrt(p * (1 - p) / self.proposed)
 
 
-class QuasiRejectionSampler:
+class QuasiRejectionSampler(ContextSampler):
     """Quasi-Rejection Sampling (QRS) from ``target`` with proposals from ``proposal`` (DESIGN §6).
 
     A proposal ``x ~ q`` is accepted with probability ``min(1, P(x) / (β q(x)))``, so accepted
@@ -99,7 +99,7 @@ class QuasiRejectionSampler:
     @property
     def beta(self) -> float:
         """``β`` (``inf`` when ``log β`` is past float range)."""
-        return math.exp(self.log_beta) if self.log_beta < 709.78 else math.inf
+        return beta_from_log(self.log_beta)
 
     # -- statistics ---------------------------------------------------------------------------
 
@@ -147,9 +147,7 @@ class QuasiRejectionSampler:
         the pair ``(samples, proposal log-probabilities)``, also with ``.target_log_scores``.
         The running statistics are updated.
         """
-        if int(sampling_size) < 1:
-            raise ValueError(f"sampling_size must be at least 1, got {sampling_size}")
-        return self._accept(context, int(sampling_size))[0]
+        return self._accept(context, at_least_one(sampling_size, "sampling_size"))[0]
 
     def sample_n(
         self,
@@ -162,6 +160,19 @@ class QuasiRejectionSampler:
     ) -> QRSSamples:
         """Draw until ``n`` samples are accepted; return exactly ``n`` (the first accepted).
 
+        Parameters
+        ----------
+        n:
+            Accepted samples to return.
+        context:
+            The context to sample for.
+        sampling_size:
+            Proposals per batch.
+        max_proposals:
+            The most proposals to draw before giving up.
+        progress:
+            Show a progress bar (with the acceptance rate so far).
+
         Raises
         ------
         RuntimeError
@@ -170,11 +181,8 @@ class QuasiRejectionSampler:
         """
         if int(n) < 0:
             raise ValueError(f"n must be non-negative, got {n}")
-        if int(sampling_size) < 1:
-            raise ValueError(f"sampling_size must be at least 1, got {sampling_size}")
-        if int(max_proposals) < 1:
-            raise ValueError(f"max_proposals must be at least 1, got {max_proposals}")
-        n, max_proposals = int(n), int(max_proposals)
+        sampling_size = at_least_one(sampling_size, "sampling_size")
+        n, max_proposals = int(n), at_least_one(max_proposals, "max_proposals")
         kept = Gathered()
         proposed = 0
         with tqdm(total=n, desc="QRS", disable=not progress, leave=False) as bar:
@@ -194,16 +202,3 @@ class QuasiRejectionSampler:
                 bar.update(take)
                 bar.set_postfix(acceptance=f"{len(kept) / proposed:.3g}", refresh=False)
         return kept.result()
-
-    def sample_contexts(
-        self,
-        contexts: Sequence[Any] | None = None,
-        sampling_size: int = 32,
-        *,
-        context_distribution: Any = None,
-        n_contexts: int = 8,
-    ) -> list[tuple[Any, QRSSamples]]:
-        """:meth:`sample` for each of ``contexts`` (or ``n_contexts`` drawn from a distribution)."""
-        return sample_each_context(
-            self.sample, contexts, sampling_size, context_distribution, n_contexts
-        )

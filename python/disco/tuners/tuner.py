@@ -16,6 +16,7 @@ import torch
 
 from disco import numerics
 from disco.compat import tuner_arguments
+from disco.distributions.contexts import resolve_contexts
 from disco.tuners import checkpoint
 from disco.tuners.averaging import ParameterAverage
 from disco.tuners.config import TunerConfig
@@ -227,20 +228,13 @@ class Tuner:
     # --- the loop ----------------------------------------------------------------------------
 
     def _contexts(self) -> list[Any]:
-        if self.context_distribution is None:
-            return [self.context]
-        cd = self.context_distribution
-        listing = getattr(cd, "contexts", None)
-        pool = listing() if callable(listing) else listing
-        if pool is not None:
-            pool = list(pool)
-            picks = self.rng.choice(
-                len(pool),
-                size=self.config.contexts_per_step,
-                replace=len(pool) < self.config.contexts_per_step,
-            )
-            return [pool[int(i)] for i in picks]
-        return list(cd.sample(self.config.contexts_per_step)[0])
+        return resolve_contexts(
+            self.context,
+            None,
+            self.context_distribution,
+            self.config.contexts_per_step,
+            rng=self.rng,
+        )
 
     def _draw(self, proposal: Any, context: Any, n: int) -> tuple[list[Any], np.ndarray]:
         samples: list[Any] = []
