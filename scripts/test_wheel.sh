@@ -101,7 +101,7 @@ echo "test_wheel: README quick start ran"
 
 if [ "$suite" = 1 ]; then
     cd "$root"
-    # `tests` only: the doctests of python/disco/numerics.py would import the checkout's copy.
+    # `tests` only: the doctests of python/disco/numerics/ would import the checkout's copy.
     python -m pytest tests -q -p no:cacheprovider
 fi
 echo "test_wheel: $(python -V): passed"

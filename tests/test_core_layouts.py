@@ -154,6 +154,23 @@ TABLE: dict[str, Row] = {
         lambda kw: _core.f_divergence("tv", **kw, log_z=0.0),
         (Arg("policy_log_probs"), Arg("target_log_scores"), Arg("proposal_log_probs")),
     ),
+    "tuner_metrics": Row(
+        lambda r, n, c, k: {
+            "target_log_scores": log_scores(r, n),
+            "policy_log_probs": log_scores(r, n),
+            "proposal_log_probs": log_scores(r, n),
+            "features": r.normal(size=(n, k)),
+            "base_log_probs": log_scores(r, n),
+        },
+        lambda kw: _core.tuner_metrics("js", **kw, log_z=0.0),
+        (
+            Arg("target_log_scores"),
+            Arg("policy_log_probs"),
+            Arg("proposal_log_probs"),
+            Arg("features"),
+            Arg("base_log_probs"),
+        ),
+    ),
     "fit_coefficients": Row(
         fit_problem,
         lambda kw: _core.fit_coefficients(**kw),

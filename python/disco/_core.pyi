@@ -23,6 +23,7 @@ __all__ = [
     "logsumexp",
     "normalized_weights",
     "qrs_accept",
+    "tuner_metrics",
     "weighted_moments",
 ]
 __version__: str
@@ -124,6 +125,15 @@ def f_divergence(
     proposal_log_probs: npt.NDArray[np.float64],
     log_z: float,
 ) -> tuple[float, float]: ...
+def tuner_metrics(
+    loss: str,
+    target_log_scores: npt.NDArray[np.float64],
+    policy_log_probs: npt.NDArray[np.float64],
+    proposal_log_probs: npt.NDArray[np.float64],
+    log_z: float,
+    features: npt.NDArray[np.float64] | None = None,
+    base_log_probs: npt.NDArray[np.float64] | None = None,
+) -> tuple[dict[str, float], npt.NDArray[np.float64] | None]: ...
 def fit_coefficients(
     features: npt.NDArray[np.float64],
     target_moments: npt.NDArray[np.float64],
@@ -132,4 +142,5 @@ def fit_coefficients(
     tolerance: float = 1e-08,
     max_iterations: int = 100,
     initial: npt.NDArray[np.float64] | None = None,
+    feature_names: Sequence[str] | None = None,
 ) -> tuple[npt.NDArray[np.float64], int, npt.NDArray[np.float64], float, float, float]: ...

@@ -8,7 +8,6 @@ pub mod consts;
 mod dispatch;
 pub mod divergence;
 pub mod error;
-pub mod fdiv;
 pub mod logspace;
 pub mod maxent;
 pub mod qrs;

@@ -10,7 +10,6 @@ others are fitted once, on a fixed sample, by the Rust Newton solver
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,16 +87,6 @@ def _split(
         distributional.append(scorer)
         targets.append(moment)
     return distributional, targets, pointwise
-
-
-def _with_names(message: str, names: Sequence[str]) -> str:
-    """Name the features the solver refers to by index."""
-
-    def name(match: re.Match[str]) -> str:
-        k = int(match.group(2))
-        return f"{match.group(0)} ({names[k]!r})" if k < len(names) else match.group(0)
-
-    return re.sub(r"(feature |target_moments\[)(\d+)\]?", name, message)
 
 
 def _draw(
@@ -256,17 +245,15 @@ def constrain(
     groups = torch.cat(group_ids).numpy().astype(np.int64) if len(context_list) > 1 else None
 
     names = [f.name for f in distributional]
-    try:
-        fit = numerics.fit_coefficients(
-            phi,
-            np.asarray(targets),
-            log_weights=lw_all,
-            groups=groups,
-            tolerance=tolerance,
-            max_iterations=max_iterations,
-        )
-    except ValueError as err:
-        raise ValueError(_with_names(str(err), names)) from None
+    fit = numerics.fit_coefficients(
+        phi,
+        np.asarray(targets),
+        log_weights=lw_all,
+        groups=groups,
+        tolerance=tolerance,
+        max_iterations=max_iterations,
+        feature_names=names,
+    )
     ebm = Product(base, *pointwise, ExponentialScorer(distributional, fit.coefficients))
     ebm.fit_report = FitReport(
         features=[f.name for f in distributional],

@@ -270,27 +270,16 @@ class Tuner:
         phi: np.ndarray | None,
         log_a: np.ndarray | None,
     ) -> dict[str, float]:
-        m: dict[str, float] = {
-            "kl_target_policy": float(numerics.kl_divergence(log_p, log_pi, log_q, log_z)),
-            "kl_target_proposal": float(numerics.kl_divergence(log_p, log_q, log_q, log_z)),
-            "tv_target_proposal": float(numerics.tv_distance(log_p, log_q, log_q, log_z)),
-            "js_target_proposal": float(numerics.js_divergence(log_p, log_q, log_q, log_z)),
-            "tv_target_policy": float(numerics.tv_distance(log_p, log_pi, log_q, log_z)),
-            "js_target_policy": float(numerics.js_divergence(log_p, log_pi, log_q, log_z)),
-            "log_z": log_z,
-            "ess": numerics.effective_sample_size(log_p - log_q)
-            if np.any(log_p > -np.inf)
-            else 0.0,
-        }
-        value, stderr = self.loss.divergence(log_pi, log_p, log_q, log_z)
-        m["divergence"] = value
-        m["divergence_stderr"] = stderr
-        if phi is not None:
-            moments = numerics.weighted_moments(log_pi - log_q, phi)
-            for f, value in zip(self.config.features, np.atleast_1d(moments)):
+        scalars, moments = numerics.tuner_metrics(
+            self.loss.kind, log_p, log_pi, log_q, log_z, phi, log_a
+        )
+        kl_policy_base = scalars.pop("kl_policy_base", None)
+        m = scalars
+        if moments is not None:
+            for f, value in zip(self.config.features, moments):
                 m[f"moment/{getattr(f, 'name', repr(f))}"] = float(value)
-        if log_a is not None:
-            m["kl_policy_base"] = float(numerics.reverse_kl_divergence(log_a, log_pi, log_q, 0.0))
+        if kl_policy_base is not None:
+            m["kl_policy_base"] = kl_policy_base
         return m
 
     @torch.no_grad()

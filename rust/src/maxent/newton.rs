@@ -135,16 +135,17 @@ impl<'a> Solver<'a> {
         out.value.is_finite().then_some(())
     }
 
+    /// Damped Newton from `options.initial` (or zero) until every moment is within tolerance:
+    /// evaluate, stop when converged, refuse targets proven unattainable, take a Newton (or
+    /// scaled-gradient) direction and a backtracking line search along it.
     pub(super) fn run(mut self, options: &Options<'_>) -> Result<Fit> {
-        let d = self.data;
-        let k = d.k;
+        let k = self.data.k;
         let mut lambda = options
             .initial
             .map_or_else(|| vec![0.0; k], <[f64]>::to_vec);
         let mut trial = vec![0.0; k];
         let mut step = vec![0.0; k];
-        let mut factor = vec![0.0; k * k];
-        let mut damped = vec![0.0; k * k];
+        let (mut factor, mut damped) = (vec![0.0; k * k], vec![0.0; k * k]);
         let mut at = Eval {
             value: 0.0,
             magnitude: 0.0,
@@ -155,62 +156,12 @@ impl<'a> Solver<'a> {
         let mut taken = vec![0.0; k];
         let mut iterations = 0;
         loop {
-            if self.evaluate(&lambda, &mut at).is_none() {
-                return Err(invalid(format!(
-                    "the weights overflow at the {} coefficients {lambda:?}: {} are too large \
-                     for these features",
-                    if iterations == 0 {
-                        "initial"
-                    } else {
-                        "current"
-                    },
-                    if iterations == 0 { INITIAL } else { "they" }
-                )));
+            self.evaluate_finite(&lambda, &mut at, iterations)?;
+            let (worst, max_error) = largest_error(&at);
+            if self.converged(&at, options.tolerance) {
+                return Ok(self.fit(lambda, iterations, &at, max_error));
             }
-            let (worst, max_error) =
-                at.gradient
-                    .iter()
-                    .enumerate()
-                    .fold(
-                        (0, 0.0f64),
-                        |(w, m), (j, g)| if g.abs() > m { (j, g.abs()) } else { (w, m) },
-                    );
-            // The tolerance is relative to each feature's range on the samples (so a feature
-            // and the same feature times 1e-8 are fitted alike); for a 0/1 feature it is absolute.
-            let converged = at
-                .gradient
-                .iter()
-                .zip(&d.widths)
-                .all(|(g, w)| g.abs() < options.tolerance * w);
-            if converged {
-                let moments: Vec<f64> = at
-                    .gradient
-                    .iter()
-                    .zip(&d.targets)
-                    .map(|(g, mu)| mu + g)
-                    .collect();
-                let shift =
-                    vexp::compensated_sum(lambda.iter().zip(&d.targets).map(|(l, mu)| l * mu));
-                return Ok(Fit {
-                    coefficients: lambda,
-                    iterations,
-                    moments,
-                    max_error,
-                    ess: at.ess,
-                    log_z: at.value + shift,
-                });
-            }
-            // Not there yet: do the iterates point at a target outside the attainable set?
-            if iterations > 0 {
-                for direction in [&lambda, &taken] {
-                    if let Some(err) = self.hull_certificate(direction) {
-                        return Err(err);
-                    }
-                }
-            }
-            if at.value < d.lower_bound - 1e-9 * (1.0 + d.lower_bound.abs()) {
-                return Err(self.below_bound(&lambda, at.value));
-            }
+            self.refuse_unattainable(&lambda, &taken, &at, iterations)?;
             if iterations >= options.max_iterations {
                 return Err(Error::NoConvergence {
                     message: format!(
@@ -218,7 +169,7 @@ impl<'a> Solver<'a> {
                          moment error is {max_error:e} (feature {worst}, whose range on the samples is \
                          {:e}) against a tolerance of {:e} of the range; raise max_iterations or the tolerance, or start from the last \
                          coefficients",
-                        options.max_iterations, d.widths[worst], options.tolerance
+                        options.max_iterations, self.data.widths[worst], options.tolerance
                     ),
                     last: lambda,
                     iterations,
@@ -226,35 +177,8 @@ impl<'a> Solver<'a> {
                 });
             }
             newton_direction(&at, k, &mut factor, &mut damped, &mut step);
-            let mut slope: f64 = at.gradient.iter().zip(&step).map(|(g, s)| g * s).sum();
-            if !(slope < 0.0) {
-                // Rounding made the Newton direction useless: fall back to steepest descent,
-                // scaled by the Hessian's diagonal.
-                for (j, (s, g)) in step.iter_mut().zip(&at.gradient).enumerate() {
-                    *s = -g / at.hessian[j * k + j].max(f64::MIN_POSITIVE);
-                }
-                slope = at.gradient.iter().zip(&step).map(|(g, s)| g * s).sum();
-            }
-            // Armijo with a slack for the rounding of L, so that a Newton step near the optimum,
-            // whose decrease is below what L can resolve, is still taken.
-            let slack = 64.0 * f64::EPSILON * at.magnitude;
-            let mut t = self.step_cap(&step);
-            let mut accepted = false;
-            for _ in 0..=MAX_HALVINGS {
-                for j in 0..k {
-                    trial[j] = lambda[j] + t * step[j];
-                }
-                if trial.iter().all(|v| v.is_finite()) {
-                    if let Some((value, _)) = self.value(&trial) {
-                        if value <= at.value + ARMIJO * t * slope + slack {
-                            accepted = true;
-                            break;
-                        }
-                    }
-                }
-                t *= 0.5;
-            }
-            if !accepted {
+            let slope = descent_slope(&at, k, &mut step);
+            if !self.line_search(&lambda, &step, slope, &at, &mut trial) {
                 if let Some(err) = self.hull_certificate(&step) {
                     return Err(err);
                 }
@@ -276,6 +200,98 @@ impl<'a> Solver<'a> {
             std::mem::swap(&mut lambda, &mut trial);
             iterations += 1;
         }
+    }
+
+    /// [`Self::evaluate`], refusing coefficients at which the weights overflow.
+    fn evaluate_finite(&mut self, lambda: &[f64], at: &mut Eval, iterations: usize) -> Result<()> {
+        if self.evaluate(lambda, at).is_some() {
+            return Ok(());
+        }
+        Err(invalid(format!(
+            "the weights overflow at the {} coefficients {lambda:?}: {} are too large for these \
+             features",
+            if iterations == 0 {
+                "initial"
+            } else {
+                "current"
+            },
+            if iterations == 0 { INITIAL } else { "they" }
+        )))
+    }
+
+    /// Every moment error below `tolerance` times its feature's range on the samples (so a
+    /// feature and the same feature times 1e-8 are fitted alike; for a 0/1 feature, absolute).
+    fn converged(&self, at: &Eval, tolerance: f64) -> bool {
+        (at.gradient.iter().zip(&self.data.widths)).all(|(g, w)| g.abs() < tolerance * w)
+    }
+
+    /// The result at the converged `lambda`.
+    fn fit(&self, lambda: Vec<f64>, iterations: usize, at: &Eval, max_error: f64) -> Fit {
+        let d = self.data;
+        let moments = (at.gradient.iter().zip(&d.targets))
+            .map(|(g, mu)| mu + g)
+            .collect();
+        let shift = vexp::compensated_sum(lambda.iter().zip(&d.targets).map(|(l, mu)| l * mu));
+        Fit {
+            coefficients: lambda,
+            iterations,
+            moments,
+            max_error,
+            ess: at.ess,
+            log_z: at.value + shift,
+        }
+    }
+
+    /// Refuses targets the iterates prove unattainable: a hull certificate along the
+    /// coefficients or the last step, or a dual value below the bound attainable targets respect.
+    fn refuse_unattainable(
+        &mut self,
+        lambda: &[f64],
+        taken: &[f64],
+        at: &Eval,
+        iterations: usize,
+    ) -> Result<()> {
+        if iterations > 0 {
+            for direction in [lambda, taken] {
+                if let Some(err) = self.hull_certificate(direction) {
+                    return Err(err);
+                }
+            }
+        }
+        let bound = self.data.lower_bound;
+        if at.value < bound - 1e-9 * (1.0 + bound.abs()) {
+            return Err(self.below_bound(lambda, at.value));
+        }
+        Ok(())
+    }
+
+    /// Backtracking (Armijo) from the capped step along `step`; the accepted point is left in
+    /// `trial`. The Armijo test has a slack for the rounding of `L`, so that a Newton step near
+    /// the optimum, whose decrease is below what `L` can resolve, is still taken.
+    fn line_search(
+        &mut self,
+        lambda: &[f64],
+        step: &[f64],
+        slope: f64,
+        at: &Eval,
+        trial: &mut [f64],
+    ) -> bool {
+        let slack = 64.0 * f64::EPSILON * at.magnitude;
+        let mut t = self.step_cap(step);
+        for _ in 0..=MAX_HALVINGS {
+            for ((x, l), s) in trial.iter_mut().zip(lambda).zip(step) {
+                *x = l + t * s;
+            }
+            if trial.iter().all(|v| v.is_finite()) {
+                if let Some((value, _)) = self.value(trial) {
+                    if value <= at.value + ARMIJO * t * slope + slack {
+                        return true;
+                    }
+                }
+            }
+            t *= 0.5;
+        }
+        false
     }
 
     /// `(min, max)` of `dir . x_i` over context `c`.
@@ -382,6 +398,43 @@ impl<'a> Solver<'a> {
             self.data.lower_bound
         ))
     }
+}
+
+/// `(index, |error|)` of the largest moment error.
+fn largest_error(at: &Eval) -> (usize, f64) {
+    at.gradient
+        .iter()
+        .enumerate()
+        .fold(
+            (0, 0.0f64),
+            |(w, m), (j, g)| {
+                if g.abs() > m {
+                    (j, g.abs())
+                } else {
+                    (w, m)
+                }
+            },
+        )
+}
+
+/// The slope `g . step` of a descent direction: when rounding made the Newton direction
+/// useless (`g . step >= 0`), `step` becomes steepest descent scaled by the Hessian's diagonal.
+fn descent_slope(at: &Eval, k: usize, step: &mut [f64]) -> f64 {
+    let slope = |step: &[f64]| {
+        at.gradient
+            .iter()
+            .zip(step)
+            .map(|(g, s)| g * s)
+            .sum::<f64>()
+    };
+    let newton = slope(step);
+    if newton < 0.0 {
+        return newton;
+    }
+    for (j, (s, g)) in step.iter_mut().zip(&at.gradient).enumerate() {
+        *s = -g / at.hessian[j * k + j].max(f64::MIN_POSITIVE);
+    }
+    slope(step)
 }
 
 /// The Newton direction `-H^{-1} g` by Cholesky; when `H` is not numerically positive definite,

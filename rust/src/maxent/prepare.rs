@@ -7,7 +7,7 @@ use super::{
     TARGETS,
 };
 use crate::error::{
-    check_finite, check_finite_matrix, check_log_scores, check_non_empty, invalid, Result,
+    check_finite, check_finite_matrix, check_log_scores, check_non_empty, invalid, Message, Result,
 };
 
 /// The kept samples, grouped by context, as centred columns.
@@ -226,40 +226,50 @@ impl Prepared {
                 let (a, b) = self.ranges[c * k + j];
                 a == b
             });
-            let what = if self.contexts() == 1 {
-                format!("feature {j}")
-            } else {
-                format!(
-                    "the average over the {} contexts of feature {j}",
-                    self.contexts()
-                )
+            // "... that feature j" or "... that the average over the C contexts of feature j".
+            let that_feature = |before: String| {
+                let average = if self.contexts() == 1 {
+                    String::new()
+                } else {
+                    format!("the average over the {} contexts of ", self.contexts())
+                };
+                Message::default()
+                    .entry(TARGETS, j)
+                    .then(format!("{before}{average}"))
+                    .feature(j)
             };
             if constant {
                 let value = self.ranges[j].0;
-                return Err(invalid(format!(
-                    "feature {j} is constant {}{}: its coefficient is not identified (its \
-                     covariance is zero); drop it",
+                return Err(invalid(Message::default().feature(j).then(format!(
+                    " is constant {}{}: its coefficient is not identified (its covariance is \
+                     zero); drop it",
                     self.scope(),
                     if self.contexts() == 1 {
                         format!(" (always {value})")
                     } else {
                         String::new()
                     }
-                )));
+                ))));
             }
             let range = format!("[{lo}, {hi}]");
             if mu < lo || mu > hi {
-                return Err(invalid(format!(
-                    "{TARGETS}[{j}] = {mu} is outside the range {range} that {what} takes on the \
-                     samples with nonzero weight: no reweighting of these samples can reach it"
-                )));
+                return Err(invalid(
+                    that_feature(format!(" = {mu} is outside the range {range} that ")).then(
+                        " takes on the samples with nonzero weight: no reweighting of these \
+                         samples can reach it",
+                    ),
+                ));
             }
             if mu == lo || mu == hi {
-                return Err(invalid(format!(
-                    "{TARGETS}[{j}] = {mu} is on the boundary of the range {range} that {what} \
-                     takes on the samples with nonzero weight: meeting it would need an infinite \
-                     coefficient (all weight on the samples at that extreme)"
-                )));
+                return Err(invalid(
+                    that_feature(format!(
+                        " = {mu} is on the boundary of the range {range} that "
+                    ))
+                    .then(
+                        " takes on the samples with nonzero weight: meeting it would need an \
+                             infinite coefficient (all weight on the samples at that extreme)",
+                    ),
+                ));
             }
         }
         Ok(())
@@ -327,18 +337,26 @@ impl Prepared {
             let mut involved: Vec<usize> =
                 (0..j).filter(|&a| beta[a].abs() > 1e-6 * biggest).collect();
             involved.push(j);
-            return Err(invalid(format!(
-                "features {} are collinear {}: feature {j} is an affine function of {} (up to a \
-                 residual below {COLLINEAR:e} of its variance), so the feature covariance is \
-                 singular and their coefficients are not identified; drop or merge one of them",
+            let head = Message::text(format!(
+                "features {} are collinear {}: ",
                 list(&involved),
-                self.scope(),
-                if involved.len() == 2 {
-                    format!("feature {}", involved[0])
-                } else {
-                    format!("features {}", list(&involved[..involved.len() - 1]))
-                }
-            )));
+                self.scope()
+            ))
+            .feature(j)
+            .then(" is an affine function of ");
+            let of = if involved.len() == 2 {
+                head.feature(involved[0])
+            } else {
+                head.then(format!(
+                    "features {}",
+                    list(&involved[..involved.len() - 1])
+                ))
+            };
+            return Err(invalid(of.then(format!(
+                " (up to a residual below {COLLINEAR:e} of its variance), so the feature \
+                 covariance is singular and their coefficients are not identified; drop or merge \
+                 one of them"
+            ))));
         }
         Ok(())
     }

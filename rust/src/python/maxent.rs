@@ -3,7 +3,10 @@
 use numpy::{IntoPyArray, PyArray1};
 use pyo3::prelude::*;
 
+use pyo3::exceptions::PyValueError;
+
 use super::{count, matrix, optional_vector, real, values, vector};
+use crate::error::{Error, FEATURES_ARG};
 use crate::maxent::{self, Options, Problem};
 
 /// `(coefficients, iterations, moments, max_error, ess, log_z)`.
@@ -31,10 +34,12 @@ type FitTuple<'py> = (
         tolerance=None,
         max_iterations=None,
         initial=None,
+        feature_names=None,
     ),
     text_signature = "(features, target_moments, log_weights=None, groups=None, \
-                      tolerance=1e-08, max_iterations=100, initial=None)"
+                      tolerance=1e-08, max_iterations=100, initial=None, feature_names=None)"
 )]
+#[allow(clippy::too_many_arguments)] // the keyword arguments of the Python function
 pub fn fit_coefficients<'py>(
     py: Python<'py>,
     features: &Bound<'py, PyAny>,
@@ -44,7 +49,14 @@ pub fn fit_coefficients<'py>(
     tolerance: Option<&Bound<'py, PyAny>>,
     max_iterations: Option<&Bound<'py, PyAny>>,
     initial: Option<&Bound<'py, PyAny>>,
+    feature_names: Option<Vec<Bound<'py, PyAny>>>,
 ) -> PyResult<FitTuple<'py>> {
+    // Each feature's label in messages: the repr of its name, as Python shows it.
+    let labels = feature_names
+        .unwrap_or_default()
+        .iter()
+        .map(|name| Ok(name.repr()?.to_string()))
+        .collect::<PyResult<Vec<String>>>()?;
     let (f, rows, cols) = matrix(maxent::FEATURES, features)?;
     let targets = vector(maxent::TARGETS, target_moments)?;
     let lw = optional_vector(maxent::LOG_WEIGHTS, log_weights)?;
@@ -72,7 +84,14 @@ pub fn fit_coefficients<'py>(
     };
     let fit = py
         .detach(|| maxent::fit(&problem, &options))
-        .map_err(PyErr::from)?;
+        .map_err(|err| match err {
+            // A feature (or its target) is shown with its name: the error keeps the index.
+            Error::InvalidInput(message) => PyValueError::new_err(message.render(&|arg, k| {
+                let named = arg == FEATURES_ARG || arg == maxent::TARGETS;
+                named.then(|| labels.get(k).cloned()).flatten()
+            })),
+            other @ Error::NoConvergence { .. } => PyErr::from(other),
+        })?;
     Ok((
         fit.coefficients.into_pyarray(py),
         fit.iterations,

@@ -9,7 +9,7 @@ use pyo3::types::PyBool;
 
 use crate::Error;
 
-mod fdiv;
+mod divergence;
 mod logspace;
 mod maxent;
 mod qrs;
@@ -27,7 +27,7 @@ pyo3::create_exception!(
 impl From<Error> for PyErr {
     fn from(error: Error) -> PyErr {
         match error {
-            Error::InvalidInput(message) => PyValueError::new_err(message),
+            Error::InvalidInput(message) => PyValueError::new_err(message.to_string()),
             Error::NoConvergence {
                 message,
                 last,
@@ -212,11 +212,13 @@ mod core_module {
     use pyo3::prelude::*;
 
     #[pymodule_export]
-    use super::fdiv::{f_divergence, f_pseudo_rewards};
+    use super::divergence::{
+        divergence, divergence_grouped, estimate_log_z, f_divergence, f_pseudo_rewards,
+        tuner_metrics,
+    };
     #[pymodule_export]
     use super::logspace::{
-        divergence, divergence_grouped, effective_sample_size, estimate_log_z, logmeanexp,
-        logsumexp, normalized_weights, weighted_moments,
+        effective_sample_size, logmeanexp, logsumexp, normalized_weights, weighted_moments,
     };
     #[pymodule_export]
     use super::maxent::fit_coefficients;

@@ -258,7 +258,7 @@ impl PyQrsIndex {
                     .enumerate()
                     .map(|(i, &rate)| {
                         self.inner.log_beta_for_acceptance_rate(rate).map_err(|e| {
-                            crate::error::Error::InvalidInput(format!("rates[{i}]: {e}"))
+                            crate::error::Error::InvalidInput(format!("rates[{i}]: {e}").into())
                         })
                     })
                     .collect::<crate::Result<Vec<f64>>>()

@@ -22,11 +22,13 @@
 //! keeps its relative precision at every split, and no term is ever exponentiated unshifted.
 
 mod accept;
+mod build;
 mod index;
 mod sums;
 
 pub use accept::{accept, imh_chain, ImhRun, Uniforms};
-pub use index::{CurvePoint, QrsIndex, SortedStore};
+pub use build::SortedStore;
+pub use index::{CurvePoint, QrsIndex};
 
 /// Name of the log-ratio argument in error messages.
 pub const LOG_RATIOS: &str = "log_ratios";
