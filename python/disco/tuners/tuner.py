@@ -342,16 +342,19 @@ class Tuner:
                 }
                 for x, lp in zip(samples[:8], log_p[:8])
             ]
-            log_pi_all = np.concatenate(log_pi_parts)
-            phi, log_a = self._features_and_base(context, samples)
-            metrics = self._metrics(log_p, log_pi_all, log_q, log_z, phi, log_a)
+            # The reported estimates use the batch's first metrics_samples samples (all by
+            # default): the draws are exchangeable, so the first m are a random subset.
+            m = cfg.metrics_samples or n
+            log_pi_all = np.concatenate(log_pi_parts)[:m]
+            phi, log_a = self._features_and_base(context, samples[:m])
+            metrics = self._metrics(log_p[:m], log_pi_all, log_q[:m], log_z, phi, log_a)
             if self.average is not None:
                 # The names without a prefix describe the policy tune() returns: the average.
                 iterate = metrics
                 ta = time.perf_counter()
-                log_avg = self._averaged_log_scores(samples, context)
+                log_avg = self._averaged_log_scores(samples[:m], context)
                 timings["time/average"] += time.perf_counter() - ta
-                metrics = self._metrics(log_p, log_avg, log_q, log_z, phi, log_a)
+                metrics = self._metrics(log_p[:m], log_avg, log_q[:m], log_z, phi, log_a)
                 metrics.update({f"iterate/{k}": v for k, v in iterate.items()})
             metrics["loss"] = loss_value
             per_context.append(metrics)
@@ -428,6 +431,8 @@ class Tuner:
                     and self.step_count % cfg.checkpoint_interval == 0
                 ):
                     self.save_checkpoint()
+                if self.converged():
+                    break
             if cfg.checkpoint_dir:
                 self.save_checkpoint()
             if self.average is not None:
@@ -436,6 +441,24 @@ class Tuner:
             for logger in self.loggers:
                 logger.close()
         return self.history
+
+    def converged(self) -> bool:
+        """Whether the divergence estimate has stopped improving (``stopping_window`` > 0).
+
+        Compares the mean estimate over the last ``stopping_window`` steps with the mean over
+        the window before: converged when the improvement is below one standard error of the
+        difference. Each window's standard error is the spread of its steps' estimates over
+        the root of its length, which holds both the sampling noise and the iterates' own
+        fluctuation, so a noisy plateau counts as flat instead of as progress.
+        """
+        window = self.config.stopping_window
+        values = [h["divergence"] for h in self.history if "divergence" in h]
+        if window < 2 or len(values) < 2 * window:
+            return False
+        current = np.asarray(values[-window:])
+        previous = np.asarray(values[-2 * window : -window])
+        stderr = math.sqrt((np.var(current, ddof=1) + np.var(previous, ddof=1)) / window)
+        return bool(previous.mean() - current.mean() < stderr)
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
