@@ -27,7 +27,8 @@ MODEL_FILES = (
 )
 REQUIRED = (
     "disco/__init__.py",
-    "disco/cli.py",
+    "disco/cli/__init__.py",
+    "disco/cli/__main__.py",
     "disco/py.typed",
     "disco/_core.pyi",
     *(f"disco/models/default/{name}" for name in MODEL_FILES),

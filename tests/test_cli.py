@@ -112,7 +112,7 @@ def test_demo_quick_writes_a_consistent_report(demo_dir: Path) -> None:
 def test_inspect_prints_the_table(demo_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["inspect", str(demo_dir)]) == 0
     out = capsys.readouterr().out
-    assert "word:LORD: tuned policy" in out and "QRS beta" in out and "last step 30" in out
+    assert "word:LORD: tuned policy" in out and "QRS beta" in out and "last step 8" in out
 
 
 def test_saved_ebm_loads_with_identical_log_scores_and_samples_from_the_cli(

@@ -23,6 +23,7 @@ import pytest
 import torch
 
 from disco import cli
+from disco.cli.files import save_policy
 from disco.distributions import EnumerableLM
 from disco.scorers import BooleanScorer, ExponentialScorer
 from disco.tuners import JSLoss, Tuner
@@ -419,5 +420,5 @@ def test_a_policy_that_cannot_be_written_leaves_no_folder(
 
     monkeypatch.setattr(policy.model, "save_pretrained", half_written)
     with pytest.raises(OSError, match="No space"):
-        cli._save_policy(policy, tmp_path / "policy")
+        save_policy(policy, tmp_path / "policy")
     assert list(tmp_path.iterdir()) == []

@@ -84,8 +84,10 @@ def _wheel(
     files["disco/_core.abi3.so"] = b"\x7fELF"
     info = f"disco_control-{version}.dist-info"
     files[f"{info}/METADATA"] = (
-        f"Metadata-Version: 2.4\nName: disco-control\nVersion: {version}\nRequires-Python: >=3.10\n"
+        f"Metadata-Version: 2.4\nName: disco-control\nVersion: {version}\n"
+        "License-Expression: Apache-2.0\nRequires-Python: >=3.10\n"
     ).encode()
+    files[f"{info}/licenses/LICENSE"] = b"Apache License"
     files[f"{info}/entry_points.txt"] = b"[console_scripts]\ndisco=disco.cli:main\n"
     files.pop(drop, None)
     if add:

@@ -418,3 +418,45 @@ def test_a_checkpoint_without_an_average_is_refused_by_an_averaging_tuner(tmp_pa
     plain.save_checkpoint(tmp_path)
     with pytest.raises(ValueError, match="averaging='none'"):
         Tuner(base.clone(), target, n_steps=2, samples_per_context=8).load_checkpoint(tmp_path)
+
+
+def test_the_stopping_rule_ends_tuning_once_the_divergence_stops_improving():
+    base, support, _phi, target, log_p = problem()
+    start = exact.f_divergence(base.log_score(support).numpy(), log_p, "kl")
+    policy = base.clone()
+    tuner = Tuner(
+        policy, target, n_steps=2000, samples_per_context=64, learning_rate=0.05, stopping_window=10
+    )
+    history = tuner.tune()
+    assert 20 <= len(history) < 2000 and tuner.converged()
+    # It stopped on a plateau, not half-way: most of the gap is closed.
+    final = exact.f_divergence(policy.log_score(support).numpy(), log_p, "kl")
+    assert final < 0.05 * start
+    # Off (the default), every step runs, however flat the estimates.
+    assert len(Tuner(base.clone(), target, n_steps=30, samples_per_context=16).tune()) == 30
+
+
+def test_the_stopping_window_needs_two_steps():
+    with pytest.raises(ValueError, match="stopping_window"):
+        TunerConfig(stopping_window=1)
+    with pytest.raises(ValueError, match="stopping_window"):
+        TunerConfig(stopping_window=-1)
+
+
+def test_metrics_samples_changes_what_is_reported_not_how_the_policy_moves():
+    settings = dict(n_steps=4, samples_per_context=32, learning_rate=0.05, seed=5)
+    runs = {}
+    for m in (0, 32, 8):
+        base, _support, _phi, target, _log_p = problem()  # fresh random state for each run
+        policy = base.clone()
+        history = Tuner(
+            policy, target, base=base, kl_from_base=True, metrics_samples=m, **settings
+        ).tune()
+        untimed = [{k: v for k, v in h.items() if not k.startswith("time/")} for h in history]
+        runs[m] = (untimed, policy.log_score(base.enumerate_support()[0]).numpy())
+    assert runs[0][0] == runs[32][0]  # the whole batch, spelled two ways
+    np.testing.assert_array_equal(runs[8][1], runs[0][1])  # same draws, same steps
+    assert [h["loss"] for h in runs[8][0]] == [h["loss"] for h in runs[0][0]]
+    assert [h["kl_target_policy"] for h in runs[8][0]] != [
+        h["kl_target_policy"] for h in runs[0][0]
+    ]

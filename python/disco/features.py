@@ -22,25 +22,38 @@ from typing import Any, TypeVar
 import numpy as np
 
 from disco import numerics
+from disco.registry import Registry
 from disco.scorers import BooleanScorer, PipelineScorer, PositiveScorer, Scorer
 
 __all__ = [
+    "FEATURE_TYPES",
     "FeatureError",
     "ImportNotAllowedError",
     "classifier_probability",
     "feature",
     "from_import_path",
     "length_between",
+    "negated",
     "phrase_present",
     "regex_match",
     "word_present",
 ]
 
-FEATURE_TYPES = ("word", "phrase", "regex", "length", "classifier", "function", "not")
+# Each ``type`` of a feature specification and the builder taking the rest of it as keywords:
+# a new type is a builder plus its registration line.
+FEATURE_TYPES: Registry[Callable[..., Scorer]] = Registry("feature type")
 
 
 class ImportNotAllowedError(ValueError):
-    """A feature specification names a module to import, and imports were not allowed."""
+    """A feature specification names a module to import, and imports were not allowed.
+
+    ``what`` says which module would be imported from where; ``fix`` how to allow it.
+    """
+
+    def __init__(self, what: str, fix: str) -> None:
+        super().__init__(f"{what}: {fix}")
+        self.what = what
+        self.fix = fix
 
 
 class FeatureError(RuntimeError):
@@ -66,6 +79,7 @@ def _with_spec(scorer: _S, spec: dict[str, Any]) -> _S:
     return scorer
 
 
+@FEATURE_TYPES.register(name="word")
 def word_present(word: str, case_sensitive: bool = False) -> BooleanScorer:
     """True when ``word`` occurs as a whole word in the sample's text."""
     if not isinstance(word, str) or not word.strip():
@@ -79,6 +93,7 @@ def word_present(word: str, case_sensitive: bool = False) -> BooleanScorer:
     return _with_spec(scorer, {"type": "word", "word": word, "case_sensitive": case_sensitive})
 
 
+@FEATURE_TYPES.register(name="phrase")
 def phrase_present(phrase: str, case_sensitive: bool = False) -> BooleanScorer:
     """True when ``phrase`` occurs in the sample's text (whitespace-normalised substring)."""
     if not isinstance(phrase, str) or not phrase.strip():
@@ -98,6 +113,7 @@ def phrase_present(phrase: str, case_sensitive: bool = False) -> BooleanScorer:
     )
 
 
+@FEATURE_TYPES.register(name="regex")
 def regex_match(pattern: str, flags: str = "") -> BooleanScorer:
     """True when the regular expression matches somewhere in the sample's text.
 
@@ -134,6 +150,14 @@ def length_between(min_tokens: int = 0, max_tokens: int | None = None) -> Boolea
     return _with_spec(scorer, {"type": "length", "min": min_tokens, "max": max_tokens})
 
 
+FEATURE_TYPES.register(
+    lambda min=0, max=None: length_between(min, max),
+    name="length",
+    about="True when the sample has between min and max tokens (EOS included).",
+)
+
+
+@FEATURE_TYPES.register(name="classifier")
 def classifier_probability(model: str, label: str | int, batch_size: int = 32) -> PipelineScorer:
     """The probability a local (or Hub) text-classification model gives ``label``."""
     if not isinstance(model, str) or not model:
@@ -232,6 +256,7 @@ def _guarded(function: Callable[..., Any], path: str, batched: bool) -> Callable
     return call
 
 
+@FEATURE_TYPES.register(name="function")
 def from_import_path(path: str, kind: str = "boolean", batched: bool = False) -> Scorer:
     """A feature from any function ``f(sample, context)`` named by ``"package.module:function"``.
 
@@ -263,43 +288,36 @@ def feature(
     if not isinstance(kind, str):
         raise ValueError(f"a feature's type is a string, got {kind!r}")
     params = {k: v for k, v in spec.items() if k not in ("type", "moment", "name")}
-    builders: dict[str, Callable[..., Scorer]] = {
-        "word": word_present,
-        "phrase": phrase_present,
-        "regex": regex_match,
-        "length": lambda min=0, max=None: length_between(min, max),
-        "classifier": classifier_probability,
-        "function": from_import_path,
-    }
-    if kind == "not":
-        if not isinstance(spec.get("feature"), Mapping):
-            raise ValueError(
-                "a 'not' feature needs feature = { type = ..., ... }: the one it negates"
-            )
-        unknown = sorted(set(params) - {"feature"})
-        if unknown:
-            raise ValueError(f"bad settings for a 'not' feature: unknown {unknown}")
-        inner = feature(spec["feature"], allow_imports=allow_imports, import_paths=import_paths)
-        if not isinstance(inner, BooleanScorer):
-            raise ValueError("'not' applies to boolean features only")
-        scorer: Scorer = inner.negation()
-    elif kind not in builders:
-        raise ValueError(
-            f"unknown feature type {kind!r}: expected one of {', '.join(FEATURE_TYPES)}"
+    builder = FEATURE_TYPES.lookup(kind)
+    unknown = sorted(set(params) - set(inspect.signature(builder).parameters))
+    if unknown:
+        raise ValueError(f"bad settings for a {kind!r} feature: unknown {unknown}")
+    if kind == "function" and not allow_imports:
+        module_name, _ = _split(params.get("path"))
+        raise ImportNotAllowedError(
+            f"feature {params.get('path')!r} would import (run) module {module_name!r} from "
+            f"{module_origin(module_name, import_paths)}",
+            fix="allow it with allow_imports=True (disco: --allow-imports) if you trust that code",
         )
-    else:
-        if kind == "function" and not allow_imports:
-            module_name, _ = _split(params.get("path"))
-            raise ImportNotAllowedError(
-                f"feature {params.get('path')!r} would import (run) module {module_name!r} from "
-                f"{module_origin(module_name, import_paths)}: allow it with allow_imports=True (disco: "
-                "--allow-imports) if you trust that code"
-            )
-        try:
-            scorer = builders[kind](**params)
-        except TypeError as err:
-            raise ValueError(f"bad settings for a {kind!r} feature {dict(params)}: {err}") from None
+    if isinstance(params.get("feature"), Mapping):  # a combinator ('not') of a feature's table
+        params["feature"] = feature(
+            params["feature"], allow_imports=allow_imports, import_paths=import_paths
+        )
+    try:
+        scorer = builder(**params)
+    except TypeError as err:
+        raise ValueError(f"bad settings for a {kind!r} feature {dict(params)}: {err}") from None
     if "name" in spec:
         scorer.name = str(spec["name"])
         scorer.spec = {**(scorer.spec or {}), "name": scorer.name}
     return scorer
+
+
+@FEATURE_TYPES.register(name="not")
+def negated(feature: Scorer | None = None) -> BooleanScorer:
+    """The negation of a boolean feature, given as its own table (``feature = {...}``)."""
+    if not isinstance(feature, Scorer):
+        raise ValueError("a 'not' feature needs feature = { type = ..., ... }: the one it negates")
+    if not isinstance(feature, BooleanScorer):
+        raise ValueError("'not' applies to boolean features only")
+    return feature.negation()

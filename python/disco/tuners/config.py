@@ -33,6 +33,12 @@ class TunerConfig:
     contexts_per_step: int = _help(
         "contexts drawn from the context distribution at each step", default=1
     )
+    metrics_samples: int = _help(
+        "samples of each context's batch the step's reported metrics are estimated on (0: all): "
+        "a large batch buys a less noisy gradient without paying the reported policy's and the "
+        "base's extra forward passes on all of it",
+        default=0,
+    )
     sampling_batch_size: int = _help(
         "samples drawn per call to the proposal (bounds memory)", default=64
     )
@@ -57,6 +63,12 @@ class TunerConfig:
     averaging_decay: float = _help(
         "weight of the old average at each step (memory of about 1/(1 - decay) steps)",
         default=0.95,
+    )
+    stopping_window: int = _help(
+        "stop before n_steps once the divergence estimate has stopped improving: the mean of "
+        "its last stopping_window steps is not below the mean of the window before by more than "
+        "the difference's standard error (0: always run n_steps)",
+        default=0,
     )
     max_grad_norm: float | None = _help(
         "clip the gradient's global norm to this (None: no clipping)", default=1.0
@@ -172,11 +184,21 @@ class TunerConfig:
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "validation_interval", "checkpoint_interval"):
+        for name in (
+            "warmup_steps",
+            "validation_interval",
+            "checkpoint_interval",
+            "stopping_window",
+            "metrics_samples",
+        ):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.stopping_window == 1:
+            raise ValueError(
+                "stopping_window must be 0 (off) or at least 2 (a window's spread needs two steps)"
+            )
         if not 0.0 <= self.averaging_decay < 1.0:
             raise ValueError(f"averaging_decay must be in [0, 1), got {self.averaging_decay}")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:

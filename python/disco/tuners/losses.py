@@ -17,8 +17,10 @@ import numpy as np
 import torch
 
 from disco import numerics
+from disco.registry import Registry
 
 __all__ = [
+    "LOSSES",
     "ChiSquareLoss",
     "ChiSquaredLoss",
     "FDivergenceLoss",
@@ -154,6 +156,11 @@ class FDivergenceLoss:
         )
 
 
+# Every loss by its ``kind`` (the command's ``[tuner] loss``): a new loss is a class and a decorator.
+LOSSES: Registry[type[FDivergenceLoss]] = Registry("loss", key=lambda cls: cls.kind)
+
+
+@LOSSES.register
 class KLLoss(FDivergenceLoss):
     """Forward ``KL(p ‖ pi)`` (``f(t) = -log t``): DPG and CDPG."""
 
@@ -161,6 +168,7 @@ class KLLoss(FDivergenceLoss):
     divergence_name = "kl(p||pi)"
 
 
+@LOSSES.register
 class ReverseKLLoss(FDivergenceLoss):
     """Reverse ``KL(pi ‖ p)`` (``f(t) = t log t``): with ``P = a·exp(r/beta)``, KL-regularised RLHF."""
 
@@ -168,6 +176,7 @@ class ReverseKLLoss(FDivergenceLoss):
     divergence_name = "kl(pi||p)"
 
 
+@LOSSES.register
 class TVLoss(FDivergenceLoss):
     """Total variation (``f(t) = |t - 1| / 2``)."""
 
@@ -175,6 +184,7 @@ class TVLoss(FDivergenceLoss):
     divergence_name = "tv(pi,p)"
 
 
+@LOSSES.register
 class JSLoss(FDivergenceLoss):
     """Jensen–Shannon (``f(t) = t log(2t/(1+t)) + log(2/(1+t))``); f-DPG's default.
 
@@ -186,6 +196,7 @@ class JSLoss(FDivergenceLoss):
     divergence_name = "js(pi,p)"
 
 
+@LOSSES.register
 class ChiSquareLoss(FDivergenceLoss):
     """Pearson chi² ``Σ (pi - p)² / p`` (``f(t) = (t - 1)²``)."""
 
@@ -193,6 +204,7 @@ class ChiSquareLoss(FDivergenceLoss):
     divergence_name = "chi2(pi||p)"
 
 
+@LOSSES.register
 class ReverseChiSquareLoss(FDivergenceLoss):
     """Neyman chi² ``Σ (p - pi)² / pi`` (``f(t) = (1 - t)² / t``)."""
 

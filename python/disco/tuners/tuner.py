@@ -431,12 +431,18 @@ class Tuner:
                 for k in picks
                 for text, lp in scored[k].shown
             ][:8]
-            log_pi_all = joined([piece.log_pi for piece in learned])
+            # The reported estimates use the batch's first metrics_samples samples (all by
+            # default): the draws are exchangeable, so the first m are a random subset.
+            m = cfg.metrics_samples or n
+            log_p, log_q = log_p[:m], log_q[:m]
+            phi = None if phi is None else phi[:m]
+            log_a = None if log_a is None else log_a[:m]
+            log_pi_all = joined([piece.log_pi for piece in learned])[:m]
             metrics = self._metrics(log_p, log_pi_all, log_q, log_zs[position], phi, log_a)
             if self.average is not None:
                 # The names without a prefix describe the policy tune() returns: the average.
                 iterate = metrics
-                log_avg = joined(averaged)
+                log_avg = joined(averaged)[:m]
                 metrics = self._metrics(log_p, log_avg, log_q, log_zs[position], phi, log_a)
                 metrics.update({f"iterate/{k}": v for k, v in iterate.items()})
             metrics["loss"] = float(sum(x for k in picks for x in learned[k].losses))
@@ -515,6 +521,8 @@ class Tuner:
                     and self.step_count % cfg.checkpoint_interval == 0
                 ):
                     self.save_checkpoint()
+                if self.converged():
+                    break
             if cfg.checkpoint_dir:
                 self.save_checkpoint()
             if self.average is not None:
@@ -523,6 +531,24 @@ class Tuner:
             for logger in loggers:
                 logger.close()
         return self.history
+
+    def converged(self) -> bool:
+        """Whether the divergence estimate has stopped improving (``stopping_window`` > 0).
+
+        Compares the mean estimate over the last ``stopping_window`` steps with the mean over
+        the window before: converged when the improvement is below one standard error of the
+        difference. Each window's standard error is the spread of its steps' estimates over
+        the root of its length, which holds both the sampling noise and the iterates' own
+        fluctuation, so a noisy plateau counts as flat instead of as progress.
+        """
+        window = self.config.stopping_window
+        values = [h["divergence"] for h in self.history if "divergence" in h]
+        if window < 2 or len(values) < 2 * window:
+            return False
+        current = np.asarray(values[-window:])
+        previous = np.asarray(values[-2 * window : -window])
+        stderr = math.sqrt((np.var(current, ddof=1) + np.var(previous, ddof=1)) / window)
+        return bool(previous.mean() - current.mean() < stderr)
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:

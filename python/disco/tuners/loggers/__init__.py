@@ -9,6 +9,10 @@ naming the extra to install (``pip install "disco-control[tensorboard]"``, ``"di
 attaches a logger to a tuner (see :mod:`disco.compat`).
 """
 
+from collections.abc import Callable
+from pathlib import Path
+
+from disco.registry import Registry
 from disco.tuners.loggers.base import Logger, LoggerList
 from disco.tuners.loggers.console import DEFAULT_CONSOLE_KEYS, ConsoleLogger
 from disco.tuners.loggers.jsonl import JSONLogger, read_jsonl
@@ -19,6 +23,7 @@ from disco.tuners.loggers.wandb import WandBLogger
 
 __all__ = [
     "DEFAULT_CONSOLE_KEYS",
+    "LOGGERS",
     "ConsoleLogger",
     "JSONLogger",
     "Logger",
@@ -30,3 +35,27 @@ __all__ = [
     "WandBLogger",
     "read_jsonl",
 ]
+
+# The loggers a ``disco run`` may add to its console and metrics.jsonl ones (``[output] loggers``),
+# each built for the run folder: a new logger is its class plus one line here.
+LOGGERS: Registry[Callable[[Path], Logger]] = Registry("logger")
+LOGGERS.register(
+    lambda run: TensorBoardLogger(run / "tensorboard"),
+    name="tensorboard",
+    about="TensorBoard event files in RUN_DIR/tensorboard (pip install 'disco-control[tensorboard]')",
+)
+LOGGERS.register(
+    lambda run: WandBLogger(project="disco", dir=run),
+    name="wandb",
+    about="Weights & Biases, offline, in RUN_DIR/wandb (pip install 'disco-control[wandb]')",
+)
+LOGGERS.register(
+    lambda run: MLflowLogger(tracking_uri=run / "mlruns"),
+    name="mlflow",
+    about="MLflow, a file store in RUN_DIR/mlruns (pip install 'disco-control[mlflow]')",
+)
+LOGGERS.register(
+    lambda run: NeptuneLogger(),
+    name="neptune",
+    about="Neptune, offline, in ./.neptune (pip install 'disco-control[neptune]')",
+)

@@ -1,0 +1,43 @@
+"""The ``disco`` command: the whole path (express, tune, sample) offline, from flags or a config.
+
+``disco demo`` runs it on the embedded model with a readable feature; ``disco run CONFIG.toml``
+runs it from a configuration file (and ``--resume`` continues an interrupted run); ``disco
+sample`` draws QRS or IMH samples from a saved EBM; ``disco inspect RUN_DIR`` prints a run's
+summary; ``disco list`` shows what each extension point holds (losses, feature types, loggers,
+samplers). A problem the user can fix prints one line, ``disco: error: <what> (<key>): <fix>``,
+and exits with status 2.
+
+The modules: :mod:`~disco.cli.config` (one dataclass per configuration section),
+:mod:`~disco.cli.sources` (the files a configuration names), :mod:`~disco.cli.pipeline` (the
+run's stages), :mod:`~disco.cli.sampling`, :mod:`~disco.cli.models`, :mod:`~disco.cli.report`,
+:mod:`~disco.cli.files`, :mod:`~disco.cli.interrupt` (Ctrl-C as a logger) and
+:mod:`~disco.cli.commands` (the subcommand table and :func:`main`).
+"""
+
+from disco.cli.commands import main
+from disco.cli.config import (
+    RunConfig,
+    build_feature,
+    check_config,
+    check_feature,
+    demo_config,
+    load_config,
+)
+from disco.cli.errors import TuningInterrupted, UserError
+from disco.cli.pipeline import run_pipeline
+from disco.cli.report import coefficients as _coefficients  # noqa: F401  (tests' old name)
+from disco.cli.report import format_table
+
+__all__ = [
+    "RunConfig",
+    "TuningInterrupted",
+    "UserError",
+    "build_feature",
+    "check_config",
+    "check_feature",
+    "demo_config",
+    "format_table",
+    "load_config",
+    "main",
+    "run_pipeline",
+]

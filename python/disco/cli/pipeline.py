@@ -1,0 +1,377 @@
+"""The whole path of a run, in stages: fit the target, tune a policy, sample with QRS, report.
+
+Each stage seeds torch from the run's seed and the stage's name, so a stage draws the same
+whether or not the run was resumed before it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import sys
+import time
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from disco.cli import files, report
+from disco.cli.config import RunConfig, build_feature
+from disco.cli.errors import TuningInterrupted, UserError, first_line
+from disco.cli.models import load_model, make_policy
+from disco.cli.sampling import draw, draw_exactly, qrs_log_beta, shares
+from disco.cli.sources import MAX_CONFIG_BYTES
+from disco.distributed import current_world
+
+__all__ = ["run_pipeline"]
+
+
+def _stage_seed(seed: int, stage: str) -> int:
+    """A seed for one stage of the run, so it draws the same whether or not the run resumed."""
+    digest = hashlib.sha256(f"{seed}:{stage}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def _interactive() -> bool:
+    """Progress bars only on a terminal: logs and pipes get plain lines."""
+    return sys.stderr.isatty()
+
+
+def _comparable(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings that must match for a run to be resumed (more steps and output may differ)."""
+    plain = json.loads(json.dumps(cfg))
+    plain["tuner"].pop("n_steps", None)
+    plain.pop("output", None)
+    return plain
+
+
+def check_resumable(cfg: Mapping[str, Any], out: Path) -> None:
+    """``out`` holds a run with a checkpoint and the same settings as ``cfg`` (but n_steps, [output])."""
+    from disco.tuners import checkpoint
+
+    saved = out / "config.json"
+    if not (out / "ebm" / "ebm.json").is_file() or not saved.is_file():
+        raise UserError(f"no run to resume in {out}", "--resume", "resume a run that began tuning")
+    if checkpoint.find(out / "checkpoints") is None:
+        raise UserError(
+            f"no checkpoint in {out / 'checkpoints'}", "--resume", "run again without --resume"
+        )
+    try:
+        if saved.stat().st_size > MAX_CONFIG_BYTES:
+            raise ValueError("too large")
+        recorded = json.loads(saved.read_bytes().decode("utf-8"))
+        before = _comparable(recorded)
+    except (ValueError, RecursionError, KeyError, TypeError, AttributeError) as err:
+        raise UserError(
+            f"{saved} is unreadable ({err})", "--resume", "run again without --resume"
+        ) from None
+    now = _comparable(cfg)
+    changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+    if changed:
+        raise UserError(
+            f"the configuration's {', '.join(changed)} differ from the run's (config.json)",
+            "--resume",
+            "resume with the run's settings (only tuner.n_steps and [output] may change)",
+        )
+
+
+class _Run:
+    """One run's settings, folder and what its stages have made so far."""
+
+    def __init__(self, cfg: RunConfig, out: Path, *, resume: bool, allow_imports: bool) -> None:
+        self.cfg = cfg
+        self.out = out
+        self.resume = resume
+        self.allow_imports = allow_imports
+        self.checkpoints = out / "checkpoints"
+        self.features = [
+            build_feature(spec, i, allow_imports=allow_imports)
+            for i, spec in enumerate(cfg.features)
+        ]
+        self.moments = [float(s["moment"]) for s in cfg.features]
+        self.names = [f.name for f in self.features]
+        self.report: dict[str, Any] = {
+            "model": cfg.model.path or "embedded KJV GPT-2",
+            "contexts": cfg.contexts,
+            "features": self.names,
+            "targets": self.moments,
+            "seed": cfg.seed,
+            "world_size": current_world().size,
+            "interrupted": False,
+        }
+
+    def seed_stage(self, stage: str) -> None:
+        """Seed torch for ``stage`` of this run."""
+        import torch
+
+        torch.manual_seed(_stage_seed(self.cfg.seed, stage))
+
+    # ------------------------------------------------------------------------------ fit
+
+    def fit(self, base: Any) -> Any:
+        """The target EBM: fitted on base samples and saved, or (resuming) loaded."""
+        from disco.io import load_ebm, save_ebm
+        from disco.tuners import checkpoint
+
+        if self.resume:
+            try:
+                return load_ebm(self.out / "ebm", allow_imports=self.allow_imports)
+            except (ValueError, OSError) as err:
+                raise UserError(
+                    f"cannot load the run's EBM: {err}", "--resume", "rerun it"
+                ) from None
+        contexts, n = self.cfg.contexts, self.cfg.fit.n_samples
+        main = current_world().is_main  # every rank runs the pipeline; rank 0 writes and prints
+        if main:
+            print(
+                f"disco: fitting the target's coefficients on {n} base samples ...", file=sys.stderr
+            )
+        where: dict[str, Any] = (
+            {"context": contexts[0]} if len(contexts) == 1 else {"contexts": contexts}
+        )
+        try:
+            target = base.constrain(
+                self.features,
+                self.moments,
+                n_samples=n,
+                sampling_size=min(256, n),
+                progress=_interactive(),
+                seed=_stage_seed(self.cfg.seed, "fit"),
+                **where,
+            )
+        except ValueError as err:
+            raise UserError(
+                f"cannot fit the constraints: {err}",
+                "features",
+                "choose moments the base model can reach, or draw more samples ([fit] n_samples)",
+            ) from None
+        if main:
+            print(target.fit_report, file=sys.stderr)
+        try:
+            if main:
+                save_ebm(target, self.out / "ebm")
+        except ValueError as err:
+            raise UserError(str(err), "features", "use features that can be saved") from None
+        checkpoint.kill_point("run: ebm saved")
+        return target
+
+    # ----------------------------------------------------------------------------- tune
+
+    def _loggers(self) -> list[Any]:
+        from disco.tuners.loggers import LOGGERS, ConsoleLogger, JSONLogger
+
+        loggers = [ConsoleLogger(), JSONLogger(self.out / "metrics.jsonl", append=self.resume)]
+        for name in self.cfg.output.loggers:
+            try:
+                loggers.append(LOGGERS[name](self.out))
+            except ImportError as err:
+                raise UserError(
+                    first_line(err), "output.loggers", f"install it, or drop {name}"
+                ) from None
+        return loggers
+
+    def _tuner(self, policy: Any, target: Any, base: Any, stopper: Any) -> Any:
+        from disco.distributions import ContextDistribution
+        from disco.tuners import Tuner, checkpoint
+
+        contexts = self.cfg.contexts
+        config = self.cfg.tuner.config(
+            features=tuple(self.features), kl_from_base=True, checkpoint_dir=str(self.checkpoints)
+        )
+        where: dict[str, Any] = (
+            {"context": contexts[0]}
+            if len(contexts) == 1
+            else {"context_distribution": ContextDistribution(contexts, seed=self.cfg.seed)}
+        )
+        tuner = Tuner(
+            policy,
+            target,
+            self.cfg.tuner.make_loss(config),
+            base=base,
+            loggers=[*self._loggers(), stopper],  # the stopper last: the others log the step
+            config=config,
+            **where,
+        )
+        if self.resume:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", checkpoint.CheckpointWarning)
+                try:
+                    tuner.load_checkpoint(self.checkpoints)
+                except checkpoint.CheckpointError as err:
+                    raise UserError(str(err), "--resume", "run again without --resume") from None
+            for warning in caught:
+                print(f"disco: warning: {warning.message}", file=sys.stderr)
+            files.keep_steps_up_to(self.out / "metrics.jsonl", tuner.step_count)
+            print(f"disco: resuming after step {tuner.step_count}", file=sys.stderr)
+        return tuner
+
+    def _stopped(self, tuner: Any, interrupt: KeyboardInterrupt) -> TuningInterrupted:
+        """Record where tuning stopped in a partial report; the exception to raise then."""
+        from disco.cli.interrupt import StoppedBetweenSteps
+        from disco.tuners import checkpoint
+
+        self.report["interrupted"] = True
+        if isinstance(interrupt, StoppedBetweenSteps):
+            self.report["steps"] = tuner.step_count
+            self.report["checkpoint"] = str(tuner.save_checkpoint())
+        elif (latest := checkpoint.find(self.checkpoints)) is not None:  # stopped mid-step
+            self.report["steps"] = int(latest.name.removeprefix("step-"))
+            self.report["checkpoint"] = str(latest)
+        else:
+            self.report["steps"] = 0
+        files.write_report(self.out, self.report)
+        return TuningInterrupted()
+
+    def tune(self, target: Any, base: Any) -> tuple[Any, list[dict[str, float]], int]:
+        """The tuned (frozen, saved) policy, the per-step metrics and the number of steps."""
+        from disco.cli.interrupt import StopBetweenSteps
+        from disco.features import FeatureError
+        from disco.tuners import checkpoint
+
+        policy = make_policy(self.cfg.model, self.cfg.lora)
+        stopper = StopBetweenSteps()
+        tuner = self._tuner(policy, target, base, stopper)
+        files.write_report(
+            self.out, {**self.report, "interrupted": True, "steps": tuner.step_count}
+        )
+        try:
+            with stopper:
+                history = tuner.tune()
+        except KeyboardInterrupt as interrupt:
+            raise self._stopped(tuner, interrupt) from None
+        except FeatureError as err:
+            raise UserError(str(err), "features", "fix the feature's function") from None
+        except OSError as err:
+            raise UserError(
+                f"cannot write to the run folder: {err}",
+                "output.dir",
+                "free some space; report.json and the last checkpoint are intact, and "
+                "disco run CONFIG --out RUN_DIR --resume continues",
+            ) from None
+        except (ValueError, RuntimeError) as err:
+            raise UserError(
+                f"tuning failed: {first_line(err)}",
+                "tuner",
+                "see the message; e.g. more samples_per_context, or a smaller learning_rate",
+            ) from None
+        policy.freeze()
+        if current_world().is_main:
+            files.save_policy(policy, self.out / "policy")
+            checkpoint.kill_point("run: policy saved")
+            report.try_plot(
+                lambda: report.plot_tuning(
+                    history, self.names, self.moments, self.out / "tuning.png"
+                ),
+                "tuning.png",
+            )
+        return policy, history, tuner.step_count
+
+    # --------------------------------------------------------------------------- sample
+
+    def sample(
+        self, target: Any, policy: Any
+    ) -> tuple[list[tuple[str, list[Any]]], dict[str, Any]]:
+        """QRS samples of the target through the tuned policy, and QRS's figures for the report."""
+        from disco.samplers import SAMPLERS, QRSEstimator
+
+        settings = self.cfg.sampler
+        estimator = QRSEstimator(
+            target,
+            policy,
+            contexts=self.cfg.contexts,
+            n_samples=settings.estimation_samples,
+            progress=_interactive(),
+            seed=_stage_seed(self.cfg.seed, "qrs estimate"),
+        )
+        counts = shares(settings.n_samples, self.cfg.contexts)
+        log_beta, rate = qrs_log_beta(
+            estimator, settings.beta, settings.acceptance_rate, max(n for _, n in counts)
+        )
+        if current_world().is_main:
+            report.try_plot(lambda: estimator.plot(self.out / "qrs.png"), "qrs.png")
+        sampler = SAMPLERS["qrs"].build(target, policy, seed=self.cfg.seed, log_beta=log_beta)
+        import torch
+
+        with torch.no_grad():
+            drawn = [(c, draw_exactly("qrs", sampler, n, c).samples) for c, n in counts]
+        return drawn, {
+            "qrs_beta": sampler.beta,
+            "qrs_log_beta": log_beta,
+            "qrs_estimated_acceptance": rate,
+            "qrs_acceptance": sampler.acceptance_rate,
+            "qrs_estimated_kl": estimator.divergence_at_beta(divergence="kl", log_beta=log_beta),
+            "qrs_estimated_tv": estimator.divergence_at_beta(divergence="tv", log_beta=log_beta),
+        }
+
+
+def run_pipeline(
+    cfg: Mapping[str, Any] | RunConfig,
+    out: Path,
+    *,
+    resume: bool = False,
+    allow_imports: bool = False,
+) -> dict[str, Any]:
+    """Fit the EBM, tune a policy, sample with QRS; write the run folder; return the report.
+
+    ``cfg`` is what :func:`~disco.cli.check_config` returns (or its :class:`RunConfig`). The
+    folder gets ``config.json`` (the settings, normalised), ``ebm/``, ``policy/``,
+    ``checkpoints/``, ``metrics.jsonl``, ``samples.jsonl``, ``report.json``, ``tuning.png``
+    and ``qrs.png``. With ``resume``, the saved EBM and the latest checkpoint in ``out`` are
+    loaded and tuning continues from there: from the newest intact checkpoint (damaged ones are
+    skipped with a warning), with the steps logged after it dropped from ``metrics.jsonl``, so
+    the run ends as the uninterrupted one would (same report, bit-identical weights).
+    """
+    import torch
+
+    from disco.tuners import checkpoint
+
+    started = time.perf_counter()
+    settings = cfg if isinstance(cfg, RunConfig) else RunConfig.from_normalised(cfg)
+    plain = settings.as_dict()
+    if resume:
+        check_resumable(plain, out)
+    run = _Run(settings, out, resume=resume, allow_imports=allow_imports)
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume and current_world().is_main:
+        shutil.rmtree(run.checkpoints, ignore_errors=True)  # never resume another run's policy
+        files.write_atomically(out / "config.json", json.dumps(plain, indent=2))
+    torch.manual_seed(settings.seed)
+
+    base = load_model(settings.model)
+    target = run.fit(base)
+    run.report["coefficients"] = report.coefficients(target)
+    run.seed_stage("base samples")
+    base_drawn = draw(
+        base, settings.contexts, settings.output.eval_samples, settings.seed, "base samples"
+    )
+    run.report["base_rate"] = report.rates(run.features, base_drawn)
+
+    policy, history, steps = run.tune(target, base)
+    run.seed_stage("tuned samples")
+    tuned_drawn = draw(
+        policy, settings.contexts, settings.output.eval_samples, settings.seed, "tuned samples"
+    )
+    qrs_drawn, qrs_figures = run.sample(target, policy)
+
+    last = history[-1] if history else {}
+    run.report.update(
+        {
+            "tuned_rate": report.rates(run.features, tuned_drawn),
+            "qrs_rate": report.rates(run.features, qrs_drawn),
+            "kl_policy_base": last.get("kl_policy_base", math.nan),
+            "kl_target_policy": last.get("kl_target_policy", math.nan),
+            **qrs_figures,
+            "steps": steps,
+            "seconds": time.perf_counter() - started,
+        }
+    )
+    drawn = {"base": base_drawn, "tuned": tuned_drawn, "qrs": qrs_drawn}
+    files.write_jsonl(out / "samples.jsonl", report.sample_rows(run.features, run.names, drawn))
+    checkpoint.kill_point("run: samples written")
+    files.write_report(out, run.report)
+    if current_world().is_main:
+        print(report.format_table(run.report))
+        print(f"\nreport folder: {out}")
+    return run.report
