@@ -125,8 +125,12 @@ def _sample(args: argparse.Namespace) -> None:
         {"text": s.text, "target_log_score": float(lp)}
         for s, lp in zip(drawn.samples, drawn.target_log_scores.tolist())
     ]
+    from disco.distributed import current_world
+
     if args.output:
         write_jsonl(Path(args.output), rows)
+    elif not current_world().is_main:  # every rank holds the same samples: rank 0 prints
+        pass
     else:
         for row in rows:
             print(json.dumps(row))
@@ -299,7 +303,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from transformers.utils import logging as transformers_logging
 
+    from disco.distributed import init_from_environment
+
     transformers_logging.disable_progress_bar()  # loading bars would bury disco's own output
+    world = init_from_environment()  # under torchrun / accelerate launch: join their group
+    try:
+        return _main(args)
+    finally:
+        if world.size > 1:
+            import torch
+
+            torch.distributed.destroy_process_group()
+
+
+def _main(args: argparse.Namespace) -> int:
+    """Run the parsed command; errors become one line on stderr and an exit status."""
     try:
         with warnings.catch_warnings():
             # raised between peft and transformers versions; nothing a user can act on

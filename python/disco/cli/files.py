@@ -14,7 +14,14 @@ __all__ = ["keep_steps_up_to", "save_policy", "write_atomically", "write_jsonl",
 
 
 def write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` whole or not at all (a full disk leaves the previous version)."""
+    """Replace ``path`` whole or not at all (a full disk leaves the previous version).
+
+    Under torch.distributed only rank 0 writes: every rank holds the same contents.
+    """
+    from disco.distributed import current_world
+
+    if not current_world().is_main:
+        return
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         tmp.write_text(text, encoding="utf-8")

@@ -23,6 +23,7 @@ from disco.cli.errors import TuningInterrupted, UserError, first_line
 from disco.cli.models import load_model, make_policy
 from disco.cli.sampling import draw, draw_exactly, qrs_log_beta, shares
 from disco.cli.sources import MAX_CONFIG_BYTES
+from disco.distributed import current_world
 
 __all__ = ["run_pipeline"]
 
@@ -97,6 +98,7 @@ class _Run:
             "features": self.names,
             "targets": self.moments,
             "seed": cfg.seed,
+            "world_size": current_world().size,
             "interrupted": False,
         }
 
@@ -121,7 +123,11 @@ class _Run:
                     f"cannot load the run's EBM: {err}", "--resume", "rerun it"
                 ) from None
         contexts, n = self.cfg.contexts, self.cfg.fit.n_samples
-        print(f"disco: fitting the target's coefficients on {n} base samples ...", file=sys.stderr)
+        main = current_world().is_main  # every rank runs the pipeline; rank 0 writes and prints
+        if main:
+            print(
+                f"disco: fitting the target's coefficients on {n} base samples ...", file=sys.stderr
+            )
         where: dict[str, Any] = (
             {"context": contexts[0]} if len(contexts) == 1 else {"contexts": contexts}
         )
@@ -132,6 +138,7 @@ class _Run:
                 n_samples=n,
                 sampling_size=min(256, n),
                 progress=_interactive(),
+                seed=_stage_seed(self.cfg.seed, "fit"),
                 **where,
             )
         except ValueError as err:
@@ -140,9 +147,11 @@ class _Run:
                 "features",
                 "choose moments the base model can reach, or draw more samples ([fit] n_samples)",
             ) from None
-        print(target.fit_report, file=sys.stderr)
+        if main:
+            print(target.fit_report, file=sys.stderr)
         try:
-            save_ebm(target, self.out / "ebm")
+            if main:
+                save_ebm(target, self.out / "ebm")
         except ValueError as err:
             raise UserError(str(err), "features", "use features that can be saved") from None
         checkpoint.kill_point("run: ebm saved")
@@ -248,12 +257,15 @@ class _Run:
                 "see the message; e.g. more samples_per_context, or a smaller learning_rate",
             ) from None
         policy.freeze()
-        files.save_policy(policy, self.out / "policy")
-        checkpoint.kill_point("run: policy saved")
-        report.try_plot(
-            lambda: report.plot_tuning(history, self.names, self.moments, self.out / "tuning.png"),
-            "tuning.png",
-        )
+        if current_world().is_main:
+            files.save_policy(policy, self.out / "policy")
+            checkpoint.kill_point("run: policy saved")
+            report.try_plot(
+                lambda: report.plot_tuning(
+                    history, self.names, self.moments, self.out / "tuning.png"
+                ),
+                "tuning.png",
+            )
         return policy, history, tuner.step_count
 
     # --------------------------------------------------------------------------- sample
@@ -271,12 +283,14 @@ class _Run:
             contexts=self.cfg.contexts,
             n_samples=settings.estimation_samples,
             progress=_interactive(),
+            seed=_stage_seed(self.cfg.seed, "qrs estimate"),
         )
         counts = shares(settings.n_samples, self.cfg.contexts)
         log_beta, rate = qrs_log_beta(
             estimator, settings.beta, settings.acceptance_rate, max(n for _, n in counts)
         )
-        report.try_plot(lambda: estimator.plot(self.out / "qrs.png"), "qrs.png")
+        if current_world().is_main:
+            report.try_plot(lambda: estimator.plot(self.out / "qrs.png"), "qrs.png")
         sampler = SAMPLERS["qrs"].build(target, policy, seed=self.cfg.seed, log_beta=log_beta)
         import torch
 
@@ -320,7 +334,7 @@ def run_pipeline(
         check_resumable(plain, out)
     run = _Run(settings, out, resume=resume, allow_imports=allow_imports)
     out.mkdir(parents=True, exist_ok=True)
-    if not resume:
+    if not resume and current_world().is_main:
         shutil.rmtree(run.checkpoints, ignore_errors=True)  # never resume another run's policy
         files.write_atomically(out / "config.json", json.dumps(plain, indent=2))
     torch.manual_seed(settings.seed)
@@ -329,12 +343,16 @@ def run_pipeline(
     target = run.fit(base)
     run.report["coefficients"] = report.coefficients(target)
     run.seed_stage("base samples")
-    base_drawn = draw(base, settings.contexts, settings.output.eval_samples)
+    base_drawn = draw(
+        base, settings.contexts, settings.output.eval_samples, settings.seed, "base samples"
+    )
     run.report["base_rate"] = report.rates(run.features, base_drawn)
 
     policy, history, steps = run.tune(target, base)
     run.seed_stage("tuned samples")
-    tuned_drawn = draw(policy, settings.contexts, settings.output.eval_samples)
+    tuned_drawn = draw(
+        policy, settings.contexts, settings.output.eval_samples, settings.seed, "tuned samples"
+    )
     qrs_drawn, qrs_figures = run.sample(target, policy)
 
     last = history[-1] if history else {}
@@ -353,6 +371,7 @@ def run_pipeline(
     files.write_jsonl(out / "samples.jsonl", report.sample_rows(run.features, run.names, drawn))
     checkpoint.kill_point("run: samples written")
     files.write_report(out, run.report)
-    print(report.format_table(run.report))
-    print(f"\nreport folder: {out}")
+    if current_world().is_main:
+        print(report.format_table(run.report))
+        print(f"\nreport folder: {out}")
     return run.report

@@ -20,17 +20,29 @@ def shares(total: int, contexts: Sequence[str]) -> list[tuple[str, int]]:
     return [(c, n) for c, n in zip(contexts, counts) if n > 0]
 
 
-def draw(model: Any, contexts: Sequence[str], total: int) -> list[tuple[str, list[Any]]]:
-    """``total`` samples of ``model`` split over ``contexts``, each context's in one batch."""
+DRAW_CHUNK = 256  # samples per keyed chunk of the report's draws (dealt to the ranks)
+
+
+def draw(
+    model: Any, contexts: Sequence[str], total: int, seed: int, stage: str
+) -> list[tuple[str, list[Any]]]:
+    """``total`` samples of ``model`` split over ``contexts``, in keyed chunks shared by the ranks.
+
+    Chunk ``j`` of context ``c`` is drawn from the seed of ``(seed, stage, c, j)``
+    (:mod:`disco.distributed`), so the samples do not depend on the number of processes.
+    """
     import torch
 
-    from disco.samplers import AccumulationSampler
+    from disco.distributed import current_world, draw_chunk, plan_chunks
 
+    world = current_world()
+    drawn = []
     with torch.no_grad():
-        return [
-            (c, AccumulationSampler(model, n, progress=False).sample(c, sampling_size=n)[0])
-            for c, n in shares(total, contexts)
-        ]
+        for position, (c, n) in enumerate(shares(total, contexts)):
+            chunks = plan_chunks([c], n, DRAW_CHUNK, seed, stage, position)
+            parts = world.gather_chunks(chunks, lambda chunk: draw_chunk(model, chunk)[0])
+            drawn.append((c, [x for part in parts for x in part]))
+    return drawn
 
 
 def draw_exactly(method: str, sampler: Any, n: int, context: str) -> Any:

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from disco import numerics
 from disco.compat import constrain_arguments
+from disco.distributed import Chunk, current_world, draw_chunk, plan_chunks, shared_seed
 from disco.distributions.contexts import resolve_contexts
 from disco.scorers.base import BooleanScorer, ExponentialScorer, Product, Scorer, as_scorer
 
@@ -89,30 +90,6 @@ def _split(
     return distributional, targets, pointwise
 
 
-def _draw(
-    proposal: Any, contexts: Sequence[Any], n_samples: int, sampling_size: int, progress: bool
-) -> list[tuple[list[Any], torch.Tensor]]:
-    per_context = max(1, n_samples // len(contexts))
-    drawn = []
-    bar = tqdm(
-        total=per_context * len(contexts),
-        desc="constrain: sampling",
-        disable=not progress,
-        leave=False,
-    )
-    for context in contexts:
-        samples: list[Any] = []
-        log_q: list[torch.Tensor] = []
-        while len(samples) < per_context:
-            batch, lq = proposal.sample(context, min(sampling_size, per_context - len(samples)))
-            samples.extend(batch)
-            log_q.append(lq.detach().to("cpu", torch.float64))
-            bar.update(len(batch))
-        drawn.append((samples, torch.cat(log_q)))
-    bar.close()
-    return drawn
-
-
 def _no_fit(pointwise: list[str]) -> FitReport:
     """The report of a target with pointwise factors only: nothing was fitted."""
     zero = np.zeros(0)
@@ -136,6 +113,7 @@ def constrain(
     tolerance: float = 1e-8,
     max_iterations: int = 100,
     progress: bool = False,
+    seed: int | None = None,
     **original_keywords: Any,
 ) -> Product:
     """Return the EBM closest to ``base`` in KL whose feature moments are ``moments``.
@@ -166,6 +144,11 @@ def constrain(
         Newton's stopping rule, ``max_k |E[phi_k] - moments[k]| < tolerance``, and budget.
     progress:
         Show a progress bar while sampling.
+    seed:
+        Seeds the draws: chunk ``j`` of context ``c`` is drawn from the seed of
+        ``(seed, c, j)``, so the fit is the same on any number of processes (default: a seed
+        from torch's generator). Under ``torch.distributed`` each rank draws and scores its
+        share of the chunks and every rank solves on all of them, in chunk order.
     **original_keywords:
         The original disco's names (``n_contexts_per_step``, ``context_sampling_size``,
         ``iterations``, ``learning_rate``), translated by :func:`disco.compat.constrain_arguments`.
@@ -199,35 +182,10 @@ def constrain(
         ebm.fit_report = _no_fit(pointwise_names)
         return ebm
 
-    if samples is not None:
-        if proposal_log_probs is None:
-            if proposal is None:
-                raise ValueError(
-                    "samples were given without proposal_log_probs or a proposal to score them"
-                )
-            proposal_log_probs = proposal.log_score(samples, context)
-        groups_data = [
-            (
-                list(samples),
-                torch.as_tensor(numerics.as_vector(proposal_log_probs, "proposal_log_probs")),
-            )
-        ]
-        context_list: list[Any] = [context]
-        if len(groups_data[0][0]) != groups_data[0][1].numel():
-            raise ValueError(
-                f"length mismatch: {len(samples)} samples but {groups_data[0][1].numel()} proposal_log_probs"
-            )
-    else:
-        context_list = resolve_contexts(
-            context, contexts, context_distribution, n_contexts, single_once=True
-        )
-        groups_data = _draw(proposal or base, context_list, n_samples, sampling_size, progress)
-
-    rows, log_weights, group_ids = [], [], []
     exponential = ExponentialScorer(distributional, np.zeros(len(distributional)))
-    for g, (ctx, (xs, log_q)) in enumerate(zip(context_list, groups_data)):
-        if not xs:
-            raise ValueError(f"no samples for context {ctx!r}")
+
+    def weighed(xs: list[Any], ctx: Any, log_q: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Feature rows and importance log-weights ``log a + log b - log q`` of samples."""
         log_a = base.log_score(xs, ctx).detach().to("cpu", torch.float64)
         log_b = (
             Product(*pointwise).log_score(xs, ctx)
@@ -237,12 +195,62 @@ def constrain(
         lw = torch.where(
             log_b == -math.inf, torch.full_like(log_a, -math.inf), log_a + log_b - log_q
         )
-        rows.append(exponential.feature_matrix(xs, ctx))
-        log_weights.append(lw)
-        group_ids.append(torch.full((len(xs),), g, dtype=torch.float64))
-    phi = torch.cat(rows).numpy()
-    lw_all = torch.cat(log_weights).numpy()
-    groups = torch.cat(group_ids).numpy().astype(np.int64) if len(context_list) > 1 else None
+        return exponential.feature_matrix(xs, ctx).numpy(), lw.numpy()
+
+    if samples is not None:
+        if proposal_log_probs is None:
+            if proposal is None:
+                raise ValueError(
+                    "samples were given without proposal_log_probs or a proposal to score them"
+                )
+            proposal_log_probs = proposal.log_score(samples, context)
+        given = torch.as_tensor(numerics.as_vector(proposal_log_probs, "proposal_log_probs"))
+        if len(samples) != given.numel():
+            raise ValueError(
+                f"length mismatch: {len(samples)} samples but {given.numel()} proposal_log_probs"
+            )
+        if not len(samples):
+            raise ValueError(f"no samples for context {context!r}")
+        context_list: list[Any] = [context]
+        parts = [weighed(list(samples), context, given)]
+        positions = [0]
+    else:
+        context_list = resolve_contexts(
+            context, contexts, context_distribution, n_contexts, single_once=True
+        )
+        world = current_world()
+        context_list = world.broadcast(context_list)  # every rank fits the same contexts
+        chunks = plan_chunks(
+            context_list,
+            max(1, n_samples // len(context_list)),
+            sampling_size,
+            shared_seed(seed, world),
+            "constrain",
+        )
+        bar = tqdm(
+            total=sum(c.size for c in world.mine(chunks)),
+            desc="constrain: sampling",
+            disable=not (progress and world.is_main),
+            leave=False,
+        )
+
+        def fit_rows(chunk: Chunk) -> tuple[np.ndarray, np.ndarray]:
+            xs, log_q = draw_chunk(proposal or base, chunk)
+            bar.update(len(xs))
+            return weighed(xs, chunk.context, torch.from_numpy(log_q))
+
+        with bar:
+            parts = world.gather_chunks(chunks, fit_rows)  # in chunk order on every rank
+        positions = [c.position for c in chunks]
+    phi = np.concatenate([rows for rows, _ in parts])
+    lw_all = np.concatenate([lw for _, lw in parts])
+    groups = (
+        np.concatenate(
+            [np.full(len(lw), g, dtype=np.int64) for g, (_, lw) in zip(positions, parts)]
+        )
+        if len(context_list) > 1
+        else None
+    )
 
     names = [f.name for f in distributional]
     fit = numerics.fit_coefficients(

@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from disco import numerics
 from disco._beta import beta_from_log, check_beta, checked_log_beta
+from disco.distributed import Chunk, current_world, draw_chunk, plan_chunks, shared_seed
 from disco.distributions.contexts import resolve_contexts
 from disco.samplers._common import (
     FloatArray,
@@ -19,7 +21,6 @@ from disco.samplers._common import (
     log_scores,
     score_target,
 )
-from disco.samplers.accumulation import AccumulationSampler
 
 __all__ = ["QRSEstimator", "QuasiRejectionSamplerEstimator"]
 
@@ -86,6 +87,11 @@ class QRSEstimator:
         Batch size for drawing and for scoring with the target.
     progress:
         Show a progress bar while drawing.
+    seed:
+        Seeds the draws, chunk by chunk (``sampling_size`` proposals keyed by
+        ``(seed, context, chunk)``; default: a seed from torch's generator). Under
+        ``torch.distributed`` the ranks share the chunks and gather the log-scores in chunk
+        order, so the index, every estimate and the β for a rate are those of one process.
     """
 
     def __init__(
@@ -101,6 +107,7 @@ class QRSEstimator:
         sampling_size: int = 256,
         progress: bool = True,
         n_estimation_samples: int | None = None,
+        seed: int | None = None,
     ) -> None:
         if n_estimation_samples is not None:  # the original disco's name
             n_samples = n_estimation_samples
@@ -109,18 +116,31 @@ class QRSEstimator:
         sampling_size = at_least_one(sampling_size, "sampling_size")
         self.target = target
         self.proposal = proposal
+        world = current_world()
+        chosen = world.broadcast(chosen)  # every rank estimates on the same contexts
+        chunks = plan_chunks(
+            chosen, per_context, int(sampling_size), shared_seed(seed, world), "estimate"
+        )
+        bar = tqdm(
+            total=sum(c.size for c in world.mine(chunks)),
+            desc="QRS estimator: sampling",
+            disable=not (progress and world.is_main),
+            leave=False,
+        )
+
+        def scored(chunk: Chunk) -> tuple[list[Any], FloatArray, FloatArray]:
+            drawn, log_q = draw_chunk(proposal, chunk)
+            bar.update(len(drawn))
+            return drawn, score_target(target, drawn, chunk.context), log_q
+
+        with bar:
+            parts = world.gather_chunks(chunks, scored)  # in chunk order on every rank
         groups = []
-        for c in chosen:
-            drawn, log_q = AccumulationSampler(proposal, per_context, progress=progress).sample(
-                c, sampling_size
-            )
-            log_p = np.concatenate(
-                [
-                    score_target(target, drawn[i : i + sampling_size], c)
-                    for i in range(0, len(drawn), sampling_size)
-                ]
-            )
-            lq = log_q.numpy()
+        for position, c in enumerate(chosen):
+            mine = [part for chunk, part in zip(chunks, parts) if chunk.position == position]
+            drawn = [x for part in mine for x in part[0]]
+            log_p = np.concatenate([part[1] for part in mine])
+            lq = np.concatenate([part[2] for part in mine])
             groups.append(_Group(c, drawn, log_p, lq, None, log_ratios(log_p, lq)))
         self._groups = groups
         self._feature_cache: dict[tuple[int, int], tuple[Any, FloatArray]] = {}

@@ -11,6 +11,14 @@ from tqdm.auto import tqdm
 
 from disco import numerics
 from disco._beta import beta_from_log, checked_log_beta
+from disco.distributed import (
+    Chunk,
+    chunk_seed,
+    current_world,
+    draw_chunk,
+    plan_chunks,
+    shared_seed,
+)
 from disco.samplers._common import (
     ContextSampler,
     Gathered,
@@ -18,7 +26,6 @@ from disco.samplers._common import (
     as_tensor,
     at_least_one,
     context_key,
-    draw_batch,
     log_ratios,
     score_target,
 )
@@ -70,7 +77,10 @@ class QuasiRejectionSampler(ContextSampler):
     beta:
         The QRS threshold ``β > 0``, on the scale of ``P / q`` (or give ``log_beta``).
     seed:
-        Seeds the accept/reject uniforms.
+        Seeds the proposals and the accept/reject uniforms (default: a seed from torch's
+        generator). Proposals come in chunks of ``sampling_size`` keyed by
+        ``(seed, call, chunk)``: under ``torch.distributed`` the ranks share the chunks and every
+        rank returns the same accepted samples as one process would.
     """
 
     def __init__(
@@ -87,7 +97,9 @@ class QuasiRejectionSampler(ContextSampler):
         self.target = target
         self.proposal = proposal
         self.log_beta = checked_log_beta(beta, log_beta)
-        self.rng = np.random.default_rng(seed)
+        self.world = current_world()
+        self.seed = shared_seed(seed, self.world)
+        self._calls = 0  # each call draws its own chunks: the same sequence on every rank
         self._statistics: dict[Any, AcceptanceStatistics] = {}
 
     def __repr__(self) -> str:
@@ -128,17 +140,27 @@ class QuasiRejectionSampler(ContextSampler):
 
     # -- sampling -----------------------------------------------------------------------------
 
-    def _accept(self, context: Any, size: int) -> tuple[QRSSamples, int]:
-        samples, log_q = draw_batch(self.proposal, context, size)
-        log_p = score_target(self.target, samples, context)
+    def _plan(self, context: Any, n_proposals: int, sampling_size: int) -> list[Chunk]:
+        """The chunks of proposals of a new call (the same on every rank)."""
+        self._calls += 1
+        return plan_chunks([context], n_proposals, sampling_size, self.seed, "qrs", self._calls)
+
+    def _accept(self, chunk: Chunk) -> QRSSamples:
+        """One chunk of proposals and the accepted ones (decided in Rust, keyed uniforms)."""
+        samples, log_q = draw_chunk(self.proposal, chunk)
+        log_p = score_target(self.target, samples, chunk.context)
         ratios = log_ratios(log_p, log_q)
-        mask = numerics.qrs_accept(ratios, self.rng.random(len(samples)), log_beta=self.log_beta)
-        stats = self._statistics.setdefault(context_key(context), AcceptanceStatistics())
-        stats.proposed += len(samples)
-        stats.accepted += int(mask.sum())
+        uniforms = np.random.default_rng(chunk_seed(chunk.seed, "uniforms")).random(len(samples))
+        mask = numerics.qrs_accept(ratios, uniforms, log_beta=self.log_beta)
         kept = np.flatnonzero(mask)
-        out = QRSSamples([samples[i] for i in kept], as_tensor(log_p[kept]), as_tensor(log_q[kept]))
-        return out, len(samples)
+        return QRSSamples(
+            [samples[i] for i in kept], as_tensor(log_p[kept]), as_tensor(log_q[kept])
+        )
+
+    def _count(self, context: Any, chunk: Chunk, accepted: QRSSamples) -> None:
+        stats = self._statistics.setdefault(context_key(context), AcceptanceStatistics())
+        stats.proposed += chunk.size
+        stats.accepted += len(accepted.samples)
 
     def sample(self, context: Any = "", sampling_size: int = 32) -> QRSSamples:
         """Draw ``sampling_size`` proposals for ``context`` and return the accepted ones.
@@ -147,7 +169,11 @@ class QuasiRejectionSampler(ContextSampler):
         the pair ``(samples, proposal log-probabilities)``, also with ``.target_log_scores``.
         The running statistics are updated.
         """
-        return self._accept(context, at_least_one(sampling_size, "sampling_size"))[0]
+        size = at_least_one(sampling_size, "sampling_size")
+        (chunk,) = self._plan(context, size, size)
+        (accepted,) = self.world.gather_chunks([chunk], self._accept)
+        self._count(context, chunk, accepted)
+        return accepted
 
     def sample_n(
         self,
@@ -159,6 +185,10 @@ class QuasiRejectionSampler(ContextSampler):
         progress: bool = True,
     ) -> QRSSamples:
         """Draw until ``n`` samples are accepted; return exactly ``n`` (the first accepted).
+
+        Proposals come in chunks of ``sampling_size``; under ``torch.distributed`` each round
+        deals one chunk to every rank and gathers the accepted samples in chunk order, so every
+        rank returns the samples one process would.
 
         Parameters
         ----------
@@ -183,22 +213,29 @@ class QuasiRejectionSampler(ContextSampler):
             raise ValueError(f"n must be non-negative, got {n}")
         sampling_size = at_least_one(sampling_size, "sampling_size")
         n, max_proposals = int(n), at_least_one(max_proposals, "max_proposals")
+        chunks = self._plan(context, max_proposals, sampling_size)
         kept = Gathered()
         proposed = 0
-        with tqdm(total=n, desc="QRS", disable=not progress, leave=False) as bar:
-            while len(kept) < n:
-                budget = max_proposals - proposed
-                if budget <= 0:
-                    rate = len(kept) / proposed
-                    raise RuntimeError(
-                        f"QRS accepted {len(kept)} of the {n} samples asked for within "
-                        f"max_proposals={max_proposals} proposals (acceptance rate {rate:.3g} at "
-                        f"beta={self.beta:.6g}); lower beta (see QRSEstimator."
-                        "beta_for_acceptance_rate) or raise max_proposals"
-                    )
-                batch, drawn = self._accept(context, min(int(sampling_size), budget))
-                proposed += drawn
-                take = kept.keep(batch, slice(0, n - len(kept)))
-                bar.update(take)
+        bar = tqdm(total=n, desc="QRS", disable=not (progress and self.world.is_main), leave=False)
+        with bar:
+            for start in range(0, len(chunks), self.world.size):
+                if len(kept) >= n:
+                    break
+                round_ = chunks[start : start + self.world.size]
+                for chunk, batch in zip(round_, self.world.gather_chunks(round_, self._accept)):
+                    if len(kept) >= n:
+                        break  # later chunks of the round: one process never drew them
+                    self._count(context, chunk, batch)
+                    proposed += chunk.size
+                    take = kept.keep(batch, slice(0, n - len(kept)))
+                    bar.update(take)
                 bar.set_postfix(acceptance=f"{len(kept) / proposed:.3g}", refresh=False)
+        if len(kept) < n:
+            rate = len(kept) / proposed
+            raise RuntimeError(
+                f"QRS accepted {len(kept)} of the {n} samples asked for within "
+                f"max_proposals={max_proposals} proposals (acceptance rate {rate:.3g} at "
+                f"beta={self.beta:.6g}); lower beta (see QRSEstimator."
+                "beta_for_acceptance_rate) or raise max_proposals"
+            )
         return kept.result()

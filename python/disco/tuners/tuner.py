@@ -8,6 +8,7 @@ import os
 import random
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import torch
 
 from disco import numerics
 from disco.compat import tuner_arguments
+from disco.distributed import Chunk, current_world, draw_chunk, plan_chunks
 from disco.distributions.contexts import resolve_contexts
 from disco.tuners import checkpoint
 from disco.tuners.averaging import ParameterAverage
@@ -49,6 +51,29 @@ def _device(module: torch.nn.Module) -> torch.device:
 
 def _cpu64(x: torch.Tensor) -> np.ndarray:
     return x.detach().to("cpu", torch.float64).numpy()
+
+
+@dataclass
+class _Scored:
+    """One chunk's proposal and target log-scores, reported features and base log-scores."""
+
+    log_q: np.ndarray
+    log_p: np.ndarray
+    phi: np.ndarray | None
+    log_a: np.ndarray | None
+    shown: list[tuple[str, float]]  # (text, target log-score) of the context's first samples
+
+
+@dataclass
+class _Learned:
+    """One chunk's policy log-probabilities, loss weights and loss share, with its timings."""
+
+    log_pi: np.ndarray
+    weights: np.ndarray
+    weighted: np.ndarray
+    losses: list[float]
+    score_time: float
+    backward_time: float
 
 
 def _chunks(n: int, size: int) -> Iterable[slice]:
@@ -139,6 +164,7 @@ class Tuner:
         self.last_samples: list[dict[str, Any]] = []
         self.rng = np.random.default_rng(cfg.seed)
         self._seeded = False
+        self.world = current_world()
 
     # --- setup --------------------------------------------------------------------------
 
@@ -236,19 +262,6 @@ class Tuner:
             rng=self.rng,
         )
 
-    def _draw(self, proposal: Any, context: Any, n: int) -> tuple[list[Any], np.ndarray]:
-        samples: list[Any] = []
-        log_q: list[np.ndarray] = []
-        while len(samples) < n:
-            batch, lq = proposal.sample(
-                context, min(self.config.sampling_batch_size, n - len(samples))
-            )
-            if len(batch) == 0:
-                raise ValueError("the proposal returned an empty batch of samples")
-            samples.extend(batch)
-            log_q.append(_cpu64(lq))
-        return samples, np.concatenate(log_q)
-
     def _features_and_base(
         self, context: Any, samples: list[Any]
     ) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -292,23 +305,81 @@ class Tuner:
                 parts.append(_cpu64(self.policy.log_score(samples[part], context)))
         return np.concatenate(parts)
 
+    def _scored_chunk(self, proposal: Any, chunk: Chunk, drawn: dict[int, list[Any]]) -> _Scored:
+        """Draw one chunk, score it with the target (and the reported features and base)."""
+        samples, log_q = draw_chunk(proposal, chunk)
+        drawn[chunk.index] = samples
+        log_p = _cpu64(self.target.log_score(samples, chunk.context))
+        if len(log_p) != chunk.size:
+            raise ValueError(
+                f"the target returned {len(log_p)} log-scores for {chunk.size} samples"
+            )
+        phi, log_a = self._features_and_base(chunk.context, samples)
+        shown = [
+            (getattr(x, "text", str(x)), float(lp))
+            for x, lp in zip(samples[: max(0, 8 - chunk.start)], log_p)
+        ]
+        return _Scored(log_q, log_p, phi, log_a, shown)
+
+    def _learn_chunk(
+        self, chunk: Chunk, samples: list[Any], scored: _Scored, log_z: float, n_contexts: int
+    ) -> _Learned:
+        """Score one chunk with the policy and backpropagate its share of the loss."""
+        cfg, n = self.config, self.config.samples_per_context
+        log_pi_parts, weights, weighted, losses = [], [], [], []
+        score_time = backward_time = 0.0
+        for part in _chunks(chunk.size, cfg.scoring_batch_size):
+            tf = time.perf_counter()
+            with self._autocast():
+                log_pi = self.policy.log_score(samples[part], chunk.context, grad=True)
+            score_time += time.perf_counter() - tf
+            tb = time.perf_counter()
+            out = self.loss(
+                log_pi, scored.log_p[part], scored.log_q[part], log_z, context=chunk.context
+            )
+            share = (part.stop - part.start) / n
+            (out.loss * share / n_contexts).backward()
+            losses.append(float(out.loss.detach()) * share)
+            backward_time += time.perf_counter() - tb
+            log_pi_parts.append(_cpu64(log_pi))
+            weights.append(out.weights)
+            weighted.append(out.weighted_rewards)
+        return _Learned(
+            np.concatenate(log_pi_parts),
+            np.concatenate(weights),
+            np.concatenate(weighted),
+            losses,
+            score_time,
+            backward_time,
+        )
+
     def step(self) -> dict[str, float]:
-        """One gradient step; returns its metrics (averaged over the step's contexts)."""
-        cfg = self.config
+        """One gradient step; returns its metrics (averaged over the step's contexts).
+
+        The step's samples are cut into chunks keyed by ``(seed, step, context, chunk)`` and
+        dealt to the ranks of :attr:`world`; per-sample results are gathered in chunk order and
+        gradients summed, so the step is the same on any number of processes.
+        """
+        cfg, world = self.config, self.world
         t0 = time.perf_counter()
-        contexts = self._contexts()
-        per_context: list[dict[str, float]] = []
+        contexts = world.broadcast(self._contexts())  # rank 0's draw, should streams differ
         timings = {"time/sample": 0.0, "time/score": 0.0, "time/backward": 0.0}
         if self.average is not None:
             timings["time/average"] = 0.0  # scoring the step's samples under the average
         self.optimizer.zero_grad(set_to_none=True)
         n = cfg.samples_per_context
-        for context in contexts:
-            ts = time.perf_counter()
-            samples, log_q = self._draw(self.proposal, context, n)
-            log_p = _cpu64(self.target.log_score(samples, context))
-            if len(log_p) != n:
-                raise ValueError(f"the target returned {len(log_p)} log-scores for {n} samples")
+        chunks = plan_chunks(
+            contexts, n, cfg.sampling_batch_size, cfg.seed, "tune", self.step_count
+        )
+        drawn: dict[int, list[Any]] = {}
+        ts = time.perf_counter()
+        scored = world.gather_chunks(chunks, lambda c: self._scored_chunk(self.proposal, c, drawn))
+        timings["time/sample"] += time.perf_counter() - ts
+        log_zs = []
+        for position, context in enumerate(contexts):
+            rows = [s for c, s in zip(chunks, scored) if c.position == position]
+            log_p = np.concatenate([s.log_p for s in rows])
+            log_q = np.concatenate([s.log_q for s in rows])
             ratios = np.where(log_p == -np.inf, -np.inf, log_p - log_q)
             log_z = self._update_log_z(context, ratios)
             if not math.isfinite(log_z):
@@ -316,47 +387,65 @@ class Tuner:
                     f"no sample so far has positive target probability in context {context!r}: the "
                     "partition function cannot be estimated (is the target's support reachable?)"
                 )
-            timings["time/sample"] += time.perf_counter() - ts
-            log_pi_parts, weights, weighted = [], [], []
-            loss_value = 0.0
-            for part in _chunks(n, cfg.scoring_batch_size):
-                tf = time.perf_counter()
-                with self._autocast():
-                    log_pi = self.policy.log_score(samples[part], context, grad=True)
-                timings["time/score"] += time.perf_counter() - tf
-                tb = time.perf_counter()
-                out = self.loss(log_pi, log_p[part], log_q[part], log_z, context=context)
-                share = (part.stop - part.start) / n
-                (out.loss * share / len(contexts)).backward()
-                loss_value += float(out.loss.detach()) * share
-                timings["time/backward"] += time.perf_counter() - tb
-                log_pi_parts.append(_cpu64(log_pi))
-                weights.append(out.weights)
-                weighted.append(out.weighted_rewards)
-            self.loss.record_batch(np.concatenate(weights), np.concatenate(weighted), context)
+            log_zs.append(log_z)
+        mine = {c.index for c in world.mine(chunks)}
+        learned = world.gather_chunks(
+            chunks,
+            lambda c: self._learn_chunk(
+                c, drawn[c.index], scored[c.index], log_zs[c.position], len(contexts)
+            ),
+        )
+        for c, piece in zip(chunks, learned):
+            if c.index in mine:
+                timings["time/score"] += piece.score_time
+                timings["time/backward"] += piece.backward_time
+        tc = time.perf_counter()
+        world.together(lambda: world.sum_gradients(list(self.parameters.values())))
+        timings["time/collectives"] = time.perf_counter() - tc
+        averaged: list[np.ndarray] = []
+        if self.average is not None:
+            ta = time.perf_counter()
+            averaged = world.gather_chunks(
+                chunks, lambda c: self._averaged_log_scores(drawn[c.index], c.context)
+            )
+            timings["time/average"] += time.perf_counter() - ta
+        per_context: list[dict[str, float]] = []
+        for position, context in enumerate(contexts):
+            picks = [k for k, c in enumerate(chunks) if c.position == position]
+
+            def joined(values: list[Any], picks: list[int] = picks) -> Any:
+                parts = [values[k] for k in picks]
+                return None if parts[0] is None else np.concatenate(parts)
+
+            log_p = joined([s.log_p for s in scored])
+            log_q = joined([s.log_q for s in scored])
+            phi = joined([s.phi for s in scored])
+            log_a = joined([s.log_a for s in scored])
+            self.loss.record_batch(
+                joined([piece.weights for piece in learned]),
+                joined([piece.weighted for piece in learned]),
+                context,
+            )
             self.last_samples = [
-                {
-                    "context": str(context),
-                    "text": getattr(x, "text", str(x)),
-                    "target_log_score": float(lp),
-                }
-                for x, lp in zip(samples[:8], log_p[:8])
-            ]
+                {"context": str(context), "text": text, "target_log_score": lp}
+                for k in picks
+                for text, lp in scored[k].shown
+            ][:8]
             # The reported estimates use the batch's first metrics_samples samples (all by
             # default): the draws are exchangeable, so the first m are a random subset.
             m = cfg.metrics_samples or n
-            log_pi_all = np.concatenate(log_pi_parts)[:m]
-            phi, log_a = self._features_and_base(context, samples[:m])
-            metrics = self._metrics(log_p[:m], log_pi_all, log_q[:m], log_z, phi, log_a)
+            log_p, log_q = log_p[:m], log_q[:m]
+            phi = None if phi is None else phi[:m]
+            log_a = None if log_a is None else log_a[:m]
+            log_pi_all = joined([piece.log_pi for piece in learned])[:m]
+            metrics = self._metrics(log_p, log_pi_all, log_q, log_zs[position], phi, log_a)
             if self.average is not None:
                 # The names without a prefix describe the policy tune() returns: the average.
                 iterate = metrics
-                ta = time.perf_counter()
-                log_avg = self._averaged_log_scores(samples[:m], context)
-                timings["time/average"] += time.perf_counter() - ta
-                metrics = self._metrics(log_p[:m], log_avg, log_q[:m], log_z, phi, log_a)
+                log_avg = joined(averaged)[:m]
+                metrics = self._metrics(log_p, log_avg, log_q, log_zs[position], phi, log_a)
                 metrics.update({f"iterate/{k}": v for k, v in iterate.items()})
-            metrics["loss"] = loss_value
+            metrics["loss"] = float(sum(x for k in picks for x in learned[k].losses))
             per_context.append(metrics)
         grad_norm = self._clip()
         self.optimizer.step()
@@ -409,7 +498,8 @@ class Tuner:
         last = cfg.n_steps if n_steps is None else self.step_count + n_steps
         if self.average is not None:
             self.average.release()  # train the iterate; the average comes back at the end
-        for logger in self.loggers:
+        loggers = self.loggers if self.world.is_main else []  # one process reports
+        for logger in loggers:
             logger.start(
                 {**cfg.to_dict(), "loss": type(self.loss).__name__, "start_step": self.step_count}
             )
@@ -423,7 +513,7 @@ class Tuner:
                 ):
                     metrics.update(self.validate())
                 self.history.append(metrics)
-                for logger in self.loggers:
+                for logger in loggers:
                     logger.log(self.step_count, metrics)
                 if (
                     cfg.checkpoint_dir
@@ -438,7 +528,7 @@ class Tuner:
             if self.average is not None:
                 self.average.hold()
         finally:
-            for logger in self.loggers:
+            for logger in loggers:
                 logger.close()
         return self.history
 
@@ -466,18 +556,31 @@ class Tuner:
 
         The policy is the one tune() returns: the average of the iterates, when averaging.
         """
+        cfg = self.config
+        contexts = list(cfg.validation_contexts)
+        chunks = plan_chunks(
+            contexts,
+            cfg.validation_samples,
+            cfg.sampling_batch_size,
+            cfg.seed,
+            "validate",
+            self.step_count,
+        )
+        with self.average.swapped_in() if self.average is not None else contextlib.nullcontext():
+            scored = self.world.gather_chunks(
+                chunks, lambda c: self._scored_chunk(self.policy, c, {})
+            )
         rows = []
-        for context in self.config.validation_contexts:
-            with (
-                self.average.swapped_in() if self.average is not None else contextlib.nullcontext()
-            ):
-                samples, log_q = self._draw(self.policy, context, self.config.validation_samples)
-            log_p = _cpu64(self.target.log_score(samples, context))
+        for position, context in enumerate(contexts):
+            mine = [s for c, s in zip(chunks, scored) if c.position == position]
+            log_p = np.concatenate([s.log_p for s in mine])
+            log_q = np.concatenate([s.log_q for s in mine])
+            phi = None if mine[0].phi is None else np.concatenate([s.phi for s in mine])
+            log_a = None if mine[0].log_a is None else np.concatenate([s.log_a for s in mine])
             ratios = np.where(log_p == -np.inf, -np.inf, log_p - log_q)
             log_z = self.log_z(context)
             if not math.isfinite(log_z):
                 log_z = numerics.logmeanexp(ratios)
-            phi, log_a = self._features_and_base(context, samples)
             rows.append(self._metrics(log_p, log_q, log_q, log_z, phi, log_a))
         return {f"validation/{k}": float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
@@ -488,11 +591,22 @@ class Tuner:
         return checkpoint.tuner_state(self)
 
     def save_checkpoint(self, directory: str | os.PathLike[str] | None = None) -> Path:
-        """Write a checkpoint atomically; returns its folder (``checkpoint_dir/step-NNNNNNNN``)."""
-        if self.average is not None and self.average.held:  # the checkpoint holds the iterate
-            with self.average.iterate_in_place():
-                return checkpoint.save(self, directory)
-        return checkpoint.save(self, directory)
+        """Write a checkpoint atomically; returns its folder (``checkpoint_dir/step-NNNNNNNN``).
+
+        Every rank holds the same state, so rank 0 alone writes it (a failure there is raised on
+        every rank); it loads under any number of processes.
+        """
+
+        def write() -> Path | None:
+            if not self.world.is_main:
+                return None
+            if self.average is not None and self.average.held:  # the checkpoint holds the iterate
+                with self.average.iterate_in_place():
+                    return checkpoint.save(self, directory)
+            return checkpoint.save(self, directory)
+
+        folder = self.world.together(write)
+        return self.world.broadcast(folder)  # type: ignore[return-value]
 
     def load_checkpoint(self, path: str | os.PathLike[str]) -> Path:
         """Restore a checkpoint folder, or the newest intact one under a checkpoint root.

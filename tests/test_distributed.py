@@ -1,0 +1,560 @@
+"""Data-parallel runs give the one-process results (2 processes, gloo, spawned by the test).
+
+The two-process group is started once per module (spawning costs seconds); it runs every
+scenario and saves what it got, and each test compares that with a one-process run here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from disco import distributed
+from disco.distributed import World, chunk_seed, plan_chunks
+from disco.distributions import ContextDistribution, EnumerableLM
+from disco.scorers import BooleanScorer, ExponentialScorer
+from disco.tuners import JSLoss, KLLoss, Tuner
+
+HERE = Path(__file__).parent
+STEPS = 3
+
+
+def has_a(sample: Any, context: Any) -> bool:
+    return "a" in sample.text.split()
+
+
+HAS_A = BooleanScorer(has_a, name="has_a")
+
+# ----------------------------------------------------------------------------------- scenarios
+# Each returns plain values; the same function runs in one process and on every rank of two.
+
+
+def _problem(contexts: tuple[str, ...] = ("",)) -> tuple[Any, Any]:
+    base = EnumerableLM(tokens=("a", "b", "c"), max_length=3, seed=2, contexts=contexts)
+    return base, base * ExponentialScorer([HAS_A], [1.2])
+
+
+TUNER_CASES: dict[str, dict[str, Any]] = {
+    "online-dpg": {"loss": KLLoss, "proposal": "online"},
+    "offline-dpg": {"loss": KLLoss, "proposal": "offline", "proposal_update_interval": 1},
+    "js-two-contexts": {"loss": JSLoss, "proposal": "online", "contexts": ("x", "y")},
+    "averaged": {"loss": KLLoss, "proposal": "online", "averaging": "ema"},
+}
+
+
+def _tuner(case: str, checkpoint_dir: str | None = None) -> Tuner:
+    settings = dict(TUNER_CASES[case])
+    loss, contexts = settings.pop("loss"), settings.pop("contexts", ("",))
+    base, target = _problem(contexts)
+    where = (
+        {"context_distribution": ContextDistribution(list(contexts)), "contexts_per_step": 2}
+        if len(contexts) > 1
+        else {}
+    )
+    return Tuner(
+        base.clone(),
+        target,
+        loss(),
+        samples_per_context=40,
+        sampling_batch_size=8,  # 5 chunks a context: uneven between 2 ranks
+        scoring_batch_size=3,
+        learning_rate=0.1,
+        seed=7,
+        features=(HAS_A,),
+        n_steps=2 * STEPS,
+        checkpoint_dir=checkpoint_dir,
+        **where,
+        **settings,
+    )
+
+
+def _outcome(tuner: Tuner) -> dict[str, Any]:
+    return {
+        "parameters": {k: v.detach().numpy().copy() for k, v in tuner.parameters.items()},
+        "history": [
+            {k: v for k, v in m.items() if not k.startswith("time/")} for m in tuner.history
+        ],
+        "log_z": {key: tuner.log_z(key) for key in tuner.log_z_sums},
+    }
+
+
+def tune_case(case: str) -> dict[str, Any]:
+    tuner = _tuner(case)
+    tuner.tune(n_steps=STEPS)
+    return _outcome(tuner)
+
+
+def resume_case(folder: str) -> dict[str, Any]:
+    """Load a checkpoint of the online DPG case taken after STEPS steps, run STEPS more."""
+    tuner = _tuner("online-dpg")
+    tuner.load_checkpoint(folder)
+    tuner.tune(n_steps=STEPS)
+    return _outcome(tuner)
+
+
+def checkpoint_case(folder: str) -> dict[str, Any]:
+    tuner = _tuner("online-dpg", checkpoint_dir=folder)
+    tuner.tune(n_steps=STEPS)  # saves at the end
+    return _outcome(tuner)
+
+
+def failing_feature_case() -> str:
+    """A feature that fails on one sample only (so on one rank only): every rank must raise."""
+
+    def fragile(sample: Any, context: Any) -> bool:
+        if sample.text == "c c c":
+            raise ValueError("fragile feature: cannot score 'c c c'")
+        return True
+
+    base, target = _problem()
+    tuner = Tuner(
+        base.clone(),
+        target,
+        samples_per_context=64,
+        sampling_batch_size=4,
+        seed=3,
+        features=(BooleanScorer(fragile, name="fragile"),),
+    )
+    try:
+        tuner.tune(n_steps=5)
+    except ValueError as err:
+        return str(err)
+    return "no error"
+
+
+def has_b(sample: Any, context: Any) -> bool:
+    return "b" in sample.text.split()
+
+
+def constrain_case() -> dict[str, Any]:
+    base, _ = _problem(("x", "y"))
+    ebm = base.constrain(
+        [HAS_A, BooleanScorer(has_b, name="has_b")],
+        [0.6, 0.3],
+        contexts=["x", "y"],
+        n_samples=300,
+        sampling_size=16,
+        seed=11,
+    )
+    report = ebm.fit_report
+    return {
+        "coefficients": report.coefficients,
+        "moments": report.moments,
+        "log_z": report.log_z,
+        "n_samples": report.n_samples,
+    }
+
+
+def qrs_case() -> dict[str, Any]:
+    from disco.samplers import QuasiRejectionSampler
+
+    base, target = _problem()
+    sampler = QuasiRejectionSampler(target, base, beta=2.0, seed=5)
+    drawn = sampler.sample_n(50, sampling_size=7, progress=False)
+    return {
+        "samples": [s.token_ids for s in drawn.samples],
+        "log_p": drawn.target_log_scores.numpy(),
+        "proposed": sampler.statistics("").proposed,
+        "accepted": sampler.statistics("").accepted,
+        "one": [s.token_ids for s in sampler.sample("", 9).samples],
+    }
+
+
+def estimator_case() -> dict[str, Any]:
+    from disco.samplers import QRSEstimator
+
+    base, target = _problem(("x", "y"))
+    estimator = QRSEstimator(
+        target,
+        base,
+        contexts=["x", "y"],
+        n_samples=300,
+        sampling_size=16,
+        seed=2,
+        progress=False,
+    )
+    return {
+        "beta": estimator.beta_for_acceptance_rate(0.4),
+        "kl": estimator.divergence_at_beta(1.5),
+        "ratios": estimator.log_ratios(1),
+    }
+
+
+SCENARIOS = {
+    **{f"tune:{case}": (tune_case, (case,)) for case in TUNER_CASES},
+    "failing": (failing_feature_case, ()),
+    "constrain": (constrain_case, ()),
+    "qrs": (qrs_case, ()),
+    "estimator": (estimator_case, ()),
+}
+
+# ----------------------------------------------------------------------------- the 2-process run
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _worker(rank: int, size: int, port: int, out: str, jobs: dict[str, Any]) -> None:
+    torch.set_num_threads(1)
+    sys.path.insert(0, str(HERE))
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=size
+    )
+    try:
+        results = {name: fn(*args) for name, (fn, args) in jobs.items()}
+        with open(os.path.join(out, f"rank{rank}.pkl"), "wb") as f:
+            pickle.dump(results, f)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def run_two(tmp: Path, jobs: dict[str, Any]) -> list[dict[str, Any]]:
+    """Run ``jobs`` (name -> (function, args)) on 2 spawned ranks; each rank's results."""
+    mp.start_processes(
+        _worker, args=(2, _free_port(), str(tmp), jobs), nprocs=2, start_method="spawn"
+    )
+    ranks = []
+    for rank in range(2):
+        with open(tmp / f"rank{rank}.pkl", "rb") as f:
+            ranks.append(pickle.load(f))
+    return ranks
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    tmp = tmp_path_factory.mktemp("two")
+    one_checkpoint = tmp / "written-by-one"
+    checkpoint_case(str(one_checkpoint))
+    jobs = dict(SCENARIOS)
+    jobs["checkpoint"] = (checkpoint_case, (str(tmp / "written-by-two"),))
+    jobs["resume"] = (resume_case, (str(one_checkpoint),))
+    ranks = run_two(tmp, jobs)
+    return {"ranks": ranks, "tmp": tmp}
+
+
+# ------------------------------------------------------------------------------------ the tests
+
+
+def assert_same(got: dict[str, Any], want: dict[str, Any], tol: float) -> None:
+    for name, value in want["parameters"].items():
+        np.testing.assert_allclose(got["parameters"][name], value, rtol=0, atol=tol, err_msg=name)
+    assert len(got["history"]) == len(want["history"])
+    for g, w in zip(got["history"], want["history"]):
+        assert g.keys() == w.keys()
+        for key in w:
+            assert math.isclose(g[key], w[key], rel_tol=tol, abs_tol=tol) or (
+                math.isnan(g[key]) and math.isnan(w[key])
+            ), key
+    assert got["log_z"].keys() == want["log_z"].keys()
+    for key, value in want["log_z"].items():
+        assert got["log_z"][key] == pytest.approx(value, abs=tol)
+
+
+@pytest.mark.parametrize("case", list(TUNER_CASES))
+def test_two_processes_tune_as_one(two: dict[str, Any], case: str) -> None:
+    torch.set_num_threads(1)
+    want = tune_case(case)
+    for rank in two["ranks"]:
+        assert_same(rank[f"tune:{case}"], want, 1e-9)
+    # Before the first update (the gradients' summation order aside, everything is gathered
+    # and reduced in chunk order), the statistics are bitwise those of one process.
+    first = {k: v for k, v in two["ranks"][1][f"tune:{case}"]["history"][0].items()}
+    for key in ("log_z", "kl_target_proposal", "tv_target_proposal", "ess", "baseline"):
+        assert first[key] == want["history"][0][key], key
+
+
+def test_a_checkpoint_resumes_under_another_world_size(two: dict[str, Any]) -> None:
+    torch.set_num_threads(1)
+    reference = _tuner("online-dpg")
+    reference.tune(n_steps=2 * STEPS)
+    want = _outcome(reference)
+    # Written by one process, resumed by two.
+    for rank in two["ranks"]:
+        assert_same(rank["resume"], want, 1e-9)
+    # Written (once) by two processes, resumed by one.
+    folder = two["tmp"] / "written-by-two"
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith("step-")) == [
+        f"step-{STEPS:08d}"
+    ]
+    assert_same(resume_case(str(folder)), want, 1e-9)
+
+
+def test_an_error_on_one_rank_is_raised_on_every_rank(two: dict[str, Any]) -> None:
+    torch.set_num_threads(1)
+    messages = [rank["failing"] for rank in two["ranks"]]
+    assert messages[0] == messages[1] == "fragile feature: cannot score 'c c c'"
+    assert failing_feature_case() == messages[0]
+
+
+def test_constrain_fits_the_one_process_coefficients(two: dict[str, Any]) -> None:
+    want = constrain_case()
+    assert want["n_samples"] == 300
+    for rank in two["ranks"]:
+        got = rank["constrain"]
+        np.testing.assert_allclose(got["coefficients"], want["coefficients"], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(got["moments"], want["moments"], rtol=0, atol=1e-12)
+        assert got["log_z"] == pytest.approx(want["log_z"], abs=1e-12)
+
+
+def test_qrs_accepts_the_one_process_samples(two: dict[str, Any]) -> None:
+    want = qrs_case()
+    assert len(want["samples"]) == 50 and want["proposed"] > 50
+    for rank in two["ranks"]:
+        got = rank["qrs"]
+        assert got["samples"] == want["samples"]
+        np.testing.assert_array_equal(got["log_p"], want["log_p"])
+        assert (got["proposed"], got["accepted"]) == (want["proposed"], want["accepted"])
+        assert got["one"] == want["one"]
+
+
+def test_the_estimator_index_is_global(two: dict[str, Any]) -> None:
+    want = estimator_case()
+    for rank in two["ranks"]:
+        got = rank["estimator"]
+        assert got["beta"] == want["beta"] and got["kl"] == want["kl"]
+        np.testing.assert_array_equal(got["ratios"], want["ratios"])
+
+
+def gpt2_case(folder: str) -> dict[str, Any]:
+    from disco.distributions import LMDistribution
+
+    base = LMDistribution(folder, length=5)
+    policy = LMDistribution(folder, length=5, freeze=False)
+    tuner = Tuner(
+        policy,
+        base * ExponentialScorer([HAS_A], [1.5]),
+        samples_per_context=24,
+        sampling_batch_size=8,
+        scoring_batch_size=4,
+        # Adam would turn the float32 rounding noise of gradients that are zero in exact
+        # arithmetic (attention key biases) into full-size steps: SGD shows the data-parallel
+        # error itself.
+        optimizer="sgd",
+        learning_rate=0.1,
+        seed=3,
+        features=(HAS_A,),
+    )
+    start = {k: v.detach().clone() for k, v in tuner.parameters.items()}
+    tuner.tune(n_steps=3)
+    outcome = _outcome(tuner)
+    outcome["moved"] = max(
+        float((v.detach() - start[k]).abs().max()) for k, v in tuner.parameters.items()
+    )
+    return outcome
+
+
+@pytest.mark.slow
+def test_two_processes_tune_a_transformer_as_one(tmp_path: Path) -> None:
+    from lm_fixtures import build_gpt2
+
+    folder = str(build_gpt2(tmp_path / "gpt2"))
+    torch.set_num_threads(1)
+    want = gpt2_case(folder)
+    assert want["moved"] > 1e-3  # the steps did something
+    ranks = run_two(tmp_path, {"gpt2": (gpt2_case, (folder,))})
+    moved = max(
+        float(np.abs(v - ranks[0]["gpt2"]["parameters"][k]).max())
+        for k, v in want["parameters"].items()
+    )
+    for rank in ranks:
+        for name, value in want["parameters"].items():
+            np.testing.assert_allclose(
+                rank["gpt2"]["parameters"][name], value, rtol=0, atol=1e-5, err_msg=name
+            )
+        for g, w in zip(rank["gpt2"]["history"], want["history"]):
+            assert g["log_z"] == pytest.approx(w["log_z"], abs=1e-5)
+    print(f"largest parameter difference, 1 vs 2 processes: {moved:.3g}")
+
+
+# ---------------------------------------------------------------------------------- the command
+
+SMALL = """
+seed = 3
+contexts = ["And the LORD said", "In the beginning"]
+[model]
+length = 6
+[[features]]
+type = "word"
+word = "the"
+moment = 0.6
+[[features]]
+type = "function"
+path = "rank_features:comma"
+moment = 0.4
+[fit]
+n_samples = 64
+[tuner]
+loss = "js"
+n_steps = 2
+samples_per_context = 8
+sampling_batch_size = 4
+contexts_per_step = 2
+learning_rate = 1e-3
+[sampler]
+beta = 1.0
+n_samples = 4
+estimation_samples = 32
+[output]
+eval_samples = 16
+"""
+
+RANK_FEATURES = """
+import os
+
+def comma(sample, context):
+    if os.environ.get("DISCO_TEST_FAIL_ON_RANK") == os.environ.get("RANK", "0"):
+        raise OSError("the feature's data file is missing on this node")
+    return "," in sample.text
+"""
+
+
+def _torchrun(config: Path, out: Path, env: dict[str, str] | None = None) -> Any:
+    import subprocess
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    return subprocess.run(
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "disco",
+            "run",
+            str(config),
+            "--out",
+            str(out),
+            "--allow-imports",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+        cwd=config.parent,
+    )
+
+
+def _small_config(tmp_path: Path) -> Path:
+    (tmp_path / "rank_features.py").write_text(RANK_FEATURES)
+    config = tmp_path / "small.toml"
+    config.write_text(SMALL)
+    return config
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_write_the_one_process_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from disco import cli
+
+    config = _small_config(tmp_path)
+    done = _torchrun(config, tmp_path / "two")
+    assert done.returncode == 0, done.stderr[-3000:]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    torch.set_num_threads(1)
+    assert cli.main(["run", str(config), "--out", str(tmp_path / "one"), "--allow-imports"]) == 0
+    one = json.loads((tmp_path / "one" / "report.json").read_text())
+    two = json.loads((tmp_path / "two" / "report.json").read_text())
+    assert (one["world_size"], two["world_size"]) == (1, 2)
+    assert done.stdout.count("report folder:") == 1  # rank 0 alone reports
+    # Before tuning everything is reduced in chunk order: equal to the bit.
+    for key in ("coefficients", "base_rate"):
+        assert two[key] == one[key], key
+    for key, value in one.items():
+        if key in ("seconds", "world_size"):
+            continue
+        numbers = value if isinstance(value, list) else [value]
+        if numbers and all(isinstance(v, float) for v in numbers):
+            # The embedded model is float32 and Adam rescales rounding noise in the summed
+            # gradients: the tuned policy agrees to about 1e-6 (relative), not to the bit.
+            assert two[key] == pytest.approx(value, rel=1e-4, abs=1e-9), key
+        else:
+            assert two[key] == value, key
+    rows = (tmp_path / "two" / "samples.jsonl").read_text().splitlines()
+    assert len(rows) == len((tmp_path / "one" / "samples.jsonl").read_text().splitlines())
+    assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()) == [
+        "latest",
+        "step-00000002",
+    ]
+
+
+@pytest.mark.slow
+def test_a_rank_that_fails_brings_the_group_down_with_one_error(tmp_path: Path) -> None:
+    config = _small_config(tmp_path)
+    done = _torchrun(config, tmp_path / "run", {"DISCO_TEST_FAIL_ON_RANK": "1"})
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if "disco: error:" in line]
+    assert errors, done.stderr[-3000:]
+    assert len({line.split("disco: error:", 1)[1] for line in errors}) == 1
+    assert "data file is missing on this node" in errors[0]
+
+
+# ------------------------------------------------------------------------- one-process building blocks
+
+
+def test_chunk_seeds_are_stable_and_distinct() -> None:
+    # A fixed value: the seed of a key must never change between versions or platforms.
+    assert chunk_seed(0, "tune", 0, 0, 0) == chunk_seed(0, "tune", 0, 0, 0)
+    assert 0 <= chunk_seed(2**62, "x") < 2**63
+    seeds = {
+        chunk_seed(1, "tune", step, c, j) for step in range(5) for c in range(3) for j in range(4)
+    }
+    assert len(seeds) == 60
+    with pytest.raises(TypeError, match="ints and strings"):
+        chunk_seed(1.5)  # type: ignore[arg-type]
+
+
+def test_chunks_are_dealt_round_robin_and_cover_every_sample() -> None:
+    chunks = plan_chunks(["x", "y"], 10, 4, 0, "test")
+    assert [(c.position, c.start, c.size) for c in chunks] == [
+        (0, 0, 4),
+        (0, 4, 4),
+        (0, 8, 2),
+        (1, 0, 4),
+        (1, 4, 4),
+        (1, 8, 2),
+    ]
+    shares = [World(rank, 4).mine(chunks) for rank in range(4)]
+    assert sorted(c.index for share in shares for c in share) == list(range(6))
+    assert [c.index for c in shares[1]] == [1, 5]
+
+
+def test_a_keyed_draw_ignores_and_keeps_the_other_streams() -> None:
+    lm = EnumerableLM(seed=4)
+    chunk = plan_chunks([""], 16, 16, 9, "test")[0]
+    state, torch_state = lm.random_state(), torch.get_rng_state()
+    first = distributed.draw_chunk(lm, chunk)
+    assert torch.equal(lm.random_state(), state) and torch.equal(torch.get_rng_state(), torch_state)
+    lm.sample("", 5)  # moving the model's own stream changes nothing
+    torch.rand(3)
+    again = distributed.draw_chunk(lm, chunk)
+    assert [s.token_ids for s in first[0]] == [s.token_ids for s in again[0]]
+    np.testing.assert_array_equal(first[1], again[1])
+
+
+def test_the_one_process_world_has_size_one() -> None:
+    world = distributed.current_world()
+    assert (world.rank, world.size, world.is_main) == (0, 1, True)
+    assert world.gather_chunks(plan_chunks([""], 5, 2, 0, "t"), lambda c: c.size) == [2, 2, 1]
+    with pytest.raises(ValueError, match="boom"):
+        world.gather_chunks(plan_chunks([""], 5, 2, 0, "t"), _boom)
+
+
+def _boom(chunk: Any) -> None:
+    raise ValueError("boom")
