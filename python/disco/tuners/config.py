@@ -67,7 +67,8 @@ class TunerConfig:
     stopping_window: int = _help(
         "stop before n_steps once the divergence estimate has stopped improving: the mean of "
         "its last stopping_window steps is not below the mean of the window before by more than "
-        "the difference's standard error (0: always run n_steps)",
+        "the difference's standard error, at each of the last stopping_window steps (0: always "
+        "run n_steps)",
         default=0,
     )
     max_grad_norm: float | None = _help(

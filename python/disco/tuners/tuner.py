@@ -535,20 +535,26 @@ class Tuner:
     def converged(self) -> bool:
         """Whether the divergence estimate has stopped improving (``stopping_window`` > 0).
 
-        Compares the mean estimate over the last ``stopping_window`` steps with the mean over
-        the window before: converged when the improvement is below one standard error of the
+        Compares the mean estimate over a window of ``stopping_window`` steps with the mean over
+        the window before: flat when the improvement is below one standard error of the
         difference. Each window's standard error is the spread of its steps' estimates over
         the root of its length, which holds both the sampling noise and the iterates' own
-        fluctuation, so a noisy plateau counts as flat instead of as progress.
+        fluctuation, so a noisy plateau counts as flat instead of as progress. Converged when
+        the comparison has been flat at each of the last ``stopping_window`` steps: one flat
+        comparison happens by chance early on, while the estimate still falls fast.
         """
         window = self.config.stopping_window
-        values = [h["divergence"] for h in self.history if "divergence" in h]
-        if window < 2 or len(values) < 2 * window:
+        values = np.asarray([h["divergence"] for h in self.history if "divergence" in h])
+        if window < 2 or len(values) < 3 * window - 1:
             return False
-        current = np.asarray(values[-window:])
-        previous = np.asarray(values[-2 * window : -window])
-        stderr = math.sqrt((np.var(current, ddof=1) + np.var(previous, ddof=1)) / window)
-        return bool(previous.mean() - current.mean() < stderr)
+
+        def flat(end: int) -> bool:
+            current = values[end - window : end]
+            previous = values[end - 2 * window : end - window]
+            stderr = math.sqrt((np.var(current, ddof=1) + np.var(previous, ddof=1)) / window)
+            return bool(previous.mean() - current.mean() < stderr)
+
+        return all(flat(len(values) - lag) for lag in range(window))
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
