@@ -1,6 +1,7 @@
 """Tuning a policy towards a target: DPG, CDPG and f-DPG over six f-divergences."""
 
 from disco.tuners.config import TunerConfig
+from disco.tuners.front_ends import CDPGTuner, DPGTuner, FCDPGTuner, FDPGTuner
 from disco.tuners.losses import (
     ChiSquaredLoss,
     ChiSquareLoss,
@@ -12,7 +13,7 @@ from disco.tuners.losses import (
     ReverseKLLoss,
     TVLoss,
 )
-from disco.tuners.tuner import CDPGTuner, DPGTuner, FCDPGTuner, FDPGTuner, Tuner
+from disco.tuners.tuner import Tuner
 
 __all__ = [
     "CDPGTuner",

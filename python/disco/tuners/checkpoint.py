@@ -43,6 +43,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from disco.tuners.modules import torch_module
+
 if TYPE_CHECKING:
     from disco.tuners.tuner import Tuner
 
@@ -180,8 +182,6 @@ def tuner_state(tuner: Tuner) -> dict[str, Any]:
 
 def _restore(tuner: Tuner, state: dict[str, Any], stored: _Stored) -> None:
     """Put a verified checkpoint's contents back into ``tuner``."""
-    from disco.tuners.tuner import _module
-
     average = state.get("average")
     if tuner.average is not None and average is None:
         raise ValueError(
@@ -197,7 +197,7 @@ def _restore(tuner: Tuner, state: dict[str, Any], stored: _Stored) -> None:
         tuner.proposal = tuner.policy
     else:
         tuner.proposal = tuner._frozen_copy(tuner.policy)
-        params = dict(_module(tuner.proposal).named_parameters())
+        params = dict(torch_module(tuner.proposal).named_parameters())
         with torch.no_grad():
             for name, value in (stored.proposal or {}).items():
                 params[name].copy_(value)
@@ -254,8 +254,6 @@ def save(tuner: Tuner, directory: str | os.PathLike[str] | None = None) -> Path:
     On any error (a full disk) the half-written folder is removed and the earlier checkpoints and
     the ``latest`` pointer are left as they were.
     """
-    from disco.tuners.tuner import _module
-
     root = Path(directory or tuner.config.checkpoint_dir or "")
     if not str(root):
         raise ValueError("no checkpoint folder: set checkpoint_dir")
@@ -274,7 +272,7 @@ def save(tuner: Tuner, directory: str | os.PathLike[str] | None = None) -> Path:
             files["proposal.safetensors"] = _write_tensors(
                 {
                     n: p.detach().cpu().contiguous()
-                    for n, p in _module(tuner.proposal).named_parameters()
+                    for n, p in torch_module(tuner.proposal).named_parameters()
                     if n in tuner.parameters
                 },
                 tmp / "proposal.safetensors",

@@ -1,5 +1,5 @@
 """The original disco's module path for :class:`FDPGTuner`."""
 
-from disco.tuners.tuner import FDPGTuner
+from disco.tuners.front_ends import FDPGTuner
 
 __all__ = ["FDPGTuner"]

@@ -16,37 +16,15 @@ import numpy as np
 import torch
 
 from disco import numerics
-from disco.compat import tuner_arguments
 from disco.distributed import Chunk, current_world, draw_chunk, plan_chunks
 from disco.distributions.contexts import resolve_contexts
 from disco.tuners import checkpoint
 from disco.tuners.averaging import ParameterAverage
 from disco.tuners.config import TunerConfig
-from disco.tuners.losses import FDivergenceLoss, JSLoss, KLLoss
+from disco.tuners.losses import FDivergenceLoss, KLLoss
+from disco.tuners.modules import device_of, torch_module, trainable_parameters
 
-__all__ = ["CDPGTuner", "DPGTuner", "FCDPGTuner", "FDPGTuner", "Tuner"]
-
-
-def _module(distribution: Any) -> torch.nn.Module:
-    """The torch module holding a distribution's parameters."""
-    if isinstance(distribution, torch.nn.Module):
-        return distribution
-    model = getattr(distribution, "model", None)
-    if isinstance(model, torch.nn.Module):
-        return model
-    raise TypeError(
-        f"{type(distribution).__name__} exposes no torch module (a .model or nn.Module) to tune"
-    )
-
-
-def _trainable(module: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
-    return {name: p for name, p in module.named_parameters() if p.requires_grad}
-
-
-def _device(module: torch.nn.Module) -> torch.device:
-    for p in module.parameters():
-        return p.device
-    return torch.device("cpu")
+__all__ = ["Tuner"]
 
 
 def _cpu64(x: torch.Tensor) -> np.ndarray:
@@ -137,11 +115,11 @@ class Tuner:
         if cfg.kl_from_base and base is None:
             raise ValueError("kl_from_base=True needs the tuner's base distribution (base=...)")
         self.loggers = list(loggers)
-        self.module = _module(policy)
-        self.parameters = _trainable(self.module)
+        self.module = torch_module(policy)
+        self.parameters = trainable_parameters(self.module)
         if not self.parameters:
             raise ValueError("the policy has no trainable parameters (create it with freeze=False)")
-        self.device = _device(self.module)
+        self.device = device_of(self.module)
         self.optimizer = self._make_optimizer()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         if proposal_distribution is not None and cfg.proposal != "offline":
@@ -193,7 +171,7 @@ class Tuner:
     @staticmethod
     def _frozen_copy(policy: Any) -> Any:
         copy = policy.clone()
-        for p in _module(copy).parameters():
+        for p in torch_module(copy).parameters():
             p.requires_grad_(False)
         return copy
 
@@ -621,54 +599,3 @@ class Tuner:
         bad file (see :mod:`disco.tuners.checkpoint`).
         """
         return checkpoint.load(self, path)
-
-
-class DPGTuner(Tuner):
-    """Distributional Policy Gradient: forward ``KL(p ‖ pi)`` for one context.
-
-    ``DPGTuner(policy, target, context, **settings)``; the original disco's forms (a proposal
-    third, its setting names) are accepted too (see :mod:`disco.compat`).
-    """
-
-    def __init__(self, policy: Any, target: Any, *args: Any, **kwargs: Any) -> None:
-        super().__init__(policy, target, **tuner_arguments(target, args, kwargs, "context"))
-
-
-class CDPGTuner(Tuner):
-    """Conditional DPG: forward KL averaged over a context distribution.
-
-    ``CDPGTuner(policy, target, context_distribution, **settings)``; without a context
-    distribution it tunes for the empty context.
-    """
-
-    def __init__(self, policy: Any, target: Any, *args: Any, **kwargs: Any) -> None:
-        super().__init__(
-            policy, target, **tuner_arguments(target, args, kwargs, "context_distribution")
-        )
-
-
-class FDPGTuner(Tuner):
-    """f-DPG for one context: any f-divergence loss, Jensen–Shannon by default.
-
-    ``FDPGTuner(policy, target, loss, context=..., **settings)``.
-    """
-
-    default_loss = JSLoss
-
-    def __init__(self, policy: Any, target: Any, *args: Any, **kwargs: Any) -> None:
-        super().__init__(policy, target, **tuner_arguments(target, args, kwargs, "loss"))
-
-
-class FCDPGTuner(Tuner):
-    """Conditional f-DPG over a context distribution; Jensen–Shannon by default.
-
-    ``FCDPGTuner(policy, target, context_distribution, loss=..., **settings)``; without a context
-    distribution it tunes for the empty context (the original's RLHF example).
-    """
-
-    default_loss = JSLoss
-
-    def __init__(self, policy: Any, target: Any, *args: Any, **kwargs: Any) -> None:
-        super().__init__(
-            policy, target, **tuner_arguments(target, args, kwargs, "context_distribution")
-        )
