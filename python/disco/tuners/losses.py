@@ -46,6 +46,8 @@ class LossOutput:
     """``(pi/q) * -f'(t)`` per sample (0 where ``pi = 0``)."""
     baseline: float
     """Baseline subtracted from the rewards."""
+    policy_log_probs: np.ndarray
+    """The policy's log-probabilities as float64 on the CPU (moved there once, for every use)."""
 
 
 class FDivergenceLoss:
@@ -131,7 +133,7 @@ class FDivergenceLoss:
             weighted_rewards - baseline * weights, device=policy_log_probs.device
         )
         loss = -(coefficient.to(policy_log_probs.dtype) * policy_log_probs).mean()
-        return LossOutput(loss, weights, weighted_rewards, baseline)
+        return LossOutput(loss, weights, weighted_rewards, baseline, policy_np)
 
     def record_batch(
         self, weights: np.ndarray, weighted_rewards: np.ndarray, context: Any = ""

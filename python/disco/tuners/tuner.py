@@ -319,7 +319,7 @@ class Tuner:
             (out.loss * share / n_contexts).backward()
             losses.append(float(out.loss.detach()) * share)
             backward_time += time.perf_counter() - tb
-            log_pi_parts.append(_cpu64(log_pi))
+            log_pi_parts.append(out.policy_log_probs)
             weights.append(out.weights)
             weighted.append(out.weighted_rewards)
         return _Learned(
