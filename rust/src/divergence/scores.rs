@@ -88,6 +88,39 @@ impl<'a> LogScores<'a> {
     /// sample, `log_z` (given: finite; `None`: estimable, so some target sample is not
     /// `-inf`), a proposal of probability zero under a model sample.
     pub fn validate(&self, log_z: Option<f64>) -> Result<()> {
+        if self.is_valid(log_z) {
+            return Ok(());
+        }
+        self.first_problem(log_z)
+    }
+
+    /// One pass over the three arrays answering whether [`Self::validate`] accepts them:
+    /// valid input (the common case) pays one fused scan instead of the five ordered ones,
+    /// which run only to word the error.
+    fn is_valid(&self, log_z: Option<f64>) -> bool {
+        let n = self.target.len();
+        if n == 0 || self.model.len() != n || self.proposal.len() != n {
+            return false;
+        }
+        if log_z.is_some_and(|z| !z.is_finite()) {
+            return false;
+        }
+        let mut valid = true;
+        let mut any_target = false;
+        for ((&t, &m), &q) in self.target.iter().zip(self.model).zip(self.proposal) {
+            // `x < INF` is false exactly for NaN and +inf.
+            let finite_or_zero = t < f64::INFINITY && m < f64::INFINITY && q < f64::INFINITY;
+            let proposal_covers =
+                q > f64::NEG_INFINITY || (t == f64::NEG_INFINITY && m == f64::NEG_INFINITY);
+            valid &= finite_or_zero && proposal_covers;
+            any_target |= t > f64::NEG_INFINITY;
+        }
+        valid && (log_z.is_some() || any_target)
+    }
+
+    /// The first problem in the documented order (called when [`Self::is_valid`] says there
+    /// is one).
+    fn first_problem(&self, log_z: Option<f64>) -> Result<()> {
         self.check_shape()?;
         check_log_scores(TARGET, self.target)?;
         check_log_scores(self.model_name, self.model)?;
