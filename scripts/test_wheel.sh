@@ -6,7 +6,7 @@
 #   scripts/test_wheel.sh WHEEL PYTHON [--reuse SITE_PACKAGES] [--suite]
 #
 # Without --reuse, pip resolves the dependencies fresh: the newest releases pyproject.toml's bounds
-# allow on that Python (pip's cache makes a second run cheap; the first downloads torch).
+# allow on that Python (torch is downloaded each time, without pip's cache).
 # --reuse SITE_PACKAGES: the fresh venv sees those already installed packages (torch and the rest)
 #   through a .pth file and installs the wheel alone; `pip check` then checks the dependencies.
 # --suite: also install the `test` extra and run the whole test suite against the installed wheel.
@@ -48,6 +48,9 @@ start=$SECONDS
 # shellcheck disable=SC1091
 . "$work/venv/bin/activate"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
+# A fresh resolve brings torch with its CUDA libraries (several GB); caching them as well would
+# double what each fresh venv takes on disk, and CI runs two of them on a machine with no set size.
+[ -n "$reuse" ] || export PIP_NO_CACHE_DIR=1
 site="$(python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"
 if [ -n "$reuse" ]; then
     echo "$reuse" >"$site/_disco_reused_packages.pth"
