@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
+from _demo_problem import evaluate
 from _models import HERE, default_model
 from disco.cli import demo_config
 from disco.distributions import LMDistribution
@@ -46,24 +46,6 @@ OLD_DEMO = {
     },
 }
 MARKS = 4
-
-
-def evaluate(
-    policy: LMDistribution, base: LMDistribution, feature: Any, lam: float, n: int
-) -> dict[str, float]:
-    """Rate, KL(p ‖ pi) and KL(pi ‖ a) of a policy from ``n`` fresh samples."""
-    with torch.no_grad():
-        samples, log_pi = policy.sample("", n)
-        phi = feature.score(samples, "").double().numpy()
-        log_a = base.log_score(samples, "").double().numpy()
-    log_pi = log_pi.double().numpy()
-    log_z = math.log(2.0) + lam - math.log1p(math.exp(lam))
-    log_ratio = log_a + lam * phi - log_z - log_pi  # log p/pi
-    return {
-        "rate": float(phi.mean()),
-        "kl_target_policy": float(np.mean(np.exp(log_ratio) * log_ratio)),
-        "kl_policy_base": float(np.mean(log_pi - log_a)),
-    }
 
 
 def ours(
@@ -155,6 +137,7 @@ def run(ctx: Any) -> str:
     old = OLD_DEMO[mode] | OLD_DEMO["common"]
     new = dict(cfg["tuner"])
     new.pop("loss", None)
+    new.pop("seed", None)  # the tuner gets the run's seed below, as the other contestants do
     at_start = evaluate(base, base, feature, lam, n_eval)
     runs = [
         ours("ours, old demo defaults", old, target, base, feature, lam, n_eval),

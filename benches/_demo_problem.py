@@ -1,0 +1,77 @@
+"""The demo's tuning problem, shared by the convergence scripts (not a harness benchmark).
+
+The embedded KJV GPT-2 with 20-token samples, and the target ``p = a * exp(lambda * has_word('LORD'))
+/ Z`` fitted to a 0.5 rate. For one binary feature whose fitted moment is exact on the fit's
+samples, ``e^lambda = (1 - m_a)/m_a`` there, so ``Z = 2 e^lambda / (1 + e^lambda)`` and ``log p``
+is known exactly: the divergences below need no estimate of ``Z``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from disco.distributions import LMDistribution
+from disco.features import feature
+from disco.io import load_ebm
+
+WORD = "LORD"
+LENGTH = 20
+
+
+@dataclass
+class DemoProblem:
+    """The fitted target, the base, a fresh trainable policy and the feature."""
+
+    target: Any
+    base: LMDistribution
+    policy: LMDistribution
+    feature: Any
+    lam: float
+
+    @property
+    def log_z(self) -> float:
+        return math.log(2.0) + self.lam - math.log1p(math.exp(self.lam))
+
+
+def demo_problem(ebm_dir: str | None = None, lam: float | None = None) -> DemoProblem:
+    """The problem from a fitted EBM folder (``disco demo`` writes ``disco-demo/ebm``) or a λ."""
+    target = load_ebm(ebm_dir) if ebm_dir is not None else None
+    if lam is None:
+        if target is None:
+            raise ValueError("give the EBM folder or lambda")
+        lam = float(list(target.factors)[1].coefficients[0])
+    return DemoProblem(
+        target=target,
+        base=LMDistribution(length=LENGTH, temperature=1.0),
+        policy=LMDistribution(length=LENGTH, temperature=1.0, freeze=False),
+        feature=feature({"type": "word", "word": WORD}),
+        lam=lam,
+    )
+
+
+def evaluate(
+    policy: LMDistribution, base: LMDistribution, word_feature: Any, lam: float, n: int
+) -> dict[str, float]:
+    """The policy on ``n`` fresh samples: the word's rate, how often a sample with the word has
+    it twice or more, the mean length in tokens, and KL(p ‖ pi) and KL(pi ‖ a) by importance
+    sampling."""
+    with torch.no_grad():
+        samples, log_pi = policy.sample("", n)
+        phi = word_feature.score(samples, "").double().numpy()
+        log_a = base.log_score(samples, "").double().numpy()
+    log_pi = log_pi.double().numpy()
+    log_z = math.log(2.0) + lam - math.log1p(math.exp(lam))
+    log_ratio = log_a + lam * phi - log_z - log_pi  # log p/pi
+    counts = np.array([s.text.lower().count(WORD.lower()) for s in samples])
+    return {
+        "rate": float(phi.mean()),
+        "multiples": float((counts >= 2).sum() / max(1, (counts >= 1).sum())),
+        "mean_length": float(np.mean([len(s.token_ids) for s in samples])),
+        "kl_target_policy": float(np.mean(np.exp(log_ratio) * log_ratio)),
+        "kl_policy_base": float(np.mean(log_pi - log_a)),
+    }

@@ -1,0 +1,53 @@
+"""Forward KL from exact samples of the target: is the tuner's plateau its estimator's or the
+optimisation's? (A diagnosis behind BENCHMARKS.md's "Convergence"; not a harness benchmark.)
+
+    OMP_NUM_THREADS=1 python benches/convergence_exact_sft.py EBM_DIR '{"learning_rate": 2e-4, "steps": 20, "batch": 256}'
+
+Exact samples of ``p = a * exp(lambda * phi) / Z`` come from the base by rejection (accept with
+probability ``exp(lambda * (phi - 1))``, about one base sample in four), and the policy is tuned by
+maximum likelihood on them with Adam and the tuner's gradient clipping: the same gradient as
+DPG's in expectation, with no importance weights and no feedback from the policy into the
+samples. Every ``every`` steps: ``_demo_problem.evaluate`` of the last iterate on 512 samples.
+"""
+
+import json
+import sys
+import time
+
+import numpy as np
+import torch
+
+from _demo_problem import demo_problem, evaluate
+
+ebm_dir, settings = sys.argv[1], json.loads(sys.argv[2])
+torch.set_num_threads(1)
+torch.manual_seed(settings.get("seed", 0))
+rng = np.random.default_rng(settings.get("seed", 0))
+problem = demo_problem(ebm_dir)
+policy, base, lord, lam = problem.policy, problem.base, problem.feature, problem.lam
+parameters = [p for p in policy.model.parameters() if p.requires_grad]
+optimizer = torch.optim.Adam(parameters, lr=settings["learning_rate"])
+
+
+def exact_samples(n: int) -> list:
+    kept: list = []
+    while len(kept) < n:
+        samples, _ = base.sample("", 512)
+        phi = lord.score(samples, "").double().numpy()
+        accept = rng.random(len(samples)) < np.exp(lam * (phi - 1.0))
+        kept += [s for s, a in zip(samples, accept, strict=True) if a]
+    return kept[:n]
+
+
+start = time.perf_counter()
+for step in range(1, settings["steps"] + 1):
+    batch = exact_samples(settings["batch"])
+    optimizer.zero_grad()
+    for i in range(0, len(batch), 64):
+        log_pi = policy.log_score(batch[i : i + 64], "", grad=True)
+        (-log_pi.sum() / len(batch)).backward()
+    torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+    optimizer.step()
+    if step % settings.get("every", 10) == 0:
+        row = {"step": step, "seconds": time.perf_counter() - start}
+        print(json.dumps(row | evaluate(policy, base, lord, lam, 512)), flush=True)
