@@ -210,9 +210,17 @@ def _free_port() -> int:
 def _worker(rank: int, size: int, port: int, out: str, jobs: dict[str, Any]) -> None:
     torch.set_num_threads(1)
     sys.path.insert(0, str(HERE))
-    torch.distributed.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=size
+    # What torchrun sets: accelerate (parallel='ddp') reads the world from it.
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(size),
+        LOCAL_WORLD_SIZE=str(size),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        OMP_NUM_THREADS="1",
     )
+    torch.distributed.init_process_group("gloo", init_method="env://")
     try:
         results = {name: fn(*args) for name, (fn, args) in jobs.items()}
         with open(os.path.join(out, f"rank{rank}.pkl"), "wb") as f:
@@ -328,7 +336,7 @@ def test_the_estimator_index_is_global(two: dict[str, Any]) -> None:
         np.testing.assert_array_equal(got["ratios"], want["ratios"])
 
 
-def gpt2_case(folder: str) -> dict[str, Any]:
+def gpt2_case(folder: str, parallel: str = "auto") -> dict[str, Any]:
     from disco.distributions import LMDistribution
 
     base = LMDistribution(folder, length=5)
@@ -346,10 +354,12 @@ def gpt2_case(folder: str) -> dict[str, Any]:
         learning_rate=0.1,
         seed=3,
         features=(HAS_A,),
+        parallel=parallel,
     )
     start = {k: v.detach().clone() for k, v in tuner.parameters.items()}
     tuner.tune(n_steps=3)
     outcome = _outcome(tuner)
+    outcome["gradients"] = tuner.gradients.name
     outcome["moved"] = max(
         float((v.detach() - start[k]).abs().max()) for k, v in tuner.parameters.items()
     )
@@ -364,19 +374,24 @@ def test_two_processes_tune_a_transformer_as_one(tmp_path: Path) -> None:
     torch.set_num_threads(1)
     want = gpt2_case(folder)
     assert want["moved"] > 1e-3  # the steps did something
-    ranks = run_two(tmp_path, {"gpt2": (gpt2_case, (folder,))})
-    moved = max(
-        float(np.abs(v - ranks[0]["gpt2"]["parameters"][k]).max())
-        for k, v in want["parameters"].items()
-    )
-    for rank in ranks:
-        for name, value in want["parameters"].items():
-            np.testing.assert_allclose(
-                rank["gpt2"]["parameters"][name], value, rtol=0, atol=1e-5, err_msg=name
-            )
-        for g, w in zip(rank["gpt2"]["history"], want["history"]):
-            assert g["log_z"] == pytest.approx(w["log_z"], abs=1e-5)
-    print(f"largest parameter difference, 1 vs 2 processes: {moved:.3g}")
+    assert want["gradients"] == "none"  # one process: nothing to wrap
+    jobs = {parallel: (gpt2_case, (folder, parallel)) for parallel in ("auto", "ddp", "none")}
+    ranks = run_two(tmp_path, jobs)
+    for parallel, used in (("auto", "ddp"), ("ddp", "ddp"), ("none", "none")):
+        moved = max(
+            float(np.abs(v - ranks[0][parallel]["parameters"][k]).max())
+            for k, v in want["parameters"].items()
+        )
+        for rank in ranks:
+            got = rank[parallel]
+            assert got["gradients"] == used
+            for name, value in want["parameters"].items():
+                np.testing.assert_allclose(
+                    got["parameters"][name], value, rtol=0, atol=1e-5, err_msg=name
+                )
+            for g, w in zip(got["history"], want["history"]):
+                assert g["log_z"] == pytest.approx(w["log_z"], abs=1e-5)
+        print(f"parallel={parallel}: largest parameter difference, 1 vs 2 processes: {moved:.3g}")
 
 
 # ---------------------------------------------------------------------------------- the command

@@ -20,6 +20,8 @@ import hashlib
 import json
 import os
 import pickle
+import typing
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -30,10 +32,12 @@ import torch
 
 __all__ = [
     "Chunk",
+    "GradientSum",
     "World",
     "chunk_seed",
     "current_world",
     "draw_chunk",
+    "gradient_sync",
     "init_from_environment",
     "keyed_random",
     "plan_chunks",
@@ -319,3 +323,181 @@ def init_from_environment(timeout_s: float = 1800.0) -> World:
             backend = "gloo"
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
     return current_world()
+
+
+# ------------------------------------------------------------------------ gradient summation
+# The tuner backpropagates each rank's chunks, then needs the exact global SUM of the gradients
+# on every rank (one process's gradient of the whole batch). Three ways, one interface.
+
+
+class GradientSum:
+    """Every rank holds the whole policy; :meth:`finish` all-reduces each gradient (a sum).
+
+    The way for any policy (an ``EnumerableLM`` is not a Hugging Face model) and for one
+    process, where it does nothing.
+    """
+
+    name = "none"
+
+    def __init__(self, world: World, parameters: Sequence[torch.nn.Parameter]) -> None:
+        self.world = world
+        self.parameters = list(parameters)
+
+    @contextlib.contextmanager
+    def accumulating(self) -> Iterator[None]:
+        """The backward passes of one step run inside this (local accumulation)."""
+        yield
+
+    def finish(self) -> None:
+        """Turn the accumulated local gradients into the global sum, on every rank."""
+        self.world.sum_gradients(self.parameters)
+
+
+def _sum_hook(
+    state: Any, bucket: torch.distributed.GradBucket
+) -> torch.futures.Future[torch.Tensor]:
+    """DDP's all-reduce without its division by the world size: the gradients are summed."""
+    work = torch.distributed.all_reduce(bucket.buffer(), async_op=True)
+    assert work is not None
+    return work.get_future().then(lambda done: done.value()[0])
+
+
+# DDP compares the hook's annotations with the classes themselves; this module's annotations
+# are strings (``from __future__ import annotations``), so resolve them.
+_sum_hook.__annotations__ = typing.get_type_hints(_sum_hook)
+
+
+class _Routed:
+    """Stands in for a distribution's model: calls go through the wrapper, the rest to the model.
+
+    ``LMDistribution`` calls its ``model`` for forward passes and reads attributes from it
+    (``config``, ``get_input_embeddings()``): the wrapper must see the calls (its hooks do the
+    communication) and the model answers everything else.
+    """
+
+    def __init__(self, wrapper: torch.nn.Module, model: torch.nn.Module) -> None:
+        self._wrapper = wrapper
+        self._model = model
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._wrapper(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+
+class AccelerateDDP:
+    """The policy's Hugging Face model wrapped by accelerate's ``DistributedDataParallel``.
+
+    Ranks deal themselves uneven numbers of chunks (none, some), so no backward pass may be a
+    collective: every chunk's backward runs under DDP's ``no_sync`` (local accumulation, and the
+    policy's forward passes go through the wrapper there), and :meth:`finish` runs one tiny
+    forward/backward of a zero gradient outside it, on every rank, which all-reduces the
+    accumulated gradients in DDP's buckets. A communication hook sums where DDP averages, so
+    the step is the exact global sum :class:`GradientSum` computes (no loss rescaling).
+    Buffers are not broadcast at each forward (a collective per forward would deadlock ranks
+    with different numbers of forwards; they are equal on every rank anyway).
+    """
+
+    name = "ddp"
+
+    def __init__(self, distribution: Any, wrapper: torch.nn.Module) -> None:
+        self.distribution = distribution
+        self.model = distribution.model
+        self.wrapper = wrapper
+        wrapper.register_comm_hook(None, _sum_hook)
+
+    @contextlib.contextmanager
+    def accumulating(self) -> Iterator[None]:
+        """The step's backward passes: through the wrapper, without synchronising."""
+        routed = _Routed(self.wrapper, self.model)
+        self.distribution.model = routed
+        try:
+            with self.wrapper.no_sync():  # type: ignore[operator]
+                yield
+        finally:
+            self.distribution.model = self.model
+
+    def finish(self) -> None:
+        """One synchronising pass: a one-token forward, backpropagating zeros."""
+        pad = int(getattr(self.model.config, "pad_token_id", None) or 0)
+        token = torch.full((1, 1), pad, dtype=torch.long, device=device_of_module(self.model))
+        inputs: dict[str, Any] = {
+            "input_ids": token,
+            "attention_mask": torch.ones_like(token),
+            "use_cache": False,
+        }
+        if getattr(self.model.config, "is_encoder_decoder", False):
+            inputs["decoder_input_ids"] = token
+        with torch.enable_grad():
+            logits = self.wrapper(**inputs).logits
+            logits.backward(torch.zeros_like(logits))
+
+
+def device_of_module(module: torch.nn.Module) -> torch.device:
+    """Where a module's first parameter lives (the CPU for one without parameters)."""
+    for p in module.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _accelerate_ddp(distribution: Any, world: World, required: bool) -> AccelerateDDP | None:
+    """Wrap ``distribution.model`` with accelerate; ``None`` (or an error) when it cannot."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    model = distribution.model
+    device = device_of_module(model)
+    accelerator = Accelerator(
+        cpu=device.type == "cpu",
+        device_placement=False,
+        kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
+    )
+    if accelerator.num_processes != world.size:
+        if not required:
+            return None
+        raise ValueError(
+            f"parallel='ddp': accelerate sees {accelerator.num_processes} process(es) where "
+            f"torch.distributed has {world.size}; launch with `accelerate launch` or `torchrun`, "
+            "which set WORLD_SIZE, RANK and LOCAL_RANK for it"
+        )
+    with warnings.catch_warnings():
+        # torch 2.15 renames the flag (forward_sync_buffers); accelerate 1.15 only passes this one.
+        warnings.filterwarnings("ignore", "`broadcast_buffers` is deprecated", FutureWarning)
+        wrapper = accelerator.prepare_model(model, device_placement=False)
+    if not isinstance(wrapper, torch.nn.parallel.DistributedDataParallel):
+        raise ValueError(
+            f"parallel='ddp': accelerate ({accelerator.distributed_type}) wrapped the model in "
+            f"{type(wrapper).__name__}, not DistributedDataParallel; use parallel='none' or "
+            "'fsdp' with this accelerate configuration"
+        )
+    return AccelerateDDP(distribution, wrapper)
+
+
+def _is_hf_policy(distribution: Any) -> bool:
+    model = getattr(distribution, "model", None)
+    return isinstance(model, torch.nn.Module) and hasattr(model, "config") and model is not distribution
+
+
+def gradient_sync(
+    parallel: str, distribution: Any, parameters: Sequence[torch.nn.Parameter], world: World
+) -> GradientSum | AccelerateDDP:
+    """How a tuner's gradients meet across ``world`` (see ``TunerConfig.parallel``).
+
+    One process and ``'none'`` sum explicitly (nothing to do at size 1); ``'ddp'`` wraps a
+    Hugging Face policy with accelerate (an error for any other policy, or when accelerate does
+    not see the group); ``'auto'`` does that when it can and sums explicitly otherwise.
+    """
+    if world.size == 1 or parallel == "none":
+        return GradientSum(world, parameters)
+    if parallel in ("ddp", "auto"):
+        if not _is_hf_policy(distribution):
+            if parallel == "auto":
+                return GradientSum(world, parameters)
+            raise ValueError(
+                f"parallel='ddp' wraps a Hugging Face model; {type(distribution).__name__} has none "
+                "(use parallel='none': an explicit all-reduce of its gradients)"
+            )
+        wrapped = _accelerate_ddp(distribution, world, required=parallel == "ddp")
+        return wrapped if wrapped is not None else GradientSum(world, parameters)
+    raise ValueError(f"parallel={parallel!r} is not one of ('auto', 'ddp', 'fsdp', 'none')")

@@ -17,6 +17,7 @@ PROPOSALS = ("online", "offline")
 UPDATE_METRICS = ("kl", "tv", "js")
 AUTOCAST = ("auto", "bf16", "off")
 AVERAGING = ("ema", "none")
+PARALLEL = ("auto", "ddp", "fsdp", "none")
 MAX_LEARNING_RATE = 100.0
 
 
@@ -114,6 +115,17 @@ class TunerConfig:
         "'auto' (bf16 on a GPU that supports it, float32 on the CPU), 'bf16' or 'off'",
         default="auto",
     )
+    parallel: str = _help(
+        "how the gradients of several processes (torch.distributed) meet: 'ddp': the policy's "
+        "Hugging Face model wrapped by accelerate's DistributedDataParallel (bucketed "
+        "all-reduce); 'fsdp': its parameters sharded by torch's FSDP2 (fully_shard per "
+        "transformer block, then the model); 'none': every rank holds the whole policy and "
+        "sums the gradients with one all-reduce per parameter; 'auto': 'ddp' when the policy "
+        "is a Hugging Face model and accelerate sees the launcher's process group, else "
+        "'none'. The step is the same on any number of processes with each; one process "
+        "ignores it",
+        default="auto",
+    )
 
     def _check_types(self) -> None:
         integers = [f.name for f in dataclasses.fields(self) if f.type == "int"]
@@ -165,6 +177,7 @@ class TunerConfig:
             "proposal_update_metric": UPDATE_METRICS,
             "autocast": AUTOCAST,
             "averaging": AVERAGING,
+            "parallel": PARALLEL,
         }
         for name, allowed in choices.items():
             value = getattr(self, name)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from disco import numerics
-from disco.distributed import Chunk, current_world, draw_chunk, plan_chunks
+from disco.distributed import Chunk, current_world, draw_chunk, gradient_sync, plan_chunks
 from disco.distributions.contexts import resolve_contexts
 from disco.tuners import checkpoint
 from disco.tuners.averaging import ParameterAverage
@@ -143,6 +143,9 @@ class Tuner:
         self.rng = np.random.default_rng(cfg.seed)
         self._seeded = False
         self.world = current_world()
+        self.gradients = gradient_sync(
+            cfg.parallel, policy, list(self.parameters.values()), self.world
+        )
 
     # --- setup --------------------------------------------------------------------------
 
@@ -367,18 +370,19 @@ class Tuner:
                 )
             log_zs.append(log_z)
         mine = {c.index for c in world.mine(chunks)}
-        learned = world.gather_chunks(
-            chunks,
-            lambda c: self._learn_chunk(
-                c, drawn[c.index], scored[c.index], log_zs[c.position], len(contexts)
-            ),
-        )
+        with self.gradients.accumulating():
+            learned = world.gather_chunks(
+                chunks,
+                lambda c: self._learn_chunk(
+                    c, drawn[c.index], scored[c.index], log_zs[c.position], len(contexts)
+                ),
+            )
         for c, piece in zip(chunks, learned):
             if c.index in mine:
                 timings["time/score"] += piece.score_time
                 timings["time/backward"] += piece.backward_time
         tc = time.perf_counter()
-        world.together(lambda: world.sum_gradients(list(self.parameters.values())))
+        world.together(self.gradients.finish)
         timings["time/collectives"] = time.perf_counter() - tc
         averaged: list[np.ndarray] = []
         if self.average is not None:
