@@ -33,6 +33,7 @@ import torch
 __all__ = [
     "Chunk",
     "GradientSum",
+    "ShardedFSDP",
     "World",
     "chunk_seed",
     "current_world",
@@ -344,6 +345,11 @@ class GradientSum:
         self.parameters = list(parameters)
 
     @contextlib.contextmanager
+    def whole_model(self) -> Iterator[None]:
+        """A step (or a validation) runs inside this: every rank holds the whole model."""
+        yield
+
+    @contextlib.contextmanager
     def accumulating(self) -> Iterator[None]:
         """The backward passes of one step run inside this (local accumulation)."""
         yield
@@ -408,6 +414,11 @@ class AccelerateDDP:
         wrapper.register_comm_hook(None, _sum_hook)
 
     @contextlib.contextmanager
+    def whole_model(self) -> Iterator[None]:
+        """Every rank holds the whole model anyway."""
+        yield
+
+    @contextlib.contextmanager
     def accumulating(self) -> Iterator[None]:
         """The step's backward passes: through the wrapper, without synchronising."""
         routed = _Routed(self.wrapper, self.model)
@@ -420,18 +431,81 @@ class AccelerateDDP:
 
     def finish(self) -> None:
         """One synchronising pass: a one-token forward, backpropagating zeros."""
-        pad = int(getattr(self.model.config, "pad_token_id", None) or 0)
-        token = torch.full((1, 1), pad, dtype=torch.long, device=device_of_module(self.model))
-        inputs: dict[str, Any] = {
-            "input_ids": token,
-            "attention_mask": torch.ones_like(token),
-            "use_cache": False,
-        }
-        if getattr(self.model.config, "is_encoder_decoder", False):
-            inputs["decoder_input_ids"] = token
-        with torch.enable_grad():
-            logits = self.wrapper(**inputs).logits
-            logits.backward(torch.zeros_like(logits))
+        _zero_gradient_pass(self.wrapper, self.model)
+
+
+def _zero_gradient_pass(wrapper: Any, model: torch.nn.Module) -> None:
+    """A one-token forward through ``wrapper`` and a backward of zeros: the same on every rank,
+    it runs the wrapper's gradient communication on what the step accumulated."""
+    pad = int(getattr(model.config, "pad_token_id", None) or 0)
+    token = torch.full((1, 1), pad, dtype=torch.long, device=device_of_module(model))
+    inputs: dict[str, Any] = {
+        "input_ids": token,
+        "attention_mask": torch.ones_like(token),
+        "use_cache": False,
+    }
+    if getattr(model.config, "is_encoder_decoder", False):
+        inputs["decoder_input_ids"] = token
+    with torch.enable_grad():
+        logits = wrapper(**inputs).logits
+        logits.backward(torch.zeros_like(logits))
+
+
+class ShardedFSDP:
+    """The policy's Hugging Face model sharded by torch's FSDP2 (``fully_shard``).
+
+    Each transformer block (the model's ``_no_split_modules`` classes) and then the model are
+    sharded, as accelerate's FSDP2 plugin does; between steps each rank holds one shard of the
+    parameters, their gradients and the optimizer's state. Ranks run uneven numbers of forward
+    passes (their chunks; generation stops when every row has ended), and under FSDP every
+    forward would be a collective: so a step (:meth:`whole_model`) all-gathers the whole model
+    once, runs every forward and backward locally without resharding or gradient sync, and
+    :meth:`finish` reduce-scatters the accumulated gradients with one zero-gradient pass (a sum:
+    the divide factor is 1). Peak memory within a step is a whole model per rank.
+    """
+
+    name = "fsdp"
+
+    def __init__(self, distribution: Any) -> None:
+        from torch.distributed.fsdp import FSDPModule, fully_shard
+
+        model = distribution.model
+        blocks = set(getattr(model, "_no_split_modules", None) or ())
+        for module in list(model.modules()):
+            if type(module).__name__ in blocks:
+                fully_shard(module, reshard_after_forward=False)
+        fully_shard(model, reshard_after_forward=False)
+        self.model = model
+        self.units = [m for m in model.modules() if isinstance(m, FSDPModule)]
+        for unit in self.units:
+            unit.set_gradient_divide_factor(1.0)
+            # A plain SUM: a custom factor otherwise asks for PREMUL_SUM, which gloo lacks.
+            unit.set_force_sum_reduction_for_comms(True)
+        model.set_reshard_after_backward(False)  # type: ignore[operator]
+
+    @contextlib.contextmanager
+    def whole_model(self) -> Iterator[None]:
+        """Gather the whole model on every rank for the body; shard it again afterwards."""
+        for unit in self.units:
+            unit.unshard()
+        try:
+            yield
+        finally:
+            for unit in self.units:
+                unit.reshard()
+
+    @contextlib.contextmanager
+    def accumulating(self) -> Iterator[None]:
+        """Backward passes accumulate unsharded gradients locally."""
+        self.model.set_requires_gradient_sync(False)  # type: ignore[operator]
+        try:
+            yield
+        finally:
+            self.model.set_requires_gradient_sync(True)  # type: ignore[operator]
+
+    def finish(self) -> None:
+        """Reduce-scatter the accumulated gradients (summed) into each rank's shard."""
+        _zero_gradient_pass(self.model, self.model)
 
 
 def device_of_module(module: torch.nn.Module) -> torch.device:
@@ -481,15 +555,23 @@ def _is_hf_policy(distribution: Any) -> bool:
 
 def gradient_sync(
     parallel: str, distribution: Any, parameters: Sequence[torch.nn.Parameter], world: World
-) -> GradientSum | AccelerateDDP:
+) -> GradientSum | AccelerateDDP | ShardedFSDP:
     """How a tuner's gradients meet across ``world`` (see ``TunerConfig.parallel``).
 
+    Call it before the optimizer is made: ``'fsdp'`` replaces the parameters by their shards.
     One process and ``'none'`` sum explicitly (nothing to do at size 1); ``'ddp'`` wraps a
     Hugging Face policy with accelerate (an error for any other policy, or when accelerate does
     not see the group); ``'auto'`` does that when it can and sums explicitly otherwise.
     """
     if world.size == 1 or parallel == "none":
         return GradientSum(world, parameters)
+    if parallel == "fsdp":
+        if not _is_hf_policy(distribution):
+            raise ValueError(
+                f"parallel='fsdp' shards a Hugging Face model; {type(distribution).__name__} has "
+                "none (use parallel='none': an explicit all-reduce of its gradients)"
+            )
+        return ShardedFSDP(distribution)
     if parallel in ("ddp", "auto"):
         if not _is_hf_policy(distribution):
             if parallel == "auto":

@@ -119,6 +119,19 @@ class Tuner:
         self.parameters = trainable_parameters(self.module)
         if not self.parameters:
             raise ValueError("the policy has no trainable parameters (create it with freeze=False)")
+        self.world = current_world()
+        if self.world.size > 1 and cfg.parallel == "fsdp" and (
+            cfg.averaging != "none" or cfg.proposal != "online"
+        ):
+            raise ValueError(
+                "parallel='fsdp' tunes online without averaging (averaging='none', "
+                "proposal='online'): the average and the offline proposal copy parameters, "
+                "which FSDP holds as shards"
+            )
+        self.gradients = gradient_sync(
+            cfg.parallel, policy, list(self.parameters.values()), self.world
+        )
+        self.parameters = trainable_parameters(self.module)  # FSDP's shards replace them
         self.device = device_of(self.module)
         self.optimizer = self._make_optimizer()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
@@ -142,10 +155,6 @@ class Tuner:
         self.last_samples: list[dict[str, Any]] = []
         self.rng = np.random.default_rng(cfg.seed)
         self._seeded = False
-        self.world = current_world()
-        self.gradients = gradient_sync(
-            cfg.parallel, policy, list(self.parameters.values()), self.world
-        )
 
     # --- setup --------------------------------------------------------------------------
 
@@ -341,6 +350,10 @@ class Tuner:
         dealt to the ranks of :attr:`world`; per-sample results are gathered in chunk order and
         gradients summed, so the step is the same on any number of processes.
         """
+        with self.gradients.whole_model():  # FSDP gathers its shards for the step
+            return self._step()
+
+    def _step(self) -> dict[str, float]:
         cfg, world = self.config, self.world
         t0 = time.perf_counter()
         contexts = world.broadcast(self._contexts())  # rank 0's draw, should streams differ
@@ -554,7 +567,10 @@ class Tuner:
             "validate",
             self.step_count,
         )
-        with self.average.swapped_in() if self.average is not None else contextlib.nullcontext():
+        with (
+            self.average.swapped_in() if self.average is not None else contextlib.nullcontext(),
+            self.gradients.whole_model(),
+        ):
             scored = self.world.gather_chunks(
                 chunks, lambda c: self._scored_chunk(self.policy, c, {})
             )
