@@ -343,7 +343,14 @@ def test_the_estimator_index_is_global(two: dict[str, Any]) -> None:
         np.testing.assert_array_equal(got["ratios"], want["ratios"])
 
 
-def gpt2_case(folder: str, parallel: str = "auto", averaging: str = "ema") -> dict[str, Any]:
+def gpt2_case(
+    folder: str,
+    parallel: str = "auto",
+    averaging: str = "ema",
+    steps: int = 3,
+    checkpoint_dir: str | None = None,
+    resume: str | None = None,
+) -> dict[str, Any]:
     from disco.distributions import LMDistribution
 
     base = LMDistribution(folder, length=5)
@@ -358,15 +365,22 @@ def gpt2_case(folder: str, parallel: str = "auto", averaging: str = "ema") -> di
         # arithmetic (attention key biases) into full-size steps: SGD shows the data-parallel
         # error itself.
         optimizer="sgd",
+        momentum=0.5,  # a moment per parameter: the checkpoints carry sharded optimizer state
         learning_rate=0.1,
         seed=3,
         features=(HAS_A,),
         parallel=parallel,
         averaging=averaging,
+        checkpoint_dir=checkpoint_dir,
     )
+    if resume is not None:
+        tuner.load_checkpoint(resume)
     start = {k: _full(v) for k, v in tuner.parameters.items()}
-    tuner.tune(n_steps=3)
+    tuner.tune(n_steps=steps)
     outcome = _outcome(tuner)
+    outcome["sharded"] = [
+        isinstance(v, torch.distributed.tensor.DTensor) for v in tuner.parameters.values()
+    ]
     outcome["gradients"] = tuner.gradients.name
     outcome["moved"] = max(
         float(np.abs(v - start[k]).max()) for k, v in outcome["parameters"].items()
@@ -385,8 +399,12 @@ def test_two_processes_tune_a_transformer_as_one(tmp_path: Path) -> None:
     assert want["gradients"] == "none"  # one process: nothing to wrap
     last_iterate = gpt2_case(folder, averaging="none")
     jobs = {parallel: (gpt2_case, (folder, parallel)) for parallel in ("auto", "ddp", "none")}
-    jobs["fsdp"] = (gpt2_case, (folder, "fsdp", "none"))
+    jobs["fsdp"] = (gpt2_case, (folder, "fsdp", "none", 3, str(tmp_path / "by-fsdp")))
+    # A checkpoint written by one process, resumed by two under FSDP.
+    gpt2_case(folder, "none", "none", 3, str(tmp_path / "by-one"))
+    jobs["fsdp-resume"] = (gpt2_case, (folder, "fsdp", "none", 3, None, str(tmp_path / "by-one")))
     ranks = run_two(tmp_path, jobs)
+    assert all(ranks[0]["fsdp"]["sharded"]) and not any(ranks[0]["ddp"]["sharded"])
     for parallel, used in (("auto", "ddp"), ("ddp", "ddp"), ("none", "none"), ("fsdp", "fsdp")):
         want = last_iterate if parallel == "fsdp" else want
         moved = max(
@@ -403,6 +421,25 @@ def test_two_processes_tune_a_transformer_as_one(tmp_path: Path) -> None:
             for g, w in zip(got["history"], want["history"]):
                 assert g["log_z"] == pytest.approx(w["log_z"], abs=1e-5)
         print(f"parallel={parallel}: largest parameter difference, 1 vs 2 processes: {moved:.3g}")
+    # Six steps in one process; the FSDP checkpoint (written once, whole) resumed by one process
+    # and the one-process checkpoint resumed under FSDP both continue the same way.
+    six = gpt2_case(folder, "none", "none", 6)
+    assert [p.name for p in (tmp_path / "by-fsdp").iterdir() if p.name.startswith("step-")] == [
+        "step-00000003"
+    ]
+    resumed = {
+        "one from fsdp": gpt2_case(folder, "none", "none", 3, None, str(tmp_path / "by-fsdp")),
+        "fsdp from one, rank 0": ranks[0]["fsdp-resume"],
+        "fsdp from one, rank 1": ranks[1]["fsdp-resume"],
+    }
+    for how, got in resumed.items():
+        for name, value in six["parameters"].items():
+            np.testing.assert_allclose(
+                got["parameters"][name], value, rtol=0, atol=1e-5, err_msg=f"{how}: {name}"
+            )
+        assert len(got["history"]) == 6
+        for g, w in zip(got["history"], six["history"]):
+            assert g["log_z"] == pytest.approx(w["log_z"], abs=1e-5), how
 
 
 # ---------------------------------------------------------------------------------- the command

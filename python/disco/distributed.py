@@ -550,7 +550,11 @@ def _accelerate_ddp(distribution: Any, world: World, required: bool) -> Accelera
 
 def _is_hf_policy(distribution: Any) -> bool:
     model = getattr(distribution, "model", None)
-    return isinstance(model, torch.nn.Module) and hasattr(model, "config") and model is not distribution
+    return (
+        isinstance(model, torch.nn.Module)
+        and hasattr(model, "config")
+        and model is not distribution
+    )
 
 
 def gradient_sync(

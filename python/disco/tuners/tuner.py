@@ -120,8 +120,10 @@ class Tuner:
         if not self.parameters:
             raise ValueError("the policy has no trainable parameters (create it with freeze=False)")
         self.world = current_world()
-        if self.world.size > 1 and cfg.parallel == "fsdp" and (
-            cfg.averaging != "none" or cfg.proposal != "online"
+        if (
+            self.world.size > 1
+            and cfg.parallel == "fsdp"
+            and (cfg.averaging != "none" or cfg.proposal != "online")
         ):
             raise ValueError(
                 "parallel='fsdp' tunes online without averaging (averaging='none', "
@@ -597,9 +599,11 @@ class Tuner:
     def save_checkpoint(self, directory: str | os.PathLike[str] | None = None) -> Path:
         """Write a checkpoint atomically; returns its folder (``checkpoint_dir/step-NNNNNNNN``).
 
-        Every rank holds the same state, so rank 0 alone writes it (a failure there is raised on
-        every rank); it loads under any number of processes.
+        Every rank holds the same state (under FSDP, gathered from the shards first), so rank 0
+        alone writes it (a failure there is raised on every rank); it loads under any number of
+        processes.
         """
+        whole = checkpoint.gather(self) if self.gradients.name == "fsdp" else None
 
         def write() -> Path | None:
             if not self.world.is_main:
@@ -607,7 +611,7 @@ class Tuner:
             if self.average is not None and self.average.held:  # the checkpoint holds the iterate
                 with self.average.iterate_in_place():
                     return checkpoint.save(self, directory)
-            return checkpoint.save(self, directory)
+            return checkpoint.save(self, directory, whole)
 
         folder = self.world.together(write)
         return self.world.broadcast(folder)  # type: ignore[return-value]
