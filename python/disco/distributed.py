@@ -407,7 +407,9 @@ class AccelerateDDP:
 
     name = "ddp"
 
-    def __init__(self, distribution: Any, wrapper: torch.nn.Module) -> None:
+    def __init__(
+        self, distribution: Any, wrapper: torch.nn.parallel.DistributedDataParallel
+    ) -> None:
         self.distribution = distribution
         self.model = distribution.model
         self.wrapper = wrapper
@@ -424,7 +426,7 @@ class AccelerateDDP:
         routed = _Routed(self.wrapper, self.model)
         self.distribution.model = routed
         try:
-            with self.wrapper.no_sync():  # type: ignore[operator]
+            with self.wrapper.no_sync():
                 yield
         finally:
             self.distribution.model = self.model
@@ -435,10 +437,14 @@ class AccelerateDDP:
 
 
 def _zero_gradient_pass(wrapper: Any, model: torch.nn.Module) -> None:
-    """A one-token forward through ``wrapper`` and a backward of zeros: the same on every rank,
-    it runs the wrapper's gradient communication on what the step accumulated."""
+    """A one-token forward through ``wrapper`` and a backward of zeros, on every rank.
+
+    It runs the wrapper's gradient communication on what the step accumulated and adds nothing.
+    """
+    from disco.tuners.modules import device_of  # the tuners import this module
+
     pad = int(getattr(model.config, "pad_token_id", None) or 0)
-    token = torch.full((1, 1), pad, dtype=torch.long, device=device_of_module(model))
+    token = torch.full((1, 1), pad, dtype=torch.long, device=device_of(model))
     inputs: dict[str, Any] = {
         "input_ids": token,
         "attention_mask": torch.ones_like(token),
@@ -481,7 +487,7 @@ class ShardedFSDP:
             unit.set_gradient_divide_factor(1.0)
             # A plain SUM: a custom factor otherwise asks for PREMUL_SUM, which gloo lacks.
             unit.set_force_sum_reduction_for_comms(True)
-        model.set_reshard_after_backward(False)  # type: ignore[operator]
+        model.set_reshard_after_backward(False)
 
     @contextlib.contextmanager
     def whole_model(self) -> Iterator[None]:
@@ -497,22 +503,15 @@ class ShardedFSDP:
     @contextlib.contextmanager
     def accumulating(self) -> Iterator[None]:
         """Backward passes accumulate unsharded gradients locally."""
-        self.model.set_requires_gradient_sync(False)  # type: ignore[operator]
+        self.model.set_requires_gradient_sync(False)
         try:
             yield
         finally:
-            self.model.set_requires_gradient_sync(True)  # type: ignore[operator]
+            self.model.set_requires_gradient_sync(True)
 
     def finish(self) -> None:
         """Reduce-scatter the accumulated gradients (summed) into each rank's shard."""
         _zero_gradient_pass(self.model, self.model)
-
-
-def device_of_module(module: torch.nn.Module) -> torch.device:
-    """Where a module's first parameter lives (the CPU for one without parameters)."""
-    for p in module.parameters():
-        return p.device
-    return torch.device("cpu")
 
 
 def _accelerate_ddp(distribution: Any, world: World, required: bool) -> AccelerateDDP | None:
@@ -520,8 +519,10 @@ def _accelerate_ddp(distribution: Any, world: World, required: bool) -> Accelera
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
+    from disco.tuners.modules import device_of  # the tuners import this module
+
     model = distribution.model
-    device = device_of_module(model)
+    device = device_of(model)
     accelerator = Accelerator(
         cpu=device.type == "cpu",
         device_placement=False,
