@@ -177,6 +177,24 @@ def qrs_case() -> dict[str, Any]:
     }
 
 
+def imh_case() -> dict[str, Any]:
+    from disco.samplers import IMHSampler
+
+    base, target = _problem()
+    sampler = IMHSampler(target, base, seed=5)
+    drawn = sampler.sample_n(40, burn_in=3, thinning=2, sampling_size=8, progress=False)
+    one = sampler.sample("", 9)  # the chain goes on from where sample_n left it
+    chain = sampler.statistics("")
+    return {
+        "samples": [s.token_ids for s in drawn.samples],
+        "log_p": drawn.target_log_scores.numpy(),
+        "one": [s.token_ids for s in one.samples],
+        "steps": chain.steps,
+        "accepted": chain.accepted,
+        "autocorrelation": chain.autocorrelation,
+    }
+
+
 def estimator_case() -> dict[str, Any]:
     from disco.samplers import QRSEstimator
 
@@ -202,6 +220,7 @@ SCENARIOS = {
     "failing": (failing_feature_case, ()),
     "constrain": (constrain_case, ()),
     "qrs": (qrs_case, ()),
+    "imh": (imh_case, ()),
     "estimator": (estimator_case, ()),
 }
 
@@ -333,6 +352,20 @@ def test_qrs_accepts_the_one_process_samples(two: dict[str, Any]) -> None:
         np.testing.assert_array_equal(got["log_p"], want["log_p"])
         assert (got["proposed"], got["accepted"]) == (want["proposed"], want["accepted"])
         assert got["one"] == want["one"]
+
+
+def test_imh_runs_the_one_process_chain(two: dict[str, Any]) -> None:
+    want = imh_case()
+    # 40 states at spacing 2 after 3 burnt in: 82 steps, in 11 chunks of 8 (on 2 ranks, the
+    # last round's second chunk is drawn but must not reach the chain), then 9 more.
+    assert len(want["samples"]) == 40 and want["steps"] == 88 + 9
+    assert 0 < want["accepted"] < want["steps"]
+    for rank in two["ranks"]:
+        got = rank["imh"]
+        assert got["samples"] == want["samples"] and got["one"] == want["one"]
+        np.testing.assert_array_equal(got["log_p"], want["log_p"])
+        assert (got["steps"], got["accepted"]) == (want["steps"], want["accepted"])
+        np.testing.assert_array_equal(got["autocorrelation"], want["autocorrelation"])
 
 
 def test_the_estimator_index_is_global(two: dict[str, Any]) -> None:
