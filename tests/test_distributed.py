@@ -177,6 +177,21 @@ def qrs_case() -> dict[str, Any]:
     }
 
 
+def qrs_shards_case(folder: str) -> dict[str, Any]:
+    """The QRS case's draw written as shards instead of gathered."""
+    from disco.samplers import QuasiRejectionSampler
+    from disco.samplers.shards import read_shards
+
+    base, target = _problem()
+    sampler = QuasiRejectionSampler(target, base, beta=2.0, seed=5)
+    share = sampler.sample_n(50, sampling_size=7, progress=False, shard_dir=folder)
+    return {
+        "share": [s.token_ids for s in share.samples],
+        "records": read_shards(folder),
+        "files": sorted(p.name for p in Path(folder).iterdir()),
+    }
+
+
 def imh_case() -> dict[str, Any]:
     from disco.samplers import IMHSampler
 
@@ -275,6 +290,7 @@ def two(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     jobs = dict(SCENARIOS)
     jobs["checkpoint"] = (checkpoint_case, (str(tmp / "written-by-two"),))
     jobs["resume"] = (resume_case, (str(one_checkpoint),))
+    jobs["shards"] = (qrs_shards_case, (str(tmp / "shards-by-two"),))
     ranks = run_two(tmp, jobs)
     return {"ranks": ranks, "tmp": tmp}
 
@@ -352,6 +368,35 @@ def test_qrs_accepts_the_one_process_samples(two: dict[str, Any]) -> None:
         np.testing.assert_array_equal(got["log_p"], want["log_p"])
         assert (got["proposed"], got["accepted"]) == (want["proposed"], want["accepted"])
         assert got["one"] == want["one"]
+
+
+def test_qrs_shards_make_the_one_process_draw(two: dict[str, Any], tmp_path: Path) -> None:
+    want = qrs_case()
+    one = qrs_shards_case(str(tmp_path / "by-one"))
+    assert one["share"] == want["samples"]
+    assert one["files"] == ["index.json", "shard-00000-of-00001.jsonl"]
+    shares = [rank["shards"]["share"] for rank in two["ranks"]]
+    assert all(shares) and len(shares[0]) + len(shares[1]) == len(want["samples"])
+    for got in (one, *(rank["shards"] for rank in two["ranks"])):
+        assert [tuple(r["token_ids"]) for r in got["records"]] == want["samples"]
+        np.testing.assert_array_equal(
+            [r["target_log_score"] for r in got["records"]], want["log_p"]
+        )
+    files = two["ranks"][0]["shards"]["files"]
+    assert files == ["index.json", "shard-00000-of-00002.jsonl", "shard-00001-of-00002.jsonl"]
+
+
+def test_a_damaged_shard_folder_is_refused(tmp_path: Path) -> None:
+    from disco.samplers.shards import read_shards
+
+    with pytest.raises(ValueError, match="holds no index.json"):
+        read_shards(tmp_path)
+    qrs_shards_case(str(tmp_path))
+    shard = tmp_path / "shard-00000-of-00001.jsonl"
+    lines = shard.read_text().splitlines(keepends=True)
+    shard.write_text("".join(lines[:-1]))  # cut short
+    with pytest.raises(ValueError, match="holds 49 samples where the index says 50"):
+        read_shards(tmp_path)
 
 
 def test_imh_runs_the_one_process_chain(two: dict[str, Any]) -> None:
