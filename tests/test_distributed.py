@@ -389,7 +389,7 @@ def test_qrs_shards_make_the_one_process_draw(two: dict[str, Any], tmp_path: Pat
 def test_a_damaged_shard_folder_is_refused(tmp_path: Path) -> None:
     from disco.samplers.shards import read_shards
 
-    with pytest.raises(ValueError, match="holds no index.json"):
+    with pytest.raises(ValueError, match=r"holds no index\.json"):
         read_shards(tmp_path)
     qrs_shards_case(str(tmp_path))
     shard = tmp_path / "shard-00000-of-00001.jsonl"
