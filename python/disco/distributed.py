@@ -536,15 +536,21 @@ def _accelerate_ddp(distribution: Any, world: World, required: bool) -> Accelera
             f"torch.distributed has {world.size}; launch with `accelerate launch` or `torchrun`, "
             "which set WORLD_SIZE, RANK and LOCAL_RANK for it"
         )
+    kind = str(accelerator.distributed_type).rsplit(".", 1)[-1]
+    if not kind.startswith("MULTI_"):  # FSDP, DEEPSPEED, ...: not plain data parallelism
+        raise ValueError(
+            f"parallel={'ddp' if required else 'auto'}: accelerate is configured for {kind}, "
+            "whose wrappers the tuner does not use; set parallel='fsdp' (disco shards the model "
+            "with torch's fully_shard) or parallel='none' (whole copies, summed gradients)"
+        )
     with warnings.catch_warnings():
         # torch 2.15 renames the flag (forward_sync_buffers); accelerate 1.15 only passes this one.
         warnings.filterwarnings("ignore", "`broadcast_buffers` is deprecated", FutureWarning)
         wrapper = accelerator.prepare_model(model, device_placement=False)
     if not isinstance(wrapper, torch.nn.parallel.DistributedDataParallel):
         raise ValueError(
-            f"parallel='ddp': accelerate ({accelerator.distributed_type}) wrapped the model in "
-            f"{type(wrapper).__name__}, not DistributedDataParallel; use parallel='none' or "
-            "'fsdp' with this accelerate configuration"
+            f"accelerate ({kind}) wrapped the model in {type(wrapper).__name__}, not "
+            "DistributedDataParallel; set parallel='none'"
         )
     return AccelerateDDP(distribution, wrapper)
 

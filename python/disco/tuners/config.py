@@ -118,12 +118,14 @@ class TunerConfig:
     parallel: str = _help(
         "how the gradients of several processes (torch.distributed) meet: 'ddp': the policy's "
         "Hugging Face model wrapped by accelerate's DistributedDataParallel (bucketed "
-        "all-reduce); 'fsdp': its parameters sharded by torch's FSDP2 (fully_shard per "
-        "transformer block, then the model); 'none': every rank holds the whole policy and "
-        "sums the gradients with one all-reduce per parameter; 'auto': 'ddp' when the policy "
-        "is a Hugging Face model and accelerate sees the launcher's process group, else "
-        "'none'. The step is the same on any number of processes with each; one process "
-        "ignores it",
+        "all-reduce); 'fsdp': its parameters, gradients and optimizer state sharded between "
+        "steps by torch's FSDP2 (fully_shard per transformer block, then the model; within a "
+        "step each rank gathers the whole model; online tuning with averaging='none' only); "
+        "'none': every rank holds the whole policy and sums the gradients with one all-reduce "
+        "per parameter; 'auto': 'ddp' when the policy is a Hugging Face model and accelerate "
+        "sees the launcher's process group (an accelerate config for FSDP or DeepSpeed is an "
+        "error: choose 'fsdp' or 'none'), else 'none'. Each gives the step of one process "
+        "(the exact sum of the gradients); one process ignores it",
         default="auto",
     )
 
