@@ -139,6 +139,23 @@ def failing_feature_case() -> str:
     return "no error"
 
 
+def parallel_errors_case() -> list[str]:
+    """Wrappers asked for where they cannot apply: refused with a reason on every rank."""
+    base, target = _problem()
+    messages = []
+    for settings in (
+        {"parallel": "ddp"},
+        {"parallel": "fsdp", "averaging": "none"},
+        {"parallel": "fsdp"},
+    ):
+        try:
+            Tuner(base.clone(), target, **settings)
+            messages.append("no error")
+        except ValueError as err:
+            messages.append(str(err))
+    return messages
+
+
 def has_b(sample: Any, context: Any) -> bool:
     return "b" in sample.text.split()
 
@@ -233,6 +250,7 @@ def estimator_case() -> dict[str, Any]:
 SCENARIOS = {
     **{f"tune:{case}": (tune_case, (case,)) for case in TUNER_CASES},
     "failing": (failing_feature_case, ()),
+    "parallel-errors": (parallel_errors_case, ()),
     "constrain": (constrain_case, ()),
     "qrs": (qrs_case, ()),
     "imh": (imh_case, ()),
@@ -347,6 +365,18 @@ def test_an_error_on_one_rank_is_raised_on_every_rank(two: dict[str, Any]) -> No
     messages = [rank["failing"] for rank in two["ranks"]]
     assert messages[0] == messages[1] == "fragile feature: cannot score 'c c c'"
     assert failing_feature_case() == messages[0]
+
+
+def test_a_wrapper_that_cannot_apply_is_refused(two: dict[str, Any]) -> None:
+    for rank in two["ranks"]:
+        ddp, fsdp, averaged = rank["parallel-errors"]
+        assert "parallel='ddp' wraps a Hugging Face model; EnumerableLM has none" in ddp
+        assert "parallel='fsdp' shards a Hugging Face model; EnumerableLM has none" in fsdp
+        assert "parallel='fsdp' tunes online without averaging" in averaged
+    # One process has nothing to wrap: every setting runs; a setting outside the list does not.
+    assert parallel_errors_case() == ["no error"] * 3
+    with pytest.raises(ValueError, match="parallel='dp' is not one of"):
+        Tuner(*_problem(), parallel="dp")
 
 
 def test_constrain_fits_the_one_process_coefficients(two: dict[str, Any]) -> None:
