@@ -458,6 +458,7 @@ def gpt2_case(
     steps: int = 3,
     checkpoint_dir: str | None = None,
     resume: str | None = None,
+    proposal: str = "online",
 ) -> dict[str, Any]:
     from disco.distributions import LMDistribution
 
@@ -480,6 +481,8 @@ def gpt2_case(
         parallel=parallel,
         averaging=averaging,
         checkpoint_dir=checkpoint_dir,
+        proposal=proposal,
+        proposal_update_interval=1,
     )
     if resume is not None:
         tuner.load_checkpoint(resume)
@@ -508,13 +511,18 @@ def test_two_processes_tune_a_transformer_as_one(tmp_path: Path) -> None:
     last_iterate = gpt2_case(folder, averaging="none")
     jobs = {parallel: (gpt2_case, (folder, parallel)) for parallel in ("auto", "ddp", "none")}
     jobs["fsdp"] = (gpt2_case, (folder, "fsdp", "none", 3, str(tmp_path / "by-fsdp")))
+    # Offline: the frozen proposal is a copy of the DDP-wrapped model, updated every step.
+    offline = gpt2_case(folder, proposal="offline")
+    jobs["ddp-offline"] = (gpt2_case, (folder, "ddp", "ema", 3, None, None, "offline"))
     # A checkpoint written by one process, resumed by two under FSDP.
     gpt2_case(folder, "none", "none", 3, str(tmp_path / "by-one"))
     jobs["fsdp-resume"] = (gpt2_case, (folder, "fsdp", "none", 3, None, str(tmp_path / "by-one")))
     ranks = run_two(tmp_path, jobs)
     assert all(ranks[0]["fsdp"]["sharded"]) and not any(ranks[0]["ddp"]["sharded"])
-    for parallel, used in (("auto", "ddp"), ("ddp", "ddp"), ("none", "none"), ("fsdp", "fsdp")):
-        want = last_iterate if parallel == "fsdp" else want
+    online = want
+    runs = {"auto": "ddp", "ddp": "ddp", "none": "none", "fsdp": "fsdp", "ddp-offline": "ddp"}
+    for parallel, used in runs.items():
+        want = {"fsdp": last_iterate, "ddp-offline": offline}.get(parallel, online)
         moved = max(
             float(np.abs(v - ranks[0][parallel]["parameters"][k]).max())
             for k, v in want["parameters"].items()
