@@ -6,7 +6,8 @@ The issue-15 diagnosis runs behind BENCHMARKS.md's "Convergence" (not a harness 
 
 Settings are TunerConfig names (defaults: the old demo's 128 samples, learning rate 2e-4, EMA
 0.98) plus ``_marks`` (steps at which to evaluate), ``_proposal_base`` (offline, the proposal
-fixed at the base model) and ``_adam`` (keyword arguments for torch's Adam, e.g. ``eps``). At each
+fixed at the base model) and ``_adam`` (keyword arguments for torch's Adam, e.g. ``eps``) and ``_trainable`` (a regular expression:
+only the policy's parameters whose names match are tuned). At each
 mark: the rate of "LORD" on 512 fresh samples of the returned (averaged) policy, KL(p ‖ pi) by
 importance sampling from them (log Z from the fitted λ: Z = 2 e^λ/(1 + e^λ)) and KL(pi ‖ a);
 every tenth step prints the tuner's own estimates. One thread, so runs side by side compare.
@@ -38,6 +39,12 @@ log_z = math.log(2.0) + lam - math.log1p(math.exp(lam))
 marks = settings.pop("_marks", [50, 100, 150])
 fixed_base = settings.pop("_proposal_base", False)
 adam = settings.pop("_adam", None)
+trainable = settings.pop("_trainable", None)
+if trainable is not None:  # a regular expression: only parameters whose names match are tuned
+    import re
+
+    for name, parameter in policy.model.named_parameters():
+        parameter.requires_grad_(re.search(trainable, name) is not None)
 cfg = dict(
     n_steps=max(marks),
     samples_per_context=128,
@@ -106,8 +113,11 @@ def evaluate(n=512):
     lq = lq.double().numpy()
     log_p = la + lam * phi - log_z
     w = np.exp(log_p - lq)
+    counts = np.array([x.text.lower().count("lord") for x in xs])
     return dict(
         rate=float(phi.mean()),
+        multiples=float((counts >= 2).sum() / max(1, (counts >= 1).sum())),
+        mean_length=float(np.mean([len(x.token_ids) for x in xs])),
         kl_p_pi=float(np.mean(w * (log_p - lq))),
         kl_pi_a=float(np.mean(lq - la)),
         w_mean=float(w.mean()),

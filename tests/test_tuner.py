@@ -362,6 +362,33 @@ def test_parameter_average_is_uniform_then_exponential():
         ParameterAverage({"theta": theta}, decay=1.0)
 
 
+def test_parameter_average_with_power_weighs_iterate_t_by_a_polynomial_in_t():
+    """Polynomial-decay averaging: while the exponential cap does not bind, the weights of the
+    iterates are the products of the keep factors, which for power 2 are proportional to
+    t(t+1) (Shamir and Zhang's weights), and the first iterate replaces the start."""
+    theta = torch.zeros(1, dtype=torch.float64)
+    average = ParameterAverage({"theta": theta}, decay=0.99, power=2.0)
+    values = [3.0, -1.0, 5.0, 2.0, 7.0]
+    for v in values:
+        theta.fill_(v)
+        average.update()
+    weights = [t * (t + 1) for t in range(1, len(values) + 1)]
+    expected = sum(w * v for w, v in zip(weights, values, strict=True)) / sum(weights)
+    assert average.average["theta"][0] == pytest.approx(expected, rel=1e-14)
+    # After many constant iterates the cap binds: an exponential memory of 1/(1 - decay).
+    capped = ParameterAverage({"theta": theta}, decay=0.5, power=3.0)
+    theta.fill_(1.0)
+    for _ in range(10):
+        capped.update()
+    theta.fill_(0.0)
+    capped.update()
+    assert capped.average["theta"][0] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="power"):
+        ParameterAverage({"theta": theta}, decay=0.5, power=-1.0)
+    with pytest.raises(ValueError, match="averaging_power"):
+        TunerConfig(averaging_power=float("nan"))
+
+
 def test_tune_leaves_the_average_in_the_policy_and_trains_the_iterate(tmp_path):
     _, _, _, target, _ = problem()
     policy = problem()[0]  # the same model as the target's base, but another object
@@ -432,6 +459,10 @@ def test_the_stopping_rule_ends_tuning_once_the_divergence_stops_improving():
     # It stopped on a plateau, not half-way: most of the gap is closed.
     final = exact.f_divergence(policy.log_score(support).numpy(), log_p, "kl")
     assert final < 0.05 * start
+    # A further call judges its own steps: it runs a full window's worth before stopping again.
+    stopped_at = len(history)
+    tuner.tune(n_steps=100)
+    assert len(tuner.history) - stopped_at >= 3 * 10 - 1
     # Off (the default), every step runs, however flat the estimates.
     assert len(Tuner(base.clone(), target, n_steps=30, samples_per_context=16).tune()) == 30
 

@@ -4,11 +4,15 @@ A stochastic-gradient method with a step size that does not reach zero ends in a
 iterates around the optimum whose spread grows with the step size and the gradient's noise
 (a noise floor). The average of the iterates sits near the centre of that cloud, so it is
 closer to the optimum than any single iterate (Polyak–Juditsky averaging; an exponential
-average forgets the early iterates, which a uniform average would keep forever).
+average forgets the early iterates, which a uniform average would keep forever). While the
+iterates still travel towards the optimum, a plain mean lags half-way behind them: polynomial-
+decay averaging (Shamir and Zhang, 2013) weights iterate t by about t**power, so the average
+keeps up with a run that is shorter than the exponential memory.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
@@ -18,12 +22,13 @@ __all__ = ["ParameterAverage"]
 
 
 class ParameterAverage:
-    """Exponential moving average of named parameters, with a uniform start.
+    """Exponential moving average of named parameters, with a polynomial-decay start.
 
     After update ``t`` (counting from 1) the average is ``avg <- d_t avg + (1 - d_t) theta``
-    with ``d_t = min(decay, 1 - 1/t)``: the plain mean of the iterates for the first
-    ``1/(1 - decay)`` updates, then an exponential average whose memory is about
-    ``1/(1 - decay)`` steps. The first update therefore replaces the starting point entirely.
+    with ``d_t = min(decay, 1 - (power + 1)/(t + power))``: until the exponential weight takes
+    over, iterate ``s`` of the first ``t`` has a weight proportional to about ``s**power``
+    (``power=0``: the plain mean), then the average is exponential with a memory of about
+    ``1/(1 - decay)`` steps. The first update replaces the starting point entirely.
 
     Parameters
     ----------
@@ -31,13 +36,20 @@ class ParameterAverage:
         The live parameters (name -> tensor) whose values are averaged.
     decay:
         The largest weight of the old average, in ``[0, 1)``.
+    power:
+        How much the start favours recent iterates (``>= 0``; 0: all equally).
     """
 
-    def __init__(self, parameters: Mapping[str, torch.Tensor], decay: float) -> None:
+    def __init__(
+        self, parameters: Mapping[str, torch.Tensor], decay: float, power: float = 0.0
+    ) -> None:
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"the averaging decay must be in [0, 1), got {decay}")
+        if not (power >= 0.0 and math.isfinite(power)):
+            raise ValueError(f"the averaging power must be finite and non-negative, got {power}")
         self.parameters = dict(parameters)
         self.decay = float(decay)
+        self.power = float(power)
         self.updates = 0
         self.average = {n: p.detach().clone() for n, p in self.parameters.items()}
         self._held_iterate: dict[str, torch.Tensor] | None = None
@@ -46,7 +58,7 @@ class ParameterAverage:
     def update(self) -> None:
         """Fold the parameters' current values into the average."""
         self.updates += 1
-        keep = min(self.decay, 1.0 - 1.0 / self.updates)
+        keep = min(self.decay, 1.0 - (self.power + 1.0) / (self.updates + self.power))
         for name, p in self.parameters.items():
             self.average[name].mul_(keep).add_(p.detach(), alpha=1.0 - keep)
 

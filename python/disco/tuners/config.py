@@ -65,6 +65,12 @@ class TunerConfig:
         "weight of the old average at each step (memory of about 1/(1 - decay) steps)",
         default=0.95,
     )
+    averaging_power: float = _help(
+        "how much the average favours recent iterates before the exponential memory takes over: "
+        "iterate t weighs about t**power (0: the plain mean, which lags half-way behind a run "
+        "still moving; polynomial-decay averaging)",
+        default=0.0,
+    )
     stopping_window: int = _help(
         "stop before n_steps once the divergence estimate has stopped improving: the mean of "
         "its last stopping_window steps is not below the mean of the window before by more than "
@@ -217,6 +223,10 @@ class TunerConfig:
             )
         if not 0.0 <= self.averaging_decay < 1.0:
             raise ValueError(f"averaging_decay must be in [0, 1), got {self.averaging_decay}")
+        if not (self.averaging_power >= 0 and math.isfinite(self.averaging_power)):
+            raise ValueError(
+                f"averaging_power must be finite and non-negative, got {self.averaging_power}"
+            )
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise ValueError(f"max_grad_norm must be positive or None, got {self.max_grad_norm}")
         self.features = tuple(self.features)

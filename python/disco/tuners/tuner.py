@@ -144,7 +144,7 @@ class Tuner:
         else:
             self.proposal = policy if cfg.proposal == "online" else self._frozen_copy(policy)
         self.average = (
-            ParameterAverage(self.parameters, cfg.averaging_decay)
+            ParameterAverage(self.parameters, cfg.averaging_decay, cfg.averaging_power)
             if cfg.averaging == "ema"
             else None
         )
@@ -495,6 +495,8 @@ class Tuner:
         last = cfg.n_steps if n_steps is None else self.step_count + n_steps
         if self.average is not None:
             self.average.release()  # train the iterate; the average comes back at the end
+        # A call after the stopping rule fired judges its own steps, or it would stop at once.
+        first_of_call = len(self.history)
         loggers = self.loggers if self.world.is_main else []  # one process reports
         for logger in loggers:
             logger.start(
@@ -518,7 +520,7 @@ class Tuner:
                     and self.step_count % cfg.checkpoint_interval == 0
                 ):
                     self.save_checkpoint()
-                if self.converged():
+                if self.converged(since=first_of_call):
                     break
             if cfg.checkpoint_dir:
                 self.save_checkpoint()
@@ -529,8 +531,10 @@ class Tuner:
                 logger.close()
         return self.history
 
-    def converged(self) -> bool:
+    def converged(self, since: int = 0) -> bool:
         """Whether the divergence estimate has stopped improving (``stopping_window`` > 0).
+
+        Only the steps of the history from index ``since`` on are considered.
 
         Compares the mean estimate over a window of ``stopping_window`` steps with the mean over
         the window before: flat when the improvement is below one standard error of the
@@ -541,7 +545,7 @@ class Tuner:
         comparison happens by chance early on, while the estimate still falls fast.
         """
         window = self.config.stopping_window
-        values = np.asarray([h["divergence"] for h in self.history if "divergence" in h])
+        values = np.asarray([h["divergence"] for h in self.history[since:] if "divergence" in h])
         if window < 2 or len(values) < 3 * window - 1:
             return False
 
