@@ -526,6 +526,9 @@ def _accelerate_ddp(distribution: Any, world: World, required: bool) -> Accelera
     accelerator = Accelerator(
         cpu=device.type == "cpu",
         device_placement=False,
+        # Precision is the tuner's `autocast` setting: accelerate's mixed precision (from a
+        # launcher's config) would wrap the model's forward a second time, sampling included.
+        mixed_precision="no",
         kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
     )
     if accelerator.num_processes != world.size:
