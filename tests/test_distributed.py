@@ -451,7 +451,7 @@ def test_the_estimator_index_is_global(two: dict[str, Any]) -> None:
         np.testing.assert_array_equal(got["ratios"], want["ratios"])
 
 
-def gpt2_case(
+def lm_case(
     folder: str,
     parallel: str = "auto",
     averaging: str = "ema",
@@ -459,6 +459,7 @@ def gpt2_case(
     checkpoint_dir: str | None = None,
     resume: str | None = None,
     proposal: str = "online",
+    context: str = "",
 ) -> dict[str, Any]:
     from disco.distributions import LMDistribution
 
@@ -467,6 +468,7 @@ def gpt2_case(
     tuner = Tuner(
         policy,
         base * ExponentialScorer([HAS_A], [1.5]),
+        context=context,
         samples_per_context=24,
         sampling_batch_size=8,
         scoring_batch_size=4,
@@ -501,28 +503,38 @@ def gpt2_case(
 
 @pytest.mark.slow
 def test_two_processes_tune_a_transformer_as_one(tmp_path: Path) -> None:
-    from lm_fixtures import build_gpt2
+    from lm_fixtures import build_gpt2, build_t5
 
     folder = str(build_gpt2(tmp_path / "gpt2"))
     torch.set_num_threads(1)
-    want = gpt2_case(folder)
+    want = lm_case(folder)
     assert want["moved"] > 1e-3  # the steps did something
     assert want["gradients"] == "none"  # one process: nothing to wrap
-    last_iterate = gpt2_case(folder, averaging="none")
-    jobs = {parallel: (gpt2_case, (folder, parallel)) for parallel in ("auto", "ddp", "none")}
-    jobs["fsdp"] = (gpt2_case, (folder, "fsdp", "none", 3, str(tmp_path / "by-fsdp")))
+    last_iterate = lm_case(folder, averaging="none")
+    jobs = {parallel: (lm_case, (folder, parallel)) for parallel in ("auto", "ddp", "none")}
+    jobs["fsdp"] = (lm_case, (folder, "fsdp", "none", 3, str(tmp_path / "by-fsdp")))
     # Offline: the frozen proposal is a copy of the DDP-wrapped model, updated every step.
-    offline = gpt2_case(folder, proposal="offline")
-    jobs["ddp-offline"] = (gpt2_case, (folder, "ddp", "ema", 3, None, None, "offline"))
+    offline = lm_case(folder, proposal="offline")
+    jobs["ddp-offline"] = (lm_case, (folder, "ddp", "ema", 3, None, None, "offline"))
     # A checkpoint written by one process, resumed by two under FSDP.
-    gpt2_case(folder, "none", "none", 3, str(tmp_path / "by-one"))
-    jobs["fsdp-resume"] = (gpt2_case, (folder, "fsdp", "none", 3, None, str(tmp_path / "by-one")))
+    lm_case(folder, "none", "none", 3, str(tmp_path / "by-one"))
+    jobs["fsdp-resume"] = (lm_case, (folder, "fsdp", "none", 3, None, str(tmp_path / "by-one")))
+    # A seq2seq policy runs its encoder alone (outside the wrapper's forward) before decoding.
+    t5 = str(build_t5(tmp_path / "t5"))
+    t5_want = {
+        "t5-ddp": lm_case(t5, "none", "ema", 3, None, None, "online", "a b"),
+        "t5-fsdp": lm_case(t5, "none", "none", 3, None, None, "online", "a b"),
+    }
+    jobs["t5-ddp"] = (lm_case, (t5, "ddp", "ema", 3, None, None, "online", "a b"))
+    jobs["t5-fsdp"] = (lm_case, (t5, "fsdp", "none", 3, None, None, "online", "a b"))
     ranks = run_two(tmp_path, jobs)
     assert all(ranks[0]["fsdp"]["sharded"]) and not any(ranks[0]["ddp"]["sharded"])
     online = want
     runs = {"auto": "ddp", "ddp": "ddp", "none": "none", "fsdp": "fsdp", "ddp-offline": "ddp"}
+    runs.update({"t5-ddp": "ddp", "t5-fsdp": "fsdp"})
     for parallel, used in runs.items():
-        want = {"fsdp": last_iterate, "ddp-offline": offline}.get(parallel, online)
+        want = {"fsdp": last_iterate, "ddp-offline": offline, **t5_want}.get(parallel, online)
+        assert want["moved"] > 1e-3
         moved = max(
             float(np.abs(v - ranks[0][parallel]["parameters"][k]).max())
             for k, v in want["parameters"].items()
@@ -539,12 +551,12 @@ def test_two_processes_tune_a_transformer_as_one(tmp_path: Path) -> None:
         print(f"parallel={parallel}: largest parameter difference, 1 vs 2 processes: {moved:.3g}")
     # Six steps in one process; the FSDP checkpoint (written once, whole) resumed by one process
     # and the one-process checkpoint resumed under FSDP both continue the same way.
-    six = gpt2_case(folder, "none", "none", 6)
+    six = lm_case(folder, "none", "none", 6)
     assert [p.name for p in (tmp_path / "by-fsdp").iterdir() if p.name.startswith("step-")] == [
         "step-00000003"
     ]
     resumed = {
-        "one from fsdp": gpt2_case(folder, "none", "none", 3, None, str(tmp_path / "by-fsdp")),
+        "one from fsdp": lm_case(folder, "none", "none", 3, None, str(tmp_path / "by-fsdp")),
         "fsdp from one, rank 0": ranks[0]["fsdp-resume"],
         "fsdp from one, rank 1": ranks[1]["fsdp-resume"],
     }

@@ -441,6 +441,13 @@ def _zero_gradient_pass(wrapper: Any, model: torch.nn.Module) -> None:
 
     It runs the wrapper's gradient communication on what the step accumulated and adds nothing.
     """
+    with torch.enable_grad():
+        logits = wrapper(**_one_token(model)).logits
+        logits.backward(torch.zeros_like(logits))
+
+
+def _one_token(model: torch.nn.Module) -> dict[str, Any]:
+    """The smallest full forward of a Hugging Face model: one pad token (both sides for seq2seq)."""
     from disco.tuners.modules import device_of  # the tuners import this module
 
     pad = int(getattr(model.config, "pad_token_id", None) or 0)
@@ -452,9 +459,7 @@ def _zero_gradient_pass(wrapper: Any, model: torch.nn.Module) -> None:
     }
     if getattr(model.config, "is_encoder_decoder", False):
         inputs["decoder_input_ids"] = token
-    with torch.enable_grad():
-        logits = wrapper(**inputs).logits
-        logits.backward(torch.zeros_like(logits))
+    return inputs
 
 
 class ShardedFSDP:
@@ -488,6 +493,12 @@ class ShardedFSDP:
             # A plain SUM: a custom factor otherwise asks for PREMUL_SUM, which gloo lacks.
             unit.set_force_sum_reduction_for_comms(True)
         model.set_reshard_after_backward(False)
+        # FSDP sets itself up on the root's first forward and refuses a block's forward before
+        # it; a seq2seq distribution runs its encoder alone first. One forward now, on every rank.
+        with torch.no_grad():
+            model(**_one_token(model))
+        for unit in self.units:
+            unit.reshard()
 
     @contextlib.contextmanager
     def whole_model(self) -> Iterator[None]:
