@@ -490,6 +490,9 @@ def lm_case(
         tuner.load_checkpoint(resume)
     start = {k: _full(v) for k, v in tuner.parameters.items()}
     tuner.tune(n_steps=steps)
+    if tuner.world.is_main:  # the tuned policy runs alone on one rank: no collective left in it
+        outcome_samples = policy.sample(context, 3)[0]
+        assert len(outcome_samples) == 3
     outcome = _outcome(tuner)
     outcome["sharded"] = [
         isinstance(v, torch.distributed.tensor.DTensor) for v in tuner.parameters.values()

@@ -358,6 +358,9 @@ class GradientSum:
         """Turn the accumulated local gradients into the global sum, on every rank."""
         self.world.sum_gradients(self.parameters)
 
+    def hand_over(self) -> None:
+        """After tuning: leave the policy usable like any model (here it already is)."""
+
 
 def _sum_hook(
     state: Any, bucket: torch.distributed.GradBucket
@@ -434,6 +437,9 @@ class AccelerateDDP:
     def finish(self) -> None:
         """One synchronising pass: a one-token forward, backpropagating zeros."""
         _zero_gradient_pass(self.wrapper, self.model)
+
+    def hand_over(self) -> None:
+        """After tuning: the model itself was never replaced (only wrapped during steps)."""
 
 
 def _zero_gradient_pass(wrapper: Any, model: torch.nn.Module) -> None:
@@ -523,6 +529,17 @@ class ShardedFSDP:
     def finish(self) -> None:
         """Reduce-scatter the accumulated gradients (summed) into each rank's shard."""
         _zero_gradient_pass(self.model, self.model)
+
+    def hand_over(self) -> None:
+        """After tuning: gather the whole model on every rank.
+
+        Sharded, every forward of the policy would be a collective, and whatever runs next
+        (sampling, evaluation, a QRS sampler on the tuned policy) runs uneven numbers of
+        forwards on the ranks. Gathered, the policy is a plain model on each rank; the next
+        step (a later ``tune()``) shards it again at its end.
+        """
+        for unit in self.units:
+            unit.unshard()
 
 
 def _accelerate_ddp(distribution: Any, world: World, required: bool) -> AccelerateDDP | None:

@@ -526,6 +526,7 @@ class Tuner:
                 self.save_checkpoint()
             if self.average is not None:
                 self.average.hold()
+            self.gradients.hand_over()  # FSDP: the tuned policy whole, usable without collectives
         finally:
             for logger in loggers:
                 logger.close()
