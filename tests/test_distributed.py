@@ -641,22 +641,25 @@ def _torchrun(config: Path, out: Path, env: dict[str, str] | None = None) -> Any
     )
 
 
-def _small_config(tmp_path: Path) -> Path:
+def _small_config(tmp_path: Path, tuner: str = "") -> Path:
     (tmp_path / "rank_features.py").write_text(RANK_FEATURES)
     config = tmp_path / "small.toml"
-    config.write_text(SMALL)
+    config.write_text(SMALL.replace("[tuner]\n", "[tuner]\n" + tuner))
     return config
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    "tuner", ["", 'parallel = "fsdp"\naveraging = "none"\n'], ids=["auto", "fsdp"]
+)
 def test_torchrun_two_processes_write_the_one_process_report(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tuner: str
 ) -> None:
     import json
 
     from disco import cli
 
-    config = _small_config(tmp_path)
+    config = _small_config(tmp_path, tuner)
     done = _torchrun(config, tmp_path / "two")
     assert done.returncode == 0, done.stderr[-3000:]
     monkeypatch.chdir(tmp_path)
@@ -686,6 +689,13 @@ def test_torchrun_two_processes_write_the_one_process_report(
         "latest",
         "step-00000002",
     ]
+    # The tuned policy is saved whole (under FSDP: gathered from the shards), as one process's.
+    from safetensors.torch import load_file
+
+    weights = [load_file(tmp_path / run / "policy" / "model.safetensors") for run in ("one", "two")]
+    assert {k: v.shape for k, v in weights[0].items()} == {
+        k: v.shape for k, v in weights[1].items()
+    }
 
 
 @pytest.mark.slow

@@ -43,6 +43,7 @@ __all__ = [
     "keyed_random",
     "plan_chunks",
     "shared_seed",
+    "whole_state_dict",
 ]
 
 T = TypeVar("T")
@@ -584,6 +585,30 @@ def _accelerate_ddp(distribution: Any, world: World, required: bool) -> Accelera
             "DistributedDataParallel; set parallel='none'"
         )
     return AccelerateDDP(distribution, wrapper)
+
+
+def whole_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+    """A model's state dict gathered whole on rank 0 (CPU) when FSDP shards it, else ``None``.
+
+    A collective when sharded: every rank calls it (ranks other than 0 get an empty dict), and
+    the model is left gathered whole, as ``tune()`` leaves it. ``None`` means the model's own
+    ``state_dict()`` is whole.
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from torch.distributed.fsdp import FSDPModule
+
+    if not isinstance(model, FSDPModule):
+        return None
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    whole = get_model_state_dict(model, options=options)
+    for unit in model.modules():  # reading it resharded the model: gather it again (hand_over)
+        if isinstance(unit, FSDPModule):
+            unit.unshard()
+    # Tied weights (an LM head sharing the input embeddings) come back as separate copies; keep
+    # one name per tensor, as named_parameters() does and save_pretrained expects.
+    distinct = {n for n, _ in model.named_parameters()} | {n for n, _ in model.named_buffers()}
+    return {n: v for n, v in whole.items() if n in distinct and isinstance(v, torch.Tensor)}
 
 
 def _is_hf_policy(distribution: Any) -> bool:
