@@ -6,6 +6,7 @@ scenario and saves what it got, and each test compares that with a one-process r
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import pickle
@@ -504,7 +505,45 @@ def lm_case(
     return outcome
 
 
+def lora_case(folder: str, parallel: str) -> dict[str, Any]:
+    """A LoRA policy (peft) whose target is its own base: the adapters alone are trained."""
+    import peft
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from disco.distributions import LMDistribution
+
+    torch.manual_seed(0)  # the adapters' initialisation
+    model = peft.get_peft_model(
+        AutoModelForCausalLM.from_pretrained(folder),
+        peft.LoraConfig(
+            r=2, lora_alpha=4, target_modules=["c_attn"], lora_dropout=0.0, fan_in_fan_out=True
+        ),
+    )
+    policy = LMDistribution(model, AutoTokenizer.from_pretrained(folder), length=5, freeze=False)
+    tuner = Tuner(
+        policy,
+        policy.without_adapters() * ExponentialScorer([HAS_A], [1.5]),
+        samples_per_context=24,
+        sampling_batch_size=8,
+        scoring_batch_size=4,
+        optimizer="sgd",
+        learning_rate=0.5,
+        seed=3,
+        parallel=parallel,
+        averaging="none",
+    )
+    start = {k: _full(v) for k, v in tuner.parameters.items()}
+    tuner.tune(n_steps=3)
+    outcome = _outcome(tuner)
+    outcome["gradients"] = tuner.gradients.name
+    outcome["moved"] = max(
+        float(np.abs(v - start[k]).max()) for k, v in outcome["parameters"].items()
+    )
+    return outcome
+
+
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
 def test_two_processes_tune_a_transformer_as_one(tmp_path: Path) -> None:
     from lm_fixtures import build_gpt2, build_t5
 
@@ -530,11 +569,19 @@ def test_two_processes_tune_a_transformer_as_one(tmp_path: Path) -> None:
     }
     jobs["t5-ddp"] = (lm_case, (t5, "ddp", "ema", 3, None, None, "online", "a b"))
     jobs["t5-fsdp"] = (lm_case, (t5, "fsdp", "none", 3, None, None, "online", "a b"))
+    lora = importlib.util.find_spec("peft") is not None
+    if lora:
+        t5_want["lora-ddp"] = t5_want["lora-fsdp"] = lora_case(folder, "none")
+        assert all("lora_" in name for name in t5_want["lora-ddp"]["parameters"])
+        jobs["lora-ddp"] = (lora_case, (folder, "ddp"))
+        jobs["lora-fsdp"] = (lora_case, (folder, "fsdp"))
     ranks = run_two(tmp_path, jobs)
     assert all(ranks[0]["fsdp"]["sharded"]) and not any(ranks[0]["ddp"]["sharded"])
     online = want
     runs = {"auto": "ddp", "ddp": "ddp", "none": "none", "fsdp": "fsdp", "ddp-offline": "ddp"}
     runs.update({"t5-ddp": "ddp", "t5-fsdp": "fsdp"})
+    if lora:
+        runs.update({"lora-ddp": "ddp", "lora-fsdp": "fsdp"})
     for parallel, used in runs.items():
         want = {"fsdp": last_iterate, "ddp-offline": offline, **t5_want}.get(parallel, online)
         assert want["moved"] > 1e-3
