@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import hashlib
+import importlib.util
 import json
 import os
 import pickle
@@ -640,6 +641,13 @@ def gradient_sync(
             )
         return ShardedFSDP(distribution)
     if parallel in ("ddp", "auto"):
+        if importlib.util.find_spec("accelerate") is None:
+            if parallel == "auto":
+                return GradientSum(world, parameters)
+            raise ValueError(
+                "parallel='ddp' wraps the policy with accelerate, which is not installed: "
+                "pip install 'disco-control[distributed]' (or set parallel='none')"
+            )
         if not _is_hf_policy(distribution):
             if parallel == "auto":
                 return GradientSum(world, parameters)

@@ -129,9 +129,9 @@ class TunerConfig:
         "step each rank gathers the whole model; online tuning with averaging='none' only); "
         "'none': every rank holds the whole policy and sums the gradients with one all-reduce "
         "per parameter; 'auto': 'ddp' when the policy is a Hugging Face model and accelerate "
-        "sees the launcher's process group (an accelerate config for FSDP or DeepSpeed is an "
-        "error: choose 'fsdp' or 'none'), else 'none'. Each gives the step of one process "
-        "(the exact sum of the gradients); one process ignores it",
+        "(the 'distributed' extra) sees the launcher's process group (an accelerate config for "
+        "FSDP or DeepSpeed is an error: choose 'fsdp' or 'none'), else 'none'. Each gives the "
+        "step of one process (the exact sum of the gradients); one process ignores it",
         default="auto",
     )
 
