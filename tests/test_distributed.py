@@ -154,6 +154,16 @@ def parallel_errors_case() -> list[str]:
             messages.append("no error")
         except ValueError as err:
             messages.append(str(err))
+    # Without accelerate (an optional extra): 'auto' sums explicitly, 'ddp' says what to install.
+    from unittest import mock
+
+    with mock.patch("disco.distributed.importlib.util.find_spec", return_value=None):
+        messages.append(Tuner(base.clone(), target, parallel="auto").gradients.name)
+        try:
+            Tuner(base.clone(), target, parallel="ddp")
+            messages.append("no error")
+        except ValueError as err:
+            messages.append(str(err))
     return messages
 
 
@@ -370,12 +380,14 @@ def test_an_error_on_one_rank_is_raised_on_every_rank(two: dict[str, Any]) -> No
 
 def test_a_wrapper_that_cannot_apply_is_refused(two: dict[str, Any]) -> None:
     for rank in two["ranks"]:
-        ddp, fsdp, averaged = rank["parallel-errors"]
+        ddp, fsdp, averaged, without, ddp_without = rank["parallel-errors"]
+        assert without == "none"
+        assert "accelerate, which is not installed: pip install" in ddp_without
         assert "parallel='ddp' wraps a Hugging Face model; EnumerableLM has none" in ddp
         assert "parallel='fsdp' shards a Hugging Face model; EnumerableLM has none" in fsdp
         assert "parallel='fsdp' tunes online without averaging" in averaged
     # One process has nothing to wrap: every setting runs; a setting outside the list does not.
-    assert parallel_errors_case() == ["no error"] * 3
+    assert parallel_errors_case() == ["no error"] * 3 + ["none", "no error"]
     with pytest.raises(ValueError, match="parallel='dp' is not one of"):
         Tuner(*_problem(), parallel="dp")
 
