@@ -352,12 +352,14 @@ class Tuner:
         dealt to the ranks of :attr:`world`; per-sample results are gathered in chunk order and
         gradients summed, so the step is the same on any number of processes.
         """
+        t0 = time.perf_counter()
         with self.gradients.whole_model():  # FSDP gathers its shards for the step
-            return self._step()
+            result = self._step()
+        result["time/step"] = time.perf_counter() - t0
+        return result
 
     def _step(self) -> dict[str, float]:
         cfg, world = self.config, self.world
-        t0 = time.perf_counter()
         contexts = world.broadcast(self._contexts())  # rank 0's draw, should streams differ
         timings = {"time/sample": 0.0, "time/score": 0.0, "time/backward": 0.0}
         if self.average is not None:
@@ -457,7 +459,6 @@ class Tuner:
         result["baseline"] = self.loss.baseline
         if cfg.proposal == "offline" and self.step_count % cfg.proposal_update_interval == 0:
             result["proposal_updated"] = float(self._maybe_update_proposal(per_context))
-        result["time/step"] = time.perf_counter() - t0
         return result
 
     def _clip(self) -> float:
