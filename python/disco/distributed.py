@@ -5,8 +5,8 @@ Each chunk's sampling is seeded from its key alone (:func:`chunk_seed`, a SHA-25
 encoding), chunks are dealt to ranks round-robin, and every rank all-gathers the per-chunk
 results (log-scores, feature values: small) and reduces them **in chunk order**. So every
 per-sample statistic (log Z, baselines, metrics, a fitted λ, an accepted set) is bitwise the same
-on 1, 2 or N processes; only gradients are summed by an all-reduce (equal up to float summation
-order).
+on 1, 2 or N processes; only gradients are summed across ranks (equal up to float summation
+order): by an explicit all-reduce, accelerate's DDP or torch's FSDP2 (:func:`gradient_sync`).
 
 One process is simply world size 1 (:func:`current_world` when ``torch.distributed`` is not
 initialised): the same code runs, and the collectives are skipped.
@@ -32,6 +32,7 @@ import numpy.typing as npt
 import torch
 
 __all__ = [
+    "AccelerateDDP",
     "Chunk",
     "GradientSum",
     "ShardedFSDP",
