@@ -36,6 +36,9 @@ def main() -> None:
         scoring_batch_size=64,
         learning_rate=1e-4,
         seed=0,
+        # How the gradients meet (TunerConfig.parallel); FSDP tunes without averaging.
+        parallel=settings.get("parallel", "auto"),
+        averaging=settings.get("averaging", "ema"),
     )
     history = tuner.tune()
     timed = history[1:]  # the first step warms up
@@ -46,6 +49,7 @@ def main() -> None:
                 {
                     "first": {k: history[0][k] for k in ("log_z", "kl_target_proposal", "ess")},
                     "finite": bool(all(np.isfinite(h["loss"]) for h in history)),
+                    "gradients": tuner.gradients.name,
                     **{k: float(np.median([h[k] for h in timed])) for k in keys},
                 }
             )

@@ -39,20 +39,38 @@ def _launch(processes: int, threads: int, settings: dict[str, Any]) -> dict[str,
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+# name -> (processes, threads, parallel, averaging, the row its speed-up is measured against)
+RUNS = {
+    "1 process, 1 thread": (1, 1, "none", "ema", None),
+    "1 process, 2 threads": (1, 2, "none", "ema", "1 process, 1 thread"),
+    "2 processes, 1 thread each, parallel='none'": (2, 1, "none", "ema", "1 process, 1 thread"),
+    "2 processes, 1 thread each, parallel='ddp'": (2, 1, "ddp", "ema", "1 process, 1 thread"),
+    "1 process, 1 thread, averaging='none'": (1, 1, "none", "none", None),
+    "2 processes, 1 thread each, parallel='fsdp', averaging='none'": (
+        2,
+        1,
+        "fsdp",
+        "none",
+        "1 process, 1 thread, averaging='none'",
+    ),
+}
+
+
 def run(ctx: Any) -> str:
     settings = {"samples": 128 if ctx.quick else 256, "steps": 2 if ctx.quick else 4}
     runs = {
-        "1 process, 1 thread": _launch(1, 1, settings),
-        "1 process, 2 threads": _launch(1, 2, settings),
-        "2 processes, 1 thread each": _launch(2, 1, settings),
+        name: _launch(processes, threads, {**settings, "parallel": parallel, "averaging": avg})
+        for name, (processes, threads, parallel, avg, _) in RUNS.items()
     }
     reference = runs["1 process, 1 thread"]
     for name, got in runs.items():
         if not got["finite"]:
             raise RuntimeError(f"{name}: non-finite loss")
+        if got["gradients"] != RUNS[name][2]:
+            raise RuntimeError(f"{name}: the tuner used parallel={got['gradients']!r}")
         # One thread per process: the same arithmetic, equal to the bit; two threads split
-        # the model's float32 reductions differently.
-        exact = name.endswith("1 thread") or name.endswith("1 thread each")
+        # the model's float32 reductions differently. The first step is before any update.
+        exact = RUNS[name][1] == 1
         keys = sorted(reference["first"])
         ctx.check(
             f"{name}: first step",
@@ -60,10 +78,10 @@ def run(ctx: Any) -> str:
             [reference["first"][k] for k in keys],
             rtol=0.0 if exact else 1e-4,
         )
-    base = reference["time/step"]
     rows = []
     for name, got in runs.items():
         step = got["time/step"]
+        base = runs[RUNS[name][4] or name]["time/step"]
         rows.append(
             f"| {name} | {seconds(step)} | {1 / step:.3g} | {base / step:.2f}\u00d7 | "
             f"{seconds(got['time/sample'])} | {seconds(got['time/score'] + got['time/backward'])} | "
@@ -71,7 +89,7 @@ def run(ctx: Any) -> str:
         )
     table = (
         "| run | seconds per step | steps per second | speed-up | sampling + target | "
-        "policy forward + backward | gradient all-reduce |\n"
+        "policy forward + backward | gradient exchange |\n"
         "| :--- | ---: | ---: | ---: | ---: | ---: | ---: |\n" + "\n".join(rows)
     )
     return (
@@ -83,7 +101,11 @@ def run(ctx: Any) -> str:
         "bit between the one-thread runs (to 1e-4 with two threads, which split float32 sums "
         "differently). The machine has 2 cores: two processes of one thread use the same "
         "cores as one process of two threads, so this measures how well the work splits, not "
-        "more hardware. Sampling and scoring columns are rank 0's own share; the all-reduce "
-        "column is the gradient sum (the per-chunk gathers of log-scores are inside the "
-        "sampling and scoring times).\n\n" + table + "\n"
+        "more hardware. Sampling and scoring columns are rank 0's own share; the exchange "
+        "column is the gradient sum (`time/collectives`: the per-parameter all-reduce for "
+        "`parallel='none'`, DDP's one-token synchronising pass and bucketed all-reduce, "
+        "FSDP's synchronising pass and reduce-scatter; FSDP's all-gather of the whole model "
+        "at the start of a step is in the step time only; the per-chunk gathers of log-scores "
+        "are inside the sampling and scoring times). Each speed-up is against the one-thread, "
+        "one-process run with the same averaging (FSDP tunes without it).\n\n" + table + "\n"
     )

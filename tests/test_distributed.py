@@ -6,6 +6,7 @@ scenario and saves what it got, and each test compares that with a one-process r
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import pickle
@@ -78,9 +79,16 @@ def _tuner(case: str, checkpoint_dir: str | None = None) -> Tuner:
     )
 
 
+def _full(value: torch.Tensor) -> np.ndarray:
+    """A parameter as numpy; FSDP's shards gathered (a collective: every rank calls it)."""
+    if isinstance(value, torch.distributed.tensor.DTensor):
+        value = value.full_tensor()
+    return value.detach().numpy().copy()
+
+
 def _outcome(tuner: Tuner) -> dict[str, Any]:
     return {
-        "parameters": {k: v.detach().numpy().copy() for k, v in tuner.parameters.items()},
+        "parameters": {k: _full(v) for k, v in tuner.parameters.items()},
         "history": [
             {k: v for k, v in m.items() if not k.startswith("time/")} for m in tuner.history
         ],
@@ -132,6 +140,33 @@ def failing_feature_case() -> str:
     return "no error"
 
 
+def parallel_errors_case() -> list[str]:
+    """Wrappers asked for where they cannot apply: refused with a reason on every rank."""
+    base, target = _problem()
+    messages = []
+    for settings in (
+        {"parallel": "ddp"},
+        {"parallel": "fsdp", "averaging": "none"},
+        {"parallel": "fsdp"},
+    ):
+        try:
+            Tuner(base.clone(), target, **settings)
+            messages.append("no error")
+        except ValueError as err:
+            messages.append(str(err))
+    # Without accelerate (an optional extra): 'auto' sums explicitly, 'ddp' says what to install.
+    from unittest import mock
+
+    with mock.patch("disco.distributed.importlib.util.find_spec", return_value=None):
+        messages.append(Tuner(base.clone(), target, parallel="auto").gradients.name)
+        try:
+            Tuner(base.clone(), target, parallel="ddp")
+            messages.append("no error")
+        except ValueError as err:
+            messages.append(str(err))
+    return messages
+
+
 def has_b(sample: Any, context: Any) -> bool:
     return "b" in sample.text.split()
 
@@ -170,6 +205,39 @@ def qrs_case() -> dict[str, Any]:
     }
 
 
+def qrs_shards_case(folder: str) -> dict[str, Any]:
+    """The QRS case's draw written as shards instead of gathered."""
+    from disco.samplers import QuasiRejectionSampler
+    from disco.samplers.shards import read_shards
+
+    base, target = _problem()
+    sampler = QuasiRejectionSampler(target, base, beta=2.0, seed=5)
+    share = sampler.sample_n(50, sampling_size=7, progress=False, shard_dir=folder)
+    return {
+        "share": [s.token_ids for s in share.samples],
+        "records": read_shards(folder),
+        "files": sorted(p.name for p in Path(folder).iterdir()),
+    }
+
+
+def imh_case() -> dict[str, Any]:
+    from disco.samplers import IMHSampler
+
+    base, target = _problem()
+    sampler = IMHSampler(target, base, seed=5)
+    drawn = sampler.sample_n(40, burn_in=3, thinning=2, sampling_size=8, progress=False)
+    one = sampler.sample("", 9)  # the chain goes on from where sample_n left it
+    chain = sampler.statistics("")
+    return {
+        "samples": [s.token_ids for s in drawn.samples],
+        "log_p": drawn.target_log_scores.numpy(),
+        "one": [s.token_ids for s in one.samples],
+        "steps": chain.steps,
+        "accepted": chain.accepted,
+        "autocorrelation": chain.autocorrelation,
+    }
+
+
 def estimator_case() -> dict[str, Any]:
     from disco.samplers import QRSEstimator
 
@@ -193,8 +261,10 @@ def estimator_case() -> dict[str, Any]:
 SCENARIOS = {
     **{f"tune:{case}": (tune_case, (case,)) for case in TUNER_CASES},
     "failing": (failing_feature_case, ()),
+    "parallel-errors": (parallel_errors_case, ()),
     "constrain": (constrain_case, ()),
     "qrs": (qrs_case, ()),
+    "imh": (imh_case, ()),
     "estimator": (estimator_case, ()),
 }
 
@@ -210,9 +280,17 @@ def _free_port() -> int:
 def _worker(rank: int, size: int, port: int, out: str, jobs: dict[str, Any]) -> None:
     torch.set_num_threads(1)
     sys.path.insert(0, str(HERE))
-    torch.distributed.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=size
+    # What torchrun sets: accelerate (parallel='ddp') reads the world from it.
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(size),
+        LOCAL_WORLD_SIZE=str(size),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        OMP_NUM_THREADS="1",
     )
+    torch.distributed.init_process_group("gloo", init_method="env://")
     try:
         results = {name: fn(*args) for name, (fn, args) in jobs.items()}
         with open(os.path.join(out, f"rank{rank}.pkl"), "wb") as f:
@@ -241,6 +319,7 @@ def two(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     jobs = dict(SCENARIOS)
     jobs["checkpoint"] = (checkpoint_case, (str(tmp / "written-by-two"),))
     jobs["resume"] = (resume_case, (str(one_checkpoint),))
+    jobs["shards"] = (qrs_shards_case, (str(tmp / "shards-by-two"),))
     ranks = run_two(tmp, jobs)
     return {"ranks": ranks, "tmp": tmp}
 
@@ -299,6 +378,20 @@ def test_an_error_on_one_rank_is_raised_on_every_rank(two: dict[str, Any]) -> No
     assert failing_feature_case() == messages[0]
 
 
+def test_a_wrapper_that_cannot_apply_is_refused(two: dict[str, Any]) -> None:
+    for rank in two["ranks"]:
+        ddp, fsdp, averaged, without, ddp_without = rank["parallel-errors"]
+        assert without == "none"
+        assert "accelerate, which is not installed: pip install" in ddp_without
+        assert "parallel='ddp' wraps a Hugging Face model; EnumerableLM has none" in ddp
+        assert "parallel='fsdp' shards a Hugging Face model; EnumerableLM has none" in fsdp
+        assert "parallel='fsdp' tunes online without averaging" in averaged
+    # One process has nothing to wrap: every setting runs; a setting outside the list does not.
+    assert parallel_errors_case() == ["no error"] * 3 + ["none", "no error"]
+    with pytest.raises(ValueError, match="parallel='dp' is not one of"):
+        Tuner(*_problem(), parallel="dp")
+
+
 def test_constrain_fits_the_one_process_coefficients(two: dict[str, Any]) -> None:
     want = constrain_case()
     assert want["n_samples"] == 300
@@ -320,6 +413,49 @@ def test_qrs_accepts_the_one_process_samples(two: dict[str, Any]) -> None:
         assert got["one"] == want["one"]
 
 
+def test_qrs_shards_make_the_one_process_draw(two: dict[str, Any], tmp_path: Path) -> None:
+    want = qrs_case()
+    one = qrs_shards_case(str(tmp_path / "by-one"))
+    assert one["share"] == want["samples"]
+    assert one["files"] == ["index.json", "shard-00000-of-00001.jsonl"]
+    shares = [rank["shards"]["share"] for rank in two["ranks"]]
+    assert all(shares) and len(shares[0]) + len(shares[1]) == len(want["samples"])
+    for got in (one, *(rank["shards"] for rank in two["ranks"])):
+        assert [tuple(r["token_ids"]) for r in got["records"]] == want["samples"]
+        np.testing.assert_array_equal(
+            [r["target_log_score"] for r in got["records"]], want["log_p"]
+        )
+    files = two["ranks"][0]["shards"]["files"]
+    assert files == ["index.json", "shard-00000-of-00002.jsonl", "shard-00001-of-00002.jsonl"]
+
+
+def test_a_damaged_shard_folder_is_refused(tmp_path: Path) -> None:
+    from disco.samplers.shards import read_shards
+
+    with pytest.raises(ValueError, match=r"holds no index\.json"):
+        read_shards(tmp_path)
+    qrs_shards_case(str(tmp_path))
+    shard = tmp_path / "shard-00000-of-00001.jsonl"
+    lines = shard.read_text().splitlines(keepends=True)
+    shard.write_text("".join(lines[:-1]))  # cut short
+    with pytest.raises(ValueError, match="holds 49 samples where the index says 50"):
+        read_shards(tmp_path)
+
+
+def test_imh_runs_the_one_process_chain(two: dict[str, Any]) -> None:
+    want = imh_case()
+    # 40 states at spacing 2 after 3 burnt in: 82 steps, in 11 chunks of 8 (on 2 ranks, the
+    # last round's second chunk is drawn but must not reach the chain), then 9 more.
+    assert len(want["samples"]) == 40 and want["steps"] == 88 + 9
+    assert 0 < want["accepted"] < want["steps"]
+    for rank in two["ranks"]:
+        got = rank["imh"]
+        assert got["samples"] == want["samples"] and got["one"] == want["one"]
+        np.testing.assert_array_equal(got["log_p"], want["log_p"])
+        assert (got["steps"], got["accepted"]) == (want["steps"], want["accepted"])
+        np.testing.assert_array_equal(got["autocorrelation"], want["autocorrelation"])
+
+
 def test_the_estimator_index_is_global(two: dict[str, Any]) -> None:
     want = estimator_case()
     for rank in two["ranks"]:
@@ -328,7 +464,16 @@ def test_the_estimator_index_is_global(two: dict[str, Any]) -> None:
         np.testing.assert_array_equal(got["ratios"], want["ratios"])
 
 
-def gpt2_case(folder: str) -> dict[str, Any]:
+def lm_case(
+    folder: str,
+    parallel: str = "auto",
+    averaging: str = "ema",
+    steps: int = 3,
+    checkpoint_dir: str | None = None,
+    resume: str | None = None,
+    proposal: str = "online",
+    context: str = "",
+) -> dict[str, Any]:
     from disco.distributions import LMDistribution
 
     base = LMDistribution(folder, length=5)
@@ -336,6 +481,7 @@ def gpt2_case(folder: str) -> dict[str, Any]:
     tuner = Tuner(
         policy,
         base * ExponentialScorer([HAS_A], [1.5]),
+        context=context,
         samples_per_context=24,
         sampling_batch_size=8,
         scoring_batch_size=4,
@@ -343,40 +489,147 @@ def gpt2_case(folder: str) -> dict[str, Any]:
         # arithmetic (attention key biases) into full-size steps: SGD shows the data-parallel
         # error itself.
         optimizer="sgd",
+        momentum=0.5,  # a moment per parameter: the checkpoints carry sharded optimizer state
         learning_rate=0.1,
         seed=3,
         features=(HAS_A,),
+        parallel=parallel,
+        averaging=averaging,
+        checkpoint_dir=checkpoint_dir,
+        proposal=proposal,
+        proposal_update_interval=1,
     )
-    start = {k: v.detach().clone() for k, v in tuner.parameters.items()}
+    if resume is not None:
+        tuner.load_checkpoint(resume)
+    start = {k: _full(v) for k, v in tuner.parameters.items()}
+    tuner.tune(n_steps=steps)
+    if tuner.world.is_main:  # the tuned policy runs alone on one rank: no collective left in it
+        outcome_samples = policy.sample(context, 3)[0]
+        assert len(outcome_samples) == 3
+    outcome = _outcome(tuner)
+    outcome["sharded"] = [
+        isinstance(v, torch.distributed.tensor.DTensor) for v in tuner.parameters.values()
+    ]
+    outcome["gradients"] = tuner.gradients.name
+    outcome["moved"] = max(
+        float(np.abs(v - start[k]).max()) for k, v in outcome["parameters"].items()
+    )
+    return outcome
+
+
+def lora_case(folder: str, parallel: str) -> dict[str, Any]:
+    """A LoRA policy (peft) whose target is its own base: the adapters alone are trained."""
+    import peft
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from disco.distributions import LMDistribution
+
+    torch.manual_seed(0)  # the adapters' initialisation
+    model = peft.get_peft_model(
+        AutoModelForCausalLM.from_pretrained(folder),
+        peft.LoraConfig(
+            r=2, lora_alpha=4, target_modules=["c_attn"], lora_dropout=0.0, fan_in_fan_out=True
+        ),
+    )
+    policy = LMDistribution(model, AutoTokenizer.from_pretrained(folder), length=5, freeze=False)
+    tuner = Tuner(
+        policy,
+        policy.without_adapters() * ExponentialScorer([HAS_A], [1.5]),
+        samples_per_context=24,
+        sampling_batch_size=8,
+        scoring_batch_size=4,
+        optimizer="sgd",
+        learning_rate=0.5,
+        seed=3,
+        parallel=parallel,
+        averaging="none",
+    )
+    start = {k: _full(v) for k, v in tuner.parameters.items()}
     tuner.tune(n_steps=3)
     outcome = _outcome(tuner)
+    outcome["gradients"] = tuner.gradients.name
     outcome["moved"] = max(
-        float((v.detach() - start[k]).abs().max()) for k, v in tuner.parameters.items()
+        float(np.abs(v - start[k]).max()) for k, v in outcome["parameters"].items()
     )
     return outcome
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
 def test_two_processes_tune_a_transformer_as_one(tmp_path: Path) -> None:
-    from lm_fixtures import build_gpt2
+    from lm_fixtures import build_gpt2, build_t5
 
     folder = str(build_gpt2(tmp_path / "gpt2"))
     torch.set_num_threads(1)
-    want = gpt2_case(folder)
+    want = lm_case(folder)
     assert want["moved"] > 1e-3  # the steps did something
-    ranks = run_two(tmp_path, {"gpt2": (gpt2_case, (folder,))})
-    moved = max(
-        float(np.abs(v - ranks[0]["gpt2"]["parameters"][k]).max())
-        for k, v in want["parameters"].items()
-    )
-    for rank in ranks:
-        for name, value in want["parameters"].items():
+    assert want["gradients"] == "none"  # one process: nothing to wrap
+    last_iterate = lm_case(folder, averaging="none")
+    jobs = {parallel: (lm_case, (folder, parallel)) for parallel in ("auto", "ddp", "none")}
+    jobs["fsdp"] = (lm_case, (folder, "fsdp", "none", 3, str(tmp_path / "by-fsdp")))
+    # Offline: the frozen proposal is a copy of the DDP-wrapped model, updated every step.
+    offline = lm_case(folder, proposal="offline")
+    jobs["ddp-offline"] = (lm_case, (folder, "ddp", "ema", 3, None, None, "offline"))
+    # A checkpoint written by one process, resumed by two under FSDP.
+    lm_case(folder, "none", "none", 3, str(tmp_path / "by-one"))
+    jobs["fsdp-resume"] = (lm_case, (folder, "fsdp", "none", 3, None, str(tmp_path / "by-one")))
+    # A seq2seq policy runs its encoder alone (outside the wrapper's forward) before decoding.
+    t5 = str(build_t5(tmp_path / "t5"))
+    t5_want = {
+        "t5-ddp": lm_case(t5, "none", "ema", 3, None, None, "online", "a b"),
+        "t5-fsdp": lm_case(t5, "none", "none", 3, None, None, "online", "a b"),
+    }
+    jobs["t5-ddp"] = (lm_case, (t5, "ddp", "ema", 3, None, None, "online", "a b"))
+    jobs["t5-fsdp"] = (lm_case, (t5, "fsdp", "none", 3, None, None, "online", "a b"))
+    lora = importlib.util.find_spec("peft") is not None
+    if lora:
+        t5_want["lora-ddp"] = t5_want["lora-fsdp"] = lora_case(folder, "none")
+        assert all("lora_" in name for name in t5_want["lora-ddp"]["parameters"])
+        jobs["lora-ddp"] = (lora_case, (folder, "ddp"))
+        jobs["lora-fsdp"] = (lora_case, (folder, "fsdp"))
+    ranks = run_two(tmp_path, jobs)
+    assert all(ranks[0]["fsdp"]["sharded"]) and not any(ranks[0]["ddp"]["sharded"])
+    online = want
+    runs = {"auto": "ddp", "ddp": "ddp", "none": "none", "fsdp": "fsdp", "ddp-offline": "ddp"}
+    runs.update({"t5-ddp": "ddp", "t5-fsdp": "fsdp"})
+    if lora:
+        runs.update({"lora-ddp": "ddp", "lora-fsdp": "fsdp"})
+    for parallel, used in runs.items():
+        want = {"fsdp": last_iterate, "ddp-offline": offline, **t5_want}.get(parallel, online)
+        assert want["moved"] > 1e-3
+        moved = max(
+            float(np.abs(v - ranks[0][parallel]["parameters"][k]).max())
+            for k, v in want["parameters"].items()
+        )
+        for rank in ranks:
+            got = rank[parallel]
+            assert got["gradients"] == used
+            for name, value in want["parameters"].items():
+                np.testing.assert_allclose(
+                    got["parameters"][name], value, rtol=0, atol=1e-5, err_msg=name
+                )
+            for g, w in zip(got["history"], want["history"]):
+                assert g["log_z"] == pytest.approx(w["log_z"], abs=1e-5)
+        print(f"parallel={parallel}: largest parameter difference, 1 vs 2 processes: {moved:.3g}")
+    # Six steps in one process; the FSDP checkpoint (written once, whole) resumed by one process
+    # and the one-process checkpoint resumed under FSDP both continue the same way.
+    six = lm_case(folder, "none", "none", 6)
+    assert [p.name for p in (tmp_path / "by-fsdp").iterdir() if p.name.startswith("step-")] == [
+        "step-00000003"
+    ]
+    resumed = {
+        "one from fsdp": lm_case(folder, "none", "none", 3, None, str(tmp_path / "by-fsdp")),
+        "fsdp from one, rank 0": ranks[0]["fsdp-resume"],
+        "fsdp from one, rank 1": ranks[1]["fsdp-resume"],
+    }
+    for how, got in resumed.items():
+        for name, value in six["parameters"].items():
             np.testing.assert_allclose(
-                rank["gpt2"]["parameters"][name], value, rtol=0, atol=1e-5, err_msg=name
+                got["parameters"][name], value, rtol=0, atol=1e-5, err_msg=f"{how}: {name}"
             )
-        for g, w in zip(rank["gpt2"]["history"], want["history"]):
-            assert g["log_z"] == pytest.approx(w["log_z"], abs=1e-5)
-    print(f"largest parameter difference, 1 vs 2 processes: {moved:.3g}")
+        assert len(got["history"]) == 6
+        for g, w in zip(got["history"], six["history"]):
+            assert g["log_z"] == pytest.approx(w["log_z"], abs=1e-5), how
 
 
 # ---------------------------------------------------------------------------------- the command
@@ -447,22 +700,25 @@ def _torchrun(config: Path, out: Path, env: dict[str, str] | None = None) -> Any
     )
 
 
-def _small_config(tmp_path: Path) -> Path:
+def _small_config(tmp_path: Path, tuner: str = "") -> Path:
     (tmp_path / "rank_features.py").write_text(RANK_FEATURES)
     config = tmp_path / "small.toml"
-    config.write_text(SMALL)
+    config.write_text(SMALL.replace("[tuner]\n", "[tuner]\n" + tuner))
     return config
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    "tuner", ["", 'parallel = "fsdp"\naveraging = "none"\n'], ids=["auto", "fsdp"]
+)
 def test_torchrun_two_processes_write_the_one_process_report(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tuner: str
 ) -> None:
     import json
 
     from disco import cli
 
-    config = _small_config(tmp_path)
+    config = _small_config(tmp_path, tuner)
     done = _torchrun(config, tmp_path / "two")
     assert done.returncode == 0, done.stderr[-3000:]
     monkeypatch.chdir(tmp_path)
@@ -492,6 +748,13 @@ def test_torchrun_two_processes_write_the_one_process_report(
         "latest",
         "step-00000002",
     ]
+    # The tuned policy is saved whole (under FSDP: gathered from the shards), as one process's.
+    from safetensors.torch import load_file
+
+    weights = [load_file(tmp_path / run / "policy" / "model.safetensors") for run in ("one", "two")]
+    assert {k: v.shape for k, v in weights[0].items()} == {
+        k: v.shape for k, v in weights[1].items()
+    }
 
 
 @pytest.mark.slow

@@ -61,13 +61,17 @@ def keep_steps_up_to(metrics: Path, step: int) -> None:
     write_atomically(metrics, "".join(kept))
 
 
-def save_policy(policy: Any, folder: Path) -> None:
-    """Write the tuned policy whole or not at all: never a folder without its weights."""
+def save_policy(policy: Any, folder: Path, state_dict: dict[str, Any] | None = None) -> None:
+    """Write the tuned policy whole or not at all: never a folder without its weights.
+
+    ``state_dict``: the weights gathered whole when FSDP shards the model
+    (:func:`disco.distributed.whole_state_dict`); by default the model's own.
+    """
     from disco.io import replace_folder
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
     try:
-        policy.model.save_pretrained(tmp)
+        policy.model.save_pretrained(tmp, state_dict=state_dict)
         policy.tokenizer.save_pretrained(tmp)
         replace_folder(tmp, folder)
     except BaseException:

@@ -23,7 +23,7 @@ from disco.cli.errors import TuningInterrupted, UserError, first_line
 from disco.cli.models import load_model, make_policy
 from disco.cli.sampling import draw, draw_exactly, qrs_log_beta, shares
 from disco.cli.sources import MAX_CONFIG_BYTES
-from disco.distributed import current_world
+from disco.distributed import current_world, whole_state_dict
 
 __all__ = ["run_pipeline"]
 
@@ -257,8 +257,9 @@ class _Run:
                 "see the message; e.g. more samples_per_context, or a smaller learning_rate",
             ) from None
         policy.freeze()
+        whole = whole_state_dict(policy.model)  # FSDP's shards gathered: every rank calls it
         if current_world().is_main:
-            files.save_policy(policy, self.out / "policy")
+            files.save_policy(policy, self.out / "policy", whole)
             checkpoint.kill_point("run: policy saved")
             report.try_plot(
                 lambda: report.plot_tuning(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +11,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from disco import numerics
+from disco.distributed import Chunk, chunk_seed, current_world, draw_chunk, plan_chunks, shared_seed
 from disco.samplers._common import (
     ContextSampler,
     FloatArray,
@@ -18,7 +20,6 @@ from disco.samplers._common import (
     as_tensor,
     at_least_one,
     context_key,
-    draw_batch,
     log_ratios,
     score_target,
 )
@@ -94,6 +95,16 @@ class _Chain:
     trace: list[FloatArray] = field(default_factory=list)
 
 
+@dataclass
+class _Proposed:
+    """One chunk of proposals, their log-scores and the chain's uniforms for them."""
+
+    samples: list[Any]
+    log_p: FloatArray
+    log_q: FloatArray
+    uniforms: FloatArray
+
+
 class IMHSampler(ContextSampler):
     """Independent Metropolis–Hastings towards ``target`` with proposals from ``proposal``.
 
@@ -101,7 +112,13 @@ class IMHSampler(ContextSampler):
     ``min(1, r(x') / r(x))``, ``r = P / q``; otherwise the chain stays (the state is repeated).
     The chain's stationary distribution is the normalised target, but its draws are correlated;
     :meth:`statistics` reports the acceptance rate and the autocorrelation of the log-ratio. The
-    decision runs in Rust; uniforms come from a numpy generator seeded with ``seed``.
+    decision runs in Rust.
+
+    Proposals come in chunks of ``sampling_size`` keyed by ``(seed, call, chunk)``, each with
+    its own keyed uniforms (``seed``: default, one from torch's generator). Under
+    ``torch.distributed`` the ranks propose and score the chunks of a round in parallel, gather
+    them, and every rank runs the chain over them in chunk order: every rank holds the chain,
+    and returns the states, one process would.
 
     Same interface as :class:`QuasiRejectionSampler`: :meth:`sample` returns the chain's states,
     one per step, as ``(samples, proposal_log_scores)`` with ``.target_log_scores``.
@@ -111,7 +128,9 @@ class IMHSampler(ContextSampler):
     def __init__(self, target: Any, proposal: Any, seed: int | None = None) -> None:
         self.target = target
         self.proposal = proposal
-        self.rng = np.random.default_rng(seed)
+        self.world = current_world()
+        self.seed = shared_seed(seed, self.world)
+        self._calls = 0  # each call proposes its own chunks: the same sequence on every rank
         self._chains: dict[Any, _Chain] = {}
 
     def __repr__(self) -> str:
@@ -124,12 +143,36 @@ class IMHSampler(ContextSampler):
         else:
             self._chains.pop(context_key(context), None)
 
-    def _steps(self, context: Any, size: int) -> Samples:
+    def _plan(self, context: Any, n_steps: int, sampling_size: int) -> list[Chunk]:
+        """The chunks of proposals of a new call (the same on every rank)."""
+        self._calls += 1
+        return plan_chunks([context], n_steps, sampling_size, self.seed, "imh", self._calls)
+
+    def _propose(self, chunk: Chunk) -> _Proposed:
+        """One chunk's proposals, scored, with the uniforms keyed by the chunk."""
+        samples, log_q = draw_chunk(self.proposal, chunk)
+        log_p = score_target(self.target, samples, chunk.context)
+        uniforms = np.random.default_rng(chunk_seed(chunk.seed, "uniforms")).random(len(samples))
+        return _Proposed(samples, log_p, log_q, uniforms)
+
+    def _rounds(self, context: Any, n_steps: int, sampling_size: int) -> Iterator[Samples]:
+        """The chain's states over a new call's chunks, one batch per chunk, in chunk order.
+
+        Each round proposes one chunk per rank; the caller stops when it has enough, so the
+        round's later chunks, which one process would not have drawn, never reach the chain.
+        """
+        chunks = self._plan(context, n_steps, sampling_size)
+        for start in range(0, len(chunks), self.world.size):
+            round_ = chunks[start : start + self.world.size]
+            for proposed in self.world.gather_chunks(round_, self._propose):
+                yield self._steps(context, proposed)
+
+    def _steps(self, context: Any, proposed: _Proposed) -> Samples:
+        """Run the chain of ``context`` over one chunk of proposals; return its states."""
         chain = self._chains.setdefault(context_key(context), _Chain())
-        samples, log_q = draw_batch(self.proposal, context, size)
-        log_p = score_target(self.target, samples, context)
+        samples, log_p, log_q = proposed.samples, proposed.log_p, proposed.log_q
         ratios = log_ratios(log_p, log_q)
-        run = numerics.imh_chain(ratios, self.rng.random(len(samples)), chain.log_ratio)
+        run = numerics.imh_chain(ratios, proposed.uniforms, chain.log_ratio)
         states = run.states
         started = chain.log_ratio > -math.inf
         if not started:
@@ -156,7 +199,8 @@ class IMHSampler(ContextSampler):
 
     def sample(self, context: Any = "", sampling_size: int = 32) -> Samples:
         """Run ``sampling_size`` steps of the chain for ``context``; return its states."""
-        return self._steps(context, at_least_one(sampling_size, "sampling_size"))
+        size = at_least_one(sampling_size, "sampling_size")
+        return next(self._rounds(context, size, size))
 
     def sample_n(
         self,
@@ -198,18 +242,13 @@ class IMHSampler(ContextSampler):
                 f"burn_in={burn_in}, thinning={thinning}, sampling_size={sampling_size}"
             )
         n, burn_in, thinning = int(n), int(burn_in), int(thinning)
+        max_steps = at_least_one(max_steps, "max_steps")
         kept = Gathered()
-        position, taken, steps = 0, 0, 0  # states seen, states kept, proposals made
-        with tqdm(total=n, desc="IMH", disable=not progress, leave=False) as bar:
-            while taken < n:
-                if steps >= max_steps:
-                    raise RuntimeError(
-                        f"IMH gave {taken} of the {n} states asked for within max_steps="
-                        f"{max_steps} steps: is the target zero on every proposal seen?"
-                    )
-                size = min(int(sampling_size), max_steps - steps)
-                batch = self._steps(context, size)
-                steps += size
+        position, taken = 0, 0  # states seen, states kept
+        shown = progress and self.world.is_main
+        with tqdm(total=n, desc="IMH", disable=not shown, leave=False) as bar:
+            batches = self._rounds(context, max_steps, int(sampling_size)) if n else iter(())
+            for batch in batches:
                 # State number p (counted from this call's start) is kept when p >= burn_in and
                 # (p - burn_in) is a multiple of thinning.
                 p = position + np.arange(len(batch.samples))
@@ -218,6 +257,13 @@ class IMHSampler(ContextSampler):
                 position += len(batch.samples)
                 taken += kept.keep(batch, picks)
                 bar.update(picks.size)
+                if taken >= n:
+                    break
+        if taken < n:
+            raise RuntimeError(
+                f"IMH gave {taken} of the {n} states asked for within max_steps="
+                f"{max_steps} steps: is the target zero on every proposal seen?"
+            )
         return kept.result()
 
     def statistics(self, context: Any = "", max_lag: int = 50) -> ChainStatistics:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +21,7 @@ from disco.distributed import (
     plan_chunks,
     shared_seed,
 )
+from disco.samplers import shards
 from disco.samplers._common import (
     ContextSampler,
     Gathered,
@@ -157,10 +160,10 @@ class QuasiRejectionSampler(ContextSampler):
             [samples[i] for i in kept], as_tensor(log_p[kept]), as_tensor(log_q[kept])
         )
 
-    def _count(self, context: Any, chunk: Chunk, accepted: QRSSamples) -> None:
+    def _count(self, context: Any, chunk: Chunk, accepted: int) -> None:
         stats = self._statistics.setdefault(context_key(context), AcceptanceStatistics())
         stats.proposed += chunk.size
-        stats.accepted += len(accepted.samples)
+        stats.accepted += accepted
 
     def sample(self, context: Any = "", sampling_size: int = 32) -> QRSSamples:
         """Draw ``sampling_size`` proposals for ``context`` and return the accepted ones.
@@ -172,7 +175,7 @@ class QuasiRejectionSampler(ContextSampler):
         size = at_least_one(sampling_size, "sampling_size")
         (chunk,) = self._plan(context, size, size)
         (accepted,) = self.world.gather_chunks([chunk], self._accept)
-        self._count(context, chunk, accepted)
+        self._count(context, chunk, len(accepted.samples))
         return accepted
 
     def sample_n(
@@ -183,12 +186,20 @@ class QuasiRejectionSampler(ContextSampler):
         sampling_size: int = 256,
         max_proposals: int = 1_000_000,
         progress: bool = True,
+        shard_dir: str | os.PathLike[str] | None = None,
     ) -> QRSSamples:
         """Draw until ``n`` samples are accepted; return exactly ``n`` (the first accepted).
 
         Proposals come in chunks of ``sampling_size``; under ``torch.distributed`` each round
         deals one chunk to every rank and gathers the accepted samples in chunk order, so every
         rank returns the samples one process would.
+
+        With ``shard_dir``, the accepted samples are not gathered: each rank writes the ones
+        from its own chunks to ``shard_dir/shard-RRRRR-of-SSSSS.jsonl`` (atomically; each
+        record holds its chunk and row, the token ids and text, and both log-scores), rank 0
+        writes ``shard_dir/index.json``, and each rank returns its own share. Only the
+        per-chunk counts travel; :func:`disco.samplers.shards.read_shards` reads the union
+        back in the one-process order.
 
         Parameters
         ----------
@@ -202,6 +213,8 @@ class QuasiRejectionSampler(ContextSampler):
             The most proposals to draw before giving up.
         progress:
             Show a progress bar (with the acceptance rate so far).
+        shard_dir:
+            Write one shard per rank and an index there instead of gathering (see above).
 
         Raises
         ------
@@ -214,28 +227,59 @@ class QuasiRejectionSampler(ContextSampler):
         sampling_size = at_least_one(sampling_size, "sampling_size")
         n, max_proposals = int(n), at_least_one(max_proposals, "max_proposals")
         chunks = self._plan(context, max_proposals, sampling_size)
-        kept = Gathered()
-        proposed = 0
+        kept = Gathered()  # every sample kept, or with shards this rank's
+        kept_chunks: list[int] = []  # with shards: the chunk of each of this rank's samples
+        mine: dict[int, QRSSamples] = {}
+
+        def accept(chunk: Chunk) -> QRSSamples | int:
+            batch = self._accept(chunk)
+            if shard_dir is None:
+                return batch
+            mine[chunk.index] = batch  # stays here; only its count travels
+            return len(batch.samples)
+
+        taken = proposed = 0
         bar = tqdm(total=n, desc="QRS", disable=not (progress and self.world.is_main), leave=False)
         with bar:
             for start in range(0, len(chunks), self.world.size):
-                if len(kept) >= n:
+                if taken >= n:
                     break
                 round_ = chunks[start : start + self.world.size]
-                for chunk, batch in zip(round_, self.world.gather_chunks(round_, self._accept)):
-                    if len(kept) >= n:
+                for chunk, got in zip(round_, self.world.gather_chunks(round_, accept)):
+                    if taken >= n:
                         break  # later chunks of the round: one process never drew them
-                    self._count(context, chunk, batch)
+                    count = got if isinstance(got, int) else len(got.samples)
+                    self._count(context, chunk, count)
                     proposed += chunk.size
-                    take = kept.keep(batch, slice(0, n - len(kept)))
+                    take = min(count, n - taken)
+                    taken += take
+                    if not isinstance(got, int):
+                        kept.keep(got, slice(0, take))
+                    elif chunk.index in mine:
+                        kept_chunks.extend(
+                            [chunk.index] * kept.keep(mine[chunk.index], slice(0, take))
+                        )
                     bar.update(take)
-                bar.set_postfix(acceptance=f"{len(kept) / proposed:.3g}", refresh=False)
-        if len(kept) < n:
-            rate = len(kept) / proposed
+                bar.set_postfix(acceptance=f"{taken / proposed:.3g}", refresh=False)
+        if taken < n:
+            rate = taken / proposed
             raise RuntimeError(
-                f"QRS accepted {len(kept)} of the {n} samples asked for within "
+                f"QRS accepted {taken} of the {n} samples asked for within "
                 f"max_proposals={max_proposals} proposals (acceptance rate {rate:.3g} at "
                 f"beta={self.beta:.6g}); lower beta (see QRSEstimator."
                 "beta_for_acceptance_rate) or raise max_proposals"
             )
+        if shard_dir is not None:
+            self._write_shards(Path(shard_dir), context, kept_chunks, kept.result())
         return kept.result()
+
+    def _write_shards(
+        self, folder: Path, context: Any, chunks: list[int], samples: QRSSamples
+    ) -> None:
+        """Each rank's shard, then (once every shard is in place) rank 0's index."""
+        world = self.world
+        world.together(lambda: shards.write_shard(folder, world.rank, world.size, chunks, samples))
+        counts = world.all_gather(len(samples.samples))
+        world.together(
+            lambda: shards.write_index(folder, context, counts) if world.is_main else None
+        )

@@ -54,6 +54,7 @@ __all__ = [
     "decode",
     "encode",
     "find",
+    "gather",
     "load",
     "save",
     "tuner_state",
@@ -150,8 +151,72 @@ def _hashable(key: Any) -> Any:
 # ------------------------------------------------------------------------------- the tuner's state
 
 
-def tuner_state(tuner: Tuner) -> dict[str, Any]:
-    """Everything a resumed tuner needs besides its parameters (tensors allowed, see :func:`encode`)."""
+def _whole(value: Any) -> Any:
+    """``value`` with every DTensor (an FSDP shard) gathered whole onto the CPU, recursively.
+
+    A collective for each DTensor: every rank calls it on the same structure (a state dict's
+    order is the same on every rank).
+    """
+    if isinstance(value, torch.distributed.tensor.DTensor):
+        return value.full_tensor().cpu()
+    if isinstance(value, dict):
+        return {k: _whole(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole(v) for v in value]
+    return value
+
+
+@dataclass
+class Whole:
+    """The parameters and the optimizer's state, whole (FSDP's shards gathered)."""
+
+    parameters: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+
+
+def gather(tuner: Tuner) -> Whole:
+    """What :func:`save` writes of the sharded state; every rank calls it (a no-op unsharded).
+
+    Under FSDP each rank holds a shard of every parameter and optimizer moment: the checkpoint
+    format stays the one-process one (whole tensors, loadable under any world size), so the
+    shards are gathered here, on every rank, before rank 0 writes.
+    """
+    with torch.no_grad():
+        parameters = {k: _whole(v.detach()) for k, v in tuner.parameters.items()}
+    return Whole(parameters, _whole(tuner.optimizer.state_dict()))
+
+
+def _shard_like(parameter: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """``value`` (whole, read by every rank) cut to ``parameter``'s shard when it is a DTensor."""
+    if not isinstance(parameter, torch.distributed.tensor.DTensor):
+        return value
+    return torch.distributed.tensor.distribute_tensor(
+        value.to(parameter.device, parameter.dtype),
+        parameter.device_mesh,
+        parameter.placements,
+        src_data_rank=None,  # every rank holds the whole value: no communication
+    )
+
+
+def _sharded_optimizer_state(tuner: Tuner, saved: dict[str, Any]) -> dict[str, Any]:
+    """The saved (whole) optimizer state with each sharded parameter's moments cut to its shard."""
+    params = [p for group in tuner.optimizer.param_groups for p in group["params"]]
+    state = {}
+    for index, entry in saved["state"].items():
+        p = params[int(index)]
+        state[index] = {
+            k: _shard_like(p, v) if isinstance(v, torch.Tensor) and v.shape == p.shape else v
+            for k, v in entry.items()
+        }
+    return {**saved, "state": state}
+
+
+def tuner_state(tuner: Tuner, optimizer: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything a resumed tuner needs besides its parameters (tensors allowed, see :func:`encode`).
+
+    ``optimizer``: the optimizer's state to store (by default its own; :func:`gather` gives the
+    whole one under FSDP).
+    """
     return {
         "step": tuner.step_count,
         "log_z_sums": tuner.log_z_sums,
@@ -163,7 +228,7 @@ def tuner_state(tuner: Tuner) -> dict[str, Any]:
         "config": tuner.config.to_dict(),
         "proposal_is_policy": tuner.proposal is tuner.policy,
         "seeded": tuner._seeded,
-        "optimizer": tuner.optimizer.state_dict(),
+        "optimizer": tuner.optimizer.state_dict() if optimizer is None else optimizer,
         "scheduler": tuner.scheduler.state_dict(),
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -192,7 +257,7 @@ def _restore(tuner: Tuner, state: dict[str, Any], stored: _Stored) -> None:
         tuner.average.release()  # the checkpoint's iterate replaces whatever is held
     with torch.no_grad():
         for name, value in stored.policy.items():
-            tuner.parameters[name].copy_(value)
+            tuner.parameters[name].copy_(_shard_like(tuner.parameters[name], value))
     if state["proposal_is_policy"]:
         tuner.proposal = tuner.policy
     else:
@@ -201,7 +266,7 @@ def _restore(tuner: Tuner, state: dict[str, Any], stored: _Stored) -> None:
         with torch.no_grad():
             for name, value in (stored.proposal or {}).items():
                 params[name].copy_(value)
-    tuner.optimizer.load_state_dict(state["optimizer"])
+    tuner.optimizer.load_state_dict(_sharded_optimizer_state(tuner, state["optimizer"]))
     tuner.scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
     if state["cuda_rng"] and torch.cuda.is_available():
@@ -248,12 +313,17 @@ def _write_tensors(tensors: dict[str, torch.Tensor], path: Path) -> dict[str, An
     return {"bytes": path.stat().st_size, "sha256": _digest(path)}
 
 
-def save(tuner: Tuner, directory: str | os.PathLike[str] | None = None) -> Path:
+def save(
+    tuner: Tuner, directory: str | os.PathLike[str] | None = None, whole: Whole | None = None
+) -> Path:
     """Write a checkpoint atomically; returns its folder (``checkpoint_dir/step-NNNNNNNN``).
 
-    On any error (a full disk) the half-written folder is removed and the earlier checkpoints and
-    the ``latest`` pointer are left as they were.
+    ``whole``: the parameters and optimizer state from :func:`gather` (needed under FSDP; by
+    default the tuner's own). On any error (a full disk) the half-written folder is removed and
+    the earlier checkpoints and the ``latest`` pointer are left as they were.
     """
+    if whole is None:
+        whole = Whole(dict(tuner.parameters), tuner.optimizer.state_dict())
     root = Path(directory or tuner.config.checkpoint_dir or "")
     if not str(root):
         raise ValueError("no checkpoint folder: set checkpoint_dir")
@@ -264,7 +334,7 @@ def save(tuner: Tuner, directory: str | os.PathLike[str] | None = None) -> Path:
     try:
         files: dict[str, Any] = {}
         files["policy.safetensors"] = _write_tensors(
-            {k: v.detach().cpu().contiguous() for k, v in tuner.parameters.items()},
+            {k: v.detach().cpu().contiguous() for k, v in whole.parameters.items()},
             tmp / "policy.safetensors",
         )
         kill_point("checkpoint: policy.safetensors written")
@@ -279,7 +349,7 @@ def save(tuner: Tuner, directory: str | os.PathLike[str] | None = None) -> Path:
             )
             kill_point("checkpoint: proposal.safetensors written")
         tensors: dict[str, torch.Tensor] = {}
-        state = encode(tuner_state(tuner), tensors)
+        state = encode(tuner_state(tuner, whole.optimizer), tensors)
         files["training.safetensors"] = _write_tensors(tensors, tmp / "training.safetensors")
         kill_point("checkpoint: training.safetensors written")
         document = {"format": FORMAT, "version": VERSION, "files": files, "state": state}

@@ -17,6 +17,7 @@ PROPOSALS = ("online", "offline")
 UPDATE_METRICS = ("kl", "tv", "js")
 AUTOCAST = ("auto", "bf16", "off")
 AVERAGING = ("ema", "none")
+PARALLEL = ("auto", "ddp", "fsdp", "none")
 MAX_LEARNING_RATE = 100.0
 
 
@@ -120,6 +121,19 @@ class TunerConfig:
         "'auto' (bf16 on a GPU that supports it, float32 on the CPU), 'bf16' or 'off'",
         default="auto",
     )
+    parallel: str = _help(
+        "how the gradients of several processes (torch.distributed) meet: 'ddp': the policy's "
+        "Hugging Face model wrapped by accelerate's DistributedDataParallel (bucketed "
+        "all-reduce); 'fsdp': its parameters, gradients and optimizer state sharded between "
+        "steps by torch's FSDP2 (fully_shard per transformer block, then the model; within a "
+        "step each rank gathers the whole model; online tuning with averaging='none' only); "
+        "'none': every rank holds the whole policy and sums the gradients with one all-reduce "
+        "per parameter; 'auto': 'ddp' when the policy is a Hugging Face model and accelerate "
+        "(the 'distributed' extra) sees the launcher's process group (an accelerate config for "
+        "FSDP or DeepSpeed is an error: choose 'fsdp' or 'none'), else 'none'. Each gives the "
+        "step of one process (the exact sum of the gradients); one process ignores it",
+        default="auto",
+    )
 
     def _check_types(self) -> None:
         integers = [f.name for f in dataclasses.fields(self) if f.type == "int"]
@@ -171,6 +185,7 @@ class TunerConfig:
             "proposal_update_metric": UPDATE_METRICS,
             "autocast": AUTOCAST,
             "averaging": AVERAGING,
+            "parallel": PARALLEL,
         }
         for name, allowed in choices.items():
             value = getattr(self, name)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from disco import numerics
-from disco.distributed import Chunk, current_world, draw_chunk, plan_chunks
+from disco.distributed import Chunk, current_world, draw_chunk, gradient_sync, plan_chunks
 from disco.distributions.contexts import resolve_contexts
 from disco.tuners import checkpoint
 from disco.tuners.averaging import ParameterAverage
@@ -119,6 +119,21 @@ class Tuner:
         self.parameters = trainable_parameters(self.module)
         if not self.parameters:
             raise ValueError("the policy has no trainable parameters (create it with freeze=False)")
+        self.world = current_world()
+        if (
+            self.world.size > 1
+            and cfg.parallel == "fsdp"
+            and (cfg.averaging != "none" or cfg.proposal != "online")
+        ):
+            raise ValueError(
+                "parallel='fsdp' tunes online without averaging (averaging='none', "
+                "proposal='online'): the average and the offline proposal copy parameters, "
+                "which FSDP holds as shards"
+            )
+        self.gradients = gradient_sync(
+            cfg.parallel, policy, list(self.parameters.values()), self.world
+        )
+        self.parameters = trainable_parameters(self.module)  # FSDP's shards replace them
         self.device = device_of(self.module)
         self.optimizer = self._make_optimizer()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
@@ -142,7 +157,6 @@ class Tuner:
         self.last_samples: list[dict[str, Any]] = []
         self.rng = np.random.default_rng(cfg.seed)
         self._seeded = False
-        self.world = current_world()
 
     # --- setup --------------------------------------------------------------------------
 
@@ -338,8 +352,14 @@ class Tuner:
         dealt to the ranks of :attr:`world`; per-sample results are gathered in chunk order and
         gradients summed, so the step is the same on any number of processes.
         """
-        cfg, world = self.config, self.world
         t0 = time.perf_counter()
+        with self.gradients.whole_model():  # FSDP gathers its shards for the step
+            result = self._step()
+        result["time/step"] = time.perf_counter() - t0
+        return result
+
+    def _step(self) -> dict[str, float]:
+        cfg, world = self.config, self.world
         contexts = world.broadcast(self._contexts())  # rank 0's draw, should streams differ
         timings = {"time/sample": 0.0, "time/score": 0.0, "time/backward": 0.0}
         if self.average is not None:
@@ -367,18 +387,19 @@ class Tuner:
                 )
             log_zs.append(log_z)
         mine = {c.index for c in world.mine(chunks)}
-        learned = world.gather_chunks(
-            chunks,
-            lambda c: self._learn_chunk(
-                c, drawn[c.index], scored[c.index], log_zs[c.position], len(contexts)
-            ),
-        )
+        with self.gradients.accumulating():
+            learned = world.gather_chunks(
+                chunks,
+                lambda c: self._learn_chunk(
+                    c, drawn[c.index], scored[c.index], log_zs[c.position], len(contexts)
+                ),
+            )
         for c, piece in zip(chunks, learned):
             if c.index in mine:
                 timings["time/score"] += piece.score_time
                 timings["time/backward"] += piece.backward_time
         tc = time.perf_counter()
-        world.together(lambda: world.sum_gradients(list(self.parameters.values())))
+        world.together(self.gradients.finish)
         timings["time/collectives"] = time.perf_counter() - tc
         averaged: list[np.ndarray] = []
         if self.average is not None:
@@ -438,7 +459,6 @@ class Tuner:
         result["baseline"] = self.loss.baseline
         if cfg.proposal == "offline" and self.step_count % cfg.proposal_update_interval == 0:
             result["proposal_updated"] = float(self._maybe_update_proposal(per_context))
-        result["time/step"] = time.perf_counter() - t0
         return result
 
     def _clip(self) -> float:
@@ -507,6 +527,7 @@ class Tuner:
                 self.save_checkpoint()
             if self.average is not None:
                 self.average.hold()
+            self.gradients.hand_over()  # FSDP: the tuned policy whole, usable without collectives
         finally:
             for logger in loggers:
                 logger.close()
@@ -554,7 +575,10 @@ class Tuner:
             "validate",
             self.step_count,
         )
-        with self.average.swapped_in() if self.average is not None else contextlib.nullcontext():
+        with (
+            self.average.swapped_in() if self.average is not None else contextlib.nullcontext(),
+            self.gradients.whole_model(),
+        ):
             scored = self.world.gather_chunks(
                 chunks, lambda c: self._scored_chunk(self.policy, c, {})
             )
@@ -581,9 +605,11 @@ class Tuner:
     def save_checkpoint(self, directory: str | os.PathLike[str] | None = None) -> Path:
         """Write a checkpoint atomically; returns its folder (``checkpoint_dir/step-NNNNNNNN``).
 
-        Every rank holds the same state, so rank 0 alone writes it (a failure there is raised on
-        every rank); it loads under any number of processes.
+        Every rank holds the same state (under FSDP, gathered from the shards first), so rank 0
+        alone writes it (a failure there is raised on every rank); it loads under any number of
+        processes.
         """
+        whole = checkpoint.gather(self) if self.gradients.name == "fsdp" else None
 
         def write() -> Path | None:
             if not self.world.is_main:
@@ -591,7 +617,7 @@ class Tuner:
             if self.average is not None and self.average.held:  # the checkpoint holds the iterate
                 with self.average.iterate_in_place():
                     return checkpoint.save(self, directory)
-            return checkpoint.save(self, directory)
+            return checkpoint.save(self, directory, whole)
 
         folder = self.world.together(write)
         return self.world.broadcast(folder)  # type: ignore[return-value]
