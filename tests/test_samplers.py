@@ -131,7 +131,8 @@ def test_estimator_alias_and_divergence_names():
 def test_estimator_from_sampling_matches_exact_within_noise():
     prop, target = proposal(), positive_target()
     n = 20_000
-    est = QRSEstimator(target, prop, n_samples=n, sampling_size=5_000, progress=False)
+    # Seeded: unseeded, the draw followed the global generator, i.e. the tests that ran before.
+    est = QRSEstimator(target, prop, n_samples=n, sampling_size=5_000, progress=False, seed=0)
     _, log_p, log_q = support_scores(target, prop)
     q, r = np.exp(log_q), np.exp(log_p - log_q)
     lo, hi = ratio_range(log_p, log_q)
@@ -144,8 +145,10 @@ def test_estimator_from_sampling_matches_exact_within_noise():
     z = math.exp(exact.log_partition(log_p))
     se_log_z = math.sqrt((q @ r**2 - z**2) / n) / z
     assert abs(est.log_z - 2.0) < 4 * se_log_z
+    # The TV estimate's spread over seeds 0-11 is 0.011 at this n: 0.02 failed about one seed
+    # in six, so the bound is 3.5 of those standard errors.
     assert est.divergence_at_beta(beta, "tv") == pytest.approx(
-        exact.qrs_divergence(log_p, log_q, beta, "tv"), abs=0.02
+        exact.qrs_divergence(log_p, log_q, beta, "tv"), abs=0.04
     )
 
 
