@@ -480,3 +480,12 @@ def test_console_entry_point_runs_as_a_module(tmp_path: Path) -> None:
 def test_readme_shows_the_shipped_config() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "```toml\n" + (EXAMPLES / "demo.toml").read_text() + "```" in readme
+
+
+def test_the_tuning_plot_smooths_with_a_trailing_mean():
+    from disco.cli.report import trailing_mean
+
+    values = [1.0, 3.0, math.nan, 5.0, 9.0]
+    assert trailing_mean(values, 3) == [1.0, 2.0, 2.0, 4.0, 7.0]
+    assert trailing_mean(values[:2], 1) == values[:2]
+    assert math.isnan(trailing_mean([math.nan], 4)[0])

@@ -102,27 +102,52 @@ def try_plot(draw: Callable[[], object], name: str) -> None:
         print(f"disco: {name} skipped (plots need matplotlib: pip install matplotlib)")
 
 
+def trailing_mean(values: Sequence[float], window: int) -> list[float]:
+    """The mean of each value with the ``window - 1`` before it (fewer at the start; NaN skipped)."""
+    out = []
+    for i in range(len(values)):
+        recent = [v for v in values[max(0, i + 1 - window) : i + 1] if not math.isnan(v)]
+        out.append(sum(recent) / len(recent) if recent else math.nan)
+    return out
+
+
 def plot_tuning(
     history: Sequence[dict[str, float]], names: Sequence[str], targets: Sequence[float], path: Path
 ) -> None:
-    """Moments and divergences over the tuning steps, as a PNG at ``path``."""
+    """Moments and divergences over the tuning steps, as a PNG at ``path``.
+
+    Each step's estimates come from that step's samples alone, so they scatter; the plot draws
+    them faintly and, over them, their mean over the last eighth of the run, which shows where
+    the policy is heading.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(9, 3.5))
     FigureCanvasAgg(fig)
     steps = range(1, len(history) + 1)
+    window = max(1, len(history) // 8)
     left, right = fig.subplots(1, 2)
+
+    def curve(axes: Any, values: list[float], label: str) -> Any:
+        (faint,) = axes.plot(steps, values, linewidth=0.8, alpha=0.35)
+        axes.plot(
+            steps,
+            trailing_mean(values, window),
+            color=faint.get_color(),
+            linewidth=2,
+            label=f"{label} (mean of {window} steps)" if window > 1 else label,
+        )
+        return faint
+
     for name, target in zip(names, targets):
-        (line,) = left.plot(steps, [h.get(f"moment/{name}", math.nan) for h in history], label=name)
+        line = curve(left, [h.get(f"moment/{name}", math.nan) for h in history], name)
         left.axhline(target, color=line.get_color(), linestyle="--", linewidth=1)
     left.set_xlabel("step")
-    left.set_ylabel("feature moment of the policy (dashed: target)")
+    left.set_ylabel("moment (dashed: target)")
     left.legend()
-    right.plot(steps, [h["kl_target_policy"] for h in history], label="KL(target || policy)")
-    right.plot(
-        steps, [h.get("kl_policy_base", math.nan) for h in history], label="KL(policy || base)"
-    )
+    curve(right, [h["kl_target_policy"] for h in history], "KL(target || policy)")
+    curve(right, [h.get("kl_policy_base", math.nan) for h in history], "KL(policy || base)")
     right.set_xlabel("step")
     right.set_ylabel("nats")
     right.legend()
