@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from disco._atomic import write_text_atomically
 
 __all__ = ["keep_steps_up_to", "save_policy", "write_atomically", "write_jsonl", "write_report"]
 
@@ -20,15 +21,8 @@ def write_atomically(path: Path, text: str) -> None:
     """
     from disco.distributed import current_world
 
-    if not current_world().is_main:
-        return
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    if current_world().is_main:
+        write_text_atomically(path, text)
 
 
 def write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from disco._atomic import write_text_atomically
 from disco.samplers._common import Samples
 
 __all__ = ["INDEX", "read_shards", "shard_name", "write_index", "write_shard"]
@@ -38,16 +39,6 @@ def _record(chunk: int, row: int, sample: Any, log_p: float, log_q: float) -> di
     return record
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_shard(
     folder: Path, rank: int, size: int, chunks: Sequence[int], samples: Samples
 ) -> Path:
@@ -65,7 +56,7 @@ def write_shard(
         row_in_chunk[chunk] = row + 1
         lines.append(json.dumps(_record(chunk, row, sample, lp, lq)) + "\n")
     path = folder / shard_name(rank, size)
-    _write_atomically(path, "".join(lines))
+    write_text_atomically(path, "".join(lines))
     return path
 
 
@@ -83,7 +74,7 @@ def write_index(folder: Path, context: Any, counts: Sequence[int]) -> Path:
         ],
     }
     path = folder / INDEX
-    _write_atomically(path, json.dumps(index, indent=2))
+    write_text_atomically(path, json.dumps(index, indent=2))
     return path
 
 
