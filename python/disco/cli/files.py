@@ -59,7 +59,7 @@ def save_policy(policy: Any, folder: Path, state_dict: dict[str, Any] | None = N
     """Write the tuned policy whole or not at all: never a folder without its weights.
 
     ``state_dict``: the weights gathered whole when FSDP shards the model
-    (:func:`disco.distributed.whole_state_dict`); by default the model's own.
+    (:func:`disco.parallel.whole_state_dict`); by default the model's own.
     """
     from disco.io import replace_folder
 

@@ -23,7 +23,8 @@ from disco.cli.errors import TuningInterrupted, UserError, first_line
 from disco.cli.models import load_model, make_policy
 from disco.cli.sampling import draw, draw_exactly, qrs_log_beta, shares
 from disco.cli.sources import MAX_CONFIG_BYTES
-from disco.distributed import current_world, whole_state_dict
+from disco.distributed import current_world
+from disco.parallel import whole_state_dict
 
 __all__ = ["run_pipeline"]
 

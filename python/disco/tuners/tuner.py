@@ -16,8 +16,9 @@ import numpy as np
 import torch
 
 from disco import numerics
-from disco.distributed import Chunk, current_world, draw_chunk, gradient_sync, plan_chunks
+from disco.distributed import Chunk, current_world, draw_chunk, plan_chunks
 from disco.distributions.contexts import resolve_contexts
+from disco.parallel import gradient_sync
 from disco.tuners import checkpoint
 from disco.tuners.averaging import ParameterAverage
 from disco.tuners.config import TunerConfig
