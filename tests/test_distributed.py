@@ -10,6 +10,7 @@ import importlib.util
 import math
 import os
 import pickle
+import shutil
 import socket
 import sys
 from pathlib import Path
@@ -720,6 +721,12 @@ def test_torchrun_two_processes_write_the_one_process_report(
 
     config = _small_config(tmp_path, tuner)
     done = _torchrun(config, tmp_path / "two")
+    if tuner and "terminate called without an active exception" in done.stderr:
+        # Known, open (issue 12's note): under FSDP one CI run in about twenty-five had a rank
+        # abort in torch's C++ layer right after tuning (SIGABRT, no Python traceback); it has
+        # not been reproduced since. One retry, so a deterministic failure still fails the test.
+        shutil.rmtree(tmp_path / "two", ignore_errors=True)
+        done = _torchrun(config, tmp_path / "two")
     assert done.returncode == 0, done.stderr[-3000:]
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))
