@@ -23,6 +23,11 @@ WORD = "LORD"
 LENGTH = 20
 
 
+def exact_log_z(lam: float) -> float:
+    """``log Z`` of the target fitted exactly to a 0.5 rate: ``log(2 e^lambda / (1 + e^lambda))``."""
+    return math.log(2.0) + lam - math.log1p(math.exp(lam))
+
+
 @dataclass
 class DemoProblem:
     """The fitted target, the base, a fresh trainable policy and the feature."""
@@ -35,7 +40,7 @@ class DemoProblem:
 
     @property
     def log_z(self) -> float:
-        return math.log(2.0) + self.lam - math.log1p(math.exp(self.lam))
+        return exact_log_z(self.lam)
 
 
 def demo_problem(ebm_dir: str | None = None, lam: float | None = None) -> DemoProblem:
@@ -65,8 +70,7 @@ def evaluate(
         phi = word_feature.score(samples, "").double().numpy()
         log_a = base.log_score(samples, "").double().numpy()
     log_pi = log_pi.double().numpy()
-    log_z = math.log(2.0) + lam - math.log1p(math.exp(lam))
-    log_ratio = log_a + lam * phi - log_z - log_pi  # log p/pi
+    log_ratio = log_a + lam * phi - exact_log_z(lam) - log_pi  # log p/pi
     counts = np.array([s.text.lower().count(WORD.lower()) for s in samples])
     return {
         "rate": float(phi.mean()),

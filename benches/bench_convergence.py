@@ -16,7 +16,6 @@ fitted moment is exact on the fit's samples, ``Z = 2 e^λ / (1 + e^λ)``).
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import tempfile
@@ -26,7 +25,7 @@ from typing import Any
 
 import torch
 
-from _demo_problem import evaluate
+from _demo_problem import evaluate, exact_log_z
 from _models import HERE, default_model
 from disco.cli import demo_config
 from disco.distributions import LMDistribution
@@ -147,7 +146,7 @@ def run(ctx: Any) -> str:
     ref = reference(ctx, budget, old, lam, base, feature, n_eval)
     if ref is not None:
         runs.append(ref)
-    kl_target_base = 0.5 * lam - (math.log(2.0) + lam - math.log1p(math.exp(lam)))
+    kl_target_base = 0.5 * lam - exact_log_z(lam)
     lines = [
         "| contestant | tuning s | steps | rate | KL(p ‖ π) | KL(π ‖ a) |",
         "| :--- | ---: | ---: | ---: | ---: | ---: |",
