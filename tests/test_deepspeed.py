@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ import torch
 
 pytest.importorskip("deepspeed")
 pytest.importorskip("accelerate")
+if not torch.cuda.is_available() and None in (shutil.which("ninja"), shutil.which("c++")):
+    pytest.skip("DeepSpeed on CPUs compiles an op: needs ninja and c++", allow_module_level=True)
 
 from disco.scorers import ExponentialScorer
 from disco.tuners import Tuner
