@@ -8,6 +8,7 @@ compiler; cached afterwards).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -25,7 +26,7 @@ if not torch.cuda.is_available() and None in (shutil.which("ninja"), shutil.whic
 
 from disco.scorers import ExponentialScorer
 from disco.tuners import Tuner
-from test_distributed import HAS_A, _full, _outcome, run_two
+from test_distributed import HAS_A, _full, _outcome, lora_case, run_two
 
 
 def ds_case(
@@ -118,6 +119,9 @@ def test_zero2_on_two_processes_tunes_as_one(tmp_path: Path) -> None:
         "offline": ds_case(folder, proposal="offline"),
         "six": ds_case(folder, steps=6),
     }
+    lora = importlib.util.find_spec("peft") is not None
+    if lora:
+        one["lora"] = lora_case(folder, "none")
     ds_case(folder, steps=3, checkpoint_dir=str(tmp_path / "by-one"))
     adam = dict(optimizer="adam", averaging="none")
     ds_case(folder, steps=3, checkpoint_dir=str(tmp_path / "adam-by-one"), **adam)
@@ -127,6 +131,9 @@ def test_zero2_on_two_processes_tunes_as_one(tmp_path: Path) -> None:
         "offline": (ds_case, (folder, "deepspeed", "sgd", 3, None, None, "ema", "offline")),
         "resume": (ds_case, (folder, "deepspeed", "sgd", 3, None, str(tmp_path / "by-one"))),
         "auto": (auto_case, (folder,)),
+        # peft's LoRA: the engine holds the adapters alone (the frozen base is no parameter of
+        # the optimizer).
+        **({"lora": (lora_case, (folder, "deepspeed"))} if lora else {}),
         # Adam's moments and step count: written after three steps, and (no step) read and
         # written again, through the partitions.
         "adam": (
@@ -153,7 +160,12 @@ def test_zero2_on_two_processes_tunes_as_one(tmp_path: Path) -> None:
         assert rank["clipped"]["clipping"] == 0.05
     # The clipped run's gradient norms are far above the bound: the clipping acted.
     assert min(m["grad_norm"] for m in one["clipped"]["history"]) > 0.5
-    for case in ("ema", "clipped", "offline", "auto"):
+    cases = (
+        ("ema", "clipped", "offline", "auto", "lora")
+        if lora
+        else ("ema", "clipped", "offline", "auto")
+    )
+    for case in cases:
         for r, rank in enumerate(ranks):
             moved = _assert_same(
                 rank[case], one["ema" if case == "auto" else case], f"{case}, rank {r}"
