@@ -11,7 +11,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,9 @@ if not torch.cuda.is_available() and None in (shutil.which("ninja"), shutil.whic
 
 from disco.scorers import ExponentialScorer
 from disco.tuners import Tuner
-from test_distributed import HAS_A, _full, _outcome, lora_case, run_two
+from test_distributed import HAS_A, _free_port, _full, _outcome, lora_case, run_two
+
+HERE = Path(__file__).parent
 
 
 def ds_case(
@@ -233,3 +237,73 @@ def test_the_deepspeed_settings_the_tuner_cannot_honour_are_refused() -> None:
     for message, config in refused.items():
         with pytest.raises(ValueError, match=message):
             _check_deepspeed_config(config)
+
+
+def _readme_zero2_file() -> str:
+    """The accelerate DeepSpeed ZeRO-2 file README.md shows (the one this test launches)."""
+    readme = (HERE.parent / "README.md").read_text(encoding="utf-8")
+    found = re.search(
+        r"```yaml\n(compute_environment[^`]*distributed_type: DEEPSPEED[^`]*)```", readme
+    )
+    assert found is not None, "README.md has no accelerate DeepSpeed file"
+    return found.group(1)
+
+
+@pytest.mark.slow
+def test_accelerate_launch_with_the_readme_zero2_file_writes_the_one_process_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+
+    from disco import cli
+    from test_distributed import _small_config
+
+    config = _small_config(tmp_path)
+    (tmp_path / "zero2.yaml").write_text(_readme_zero2_file())
+    accelerate = Path(sys.executable).with_name("accelerate")
+    done = subprocess.run(
+        [
+            str(accelerate),
+            "launch",
+            "--config_file",
+            "zero2.yaml",
+            "--main_process_port",
+            str(_free_port()),
+            "-m",
+            "disco",
+            "run",
+            str(config),
+            "--out",
+            "two",
+            "--allow-imports",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    # accelerate set the processes up for DeepSpeed (its communication op is loaded on CPUs
+    # only then), so parallel='auto' tuned with ZeRO-2 (test_zero2_... checks that choice).
+    assert "deepspeed_shm_comm_op" in done.stdout + done.stderr
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    torch.set_num_threads(1)
+    assert cli.main(["run", str(config), "--out", str(tmp_path / "one"), "--allow-imports"]) == 0
+    one = json.loads((tmp_path / "one" / "report.json").read_text())
+    two = json.loads((tmp_path / "two" / "report.json").read_text())
+    assert (one["world_size"], two["world_size"]) == (1, 2)
+    for key, value in one.items():
+        if key in ("seconds", "world_size"):
+            continue
+        numbers = value if isinstance(value, list) else [value]
+        if numbers and all(isinstance(v, float) for v in numbers):
+            # float32 and Adam, as in test_distributed's torchrun test: not to the bit.
+            assert two[key] == pytest.approx(value, rel=1e-4, abs=1e-9), key
+        else:
+            assert two[key] == value, key
+    assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()) == [
+        "latest",
+        "step-00000002",
+    ]
