@@ -426,7 +426,7 @@ def _gather_partition(
         whole.narrow(0, offsets[k] + start, length).copy_(value.narrow(0, at, length))
     torch.distributed.all_reduce(whole)  # each element is held by one rank, zeros elsewhere
     return [
-        whole.narrow(0, offset, size).view(p.shape).cpu()
+        whole.narrow(0, offset, size).view(p.shape).cpu().clone()  # each its own storage
         for offset, size, p in zip(offsets, sizes, params)
     ]
 
