@@ -13,6 +13,9 @@ plus, prefixed by ``_``:
 - ``_proposal_base``: offline, the proposal fixed at the base model;
 - ``_adam``: keyword arguments for torch's Adam (e.g. ``eps``);
 - ``_trainable``: a regular expression; only the policy's parameters whose names match are tuned;
+- ``_untie``: the output layer becomes a parameter of its own (a copy of the tied embeddings);
+- ``_lora``: peft ``LoraConfig`` settings (``r``, ``lora_alpha``, ``target_modules``); only
+  the adapters are tuned;
 - ``_anchor``: ``mu`` of a decoupled decay towards the starting parameters after each step,
   ``theta -= lr * mu * (theta - theta_0)``.
 
@@ -43,6 +46,21 @@ fixed_base = settings.pop("_proposal_base", False)
 adam = settings.pop("_adam", None)
 anchor = settings.pop("_anchor", 0.0)
 trainable = settings.pop("_trainable", None)
+if settings.pop("_untie", False):  # a separate output layer, starting as a copy of the embeddings
+    policy.model.config.tie_word_embeddings = False
+    policy.model.lm_head.weight = torch.nn.Parameter(policy.model.lm_head.weight.detach().clone())
+lora = settings.pop("_lora", None)  # LoRA adapters on these settings (r, lora_alpha, ...)
+if lora is not None:
+    import warnings
+
+    import peft
+
+    from disco.distributions import LMDistribution
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        adapted = peft.get_peft_model(policy.model, peft.LoraConfig(task_type="CAUSAL_LM", **lora))
+    policy = LMDistribution(adapted, policy.tokenizer, freeze=False, length=20, temperature=1.0)
 if trainable is not None:
     for name, parameter in policy.model.named_parameters():
         parameter.requires_grad_(re.search(trainable, name) is not None)

@@ -491,3 +491,47 @@ def test_metrics_samples_changes_what_is_reported_not_how_the_policy_moves():
     assert [h["kl_target_policy"] for h in runs[8][0]] != [
         h["kl_target_policy"] for h in runs[0][0]
     ]
+
+
+def test_metrics_samples_limits_the_reported_forward_passes():
+    """The base and the averaged policy score only the reported samples, chunk by chunk."""
+
+    class CountingBase:
+        def __init__(self, inner):
+            self.inner, self.scored = inner, 0
+
+        def log_score(self, samples, context=""):
+            self.scored += len(samples)
+            return self.inner.log_score(samples, context)
+
+    for m, expected in ((0, 32), (12, 12), (8, 8)):
+        base, _support, _phi, target, _log_p = problem()
+        policy = base.clone()
+        counting = CountingBase(base)
+        scored_without_grad = []
+        plain = policy.log_score
+
+        def log_score(samples, context="", grad=False, plain=plain, seen=scored_without_grad):
+            if not grad:
+                seen.append(len(samples))
+            return plain(samples, context, grad=grad)
+
+        policy.log_score = log_score
+        tuner = Tuner(
+            policy,
+            target,
+            base=counting,
+            kl_from_base=True,
+            metrics_samples=m,
+            averaging="ema",
+            n_steps=1,
+            samples_per_context=32,
+            sampling_batch_size=8,
+            learning_rate=0.05,
+            seed=5,
+        )
+        history = tuner.tune()
+        assert counting.scored == expected
+        # EnumerableLM.sample scores its 32 draws, then the averaged policy its reported ones
+        assert sum(scored_without_grad) == 32 + expected
+        assert math.isfinite(history[0]["kl_policy_base"])

@@ -261,6 +261,12 @@ class Tuner:
         self, context: Any, samples: list[Any]
     ) -> tuple[np.ndarray | None, np.ndarray | None]:
         """The reported features' values and the base's log-scores on a batch (once per batch)."""
+        cfg = self.config
+        if not samples:  # a chunk past the reported samples
+            return (
+                np.empty((0, len(cfg.features))) if cfg.features else None,
+                np.empty(0) if cfg.kl_from_base else None,
+            )
         phi = None
         if self.config.features:
             phi = np.stack(
@@ -294,14 +300,34 @@ class Tuner:
     def _averaged_log_scores(self, samples: list[Any], context: Any) -> np.ndarray:
         """The averaged policy's log-probabilities of a batch (no gradient)."""
         assert self.average is not None
+        if not samples:
+            return np.empty(0)
         parts = []
         with self.average.swapped_in(), self._autocast():
             for part in _chunks(len(samples), self.config.scoring_batch_size):
                 parts.append(_cpu64(self.policy.log_score(samples[part], context)))
         return np.concatenate(parts)
 
-    def _scored_chunk(self, proposal: Any, chunk: Chunk, drawn: dict[int, list[Any]]) -> _Scored:
-        """Draw one chunk, score it with the target (and the reported features and base)."""
+    def _reported(self, chunk: Chunk) -> int:
+        """How many of a chunk's samples the step's reported metrics use.
+
+        Those among its context's first ``metrics_samples`` (all when 0).
+        """
+        m = self.config.metrics_samples or self.config.samples_per_context
+        return max(0, min(chunk.size, m - chunk.start))
+
+    def _scored_chunk(
+        self,
+        proposal: Any,
+        chunk: Chunk,
+        drawn: dict[int, list[Any]],
+        reported: int | None = None,
+    ) -> _Scored:
+        """Draw one chunk and score it with the target.
+
+        Its first ``reported`` samples (all by default) are also scored with the reported
+        features and the base.
+        """
         samples, log_q = draw_chunk(proposal, chunk)
         drawn[chunk.index] = samples
         log_p = _cpu64(self.target.log_score(samples, chunk.context))
@@ -309,7 +335,7 @@ class Tuner:
             raise ValueError(
                 f"the target returned {len(log_p)} log-scores for {chunk.size} samples"
             )
-        phi, log_a = self._features_and_base(chunk.context, samples)
+        phi, log_a = self._features_and_base(chunk.context, samples[:reported])
         shown = [
             (getattr(x, "text", str(x)), float(lp))
             for x, lp in zip(samples[: max(0, 8 - chunk.start)], log_p)
@@ -374,7 +400,9 @@ class Tuner:
         )
         drawn: dict[int, list[Any]] = {}
         ts = time.perf_counter()
-        scored = world.gather_chunks(chunks, lambda c: self._scored_chunk(self.proposal, c, drawn))
+        scored = world.gather_chunks(
+            chunks, lambda c: self._scored_chunk(self.proposal, c, drawn, self._reported(c))
+        )
         timings["time/sample"] += time.perf_counter() - ts
         log_zs = []
         for position, context in enumerate(contexts):
@@ -408,7 +436,8 @@ class Tuner:
         if self.average is not None:
             ta = time.perf_counter()
             averaged = world.gather_chunks(
-                chunks, lambda c: self._averaged_log_scores(drawn[c.index], c.context)
+                chunks,
+                lambda c: self._averaged_log_scores(drawn[c.index][: self._reported(c)], c.context),
             )
             timings["time/average"] += time.perf_counter() - ta
         per_context: list[dict[str, float]] = []
