@@ -149,6 +149,7 @@ def parallel_errors_case() -> list[str]:
         {"parallel": "ddp"},
         {"parallel": "fsdp", "averaging": "none"},
         {"parallel": "fsdp"},
+        {"parallel": "deepspeed"},
     ):
         try:
             Tuner(base.clone(), target, **settings)
@@ -381,14 +382,17 @@ def test_an_error_on_one_rank_is_raised_on_every_rank(two: dict[str, Any]) -> No
 
 def test_a_wrapper_that_cannot_apply_is_refused(two: dict[str, Any]) -> None:
     for rank in two["ranks"]:
-        ddp, fsdp, averaged, without, ddp_without = rank["parallel-errors"]
+        ddp, fsdp, averaged, deepspeed, without, ddp_without = rank["parallel-errors"]
         assert without == "none"
         assert "accelerate, which is not installed: pip install" in ddp_without
         assert "parallel='ddp' wraps a Hugging Face model; EnumerableLM has none" in ddp
         assert "parallel='fsdp' shards a Hugging Face model; EnumerableLM has none" in fsdp
         assert "parallel='fsdp' tunes online without averaging" in averaged
+        assert (
+            "parallel='deepspeed' (DeepSpeed) runs a Hugging Face model; EnumerableLM" in deepspeed
+        )
     # One process has nothing to wrap: every setting runs; a setting outside the list does not.
-    assert parallel_errors_case() == ["no error"] * 3 + ["none", "no error"]
+    assert parallel_errors_case() == ["no error"] * 4 + ["none", "no error"]
     with pytest.raises(ValueError, match="parallel='dp' is not one of"):
         Tuner(*_problem(), parallel="dp")
 

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from disco.parallel import DeepSpeedZeRO
 from disco.tuners.modules import torch_module
 
 if TYPE_CHECKING:
@@ -177,12 +178,17 @@ class Whole:
 def gather(tuner: Tuner) -> Whole:
     """What :func:`save` writes of the sharded state; every rank calls it (a no-op unsharded).
 
-    Under FSDP each rank holds a shard of every parameter and optimizer moment: the checkpoint
-    format stays the one-process one (whole tensors, loadable under any world size), so the
-    shards are gathered here, on every rank, before rank 0 writes.
+    Under FSDP each rank holds a shard of every parameter and optimizer moment, under DeepSpeed
+    ZeRO a partition of the optimizer's state: the checkpoint format stays the one-process one
+    (whole tensors, loadable under any world size), so the pieces are gathered here, on every
+    rank, before rank 0 writes.
     """
     with torch.no_grad():
         parameters = {k: _whole(v.detach()) for k, v in tuner.parameters.items()}
+    if isinstance(tuner.gradients, DeepSpeedZeRO):
+        # Whole parameters (detached views of the live ones: what iterate_in_place puts there
+        # shows in them); the optimizer's state gathered from the partitions.
+        return Whole(parameters, tuner.gradients.whole_optimizer_state())
     return Whole(parameters, _whole(tuner.optimizer.state_dict()))
 
 
@@ -266,7 +272,10 @@ def _restore(tuner: Tuner, state: dict[str, Any], stored: _Stored) -> None:
         with torch.no_grad():
             for name, value in (stored.proposal or {}).items():
                 params[name].copy_(value)
-    tuner.optimizer.load_state_dict(_sharded_optimizer_state(tuner, state["optimizer"]))
+    if isinstance(tuner.gradients, DeepSpeedZeRO):  # the master copy and this rank's partition
+        tuner.gradients.restore(state["optimizer"])
+    else:
+        tuner.optimizer.load_state_dict(_sharded_optimizer_state(tuner, state["optimizer"]))
     tuner.scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
     if state["cuda_rng"] and torch.cuda.is_available():

@@ -17,7 +17,7 @@ PROPOSALS = ("online", "offline")
 UPDATE_METRICS = ("kl", "tv", "js")
 AUTOCAST = ("auto", "bf16", "off")
 AVERAGING = ("ema", "none")
-PARALLEL = ("auto", "ddp", "fsdp", "none")
+PARALLEL = ("auto", "ddp", "deepspeed", "fsdp", "none")
 MAX_LEARNING_RATE = 100.0
 
 
@@ -127,11 +127,17 @@ class TunerConfig:
         "all-reduce); 'fsdp': its parameters, gradients and optimizer state sharded between "
         "steps by torch's FSDP2 (fully_shard per transformer block, then the model; within a "
         "step each rank gathers the whole model; online tuning with averaging='none' only); "
+        "'deepspeed': the model and the optimizer in a DeepSpeed ZeRO engine through accelerate "
+        "(the 'deepspeed' extra; stage 2, or the stage of `accelerate launch`'s DeepSpeed "
+        "config, 1 or 2): whole parameters on every rank, the optimizer state, its float32 "
+        "master copy and the reduced gradients partitioned (a step accumulates whole "
+        "gradients locally first); "
         "'none': every rank holds the whole policy and sums the gradients with one all-reduce "
-        "per parameter; 'auto': 'ddp' when the policy is a Hugging Face model and accelerate "
-        "(the 'distributed' extra) sees the launcher's process group (an accelerate config for "
-        "FSDP or DeepSpeed is an error: choose 'fsdp' or 'none'), else 'none'. Each gives the "
-        "step of one process (the exact sum of the gradients); one process ignores it",
+        "per parameter; 'auto': 'deepspeed' under an accelerate DeepSpeed config, else 'ddp' "
+        "when the policy is a Hugging Face model and accelerate (the 'distributed' extra) sees "
+        "the launcher's process group (an accelerate config for FSDP is an error: choose "
+        "'fsdp' or 'none'), else 'none'. Each gives the step of one process (the exact sum of "
+        "the gradients); one process ignores it",
         default="auto",
     )
 

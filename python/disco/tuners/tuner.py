@@ -18,7 +18,7 @@ import torch
 from disco import numerics
 from disco.distributed import Chunk, current_world, draw_chunk, plan_chunks
 from disco.distributions.contexts import resolve_contexts
-from disco.parallel import gradient_sync
+from disco.parallel import DeepSpeedZeRO, gradient_sync
 from disco.tuners import checkpoint
 from disco.tuners.averaging import ParameterAverage
 from disco.tuners.config import TunerConfig
@@ -137,6 +137,8 @@ class Tuner:
         self.parameters = trainable_parameters(self.module)  # FSDP's shards replace them
         self.device = device_of(self.module)
         self.optimizer = self._make_optimizer()
+        if isinstance(self.gradients, DeepSpeedZeRO):  # its engine steps the optimizer now on
+            self.gradients.prepare(self.optimizer, cfg.max_grad_norm)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         if proposal_distribution is not None and cfg.proposal != "offline":
             raise ValueError("a proposal distribution means offline tuning: set proposal='offline'")
@@ -476,8 +478,11 @@ class Tuner:
                 metrics.update({f"iterate/{k}": v for k, v in iterate.items()})
             metrics["loss"] = float(sum(x for k in picks for x in learned[k].losses))
             per_context.append(metrics)
-        grad_norm = self._clip()
-        self.optimizer.step()
+        if isinstance(self.gradients, DeepSpeedZeRO):  # ZeRO clips to the global norm, steps
+            grad_norm = self.gradients.step()
+        else:
+            grad_norm = self._clip()
+            self.optimizer.step()
         self.scheduler.step()
         if self.average is not None:
             self.average.update()
@@ -639,14 +644,14 @@ class Tuner:
         alone writes it (a failure there is raised on every rank); it loads under any number of
         processes.
         """
-        whole = checkpoint.gather(self) if self.gradients.name == "fsdp" else None
+        whole = checkpoint.gather(self) if self.gradients.name in ("fsdp", "deepspeed") else None
 
         def write() -> Path | None:
             if not self.world.is_main:
                 return None
             if self.average is not None and self.average.held:  # the checkpoint holds the iterate
                 with self.average.iterate_in_place():
-                    return checkpoint.save(self, directory)
+                    return checkpoint.save(self, directory, whole)
             return checkpoint.save(self, directory, whole)
 
         folder = self.world.together(write)

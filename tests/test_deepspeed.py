@@ -1,0 +1,309 @@
+"""DeepSpeed ZeRO-2 through accelerate (``parallel='deepspeed'``) tunes as one process does.
+
+Two gloo processes are spawned by the test (as in test_distributed.py). DeepSpeed is an
+optional extra (``disco-control[deepspeed]``): without it these tests are skipped. On the CPU
+DeepSpeed builds its shared-memory communication op at its first use (ninja and a C++
+compiler; cached afterwards).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("deepspeed")
+pytest.importorskip("accelerate")
+if not torch.cuda.is_available() and None in (shutil.which("ninja"), shutil.which("c++")):
+    pytest.skip("DeepSpeed on CPUs compiles an op: needs ninja and c++", allow_module_level=True)
+
+from disco.scorers import ExponentialScorer
+from disco.tuners import Tuner
+from test_distributed import HAS_A, _free_port, _full, _outcome, lora_case, run_two
+
+HERE = Path(__file__).parent
+
+
+def ds_case(
+    folder: str,
+    parallel: str = "none",
+    optimizer: str = "sgd",
+    steps: int = 3,
+    checkpoint_dir: str | None = None,
+    resume: str | None = None,
+    averaging: str = "ema",
+    proposal: str = "online",
+    max_grad_norm: float | None = None,
+) -> dict[str, Any]:
+    """A tiny GPT-2 tuned ``steps`` steps; what it ended with (the same on every rank)."""
+    from disco.distributions import LMDistribution
+
+    base = LMDistribution(folder, length=5)
+    policy = LMDistribution(folder, length=5, freeze=False)
+    tuner = Tuner(
+        policy,
+        base * ExponentialScorer([HAS_A], [1.5]),
+        samples_per_context=24,
+        sampling_batch_size=8,  # three chunks: rank 0 holds two, rank 1 one
+        scoring_batch_size=4,
+        # SGD, as in test_distributed: Adam turns float32 rounding noise in gradients that are
+        # zero in exact arithmetic into full-size steps. The momentum is optimizer state that
+        # ZeRO partitions: the checkpoints carry it.
+        optimizer=optimizer,
+        momentum=0.5,
+        learning_rate=0.1 if optimizer == "sgd" else 1e-3,
+        max_grad_norm=max_grad_norm,
+        seed=3,
+        features=(HAS_A,),
+        parallel=parallel,
+        averaging=averaging,
+        proposal=proposal,
+        # Every second step: the decision right after an update compares the policy with its
+        # own copy, a tie that float rounding breaks (differently in another memory layout).
+        proposal_update_interval=2,
+        checkpoint_dir=checkpoint_dir,
+    )
+    if resume is not None:
+        tuner.load_checkpoint(resume)
+    start = {k: _full(v) for k, v in tuner.parameters.items()}
+    tuner.tune(n_steps=steps)
+    if tuner.world.is_main:  # the tuned policy runs alone on one rank: no collective left in it
+        assert len(policy.sample("", 3)[0]) == 3
+    outcome = _outcome(tuner)
+    outcome["gradients"] = tuner.gradients.name
+    outcome["moved"] = max(
+        float(np.abs(v - start[k]).max()) for k, v in outcome["parameters"].items()
+    )
+    if tuner.gradients.name == "deepspeed":
+        config = tuner.gradients.config
+        outcome["zero_stage"] = config["zero_optimization"]["stage"]
+        outcome["clipping"] = config["gradient_clipping"]
+    return outcome
+
+
+def auto_case(folder: str) -> dict[str, Any]:
+    """``parallel='auto'`` under an accelerate DeepSpeed config (as `accelerate launch` sets)."""
+    os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
+    return ds_case(folder, "auto")
+
+
+def _assert_same(got: dict[str, Any], want: dict[str, Any], how: str) -> float:
+    """Parameters to 1e-5, log Z and the gradient norm likewise; the largest difference."""
+    assert want["moved"] > 1e-3, how  # the steps did something
+    for name, value in want["parameters"].items():
+        np.testing.assert_allclose(
+            got["parameters"][name], value, rtol=0, atol=1e-5, err_msg=f"{how}: {name}"
+        )
+    assert len(got["history"]) == len(want["history"]), how
+    for g, w in zip(got["history"], want["history"]):
+        assert g["log_z"] == pytest.approx(w["log_z"], abs=1e-5), how
+        assert g["grad_norm"] == pytest.approx(w["grad_norm"], rel=1e-4), how
+    return max(float(np.abs(v - got["parameters"][k]).max()) for k, v in want["parameters"].items())
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
+def test_zero2_on_two_processes_tunes_as_one(tmp_path: Path) -> None:
+    from lm_fixtures import build_gpt2
+
+    folder = str(build_gpt2(tmp_path / "gpt2"))
+    torch.set_num_threads(1)
+    one = {
+        "ema": ds_case(folder),
+        "clipped": ds_case(folder, averaging="none", max_grad_norm=0.05),
+        "offline": ds_case(folder, proposal="offline"),
+        "six": ds_case(folder, steps=6),
+    }
+    lora = importlib.util.find_spec("peft") is not None
+    if lora:
+        one["lora"] = lora_case(folder, "none")
+    ds_case(folder, steps=3, checkpoint_dir=str(tmp_path / "by-one"))
+    adam = dict(optimizer="adam", averaging="none")
+    ds_case(folder, steps=3, checkpoint_dir=str(tmp_path / "adam-by-one"), **adam)
+    jobs = {
+        "ema": (ds_case, (folder, "deepspeed", "sgd", 3, str(tmp_path / "by-two"))),
+        "clipped": (ds_case, (folder, "deepspeed", "sgd", 3, None, None, "none", "online", 0.05)),
+        "offline": (ds_case, (folder, "deepspeed", "sgd", 3, None, None, "ema", "offline")),
+        "resume": (ds_case, (folder, "deepspeed", "sgd", 3, None, str(tmp_path / "by-one"))),
+        "auto": (auto_case, (folder,)),
+        # peft's LoRA: the engine holds the adapters alone (the frozen base is no parameter of
+        # the optimizer).
+        **({"lora": (lora_case, (folder, "deepspeed"))} if lora else {}),
+        # Adam's moments and step count: written after three steps, and (no step) read and
+        # written again, through the partitions.
+        "adam": (
+            ds_case,
+            (folder, "deepspeed", "adam", 3, str(tmp_path / "adam-by-two"), None, "none"),
+        ),
+        "adam-reload": (
+            ds_case,
+            (
+                folder,
+                "deepspeed",
+                "adam",
+                0,
+                str(tmp_path / "adam-again"),
+                str(tmp_path / "adam-by-one"),
+                "none",
+            ),
+        ),
+    }
+    ranks = run_two(tmp_path, jobs)
+    for rank in ranks:
+        assert rank["ema"]["gradients"] == rank["auto"]["gradients"] == "deepspeed"
+        assert rank["ema"]["zero_stage"] == 2
+        assert rank["clipped"]["clipping"] == 0.05
+    # The clipped run's gradient norms are far above the bound: the clipping acted.
+    assert min(m["grad_norm"] for m in one["clipped"]["history"]) > 0.5
+    cases = (
+        ("ema", "clipped", "offline", "auto", "lora")
+        if lora
+        else ("ema", "clipped", "offline", "auto")
+    )
+    for case in cases:
+        for r, rank in enumerate(ranks):
+            moved = _assert_same(
+                rank[case], one["ema" if case == "auto" else case], f"{case}, rank {r}"
+            )
+            print(f"{case}, rank {r}: largest parameter difference, 1 vs 2 processes: {moved:.3g}")
+    # Checkpoints: written once by the two ZeRO-2 ranks (whole, the one-process format) and
+    # resumed by one process; one process's checkpoint resumed by two. Both continue as six
+    # steps in one process do (the momentum included).
+    written = sorted(p.name for p in (tmp_path / "by-two").iterdir())
+    assert written == ["latest", "step-00000003"]
+    resumed = {
+        "one from two": ds_case(folder, resume=str(tmp_path / "by-two")),
+        "two from one, rank 0": ranks[0]["resume"],
+        "two from one, rank 1": ranks[1]["resume"],
+    }
+    for how, got in resumed.items():
+        _assert_same(got, one["six"], how)
+    # Adam's state in the one-process format: read into the partitions and gathered back
+    # exactly; after three steps the same as one process's (its moments to float32 noise).
+    want = _optimizer_state(tmp_path / "adam-by-one")
+    assert set(want["state"][0]) == {"step", "exp_avg", "exp_avg_sq"}
+    _assert_same_state(_optimizer_state(tmp_path / "adam-again"), want, atol=0)
+    _assert_same_state(_optimizer_state(tmp_path / "adam-by-two"), want, atol=1e-5)
+
+
+def _optimizer_state(root: Path) -> dict[str, Any]:
+    """The optimizer state a checkpoint folder's newest checkpoint holds."""
+    from safetensors.torch import load_file
+
+    from disco.tuners.checkpoint import decode, find
+
+    folder = find(root)
+    assert folder is not None
+    document = json.loads((folder / "state.json").read_text())
+    tensors = load_file(folder / "training.safetensors")
+    return decode(document["state"], tensors)["optimizer"]  # type: ignore[no-any-return]
+
+
+def _assert_same_state(got: dict[str, Any], want: dict[str, Any], atol: float) -> None:
+    assert got["param_groups"] == want["param_groups"]
+    assert set(got["state"]) == set(want["state"])
+    for index, entry in want["state"].items():
+        assert set(got["state"][index]) == set(entry)
+        for key, value in entry.items():
+            np.testing.assert_allclose(
+                got["state"][index][key].numpy(), value.numpy(), rtol=0, atol=atol, err_msg=key
+            )
+
+
+def test_the_deepspeed_settings_the_tuner_cannot_honour_are_refused() -> None:
+    from disco.parallel import _check_deepspeed_config
+
+    _check_deepspeed_config({"zero_optimization": {"stage": 2}})
+    _check_deepspeed_config({"zero_optimization": {"stage": 1}})
+    refused = {
+        "stage 3 shards the parameters": {"zero_optimization": {"stage": 3}},
+        "stage 0: use stage 2": {"zero_optimization": {"stage": 0}},
+        "'optimizer' section": {"zero_optimization": {"stage": 2}, "optimizer": {}},
+        "'scheduler' section": {"zero_optimization": {"stage": 2}, "scheduler": {}},
+        "bf16 enabled": {"zero_optimization": {"stage": 2}, "bf16": {"enabled": True}},
+        "offload_optimizer": {
+            "zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}}
+        },
+    }
+    for message, config in refused.items():
+        with pytest.raises(ValueError, match=message):
+            _check_deepspeed_config(config)
+
+
+def _readme_zero2_file() -> str:
+    """The accelerate DeepSpeed ZeRO-2 file README.md shows (the one this test launches)."""
+    readme = (HERE.parent / "README.md").read_text(encoding="utf-8")
+    found = re.search(
+        r"```yaml\n(compute_environment[^`]*distributed_type: DEEPSPEED[^`]*)```", readme
+    )
+    assert found is not None, "README.md has no accelerate DeepSpeed file"
+    return found.group(1)
+
+
+@pytest.mark.slow
+def test_accelerate_launch_with_the_readme_zero2_file_writes_the_one_process_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+
+    from disco import cli
+    from test_distributed import _small_config
+
+    config = _small_config(tmp_path)
+    (tmp_path / "zero2.yaml").write_text(_readme_zero2_file())
+    accelerate = Path(sys.executable).with_name("accelerate")
+    done = subprocess.run(
+        [
+            str(accelerate),
+            "launch",
+            "--config_file",
+            "zero2.yaml",
+            "--main_process_port",
+            str(_free_port()),
+            "-m",
+            "disco",
+            "run",
+            str(config),
+            "--out",
+            "two",
+            "--allow-imports",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    # accelerate set the processes up for DeepSpeed (its communication op is loaded on CPUs
+    # only then), so parallel='auto' tuned with ZeRO-2 (test_zero2_... checks that choice).
+    assert "deepspeed_shm_comm_op" in done.stdout + done.stderr
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    torch.set_num_threads(1)
+    assert cli.main(["run", str(config), "--out", str(tmp_path / "one"), "--allow-imports"]) == 0
+    one = json.loads((tmp_path / "one" / "report.json").read_text())
+    two = json.loads((tmp_path / "two" / "report.json").read_text())
+    assert (one["world_size"], two["world_size"]) == (1, 2)
+    for key, value in one.items():
+        if key in ("seconds", "world_size"):
+            continue
+        numbers = value if isinstance(value, list) else [value]
+        if numbers and all(isinstance(v, float) for v in numbers):
+            # float32 and Adam, as in test_distributed's torchrun test: not to the bit.
+            assert two[key] == pytest.approx(value, rel=1e-4, abs=1e-9), key
+        else:
+            assert two[key] == value, key
+    assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()) == [
+        "latest",
+        "step-00000002",
+    ]
