@@ -1,5 +1,6 @@
 """The tuning loop against exact values on enumerable models."""
 
+import itertools
 import json
 import math
 import os
@@ -535,3 +536,27 @@ def test_metrics_samples_limits_the_reported_forward_passes():
         # EnumerableLM.sample scores its 32 draws, then the averaged policy its reported ones
         assert sum(scored_without_grad) == 32 + expected
         assert math.isfinite(history[0]["kl_policy_base"])
+
+
+def test_the_proposal_is_not_compared_with_the_policy_it_was_just_copied_from(tmp_path):
+    """Right after a replacement the step's estimates are of the proposal's own parameters: a
+    tie, which must not be decided by rounding (it would depend on the number of processes)."""
+    base, _support, _phi, target, _log_p = problem()
+    settings = dict(
+        n_steps=24,
+        samples_per_context=32,
+        learning_rate=0.05,
+        proposal="offline",
+        proposal_update_interval=1,
+        seed=3,
+    )
+    tuner = Tuner(base.clone(), target, **settings)
+    updated = [h["proposal_updated"] for h in tuner.tune()]
+    assert 1.0 in updated
+    assert all(not (a and b) for a, b in itertools.pairwise(updated))
+    # A checkpoint keeps the step of the last replacement, so a resumed run decides alike.
+    copied = [k + 1 for k, u in enumerate(updated) if u]
+    assert tuner.proposal_copied_at == copied[-1]
+    resumed = Tuner(base.clone(), target, **settings)
+    resumed.load_checkpoint(tuner.save_checkpoint(tmp_path / "ckpt"))
+    assert resumed.proposal_copied_at == copied[-1]

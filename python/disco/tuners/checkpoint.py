@@ -233,6 +233,7 @@ def tuner_state(tuner: Tuner, optimizer: dict[str, Any] | None = None) -> dict[s
         "history": tuner.history,
         "config": tuner.config.to_dict(),
         "proposal_is_policy": tuner.proposal is tuner.policy,
+        "proposal_copied_at": tuner.proposal_copied_at,
         "seeded": tuner._seeded,
         "optimizer": tuner.optimizer.state_dict() if optimizer is None else optimizer,
         "scheduler": tuner.scheduler.state_dict(),
@@ -289,6 +290,8 @@ def _restore(tuner: Tuner, state: dict[str, Any], stored: _Stored) -> None:
     ):
         tuner.proposal.set_random_state(state["proposal_rng"])
     tuner.step_count = int(state["step"])
+    copied_at = state.get("proposal_copied_at")  # absent from checkpoints before 0.2
+    tuner.proposal_copied_at = None if copied_at is None else int(copied_at)
     tuner.log_z_sums = {k: (float(v[0]), float(v[1])) for k, v in state["log_z_sums"].items()}
     tuner.log_z_counts = {k: int(v) for k, v in state["log_z_counts"].items()}
     tuner.loss.load_state_dict(state["loss"])

@@ -152,6 +152,8 @@ class Tuner:
             else None
         )
         self.step_count = 0
+        # The step after which the offline proposal was last replaced by the policy (None: never).
+        self.proposal_copied_at: int | None = None
         self.log_z_sums: dict[str, tuple[float, float]] = {}
         self.log_z_counts: dict[str, int] = {}
         # Per context, the relative variance of its last batch's Z estimate (weighs the next).
@@ -509,6 +511,11 @@ class Tuner:
         The policy is the one tune() returns: with averaging, the average of the iterates (less
         noisy than the last iterate, so a better proposal).
         """
+        if self.proposal_copied_at == self.step_count - 1:
+            # This step's estimates are of the policy the proposal was copied from: the two are
+            # equal but for rounding, and a tie decided by rounding would depend on the order of
+            # float sums, so on the number of processes.
+            return False
         metric = self.config.proposal_update_metric
         # Both are estimated on the same samples from the proposal (before this step's update).
         policy_div = np.mean([m[f"{metric}_target_policy"] for m in per_context])
@@ -518,6 +525,7 @@ class Tuner:
                 self.average.swapped_in() if self.average is not None else contextlib.nullcontext()
             ):
                 self.proposal = self._frozen_copy(self.policy)
+            self.proposal_copied_at = self.step_count
             return True
         return False
 
