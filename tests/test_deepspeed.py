@@ -26,9 +26,7 @@ pytest.importorskip("accelerate")
 if not torch.cuda.is_available() and None in (shutil.which("ninja"), shutil.which("c++")):
     pytest.skip("DeepSpeed on CPUs compiles an op: needs ninja and c++", allow_module_level=True)
 
-from disco.scorers import ExponentialScorer
-from disco.tuners import Tuner
-from test_distributed import HAS_A, _free_port, _full, _outcome, lora_case, run_two
+from test_distributed import _free_port, _full, _outcome, lora_case, run_two, tiny_gpt2_tuner
 
 HERE = Path(__file__).parent
 
@@ -45,31 +43,16 @@ def ds_case(
     max_grad_norm: float | None = None,
 ) -> dict[str, Any]:
     """A tiny GPT-2 tuned ``steps`` steps; what it ended with (the same on every rank)."""
-    from disco.distributions import LMDistribution
-
-    base = LMDistribution(folder, length=5)
-    policy = LMDistribution(folder, length=5, freeze=False)
-    tuner = Tuner(
-        policy,
-        base * ExponentialScorer([HAS_A], [1.5]),
-        samples_per_context=24,
-        sampling_batch_size=8,  # three chunks: rank 0 holds two, rank 1 one
-        scoring_batch_size=4,
-        # SGD, as in test_distributed: Adam turns float32 rounding noise in gradients that are
-        # zero in exact arithmetic into full-size steps. The momentum is optimizer state that
-        # ZeRO partitions: the checkpoints carry it.
+    policy, tuner = tiny_gpt2_tuner(
+        folder,
+        # The momentum (or Adam's moments) is optimizer state that ZeRO partitions: the
+        # checkpoints carry it.
         optimizer=optimizer,
-        momentum=0.5,
         learning_rate=0.1 if optimizer == "sgd" else 1e-3,
         max_grad_norm=max_grad_norm,
-        seed=3,
-        features=(HAS_A,),
         parallel=parallel,
         averaging=averaging,
         proposal=proposal,
-        # Every second step: the decision right after an update compares the policy with its
-        # own copy, a tie that float rounding breaks (differently in another memory layout).
-        proposal_update_interval=2,
         checkpoint_dir=checkpoint_dir,
     )
     if resume is not None:

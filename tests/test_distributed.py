@@ -469,6 +469,35 @@ def test_the_estimator_index_is_global(two: dict[str, Any]) -> None:
         np.testing.assert_array_equal(got["ratios"], want["ratios"])
 
 
+def tiny_gpt2_tuner(folder: str, context: str = "", **settings: Any) -> tuple[Any, Tuner]:
+    """A tiny GPT-2 policy and its tuner, as every transformer case here runs them."""
+    from disco.distributions import LMDistribution
+
+    base = LMDistribution(folder, length=5)
+    policy = LMDistribution(folder, length=5, freeze=False)
+    defaults: dict[str, Any] = dict(
+        samples_per_context=24,
+        sampling_batch_size=8,  # three chunks: rank 0 holds two, rank 1 one
+        scoring_batch_size=4,
+        # Adam would turn the float32 rounding noise of gradients that are zero in exact
+        # arithmetic (attention key biases) into full-size steps: SGD shows the data-parallel
+        # error itself.
+        optimizer="sgd",
+        momentum=0.5,  # a moment per parameter: the checkpoints carry sharded optimizer state
+        learning_rate=0.1,
+        seed=3,
+        features=(HAS_A,),
+        proposal_update_interval=1,
+    )
+    tuner = Tuner(
+        policy,
+        base * ExponentialScorer([HAS_A], [1.5]),
+        context=context,
+        **(defaults | settings),
+    )
+    return policy, tuner
+
+
 def lm_case(
     folder: str,
     parallel: str = "auto",
@@ -479,30 +508,13 @@ def lm_case(
     proposal: str = "online",
     context: str = "",
 ) -> dict[str, Any]:
-    from disco.distributions import LMDistribution
-
-    base = LMDistribution(folder, length=5)
-    policy = LMDistribution(folder, length=5, freeze=False)
-    tuner = Tuner(
-        policy,
-        base * ExponentialScorer([HAS_A], [1.5]),
-        context=context,
-        samples_per_context=24,
-        sampling_batch_size=8,
-        scoring_batch_size=4,
-        # Adam would turn the float32 rounding noise of gradients that are zero in exact
-        # arithmetic (attention key biases) into full-size steps: SGD shows the data-parallel
-        # error itself.
-        optimizer="sgd",
-        momentum=0.5,  # a moment per parameter: the checkpoints carry sharded optimizer state
-        learning_rate=0.1,
-        seed=3,
-        features=(HAS_A,),
+    policy, tuner = tiny_gpt2_tuner(
+        folder,
+        context,
         parallel=parallel,
         averaging=averaging,
         checkpoint_dir=checkpoint_dir,
         proposal=proposal,
-        proposal_update_interval=1,
     )
     if resume is not None:
         tuner.load_checkpoint(resume)
