@@ -571,6 +571,15 @@ def lora_case(folder: str, parallel: str) -> dict[str, Any]:
     return outcome
 
 
+def fsdp_config_case(folder: str) -> dict[str, Any]:
+    """``parallel='auto'`` under an accelerate FSDP config (as `accelerate launch` sets it)."""
+    os.environ["ACCELERATE_USE_FSDP"] = "true"
+    try:
+        return lm_case(folder, "auto", "none")
+    finally:
+        del os.environ["ACCELERATE_USE_FSDP"]
+
+
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
 def test_two_processes_tune_a_transformer_as_one(tmp_path: Path) -> None:
@@ -584,6 +593,7 @@ def test_two_processes_tune_a_transformer_as_one(tmp_path: Path) -> None:
     last_iterate = lm_case(folder, averaging="none")
     jobs = {parallel: (lm_case, (folder, parallel)) for parallel in ("auto", "ddp", "none")}
     jobs["fsdp"] = (lm_case, (folder, "fsdp", "none", 3, str(tmp_path / "by-fsdp")))
+    jobs["fsdp-auto"] = (fsdp_config_case, (folder,))
     # Offline: the frozen proposal is a copy of the DDP-wrapped model, updated every step.
     offline = lm_case(folder, proposal="offline")
     jobs["ddp-offline"] = (lm_case, (folder, "ddp", "ema", 3, None, None, "offline"))
@@ -608,11 +618,17 @@ def test_two_processes_tune_a_transformer_as_one(tmp_path: Path) -> None:
     assert all(ranks[0]["fsdp"]["sharded"]) and not any(ranks[0]["ddp"]["sharded"])
     online = want
     runs = {"auto": "ddp", "ddp": "ddp", "none": "none", "fsdp": "fsdp", "ddp-offline": "ddp"}
+    runs["fsdp-auto"] = "fsdp"
     runs.update({"t5-ddp": "ddp", "t5-fsdp": "fsdp"})
     if lora:
         runs.update({"lora-ddp": "ddp", "lora-fsdp": "fsdp"})
     for parallel, used in runs.items():
-        want = {"fsdp": last_iterate, "ddp-offline": offline, **t5_want}.get(parallel, online)
+        want = {
+            "fsdp": last_iterate,
+            "fsdp-auto": last_iterate,
+            "ddp-offline": offline,
+            **t5_want,
+        }.get(parallel, online)
         assert want["moved"] > 1e-3
         moved = max(
             float(np.abs(v - ranks[0][parallel]["parameters"][k]).max())

@@ -479,7 +479,7 @@ def _accelerate_deepspeed(distribution: Any, world: World) -> DeepSpeedZeRO:
 
     # `accelerate launch` with a DeepSpeed config describes it in the environment (accelerate
     # reads it); otherwise ZeRO-2 with accelerate's defaults.
-    launched = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    launched = _configured("DEEPSPEED")
     accelerator = Accelerator(
         device_placement=False,
         mixed_precision="no",  # the tuner's `autocast` setting, as for DDP
@@ -563,6 +563,28 @@ def whole_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
     return {n: v for n, v in whole.items() if n in distinct and isinstance(v, torch.Tensor)}
 
 
+def _configured(kind: str) -> bool:
+    """Whether ``accelerate launch`` was given a config file for ``kind``.
+
+    ``kind`` is ``"DEEPSPEED"`` or ``"FSDP"``: the launcher says so in the environment of the
+    processes it starts.
+    """
+    return os.environ.get(f"ACCELERATE_USE_{kind}", "false").lower() == "true"
+
+
+def shards_the_policy(parallel: str, distribution: Any, world: World) -> bool:
+    """Whether :func:`gradient_sync` will shard the policy with FSDP.
+
+    It does for ``'fsdp'``, and for ``'auto'`` with a Hugging Face policy under an accelerate
+    FSDP config, on more than one process.
+    """
+    if world.size == 1:
+        return False
+    return parallel == "fsdp" or (
+        parallel == "auto" and _configured("FSDP") and _is_hf_policy(distribution)
+    )
+
+
 def _is_hf_policy(distribution: Any) -> bool:
     model = getattr(distribution, "model", None)
     return (
@@ -581,13 +603,13 @@ def gradient_sync(
     and ``'deepspeed'``'s engine is made around the optimizer (:meth:`DeepSpeedZeRO.prepare`).
     One process and ``'none'`` sum explicitly (nothing to do at size 1); ``'ddp'`` and
     ``'deepspeed'`` need a Hugging Face policy and accelerate seeing the group (errors
-    otherwise); ``'auto'`` is ``'deepspeed'`` under an accelerate DeepSpeed config, else
-    ``'ddp'`` when it can be and an explicit sum otherwise.
+    otherwise); ``'auto'`` is ``'deepspeed'`` under an accelerate DeepSpeed config, ``'fsdp'``
+    under an accelerate FSDP config (for a Hugging Face policy), else ``'ddp'`` when it can be
+    and an explicit sum otherwise.
     """
     if world.size == 1 or parallel == "none":
         return GradientSum(world, parameters)
-    deepspeed_configured = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
-    if parallel == "deepspeed" or (parallel == "auto" and deepspeed_configured):
+    if parallel == "deepspeed" or (parallel == "auto" and _configured("DEEPSPEED")):
         if not _is_hf_policy(distribution):
             raise ValueError(
                 f"parallel={parallel!r} (DeepSpeed) runs a Hugging Face model; "
@@ -601,7 +623,7 @@ def gradient_sync(
                 "installed: pip install 'disco-control[deepspeed]' (or set parallel='none')"
             )
         return _accelerate_deepspeed(distribution, world)
-    if parallel == "fsdp":
+    if shards_the_policy(parallel, distribution, world):
         if not _is_hf_policy(distribution):
             raise ValueError(
                 f"parallel='fsdp' shards a Hugging Face model; {type(distribution).__name__} has "

@@ -133,10 +133,10 @@ class TunerConfig:
         "master copy and the reduced gradients partitioned (a step accumulates whole "
         "gradients locally first); "
         "'none': every rank holds the whole policy and sums the gradients with one all-reduce "
-        "per parameter; 'auto': 'deepspeed' under an accelerate DeepSpeed config, else 'ddp' "
-        "when the policy is a Hugging Face model and accelerate (the 'distributed' extra) sees "
-        "the launcher's process group (an accelerate config for FSDP is an error: choose "
-        "'fsdp' or 'none'), else 'none'. Each gives the step of one process (the exact sum of "
+        "per parameter; 'auto': 'deepspeed' under an accelerate DeepSpeed config, 'fsdp' for "
+        "a Hugging Face policy under an accelerate FSDP config, else 'ddp' when the policy is "
+        "a Hugging Face model and accelerate (the 'distributed' extra) sees the launcher's "
+        "process group, else 'none'. Each gives the step of one process (the exact sum of "
         "the gradients); one process ignores it",
         default="auto",
     )

@@ -18,7 +18,7 @@ import torch
 from disco import numerics
 from disco.distributed import Chunk, current_world, draw_chunk, plan_chunks
 from disco.distributions.contexts import resolve_contexts
-from disco.parallel import DeepSpeedZeRO, gradient_sync
+from disco.parallel import DeepSpeedZeRO, gradient_sync, shards_the_policy
 from disco.tuners import checkpoint
 from disco.tuners.averaging import ParameterAverage
 from disco.tuners.config import TunerConfig
@@ -121,15 +121,14 @@ class Tuner:
         if not self.parameters:
             raise ValueError("the policy has no trainable parameters (create it with freeze=False)")
         self.world = current_world()
-        if (
-            self.world.size > 1
-            and cfg.parallel == "fsdp"
-            and (cfg.averaging != "none" or cfg.proposal != "online")
+        if shards_the_policy(cfg.parallel, policy, self.world) and (
+            cfg.averaging != "none" or cfg.proposal != "online"
         ):
+            chosen = " (parallel='auto' chose it from accelerate's FSDP config)"
             raise ValueError(
                 "parallel='fsdp' tunes online without averaging (averaging='none', "
                 "proposal='online'): the average and the offline proposal copy parameters, "
-                "which FSDP holds as shards"
+                "which FSDP holds as shards" + (chosen if cfg.parallel == "auto" else "")
             )
         self.gradients = gradient_sync(
             cfg.parallel, policy, list(self.parameters.values()), self.world
