@@ -672,6 +672,8 @@ def _reaches(
         items = list(value)
     else:
         items = list(getattr(value, "__dict__", {}).values())
+    if len(items) > 1000:  # a vocabulary, a list of samples: no model in there
+        return False
     return any(_reaches(v, model, depth - 1, seen) for v in items)
 
 
