@@ -919,16 +919,26 @@ def test_lockstep_refuses_uneven_chunks_and_a_target_on_the_policys_model(
 def lockstep_case(
     folder: str, lockstep: bool = True, steps: int = 3, context: str = ""
 ) -> dict[str, Any]:
-    """FSDP tuning, recording at each block's forward how many other blocks are gathered."""
+    """FSDP tuning, recording at each block's forward how many other blocks are gathered.
+
+    Validated after each step on 8 samples: one chunk, so rank 1 pads there too. One process
+    ignores ``parallel`` (nothing is sharded, nothing recorded).
+    """
     from torch.distributed.fsdp import FSDPModule
     from torch.distributed.tensor import DTensor
 
     policy, tuner = tiny_gpt2_tuner(
-        folder, context, parallel="fsdp", averaging="none", fsdp_lockstep=lockstep
+        folder,
+        context,
+        parallel="fsdp",
+        averaging="none",
+        fsdp_lockstep=lockstep,
+        validation_contexts=(context,),
+        validation_interval=1,
+        validation_samples=8,
     )
     model = policy.model
     blocks = [m for m in model.modules() if isinstance(m, FSDPModule) and m is not model]
-    assert blocks
     gathered: list[int] = []
 
     def record(block: torch.nn.Module, *_: Any) -> None:
@@ -937,13 +947,28 @@ def lockstep_case(
 
     for block in blocks:
         block.register_forward_pre_hook(record)
+    start = {k: _full(v) for k, v in tuner.parameters.items()}
     tuner.tune(n_steps=steps)
     outcome = _outcome(tuner)
+    outcome["moved"] = max(
+        float(np.abs(v - start[k]).max()) for k, v in outcome["parameters"].items()
+    )
     outcome["gradients"] = tuner.gradients.name
-    outcome["most_gathered"] = max(gathered)  # besides the block running
+    outcome["most_gathered"] = max(gathered, default=0)  # besides the block running
     outcome["block_calls"] = len(gathered)
     outcome["blocks"] = len(blocks)
     return outcome
+
+
+def lockstep_refusal(folder: str) -> str:
+    """Chunks of 8, 8 and 4: a dummy chunk of 8 would not make the calls of the last one."""
+    try:
+        tiny_gpt2_tuner(
+            folder, parallel="fsdp", averaging="none", fsdp_lockstep=True, samples_per_context=20
+        )
+    except ValueError as err:
+        return str(err)
+    return "not refused"
 
 
 @pytest.mark.slow
@@ -958,20 +983,21 @@ def test_two_processes_tune_in_lockstep_with_the_model_sharded_as_one(tmp_path: 
     gpt2 = str(build_gpt2(tmp_path / "gpt2"))
     t5 = str(build_t5(tmp_path / "t5"))
     torch.set_num_threads(1)
-    want = {
-        "gpt2": lm_case(gpt2, "none", "none", STEPS),
-        "t5": lm_case(t5, "none", "none", STEPS, None, None, "online", "a b"),
-    }
+    want = {"gpt2": lockstep_case(gpt2), "t5": lockstep_case(t5, True, STEPS, "a b")}
     jobs = {
         "gpt2": (lockstep_case, (gpt2,)),
         "t5": (lockstep_case, (t5, True, STEPS, "a b")),
-        "gathered": (lockstep_case, (gpt2, False, 1)),  # today's way: the whole model
+        "gathered": (lockstep_case, (gpt2, False, 1)),  # the default: the whole model
+        "refused": (lockstep_refusal, (gpt2,)),
     }
     ranks = run_two(tmp_path, jobs)
+    for rank in ranks:  # refused on every rank before anything is sharded: no hang
+        assert "samples_per_context=20 is neither a multiple" in rank["refused"]
     for rank in ranks:
         # The observable: gathered for the step, every block is unsharded at every forward.
         assert rank["gathered"]["most_gathered"] == rank["gathered"]["blocks"] - 1
     for case, one in want.items():
+        assert one["gradients"] == "none" and one["block_calls"] == 0  # one process
         assert one["moved"] > 1e-3
         calls = {rank[case]["block_calls"] for rank in ranks}
         assert len(calls) == 1  # every rank called every block as often
@@ -985,6 +1011,9 @@ def test_two_processes_tune_in_lockstep_with_the_model_sharded_as_one(tmp_path: 
                 )
             for g, w in zip(got["history"], one["history"], strict=True):
                 assert g["log_z"] == pytest.approx(w["log_z"], abs=1e-5)
+                assert w["validation/kl_target_proposal"] != 0  # each step validated
+                for key in [k for k in w if k.startswith("validation/")]:
+                    assert g[key] == pytest.approx(w[key], abs=1e-5), key
         moved = max(
             float(np.abs(v - ranks[0][case]["parameters"][k]).max())
             for k, v in one["parameters"].items()
