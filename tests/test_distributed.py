@@ -927,6 +927,8 @@ def lockstep_case(
     from torch.distributed.fsdp import FSDPModule
     from torch.distributed.tensor import DTensor
 
+    from disco.parallel import whole_state_dict
+
     policy, tuner = tiny_gpt2_tuner(
         folder,
         context,
@@ -955,6 +957,10 @@ def lockstep_case(
     )
     outcome["gradients"] = tuner.gradients.name
     outcome["most_gathered"] = max(gathered, default=0)  # besides the block running
+    if blocks and lockstep:  # tuned, it stays sharded; whole_state_dict gathers it for rank 0
+        whole = whole_state_dict(model)
+        outcome["still_sharded"] = all(isinstance(p, DTensor) for p in model.parameters())
+        outcome["whole"] = {k: v.numpy() for k, v in (whole or {}).items()}
     outcome["block_calls"] = len(gathered)
     outcome["blocks"] = len(blocks)
     return outcome
@@ -1005,6 +1011,7 @@ def test_two_processes_tune_in_lockstep_with_the_model_sharded_as_one(tmp_path: 
             got = rank[case]
             assert got["gradients"] == "fsdp"
             assert got["most_gathered"] == 0  # one block gathered at a time
+            assert got["still_sharded"]
             for name, value in one["parameters"].items():
                 np.testing.assert_allclose(
                     got["parameters"][name], value, rtol=0, atol=1e-5, err_msg=f"{case}: {name}"
@@ -1014,6 +1021,9 @@ def test_two_processes_tune_in_lockstep_with_the_model_sharded_as_one(tmp_path: 
                 assert w["validation/kl_target_proposal"] != 0  # each step validated
                 for key in [k for k in w if k.startswith("validation/")]:
                     assert g[key] == pytest.approx(w[key], abs=1e-5), key
+        for name, value in ranks[0][case]["parameters"].items():
+            np.testing.assert_array_equal(ranks[0][case]["whole"][name], value, err_msg=name)
+        assert ranks[1][case]["whole"] == {}
         moved = max(
             float(np.abs(v - ranks[0][case]["parameters"][k]).max())
             for k, v in one["parameters"].items()
