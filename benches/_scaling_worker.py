@@ -39,6 +39,7 @@ def main() -> None:
         # How the gradients meet (TunerConfig.parallel); FSDP tunes without averaging.
         parallel=settings.get("parallel", "auto"),
         averaging=settings.get("averaging", "ema"),
+        fsdp_lockstep=settings.get("fsdp_lockstep", False),  # FSDP: sharded within a step too
     )
     history = tuner.tune()
     timed = history[1:]  # the first step warms up

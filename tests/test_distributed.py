@@ -860,3 +860,172 @@ def test_the_one_process_world_has_size_one() -> None:
 
 def _boom(chunk: Any) -> None:
     raise ValueError("boom")
+
+
+# ------------------------------------------------------------------- FSDP in lockstep (sharded)
+
+
+@pytest.mark.parametrize("seq2seq", [False, True], ids=["gpt2", "t5"])
+def test_decoding_to_length_gives_the_early_stopping_samples(tmp_path: Path, seq2seq: bool) -> None:
+    """``decode_to_length`` only adds forwards: the samples and their log-probabilities stay."""
+    from disco.distributions import LMDistribution
+    from lm_fixtures import build_gpt2, build_t5
+
+    torch.set_num_threads(1)
+    folder = (build_t5 if seq2seq else build_gpt2)(tmp_path / "lm")
+    # "a" ends a sample too: every row of a batch ends well before the length cap.
+    lm = LMDistribution(str(folder), length=12, batch_size=6, eos_token_id=[2, 4])
+    calls = [0]
+    lm.model.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    runs = {}
+    for to_length in (False, True):
+        lm.decode_to_length = to_length
+        calls[0] = 0
+        with distributed.keyed_random(lm, 11):
+            samples, log_probs = lm.sample("a b", 12)
+        runs[to_length] = ([s.token_ids for s in samples], log_probs.numpy(), calls[0])
+    (early_ids, early_lp, early_calls), (full_ids, full_lp, full_calls) = runs.values()
+    assert full_calls == 2 * 12  # two batches of six, each decoded for all twelve steps
+    assert early_calls < full_calls  # every row of a batch ended early: the check has teeth
+    assert full_ids == early_ids
+    np.testing.assert_array_equal(full_lp, early_lp)
+
+
+def test_lockstep_refuses_uneven_chunks_and_a_target_on_the_policys_model(
+    tmp_path: Path,
+) -> None:
+    from disco.distributions import LMDistribution
+    from disco.parallel import check_lockstep
+    from lm_fixtures import build_gpt2
+
+    folder = str(build_gpt2(tmp_path / "gpt2"))
+    policy = LMDistribution(folder, length=5, freeze=False)
+    base = LMDistribution(folder, length=5)
+    scorer = ExponentialScorer([HAS_A], [1.5])
+    check_lockstep(policy, {"target": base * scorer}, {"samples_per_context": (24, 8)})
+    check_lockstep(policy, {"target": base * scorer}, {"samples_per_context": (5, 8)})
+    with pytest.raises(ValueError) as error:
+        check_lockstep(
+            policy,
+            {"target": policy * scorer, "base": base},
+            {"samples_per_context": (20, 8)},
+        )
+    message = str(error.value)
+    assert "samples_per_context=20 is neither a multiple of sampling_batch_size=8" in message
+    assert "the target (Product) runs the policy's model" in message
+    assert "base" not in message.split("; ")[-1].split("(")[0]
+
+
+def lockstep_case(
+    folder: str, lockstep: bool = True, steps: int = 3, context: str = ""
+) -> dict[str, Any]:
+    """FSDP tuning, recording at each block's forward how many other blocks are gathered.
+
+    Validated after each step on 8 samples: one chunk, so rank 1 pads there too. One process
+    ignores ``parallel`` (nothing is sharded, nothing recorded).
+    """
+    from torch.distributed.fsdp import FSDPModule
+    from torch.distributed.tensor import DTensor
+
+    from disco.parallel import whole_state_dict
+
+    policy, tuner = tiny_gpt2_tuner(
+        folder,
+        context,
+        parallel="fsdp",
+        averaging="none",
+        fsdp_lockstep=lockstep,
+        validation_contexts=(context,),
+        validation_interval=1,
+        validation_samples=8,
+    )
+    model = policy.model
+    blocks = [m for m in model.modules() if isinstance(m, FSDPModule) and m is not model]
+    gathered: list[int] = []
+
+    def record(block: torch.nn.Module, *_: Any) -> None:
+        others = [b for b in blocks if b is not block]
+        gathered.append(sum(not isinstance(next(b.parameters()), DTensor) for b in others))
+
+    for block in blocks:
+        block.register_forward_pre_hook(record)
+    start = {k: _full(v) for k, v in tuner.parameters.items()}
+    tuner.tune(n_steps=steps)
+    outcome = _outcome(tuner)
+    outcome["moved"] = max(
+        float(np.abs(v - start[k]).max()) for k, v in outcome["parameters"].items()
+    )
+    outcome["gradients"] = tuner.gradients.name
+    outcome["most_gathered"] = max(gathered, default=0)  # besides the block running
+    if blocks and lockstep:  # tuned, it stays sharded; whole_state_dict gathers it for rank 0
+        whole = whole_state_dict(model)
+        outcome["still_sharded"] = all(isinstance(p, DTensor) for p in model.parameters())
+        outcome["whole"] = {k: v.numpy() for k, v in (whole or {}).items()}
+    outcome["block_calls"] = len(gathered)
+    outcome["blocks"] = len(blocks)
+    return outcome
+
+
+def lockstep_refusal(folder: str) -> str:
+    """Chunks of 8, 8 and 4: a dummy chunk of 8 would not make the calls of the last one."""
+    try:
+        tiny_gpt2_tuner(
+            folder, parallel="fsdp", averaging="none", fsdp_lockstep=True, samples_per_context=20
+        )
+    except ValueError as err:
+        return str(err)
+    return "not refused"
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
+def test_two_processes_tune_in_lockstep_with_the_model_sharded_as_one(tmp_path: Path) -> None:
+    """``fsdp_lockstep``: blocks gathered one at a time, and still the one-process steps.
+
+    Three chunks over two ranks: rank 1 pads with a dummy chunk.
+    """
+    from lm_fixtures import build_gpt2, build_t5
+
+    gpt2 = str(build_gpt2(tmp_path / "gpt2"))
+    t5 = str(build_t5(tmp_path / "t5"))
+    torch.set_num_threads(1)
+    want = {"gpt2": lockstep_case(gpt2), "t5": lockstep_case(t5, True, STEPS, "a b")}
+    jobs = {
+        "gpt2": (lockstep_case, (gpt2,)),
+        "t5": (lockstep_case, (t5, True, STEPS, "a b")),
+        "gathered": (lockstep_case, (gpt2, False, 1)),  # the default: the whole model
+        "refused": (lockstep_refusal, (gpt2,)),
+    }
+    ranks = run_two(tmp_path, jobs)
+    for rank in ranks:  # refused on every rank before anything is sharded: no hang
+        assert "samples_per_context=20 is neither a multiple" in rank["refused"]
+    for rank in ranks:
+        # The observable: gathered for the step, every block is unsharded at every forward.
+        assert rank["gathered"]["most_gathered"] == rank["gathered"]["blocks"] - 1
+    for case, one in want.items():
+        assert one["gradients"] == "none" and one["block_calls"] == 0  # one process
+        assert one["moved"] > 1e-3
+        calls = {rank[case]["block_calls"] for rank in ranks}
+        assert len(calls) == 1  # every rank called every block as often
+        for rank in ranks:
+            got = rank[case]
+            assert got["gradients"] == "fsdp"
+            assert got["most_gathered"] == 0  # one block gathered at a time
+            assert got["still_sharded"]
+            for name, value in one["parameters"].items():
+                np.testing.assert_allclose(
+                    got["parameters"][name], value, rtol=0, atol=1e-5, err_msg=f"{case}: {name}"
+                )
+            for g, w in zip(got["history"], one["history"], strict=True):
+                assert g["log_z"] == pytest.approx(w["log_z"], abs=1e-5)
+                assert w["validation/kl_target_proposal"] != 0  # each step validated
+                for key in [k for k in w if k.startswith("validation/")]:
+                    assert g[key] == pytest.approx(w[key], abs=1e-5), key
+        for name, value in ranks[0][case]["parameters"].items():
+            np.testing.assert_array_equal(ranks[0][case]["whole"][name], value, err_msg=name)
+        assert ranks[1][case]["whole"] == {}
+        moved = max(
+            float(np.abs(v - ranks[0][case]["parameters"][k]).max())
+            for k, v in one["parameters"].items()
+        )
+        print(f"{case} in lockstep: largest parameter difference, 1 vs 2 processes: {moved:.3g}")

@@ -222,14 +222,24 @@ class World:
             if other is not None:
                 raise other
 
-    def gather_chunks(self, chunks: Sequence[Chunk], work: Callable[[Chunk], T]) -> list[T]:
+    def gather_chunks(
+        self,
+        chunks: Sequence[Chunk],
+        work: Callable[[Chunk], T],
+        pad: Callable[[], object] | None = None,
+    ) -> list[T]:
         """``work(chunk)`` for every chunk, each computed by one rank, returned in chunk order.
 
+        ``pad`` (lockstep): a rank dealt fewer chunks than another calls it once after its own,
+        so every rank runs the same number of units of work (its result is discarded).
         An error in any rank's work is raised on every rank (see :meth:`together`).
         """
 
         def mine() -> list[tuple[int, T]]:
-            return [(c.index, work(c)) for c in self.mine(chunks)]
+            done = [(c.index, work(c)) for c in self.mine(chunks)]
+            if pad is not None and len(done) < -(-len(chunks) // self.size):
+                pad()
+            return done
 
         try:
             local, error = mine(), None

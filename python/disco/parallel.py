@@ -27,6 +27,7 @@ __all__ = [
     "DeepSpeedZeRO",
     "GradientSum",
     "ShardedFSDP",
+    "check_lockstep",
     "gradient_sync",
     "whole_state_dict",
 ]
@@ -174,32 +175,54 @@ class ShardedFSDP:
 
     Each transformer block (the model's ``_no_split_modules`` classes) and then the model are
     sharded, as accelerate's FSDP2 plugin does; between steps each rank holds one shard of the
-    parameters, their gradients and the optimizer's state. Ranks run uneven numbers of forward
-    passes (their chunks; generation stops when every row has ended), and under FSDP every
-    forward would be a collective: so a step (:meth:`whole_model`) all-gathers the whole model
-    once, runs every forward and backward locally without resharding or gradient sync, and
-    :meth:`finish` reduce-scatters the accumulated gradients with one zero-gradient pass (a sum:
-    the divide factor is 1). Peak memory within a step is a whole model per rank.
+    parameters, their gradients and the optimizer's state. Under FSDP every forward is a
+    collective, so the ranks must run the same forwards; two ways to ensure it:
+
+    - gathered (``lockstep=False``): ranks run uneven numbers of forward passes (their chunks;
+      generation stops when every row has ended), so a step (:meth:`whole_model`) all-gathers
+      the whole model once, runs every forward and backward locally without resharding or
+      gradient sync, and :meth:`finish` reduce-scatters the accumulated gradients with one
+      zero-gradient pass (a sum: the divide factor is 1). Peak memory within a step is a whole
+      model per rank.
+    - lockstep (``lockstep=True``): every rank makes the same calls in the same order (the
+      tuner deals each rank the same number of chunks, padding with a discarded dummy one, and
+      the distribution decodes to its full ``length``), so the model stays sharded: each block
+      is gathered in its own forward hook and freed after it (``reshard_after_forward``), again
+      in backward, and each backward reduce-scatters the blocks' gradients into the shards
+      (summed). Within a step a rank holds the root's own parameters (embeddings, head) and
+      their accumulated gradients (reduced once, in :meth:`finish`), one block gathered at a
+      time, and shards of the rest. The blocks' gradients are reduced per backward, not
+      accumulated: whole accumulated gradients would cost a whole model again; the price is
+      one reduce-scatter per block and scoring batch instead of one per step. After tuning
+      the model stays sharded (:meth:`hand_over`): call it on every rank alike, or gather it
+      with :func:`whole_state_dict`.
     """
 
     name = "fsdp"
 
-    def __init__(self, distribution: Any) -> None:
+    def __init__(self, distribution: Any, lockstep: bool = False) -> None:
         from torch.distributed.fsdp import FSDPModule, fully_shard
 
         model = distribution.model
         blocks = set(getattr(model, "_no_split_modules", None) or ())
         for module in list(model.modules()):
             if type(module).__name__ in blocks:
-                fully_shard(module, reshard_after_forward=False)
+                fully_shard(module, reshard_after_forward=lockstep)
+        # The root's own parameters (embeddings, head) stay gathered through a step either way:
+        # a seq2seq distribution runs its encoder alone, outside the root's forward hooks.
         fully_shard(model, reshard_after_forward=False)
         self.model = model
+        self.lockstep = lockstep
         self.units = [m for m in model.modules() if isinstance(m, FSDPModule)]
         for unit in self.units:
             unit.set_gradient_divide_factor(1.0)
             # A plain SUM: a custom factor otherwise asks for PREMUL_SUM, which gloo lacks.
             unit.set_force_sum_reduction_for_comms(True)
-        model.set_reshard_after_backward(False)
+        model.set_reshard_after_backward(lockstep)
+        # The root's own parameters stay gathered through a step (see above).
+        model.set_reshard_after_backward(False, recurse=False)
+        if lockstep:
+            distribution.decode_to_length = True
         # FSDP sets itself up on the root's first forward and refuses a block's forward before
         # it; a seq2seq distribution runs its encoder alone first. One forward now, on every rank.
         with torch.no_grad():
@@ -209,8 +232,11 @@ class ShardedFSDP:
 
     @contextlib.contextmanager
     def whole_model(self) -> Iterator[None]:
-        """Gather the whole model on every rank for the body; shard it again afterwards."""
-        for unit in self.units:
+        """A step runs inside this: the whole model gathered (lockstep: only the root's own).
+
+        Sharded again afterwards.
+        """
+        for unit in [self.model] if self.lockstep else self.units:
             unit.unshard()
         try:
             yield
@@ -220,25 +246,38 @@ class ShardedFSDP:
 
     @contextlib.contextmanager
     def accumulating(self) -> Iterator[None]:
-        """Backward passes accumulate unsharded gradients locally."""
-        self.model.set_requires_gradient_sync(False)
+        """Backward passes accumulate unsharded gradients locally.
+
+        Lockstep: only the root's own (each block reduce-scatters in its backward). The root's
+        parameters also serve calls outside its forward (a seq2seq encoder run alone, tied
+        embeddings), whose gradients arrive after FSDP's reduction of the root's in that
+        backward: so the root reduces once, in :meth:`finish`.
+        """
+        recurse = not self.lockstep
+        self.model.set_requires_gradient_sync(False, recurse=recurse)
         try:
             yield
         finally:
-            self.model.set_requires_gradient_sync(True)
+            self.model.set_requires_gradient_sync(True, recurse=recurse)
 
     def finish(self) -> None:
-        """Reduce-scatter the accumulated gradients (summed) into each rank's shard."""
+        """Reduce-scatter the accumulated gradients (summed) into each rank's shard.
+
+        Lockstep: the blocks' zero gradients too (they add nothing), one block at a time.
+        """
         _zero_gradient_pass(self.model, self.model)
 
     def hand_over(self) -> None:
-        """After tuning: gather the whole model on every rank.
+        """After tuning: gather the whole model on every rank (lockstep: leave it sharded).
 
         Sharded, every forward of the policy would be a collective, and whatever runs next
         (sampling, evaluation, a QRS sampler on the tuned policy) runs uneven numbers of
         forwards on the ranks. Gathered, the policy is a plain model on each rank; the next
-        step (a later ``tune()``) shards it again at its end.
+        step (a later ``tune()``) shards it again at its end. Lockstep is for a model that
+        does not fit whole on one device: it stays sharded.
         """
+        if self.lockstep:
+            return
         for unit in self.units:
             unit.unshard()
 
@@ -543,7 +582,8 @@ def whole_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
     """A model's state dict gathered whole on rank 0 (CPU) when FSDP shards it, else ``None``.
 
     A collective when sharded: every rank calls it (ranks other than 0 get an empty dict), and
-    the model is left gathered whole, as ``tune()`` leaves it. ``None`` means the model's own
+    the model is left as it was: gathered whole, as ``tune()`` leaves it, or sharded (under
+    ``fsdp_lockstep``), one parameter gathered at a time. ``None`` means the model's own
     ``state_dict()`` is whole.
     """
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
@@ -552,10 +592,14 @@ def whole_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
     if not isinstance(model, FSDPModule):
         return None
 
+    from torch.distributed.tensor import DTensor
+
+    # Gathered whole (as tune() leaves it), or sharded (fsdp_lockstep: too large to gather).
+    gathered = not any(isinstance(p, DTensor) for p in model.parameters())
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     whole = get_model_state_dict(model, options=options)
     for unit in model.modules():  # reading it resharded the model: gather it again (hand_over)
-        if isinstance(unit, FSDPModule):
+        if gathered and isinstance(unit, FSDPModule):
             unit.unshard()
     # Tied weights (an LM head sharing the input embeddings) come back as separate copies; keep
     # one name per tensor, as named_parameters() does and save_pretrained expects.
@@ -585,6 +629,54 @@ def shards_the_policy(parallel: str, distribution: Any, world: World) -> bool:
     )
 
 
+def check_lockstep(
+    distribution: Any, others: dict[str, Any], batches: dict[str, tuple[int, int]]
+) -> None:
+    """Refuse what would make the ranks' calls of a lockstep-sharded model differ.
+
+    ``others``: what else a step calls, by role (target, base, features), which must not run the
+    policy's model (its calls would be collectives the tuner does not pair across ranks);
+    ``batches``: ``{setting: (samples, sampling_batch_size)}``, whose chunks must be of equal
+    size (a dummy chunk then makes the same calls as a real one).
+    """
+    problems = [
+        f"{name}={n} is neither a multiple of sampling_batch_size={size} nor at most it"
+        for name, (n, size) in batches.items()
+        if n > size and n % size
+    ]
+    model = distribution.model
+    problems += [
+        f"the {role} ({type(other).__name__}) runs the policy's model (e.g. "
+        "without_adapters()), which the tuner cannot call in step on every rank: give it its "
+        "own copy of the base model"
+        for role, other in others.items()
+        if other is not None and _reaches(other, model)
+    ]
+    if problems:
+        raise ValueError("fsdp_lockstep=True: " + "; ".join(problems))
+
+
+def _reaches(
+    value: Any, model: torch.nn.Module, depth: int = 6, seen: set[int] | None = None
+) -> bool:
+    """Whether ``value`` holds ``model`` (or a module wrapping it) in its attributes."""
+    seen = set() if seen is None else seen
+    if id(value) in seen or depth == 0:
+        return False
+    seen.add(id(value))
+    if isinstance(value, torch.nn.Module):
+        return any(m is model for m in value.modules())
+    if isinstance(value, dict):
+        items: list[Any] = list(value.values())
+    elif isinstance(value, list | tuple | set):
+        items = list(value)
+    else:
+        items = list(getattr(value, "__dict__", {}).values())
+    if len(items) > 1000:  # a vocabulary, a list of samples: no model in there
+        return False
+    return any(_reaches(v, model, depth - 1, seen) for v in items)
+
+
 def _is_hf_policy(distribution: Any) -> bool:
     model = getattr(distribution, "model", None)
     return (
@@ -595,7 +687,11 @@ def _is_hf_policy(distribution: Any) -> bool:
 
 
 def gradient_sync(
-    parallel: str, distribution: Any, parameters: Sequence[torch.nn.Parameter], world: World
+    parallel: str,
+    distribution: Any,
+    parameters: Sequence[torch.nn.Parameter],
+    world: World,
+    lockstep: bool = False,
 ) -> GradientSum | AccelerateDDP | ShardedFSDP | DeepSpeedZeRO:
     """How a tuner's gradients meet across ``world`` (see ``TunerConfig.parallel``).
 
@@ -605,7 +701,8 @@ def gradient_sync(
     ``'deepspeed'`` need a Hugging Face policy and accelerate seeing the group (errors
     otherwise); ``'auto'`` is ``'deepspeed'`` under an accelerate DeepSpeed config, ``'fsdp'``
     under an accelerate FSDP config (for a Hugging Face policy), else ``'ddp'`` when it can be
-    and an explicit sum otherwise.
+    and an explicit sum otherwise. ``lockstep``: FSDP keeps the model sharded within a step
+    (:class:`ShardedFSDP`); the caller makes every rank's calls of the model the same.
     """
     if world.size == 1 or parallel == "none":
         return GradientSum(world, parameters)
@@ -629,7 +726,7 @@ def gradient_sync(
                 f"parallel='fsdp' shards a Hugging Face model; {type(distribution).__name__} has "
                 "none (use parallel='none': an explicit all-reduce of its gradients)"
             )
-        return ShardedFSDP(distribution)
+        return ShardedFSDP(distribution, lockstep)
     if parallel in ("ddp", "auto"):
         if importlib.util.find_spec("accelerate") is None:
             if parallel == "auto":

@@ -34,6 +34,13 @@ class ModelRunner:
     decoder_prefix: tuple[int, ...]
     _use_position_ids: bool
     _use_logits_to_keep: bool
+    decode_to_length: bool = False
+    """Run the decoder for all ``length`` steps even once every row has ended.
+
+    Off by default (sampling stops early). FSDP's lockstep mode sets it: there every forward is
+    a collective and each rank must run as many as the others. The rows are the same either
+    way: an ended row only gets pad tokens, and the extra steps draw no random numbers.
+    """
 
     @property
     def device(self) -> torch.device:
@@ -66,7 +73,13 @@ class ModelRunner:
                 tokens[:, t] = chosen
                 lengths += alive
                 alive &= ~torch.isin(chosen, eos)
-                if t == self.length - 1 or not bool(alive.any()):
+                if t == self.length - 1:
+                    break
+                if not bool(alive.any()):
+                    if not self.decode_to_length:
+                        break
+                    for _ in range(t + 1, self.length):  # forwards only: no draws, no changes
+                        step.send(chosen)
                     break
                 logits = step.send(chosen)
             step.close()

@@ -126,7 +126,8 @@ class TunerConfig:
         "Hugging Face model wrapped by accelerate's DistributedDataParallel (bucketed "
         "all-reduce); 'fsdp': its parameters, gradients and optimizer state sharded between "
         "steps by torch's FSDP2 (fully_shard per transformer block, then the model; within a "
-        "step each rank gathers the whole model; online tuning with averaging='none' only); "
+        "step each rank gathers the whole model unless fsdp_lockstep; online tuning with "
+        "averaging='none' only); "
         "'deepspeed': the model and the optimizer in a DeepSpeed ZeRO engine through accelerate "
         "(the 'deepspeed' extra; stage 2, or the stage of `accelerate launch`'s DeepSpeed "
         "config, 1 or 2): whole parameters on every rank, the optimizer state, its float32 "
@@ -139,6 +140,18 @@ class TunerConfig:
         "process group, else 'none'. Each gives the step of one process (the exact sum of "
         "the gradients); one process ignores it",
         default="auto",
+    )
+    fsdp_lockstep: bool = _help(
+        "under FSDP ('fsdp', or 'auto' choosing it): keep the model sharded within a step (each "
+        "block gathered only for its own forward and backward, gradients reduce-scattered per "
+        "backward), so a model too large for one device can be tuned. Every rank then makes "
+        "the same calls of the model: a rank with fewer chunks draws and learns from a dummy "
+        "one (discarded, zero gradient) and sampling decodes to the full length (same samples); "
+        "needs samples_per_context (and validation_samples) to be a multiple of "
+        "sampling_batch_size or at most it, a target and base that do not share the policy's "
+        "model, and leaves the tuned model sharded (gather it with "
+        "disco.parallel.whole_state_dict). False: each rank gathers the whole model for a step",
+        default=False,
     )
 
     def _check_types(self) -> None:
@@ -153,7 +166,7 @@ class TunerConfig:
             optional = value is None and name == "max_grad_norm"
             if not optional and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
                 raise ValueError(f"{name} must be a number, got {value!r}")
-        for name in ("baseline", "kl_from_base"):
+        for name in ("baseline", "kl_from_base", "fsdp_lockstep"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("features", "validation_contexts"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import random
@@ -18,7 +19,13 @@ import torch
 from disco import numerics
 from disco.distributed import Chunk, current_world, draw_chunk, plan_chunks
 from disco.distributions.contexts import resolve_contexts
-from disco.parallel import DeepSpeedZeRO, gradient_sync, shards_the_policy
+from disco.parallel import (
+    DeepSpeedZeRO,
+    ShardedFSDP,
+    check_lockstep,
+    gradient_sync,
+    shards_the_policy,
+)
 from disco.tuners import checkpoint
 from disco.tuners.averaging import ParameterAverage
 from disco.tuners.config import TunerConfig
@@ -130,9 +137,21 @@ class Tuner:
                 "proposal='online'): the average and the offline proposal copy parameters, "
                 "which FSDP holds as shards" + (chosen if cfg.parallel == "auto" else "")
             )
+        if cfg.fsdp_lockstep and shards_the_policy(cfg.parallel, policy, self.world):
+            others = {
+                "target": target,
+                "base": base,
+                **{f"features[{k}]": f for k, f in enumerate(cfg.features)},
+            }
+            batches = {"samples_per_context": (cfg.samples_per_context, cfg.sampling_batch_size)}
+            if cfg.validation_interval and cfg.validation_contexts:
+                batches["validation_samples"] = (cfg.validation_samples, cfg.sampling_batch_size)
+            check_lockstep(policy, others, batches)
         self.gradients = gradient_sync(
-            cfg.parallel, policy, list(self.parameters.values()), self.world
+            cfg.parallel, policy, list(self.parameters.values()), self.world, cfg.fsdp_lockstep
         )
+        # Lockstep: every rank calls the sharded model alike (a dummy chunk pads a short share).
+        self.lockstep = isinstance(self.gradients, ShardedFSDP) and self.gradients.lockstep
         self.parameters = trainable_parameters(self.module)  # FSDP's shards replace them
         self.device = device_of(self.module)
         self.optimizer = self._make_optimizer()
@@ -344,9 +363,18 @@ class Tuner:
         return _Scored(log_q, log_p, phi, log_a, shown)
 
     def _learn_chunk(
-        self, chunk: Chunk, samples: list[Any], scored: _Scored, log_z: float, n_contexts: int
+        self,
+        chunk: Chunk,
+        samples: list[Any],
+        scored: _Scored,
+        log_z: float,
+        n_contexts: int,
+        weight: float = 1.0,
     ) -> _Learned:
-        """Score one chunk with the policy and backpropagate its share of the loss."""
+        """Score one chunk with the policy and backpropagate its share of the loss.
+
+        ``weight`` 0: a lockstep dummy, whose forward and backward passes change nothing.
+        """
         cfg, n = self.config, self.config.samples_per_context
         log_pi_parts, weights, weighted, losses = [], [], [], []
         score_time = backward_time = 0.0
@@ -360,7 +388,7 @@ class Tuner:
                 log_pi, scored.log_p[part], scored.log_q[part], log_z, context=chunk.context
             )
             share = (part.stop - part.start) / n
-            (out.loss * share / n_contexts).backward()
+            (out.loss * share / n_contexts * weight).backward()  # weight 1: exact
             losses.append(float(out.loss.detach()) * share)
             backward_time += time.perf_counter() - tb
             log_pi_parts.append(out.policy_log_probs)
@@ -400,9 +428,15 @@ class Tuner:
             contexts, n, cfg.sampling_batch_size, cfg.seed, "tune", self.step_count
         )
         drawn: dict[int, list[Any]] = {}
+        dummy = dataclasses.replace(chunks[0], index=-1)  # lockstep: a short rank's pad
+        padding: dict[str, _Scored] = {}
         ts = time.perf_counter()
         scored = world.gather_chunks(
-            chunks, lambda c: self._scored_chunk(self.proposal, c, drawn, self._reported(c))
+            chunks,
+            lambda c: self._scored_chunk(self.proposal, c, drawn, self._reported(c)),
+            (lambda: padding.update(s=self._scored_chunk(self.proposal, dummy, drawn, 0)))
+            if self.lockstep
+            else None,
         )
         timings["time/sample"] += time.perf_counter() - ts
         log_zs = []
@@ -425,6 +459,9 @@ class Tuner:
                 lambda c: self._learn_chunk(
                     c, drawn[c.index], scored[c.index], log_zs[c.position], len(contexts)
                 ),
+                (lambda: self._learn_chunk(dummy, drawn[-1], padding["s"], log_zs[0], 1, 0.0))
+                if self.lockstep
+                else None,
             )
         for c, piece in zip(chunks, learned):
             if c.index in mine:
@@ -622,7 +659,9 @@ class Tuner:
             self.gradients.whole_model(),
         ):
             scored = self.world.gather_chunks(
-                chunks, lambda c: self._scored_chunk(self.policy, c, {})
+                chunks,
+                lambda c: self._scored_chunk(self.policy, c, {}),
+                (lambda: draw_chunk(self.policy, chunks[0])) if self.lockstep else None,
             )
         rows = []
         for position, context in enumerate(contexts):
