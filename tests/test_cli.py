@@ -308,6 +308,7 @@ FEATURE = '[[features]]\ntype = "word"\nword = "a"\nmoment = 0.5\n'
         ('[tuner]\nloss = "hinge"\n' + FEATURE, "tuner.loss"),
         ('[tuner]\noptimizer = "lion"\n' + FEATURE, "tuner.optimizer"),
         ("[tuner]\nfeatures = 1\n" + FEATURE, "tuner.features"),
+        ("[tuner]\nfsdp_lockstep = true\n" + FEATURE, "tuner.fsdp_lockstep"),
         ("[sampler]\nbeta = 0\n" + FEATURE, "sampler.beta"),
         ("[sampler]\nbeta = 1.0\nacceptance_rate = 0.5\n" + FEATURE, "sampler.beta"),
         ("[sampler]\nacceptance_rate = 0\n" + FEATURE, "sampler.acceptance_rate"),

@@ -218,6 +218,14 @@ class TunerSection:
             raise UserError(
                 f"unknown loss {loss!r}", "tuner.loss", f"use one of {', '.join(LOSSES)}"
             )
+        if table.get("fsdp_lockstep"):
+            raise UserError(
+                "the command samples and evaluates with the tuned policy after tuning, in uneven "
+                "shares, which a policy left sharded by fsdp_lockstep cannot do",
+                "tuner.fsdp_lockstep",
+                "remove it (parallel = 'fsdp' gathers the model within a step), or tune in "
+                "lockstep from Python with disco.tuners.Tuner",
+            )
         _known(table, [k for k in TunerConfig.field_help() if k not in TUNER_RESERVED], "tuner.")
         table.setdefault("seed", seed)
         for key, value in table.items():
