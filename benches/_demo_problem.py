@@ -79,3 +79,15 @@ def evaluate(
         "kl_target_policy": float(np.mean(np.exp(log_ratio) * log_ratio)),
         "kl_policy_base": float(np.mean(log_pi - log_a)),
     }
+
+
+def token_batch(policy: LMDistribution, samples: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input ids (BOS, then each sample's tokens, right-padded) and the mask of the tokens."""
+    longest = max(len(s.token_ids) for s in samples)
+    ids = torch.full((len(samples), longest + 1), policy.pad_token_id, dtype=torch.long)
+    ids[:, 0] = policy.bos_token_id
+    mask = torch.zeros(len(samples), longest, dtype=torch.bool)
+    for i, s in enumerate(samples):
+        ids[i, 1 : 1 + len(s.token_ids)] = torch.tensor(s.token_ids)
+        mask[i, : len(s.token_ids)] = True
+    return ids, mask

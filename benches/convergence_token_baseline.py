@@ -18,7 +18,7 @@ import time
 import numpy as np
 import torch
 
-from _demo_problem import demo_problem, evaluate
+from _demo_problem import demo_problem, evaluate, token_batch
 from disco.tuners.averaging import ParameterAverage
 
 ebm_dir, settings = sys.argv[1], json.loads(sys.argv[2])
@@ -35,13 +35,7 @@ batch_size = settings.get("batch", 512)
 
 def token_log_probs(samples):
     """Per-token log pi (0 past each sample's end), the mask, and the hidden states at t - 1."""
-    longest = max(len(s.token_ids) for s in samples)
-    ids = torch.full((len(samples), longest + 1), policy.pad_token_id, dtype=torch.long)
-    ids[:, 0] = policy.bos_token_id
-    mask = torch.zeros(len(samples), longest, dtype=torch.bool)
-    for i, s in enumerate(samples):
-        ids[i, 1 : 1 + len(s.token_ids)] = torch.tensor(s.token_ids)
-        mask[i, : len(s.token_ids)] = True
+    ids, mask = token_batch(policy, samples)
     out = model(input_ids=ids, output_hidden_states=True, use_cache=False)
     log_probs = torch.log_softmax(out.logits[:, :-1].float(), -1)
     chosen = log_probs.gather(-1, ids[:, 1:, None]).squeeze(-1)

@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from _demo_problem import demo_problem, evaluate
+from _demo_problem import demo_problem, evaluate, token_batch
 from disco.tuners.averaging import ParameterAverage
 
 ebm_dir, settings = sys.argv[1], json.loads(sys.argv[2])
@@ -34,17 +34,6 @@ batch_size = settings.get("batch", 512)
 kl_weight = settings.get("kl_weight", 1.0)
 
 
-def batch_ids(samples):
-    longest = max(len(s.token_ids) for s in samples)
-    ids = torch.full((len(samples), longest + 1), policy.pad_token_id, dtype=torch.long)
-    ids[:, 0] = policy.bos_token_id
-    mask = torch.zeros(len(samples), longest, dtype=torch.bool)
-    for i, s in enumerate(samples):
-        ids[i, 1 : 1 + len(s.token_ids)] = torch.tensor(s.token_ids)
-        mask[i, : len(s.token_ids)] = True
-    return ids, mask
-
-
 start = time.perf_counter()
 for step in range(1, settings["steps"] + 1):
     with torch.no_grad():
@@ -53,7 +42,7 @@ for step in range(1, settings["steps"] + 1):
     optimizer.zero_grad()
     parts = []
     for i in range(0, batch_size, 64):
-        ids, mask = batch_ids(samples[i : i + 64])
+        ids, mask = token_batch(policy, samples[i : i + 64])
         with torch.no_grad():
             log_a = torch.log_softmax(
                 base_model(input_ids=ids, use_cache=False).logits[:, :-1].float(), -1

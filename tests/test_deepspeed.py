@@ -26,7 +26,7 @@ pytest.importorskip("accelerate")
 if not torch.cuda.is_available() and None in (shutil.which("ninja"), shutil.which("c++")):
     pytest.skip("DeepSpeed on CPUs compiles an op: needs ninja and c++", allow_module_level=True)
 
-from test_distributed import _free_port, _full, _outcome, lora_case, run_two, tiny_gpt2_tuner
+from test_distributed import _free_port, lora_case, run_two, tiny_gpt2_tuner, tuned_outcome
 
 HERE = Path(__file__).parent
 
@@ -55,17 +55,7 @@ def ds_case(
         proposal=proposal,
         checkpoint_dir=checkpoint_dir,
     )
-    if resume is not None:
-        tuner.load_checkpoint(resume)
-    start = {k: _full(v) for k, v in tuner.parameters.items()}
-    tuner.tune(n_steps=steps)
-    if tuner.world.is_main:  # the tuned policy runs alone on one rank: no collective left in it
-        assert len(policy.sample("", 3)[0]) == 3
-    outcome = _outcome(tuner)
-    outcome["gradients"] = tuner.gradients.name
-    outcome["moved"] = max(
-        float(np.abs(v - start[k]).max()) for k, v in outcome["parameters"].items()
-    )
+    outcome = tuned_outcome(policy, tuner, steps, resume)
     if tuner.gradients.name == "deepspeed":
         config = tuner.gradients.config
         outcome["zero_stage"] = config["zero_optimization"]["stage"]

@@ -516,17 +516,24 @@ def lm_case(
         checkpoint_dir=checkpoint_dir,
         proposal=proposal,
     )
+    outcome = tuned_outcome(policy, tuner, steps, resume, context)
+    outcome["sharded"] = [
+        isinstance(v, torch.distributed.tensor.DTensor) for v in tuner.parameters.values()
+    ]
+    return outcome
+
+
+def tuned_outcome(
+    policy: Any, tuner: Tuner, steps: int, resume: str | None, context: str = ""
+) -> dict[str, Any]:
+    """Resume (when asked), tune ``steps`` steps, and report what the tuner ended with."""
     if resume is not None:
         tuner.load_checkpoint(resume)
     start = {k: _full(v) for k, v in tuner.parameters.items()}
     tuner.tune(n_steps=steps)
     if tuner.world.is_main:  # the tuned policy runs alone on one rank: no collective left in it
-        outcome_samples = policy.sample(context, 3)[0]
-        assert len(outcome_samples) == 3
+        assert len(policy.sample(context, 3)[0]) == 3
     outcome = _outcome(tuner)
-    outcome["sharded"] = [
-        isinstance(v, torch.distributed.tensor.DTensor) for v in tuner.parameters.values()
-    ]
     outcome["gradients"] = tuner.gradients.name
     outcome["moved"] = max(
         float(np.abs(v - start[k]).max()) for k, v in outcome["parameters"].items()
