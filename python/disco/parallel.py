@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import math
 import os
 import typing
 import warnings
@@ -25,6 +26,7 @@ from disco.distributed import World
 __all__ = [
     "AccelerateDDP",
     "DeepSpeedZeRO",
+    "GradientPath",
     "GradientSum",
     "ShardedFSDP",
     "check_lockstep",
@@ -33,18 +35,21 @@ __all__ = [
 ]
 
 
-class GradientSum:
-    """Every rank holds the whole policy; :meth:`finish` all-reduces each gradient (a sum).
+class GradientPath:
+    """The interface every way shares, with the behaviour of a policy held whole on each rank.
 
-    The way for any policy (an ``EnumerableLM`` is not a Hugging Face model) and for one
-    process, where it does nothing.
+    A step runs inside :meth:`whole_model`, its backward passes inside :meth:`accumulating`;
+    :meth:`finish` turns the accumulated local gradients into the global sum on every rank and
+    :meth:`step` applies it. :meth:`prepare` takes the optimizer once it is made, and
+    :meth:`hand_over` leaves the tuned policy usable after tuning.
     """
 
-    name = "none"
+    name: str
+    lockstep = False
+    """Whether every rank must call the policy's model alike (only FSDP's lockstep mode)."""
 
-    def __init__(self, world: World, parameters: Sequence[torch.nn.Parameter]) -> None:
-        self.world = world
-        self.parameters = list(parameters)
+    def prepare(self, optimizer: torch.optim.Optimizer, max_grad_norm: float | None) -> None:
+        """Take the tuner's optimizer (nothing to do unless the way steps it itself)."""
 
     @contextlib.contextmanager
     def whole_model(self) -> Iterator[None]:
@@ -58,10 +63,46 @@ class GradientSum:
 
     def finish(self) -> None:
         """Turn the accumulated local gradients into the global sum, on every rank."""
-        self.world.sum_gradients(self.parameters)
+        raise NotImplementedError
+
+    def step(
+        self,
+        optimizer: torch.optim.Optimizer,
+        parameters: Sequence[torch.nn.Parameter],
+        max_grad_norm: float | None,
+    ) -> float:
+        """Clip the summed gradients to ``max_grad_norm`` (their global norm), then step.
+
+        Returns the norm before clipping (0 when no parameter has a gradient).
+        """
+        params = [p for p in parameters if p.grad is not None]
+        norm = 0.0
+        if params:
+            max_norm = max_grad_norm if max_grad_norm is not None else math.inf
+            norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        optimizer.step()
+        return norm
 
     def hand_over(self) -> None:
         """After tuning: leave the policy usable like any model (here it already is)."""
+
+
+class GradientSum(GradientPath):
+    """Every rank holds the whole policy; :meth:`finish` all-reduces each gradient (a sum).
+
+    The way for any policy (an ``EnumerableLM`` is not a Hugging Face model) and for one
+    process, where it does nothing.
+    """
+
+    name = "none"
+
+    def __init__(self, world: World, parameters: Sequence[torch.nn.Parameter]) -> None:
+        self.world = world
+        self.parameters = list(parameters)
+
+    def finish(self) -> None:
+        """Turn the accumulated local gradients into the global sum, on every rank."""
+        self.world.sum_gradients(self.parameters)
 
 
 def _sum_hook(
@@ -97,7 +138,7 @@ class _Routed:
         return getattr(self._model, name)
 
 
-class AccelerateDDP:
+class AccelerateDDP(GradientPath):
     """The policy's Hugging Face model wrapped by accelerate's ``DistributedDataParallel``.
 
     Ranks deal themselves uneven numbers of chunks (none, some), so no backward pass may be a
@@ -121,11 +162,6 @@ class AccelerateDDP:
         wrapper.register_comm_hook(None, _sum_hook)
 
     @contextlib.contextmanager
-    def whole_model(self) -> Iterator[None]:
-        """Every rank holds the whole model anyway."""
-        yield
-
-    @contextlib.contextmanager
     def accumulating(self) -> Iterator[None]:
         """The step's backward passes: through the wrapper, without synchronising."""
         routed = _Routed(self.wrapper, self.model)
@@ -139,9 +175,6 @@ class AccelerateDDP:
     def finish(self) -> None:
         """One synchronising pass: a one-token forward, backpropagating zeros."""
         _zero_gradient_pass(self.wrapper, self.model)
-
-    def hand_over(self) -> None:
-        """After tuning: the model itself was never replaced (only wrapped during steps)."""
 
 
 def _zero_gradient_pass(wrapper: Any, model: torch.nn.Module) -> None:
@@ -170,7 +203,7 @@ def _one_token(model: torch.nn.Module) -> dict[str, Any]:
     return inputs
 
 
-class ShardedFSDP:
+class ShardedFSDP(GradientPath):
     """The policy's Hugging Face model sharded by torch's FSDP2 (``fully_shard``).
 
     Each transformer block (the model's ``_no_split_modules`` classes) and then the model are
@@ -282,7 +315,7 @@ class ShardedFSDP:
             unit.unshard()
 
 
-class DeepSpeedZeRO:
+class DeepSpeedZeRO(GradientPath):
     """The policy's Hugging Face model and the tuner's optimizer in a DeepSpeed ZeRO engine.
 
     accelerate prepares the model and the tuner's own torch optimizer into a DeepSpeed engine,
@@ -331,11 +364,6 @@ class DeepSpeedZeRO:
         self.optimizer = optimizer
 
     @contextlib.contextmanager
-    def whole_model(self) -> Iterator[None]:
-        """Every rank holds the whole model (ZeRO stage 1 and 2 partition the rest)."""
-        yield
-
-    @contextlib.contextmanager
     def accumulating(self) -> Iterator[None]:
         """The step's backward passes: local, ZeRO's reduction held back until :meth:`finish`."""
         stack = contextlib.ExitStack()
@@ -363,14 +391,19 @@ class DeepSpeedZeRO:
                         p.grad.mul_(self.world.size)
         stack.close()
 
-    def step(self) -> float:
-        """The engine's step (global norm, clipping, the partitions' update); returns the norm."""
+    def step(
+        self,
+        optimizer: torch.optim.Optimizer,
+        parameters: Sequence[torch.nn.Parameter],
+        max_grad_norm: float | None,
+    ) -> float:
+        """The engine's step (global norm, clipping, the partitions' update); returns the norm.
+
+        The engine holds the optimizer and the clipping norm since :meth:`prepare`.
+        """
         self.engine.step()
         norm = self.engine.get_global_grad_norm()
         return 0.0 if norm is None else float(norm)
-
-    def hand_over(self) -> None:
-        """After tuning: the model holds the updated parameters whole on every rank."""
 
     def whole_optimizer_state(self) -> dict[str, Any]:
         """The optimizer's state as one process's torch optimizer holds it: per parameter, whole.
@@ -692,7 +725,7 @@ def gradient_sync(
     parameters: Sequence[torch.nn.Parameter],
     world: World,
     lockstep: bool = False,
-) -> GradientSum | AccelerateDDP | ShardedFSDP | DeepSpeedZeRO:
+) -> GradientPath:
     """How a tuner's gradients meet across ``world`` (see ``TunerConfig.parallel``).
 
     Call it before the optimizer is made: ``'fsdp'`` replaces the parameters by their shards,

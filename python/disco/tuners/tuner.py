@@ -19,13 +19,7 @@ import torch
 from disco import numerics
 from disco.distributed import Chunk, current_world, draw_chunk, plan_chunks
 from disco.distributions.contexts import resolve_contexts
-from disco.parallel import (
-    DeepSpeedZeRO,
-    ShardedFSDP,
-    check_lockstep,
-    gradient_sync,
-    shards_the_policy,
-)
+from disco.parallel import check_lockstep, gradient_sync, shards_the_policy
 from disco.tuners import checkpoint
 from disco.tuners.averaging import ParameterAverage
 from disco.tuners.config import TunerConfig
@@ -128,16 +122,15 @@ class Tuner:
         if not self.parameters:
             raise ValueError("the policy has no trainable parameters (create it with freeze=False)")
         self.world = current_world()
-        if shards_the_policy(cfg.parallel, policy, self.world) and (
-            cfg.averaging != "none" or cfg.proposal != "online"
-        ):
+        sharded = shards_the_policy(cfg.parallel, policy, self.world)
+        if sharded and (cfg.averaging != "none" or cfg.proposal != "online"):
             chosen = " (parallel='auto' chose it from accelerate's FSDP config)"
             raise ValueError(
                 "parallel='fsdp' tunes online without averaging (averaging='none', "
                 "proposal='online'): the average and the offline proposal copy parameters, "
                 "which FSDP holds as shards" + (chosen if cfg.parallel == "auto" else "")
             )
-        if cfg.fsdp_lockstep and shards_the_policy(cfg.parallel, policy, self.world):
+        if cfg.fsdp_lockstep and sharded:
             others = {
                 "target": target,
                 "base": base,
@@ -151,12 +144,11 @@ class Tuner:
             cfg.parallel, policy, list(self.parameters.values()), self.world, cfg.fsdp_lockstep
         )
         # Lockstep: every rank calls the sharded model alike (a dummy chunk pads a short share).
-        self.lockstep = isinstance(self.gradients, ShardedFSDP) and self.gradients.lockstep
+        self.lockstep = self.gradients.lockstep
         self.parameters = trainable_parameters(self.module)  # FSDP's shards replace them
         self.device = device_of(self.module)
         self.optimizer = self._make_optimizer()
-        if isinstance(self.gradients, DeepSpeedZeRO):  # its engine steps the optimizer now on
-            self.gradients.prepare(self.optimizer, cfg.max_grad_norm)
+        self.gradients.prepare(self.optimizer, cfg.max_grad_norm)  # DeepSpeed's engine takes it
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         if proposal_distribution is not None and cfg.proposal != "offline":
             raise ValueError("a proposal distribution means offline tuning: set proposal='offline'")
@@ -516,11 +508,9 @@ class Tuner:
                 metrics.update({f"iterate/{k}": v for k, v in iterate.items()})
             metrics["loss"] = float(sum(x for k in picks for x in learned[k].losses))
             per_context.append(metrics)
-        if isinstance(self.gradients, DeepSpeedZeRO):  # ZeRO clips to the global norm, steps
-            grad_norm = self.gradients.step()
-        else:
-            grad_norm = self._clip()
-            self.optimizer.step()
+        grad_norm = self.gradients.step(
+            self.optimizer, list(self.parameters.values()), cfg.max_grad_norm
+        )
         self.scheduler.step()
         if self.average is not None:
             self.average.update()
@@ -533,13 +523,6 @@ class Tuner:
         if cfg.proposal == "offline" and self.step_count % cfg.proposal_update_interval == 0:
             result["proposal_updated"] = float(self._maybe_update_proposal(per_context))
         return result
-
-    def _clip(self) -> float:
-        params = [p for p in self.parameters.values() if p.grad is not None]
-        if not params:
-            return 0.0
-        max_norm = self.config.max_grad_norm if self.config.max_grad_norm is not None else math.inf
-        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
 
     def _maybe_update_proposal(self, per_context: list[dict[str, float]]) -> bool:
         """Replace the frozen proposal by the policy when the policy is closer to the target.
