@@ -91,3 +91,9 @@ def token_batch(policy: LMDistribution, samples: list[Any]) -> tuple[torch.Tenso
         ids[i, 1 : 1 + len(s.token_ids)] = torch.tensor(s.token_ids)
         mask[i, : len(s.token_ids)] = True
     return ids, mask
+
+
+def padded(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Per-chunk ``(rows, tokens)`` tensors joined along the rows, right-padded with zeros."""
+    width = max(p.shape[1] for p in parts)
+    return torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[1])) for p in parts])

@@ -7,9 +7,12 @@ Exact samples of ``p = a * exp(lambda * phi) / Z`` come from the base by rejecti
 probability ``exp(lambda * (phi - 1))``, about one base sample in four), and the policy is tuned by
 maximum likelihood on them with Adam and the tuner's gradient clipping: the same gradient as
 DPG's in expectation, with no importance weights and no feedback from the policy into the
-samples. Every ``every`` steps: ``_demo_problem.evaluate`` of the last iterate on 512 samples.
+samples. Every ``every`` steps: ``_demo_problem.evaluate`` on ``eval`` fresh samples (512) of the
+last iterate, or of the parameters' exponential average when ``decay`` is given (the tuner's
+``averaging="ema"``, so the run compares with the demo's settings).
 """
 
+import contextlib
 import json
 import sys
 import time
@@ -18,6 +21,7 @@ import numpy as np
 import torch
 
 from _demo_problem import demo_problem, evaluate
+from disco.tuners.averaging import ParameterAverage
 
 ebm_dir, settings = sys.argv[1], json.loads(sys.argv[2])
 torch.set_num_threads(1)
@@ -27,6 +31,12 @@ problem = demo_problem(ebm_dir)
 policy, base, lord, lam = problem.policy, problem.base, problem.feature, problem.lam
 parameters = [p for p in policy.model.parameters() if p.requires_grad]
 optimizer = torch.optim.Adam(parameters, lr=settings["learning_rate"])
+decay = settings.get("decay")
+average = (
+    ParameterAverage({n: p for n, p in policy.model.named_parameters() if p.requires_grad}, decay)
+    if decay is not None
+    else None
+)
 
 
 def exact_samples(n: int) -> list:
@@ -48,6 +58,10 @@ for step in range(1, settings["steps"] + 1):
         (-log_pi.sum() / len(batch)).backward()
     torch.nn.utils.clip_grad_norm_(parameters, 1.0)
     optimizer.step()
+    if average is not None:
+        average.update()
     if step % settings.get("every", 10) == 0:
         row = {"step": step, "seconds": time.perf_counter() - start}
-        print(json.dumps(row | evaluate(policy, base, lord, lam, 512)), flush=True)
+        with average.swapped_in() if average is not None else contextlib.nullcontext():
+            result = evaluate(policy, base, lord, lam, settings.get("eval", 512))
+        print(json.dumps(row | result), flush=True)

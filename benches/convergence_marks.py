@@ -17,7 +17,11 @@ plus, prefixed by ``_``:
 - ``_lora``: peft ``LoraConfig`` settings (``r``, ``lora_alpha``, ``target_modules``); only
   the adapters are tuned;
 - ``_anchor``: ``mu`` of a decoupled decay towards the starting parameters after each step,
-  ``theta -= lr * mu * (theta - theta_0)``.
+  ``theta -= lr * mu * (theta - theta_0)``;
+- ``_loss``: the name of a loss in ``disco.tuners.losses`` (default ``KLLoss``: DPG);
+- ``_residual_head``: the model is frozen and only a residual output layer is tuned: logits
+  ``E h + D h + c`` with the tied embeddings ``E``, a full matrix ``D`` and a bias ``c``, both
+  starting at zero (so the policy starts as the base).
 
 At each mark (``_demo_problem.evaluate``): the rate of "LORD" on fresh samples of the returned
 (averaged) policy, multiples, mean length, KL(p ‖ pi) and KL(pi ‖ a). Every tenth step prints
@@ -33,7 +37,7 @@ from pathlib import Path
 import torch
 
 from _demo_problem import demo_problem, evaluate
-from disco.tuners import KLLoss, Tuner
+from disco.tuners import Tuner, losses
 
 ebm_dir, settings, out = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
 torch.set_num_threads(1)
@@ -46,6 +50,7 @@ fixed_base = settings.pop("_proposal_base", False)
 adam = settings.pop("_adam", None)
 anchor = settings.pop("_anchor", 0.0)
 trainable = settings.pop("_trainable", None)
+loss = getattr(losses, settings.pop("_loss", "KLLoss"))()
 if settings.pop("_untie", False):  # a separate output layer, starting as a copy of the embeddings
     policy.model.config.tie_word_embeddings = False
     policy.model.lm_head.weight = torch.nn.Parameter(policy.model.lm_head.weight.detach().clone())
@@ -61,6 +66,24 @@ if lora is not None:
         warnings.simplefilter("ignore")
         adapted = peft.get_peft_model(policy.model, peft.LoraConfig(task_type="CAUSAL_LM", **lora))
     policy = LMDistribution(adapted, policy.tokenizer, freeze=False, length=20, temperature=1.0)
+
+
+class ResidualHead(torch.nn.Module):
+    """Logits ``E h + D h + c``: the tied output layer ``E`` plus a residual starting at zero."""
+
+    def __init__(self, tied: torch.nn.Linear) -> None:
+        super().__init__()
+        self.tied = tied
+        self.delta = torch.nn.Parameter(torch.zeros_like(tied.weight))
+        self.bias = torch.nn.Parameter(torch.zeros(tied.weight.shape[0]))
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(hidden, self.tied.weight + self.delta, self.bias)
+
+
+if settings.pop("_residual_head", False):
+    policy.model.requires_grad_(False)
+    policy.model.lm_head = ResidualHead(policy.model.lm_head)
 if trainable is not None:
     for name, parameter in policy.model.named_parameters():
         parameter.requires_grad_(re.search(trainable, name) is not None)
@@ -102,7 +125,7 @@ class EveryTenthStep:
 tuner = Tuner(
     policy,
     problem.target,
-    KLLoss(),
+    loss,
     base=base,
     loggers=[EveryTenthStep()],
     features=(lord,),

@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from _demo_problem import demo_problem, evaluate, token_batch
+from _demo_problem import demo_problem, evaluate, padded, token_batch
 from disco.tuners.averaging import ParameterAverage
 
 ebm_dir, settings = sys.argv[1], json.loads(sys.argv[2])
@@ -51,9 +51,7 @@ for step in range(1, settings["steps"] + 1):
         chosen = log_pi.gather(-1, ids[:, 1:, None]).squeeze(-1)
         kl = (log_pi.exp() * (log_pi - log_a)).sum(-1) * mask
         parts.append((kl, chosen * mask, mask))
-    kl = torch.cat([p[0] for p in parts])
-    chosen = torch.cat([p[1] for p in parts])
-    mask = torch.cat([p[2] for p in parts])
+    kl, chosen, mask = (padded([p[i] for p in parts]) for i in range(3))
     kl_d = kl.detach().double()
     later = kl_d.flip(1).cumsum(1).flip(1) - kl_d  # sum over s > t
     ret = kl_weight * later - r[:, None]
