@@ -125,6 +125,9 @@ for step in range(1, settings.get("steps", 40) + 1):
     mask, decided = padded(columns["mask"]), padded(columns["dec"])
     token_log_ratio = (chosen_a - chosen).detach().double()  # log a/pi per token
     log_a_over_pi = token_log_ratio.sum(1)
+    # a/pi of each token's prefix x_<t, self-normalised per position (base_split and value)
+    prefix = torch.exp(token_log_ratio.cumsum(1) - token_log_ratio) * mask
+    prefix = prefix / (prefix.sum(0) / mask.sum(0).clamp(min=1))
     if mode == "decided":
         w = torch.exp(log_a_over_pi + lam * phi - log_z)
         undecided = (mask & ~decided).float()
@@ -133,16 +136,10 @@ for step in range(1, settings.get("steps", 40) + 1):
             + (w.float() * (expected * decided.float()).sum(1)).sum()
         )
     elif mode == "value":
-        values = padded(columns["value"])
-        if values.shape[1] < mask.shape[1] + 1:
-            values = torch.nn.functional.pad(values, (0, mask.shape[1] + 1 - values.shape[1]))
-        prefix = torch.exp(token_log_ratio.cumsum(1) - token_log_ratio) * mask
-        prefix = prefix / (prefix.sum(0) / mask.sum(0).clamp(min=1))  # self-normalised per position
+        values = padded(columns["value"])  # one column more than the tokens: V after each prefix
         advantage = prefix * (torch.exp(token_log_ratio) * values[:, 1:] - values[:, :-1]) * mask
         loss = -((advantage / math.exp(log_z)).float() * chosen).sum()
     else:
-        prefix = torch.exp(token_log_ratio.cumsum(1) - token_log_ratio) * mask
-        prefix = prefix / (prefix.sum(0) / mask.sum(0).clamp(min=1))  # self-normalised per position
         rest = torch.exp(log_a_over_pi) * (torch.exp(lam * phi) - c)
         loss = -(c * (prefix.float() * expected).sum() + (rest.float() * chosen.sum(1)).sum())
     (loss / batch_size).backward()

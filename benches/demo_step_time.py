@@ -3,8 +3,8 @@
 
     python benches/demo_step_time.py EBM_DIR '{"sampling_batch_size": 256, "scoring_batch_size": 256}'
 
-Runs 4 steps with the demo's settings (512 samples a step, metrics on 128, Adam 2e-4, the
-average) updated by the given TunerConfig settings, on torch's default threads (set
+Runs 4 steps with the demo's tuner settings (``disco.cli.config.demo_config``: 512 samples a
+step, metrics on 128, Adam 2e-4, the average) updated by the given TunerConfig settings, on torch's default threads (set
 ``OMP_NUM_THREADS`` to choose), and prints each step's ``time/*`` entries.
 """
 
@@ -14,24 +14,13 @@ import sys
 import torch
 
 from _demo_problem import demo_problem
+from disco.cli.config import demo_config
 from disco.tuners import KLLoss, Tuner
 
 ebm_dir, settings = sys.argv[1], json.loads(sys.argv[2])
 torch.manual_seed(0)
 problem = demo_problem(ebm_dir)
-config = (
-    dict(
-        n_steps=4,
-        samples_per_context=512,
-        metrics_samples=128,
-        learning_rate=2e-4,
-        averaging="ema",
-        averaging_decay=0.98,
-        sampling_batch_size=64,
-        scoring_batch_size=64,
-    )
-    | settings
-)
+config = demo_config()["tuner"] | {"n_steps": 4} | settings
 tuner = Tuner(
     problem.policy,
     problem.target,

@@ -524,14 +524,23 @@ def lm_case(
 
 
 def tuned_outcome(
-    policy: Any, tuner: Tuner, steps: int, resume: str | None, context: str = ""
+    policy: Any,
+    tuner: Tuner,
+    steps: int,
+    resume: str | None,
+    context: str = "",
+    sample_alone: bool = True,
 ) -> dict[str, Any]:
-    """Resume (when asked), tune ``steps`` steps, and report what the tuner ended with."""
+    """Resume (when asked), tune ``steps`` steps, and report what the tuner ended with.
+
+    ``sample_alone``: rank 0 then samples from the tuned policy by itself (not for a policy
+    that stays sharded, whose every forward is a collective).
+    """
     if resume is not None:
         tuner.load_checkpoint(resume)
     start = {k: _full(v) for k, v in tuner.parameters.items()}
     tuner.tune(n_steps=steps)
-    if tuner.world.is_main:  # the tuned policy runs alone on one rank: no collective left in it
+    if sample_alone and tuner.world.is_main:  # no collective left in the tuned policy
         assert len(policy.sample(context, 3)[0]) == 3
     outcome = _outcome(tuner)
     outcome["gradients"] = tuner.gradients.name
@@ -956,13 +965,7 @@ def lockstep_case(
 
     for block in blocks:
         block.register_forward_pre_hook(record)
-    start = {k: _full(v) for k, v in tuner.parameters.items()}
-    tuner.tune(n_steps=steps)
-    outcome = _outcome(tuner)
-    outcome["moved"] = max(
-        float(np.abs(v - start[k]).max()) for k, v in outcome["parameters"].items()
-    )
-    outcome["gradients"] = tuner.gradients.name
+    outcome = tuned_outcome(policy, tuner, steps, None, context, sample_alone=False)
     outcome["most_gathered"] = max(gathered, default=0)  # besides the block running
     if blocks and lockstep:  # tuned, it stays sharded; whole_state_dict gathers it for rank 0
         whole = whole_state_dict(model)
