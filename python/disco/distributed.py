@@ -258,25 +258,39 @@ class World:
         results = dict(pair for _, part in gathered for pair in part)
         return [results[c.index] for c in chunks]
 
-    def sum_gradients(self, parameters: Sequence[torch.nn.Parameter]) -> None:
-        """Sum every parameter's gradient over the ranks (an all-reduce), in place.
+    def sum_exactly(
+        self, sums: dict[int, torch.Tensor], like: Sequence[torch.Tensor]
+    ) -> dict[int, torch.Tensor]:
+        """Sum float64 tensors over the ranks: ``sums[i]`` is this rank's part shaped as ``like[i]``.
 
-        A parameter no rank computed a gradient for keeps ``grad=None`` (as in one process, so
-        optimisers skip it); one computed on some ranks only counts zeros for the others.
+        Returns the totals of every index any rank holds (zeros count for the others), on every
+        rank, in one all-reduce of one flat buffer. Float64 sums of float32 terms are exact while
+        the terms' exponents span fewer than 29 bits, so the totals do not depend on how the work
+        was dealt to the ranks.
         """
         if self.size == 1:
-            return
-        device = parameters[0].device if parameters else torch.device("cpu")
-        present = torch.tensor(
-            [p.grad is not None for p in parameters], dtype=torch.int32, device=device
+            return sums
+        device = like[0].device if like else torch.device("cpu")
+        held = torch.tensor([i in sums for i in range(len(like))], dtype=torch.int32, device=device)
+        torch.distributed.all_reduce(held, op=torch.distributed.ReduceOp.MAX)
+        keys = [i for i, flag in enumerate(held.tolist()) if flag]
+        if not keys:
+            return {}
+        flat = torch.cat(
+            [
+                sums[i].reshape(-1)
+                if i in sums
+                else torch.zeros(like[i].numel(), dtype=torch.float64, device=device)
+                for i in keys
+            ]
         )
-        torch.distributed.all_reduce(present, op=torch.distributed.ReduceOp.MAX)
-        for p, any_rank in zip(parameters, present.tolist()):
-            if not any_rank:
-                continue
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-            torch.distributed.all_reduce(p.grad)
+        torch.distributed.all_reduce(flat)
+        totals, start = {}, 0
+        for i in keys:
+            size = like[i].numel()
+            totals[i] = flat[start : start + size].view(like[i].shape)
+            start += size
+        return totals
 
     def barrier(self) -> None:
         """Wait for every rank."""

@@ -61,6 +61,9 @@ class GradientPath:
         """The backward passes of one step run inside this (local accumulation)."""
         yield
 
+    def chunk_done(self) -> None:
+        """After one chunk's backward passes (where a way accumulates chunk by chunk)."""
+
     def finish(self) -> None:
         """Turn the accumulated local gradients into the global sum, on every rank."""
         raise NotImplementedError
@@ -88,10 +91,15 @@ class GradientPath:
 
 
 class GradientSum(GradientPath):
-    """Every rank holds the whole policy; :meth:`finish` all-reduces each gradient (a sum).
+    """Every rank holds the whole policy; the gradients are summed exactly, chunk by chunk.
 
-    The way for any policy (an ``EnumerableLM`` is not a Hugging Face model) and for one
-    process, where it does nothing.
+    Each chunk's gradient is added to a float64 total as soon as its backward passes end, and
+    :meth:`finish` all-reduces the totals in float64 and rounds them once to the parameters'
+    type. Float64 holds a sum of float32 terms exactly (unless their exponents span more than 29
+    bits), so the step does not depend on how the chunks were dealt: one process and N processes
+    take the same step, bit for bit, and sample the same afterwards. The way for any policy (an
+    ``EnumerableLM`` is not a Hugging Face model), and the one ``'auto'`` picks for a policy
+    held whole.
     """
 
     name = "none"
@@ -99,10 +107,32 @@ class GradientSum(GradientPath):
     def __init__(self, world: World, parameters: Sequence[torch.nn.Parameter]) -> None:
         self.world = world
         self.parameters = list(parameters)
+        self._totals: dict[int, torch.Tensor] = {}
+
+    def chunk_done(self) -> None:
+        """Move the chunk's gradients into the float64 totals (the parameters' ``grad`` cleared)."""
+        for i, p in enumerate(self.parameters):
+            if p.grad is None:
+                continue
+            total = self._totals.get(i)
+            if total is None:
+                self._totals[i] = p.grad.detach().to(torch.float64, copy=True)
+            else:
+                total += p.grad.detach()
+            p.grad = None
 
     def finish(self) -> None:
-        """Turn the accumulated local gradients into the global sum, on every rank."""
-        self.world.sum_gradients(self.parameters)
+        """Turn the accumulated local gradients into the global sum, on every rank.
+
+        A parameter no rank computed a gradient for keeps ``grad=None`` (as in one process, so
+        optimisers skip it).
+        """
+        self.chunk_done()  # whatever was accumulated outside a chunk
+        totals = self.world.sum_exactly(self._totals, self.parameters)
+        self._totals = {}
+        for i, total in totals.items():
+            p = self.parameters[i]
+            p.grad = total.to(p.dtype)
 
 
 def _sum_hook(
@@ -566,8 +596,8 @@ def _accelerate_deepspeed(distribution: Any, world: World) -> DeepSpeedZeRO:
     return DeepSpeedZeRO(distribution, world, accelerator)
 
 
-def _accelerate_ddp(distribution: Any, world: World, required: bool) -> AccelerateDDP | None:
-    """Wrap ``distribution.model`` with accelerate; ``None`` (or an error) when it cannot."""
+def _accelerate_ddp(distribution: Any, world: World) -> AccelerateDDP:
+    """Wrap ``distribution.model`` with accelerate's DDP (an error when it cannot)."""
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
@@ -584,8 +614,6 @@ def _accelerate_ddp(distribution: Any, world: World, required: bool) -> Accelera
         kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
     )
     if accelerator.num_processes != world.size:
-        if not required:
-            return None
         raise ValueError(
             f"parallel='ddp': accelerate sees {accelerator.num_processes} process(es) where "
             f"torch.distributed has {world.size}; launch with `accelerate launch` or `torchrun`, "
@@ -594,7 +622,7 @@ def _accelerate_ddp(distribution: Any, world: World, required: bool) -> Accelera
     kind = str(accelerator.distributed_type).rsplit(".", 1)[-1]
     if not kind.startswith("MULTI_"):  # FSDP, DEEPSPEED, ...: not plain data parallelism
         raise ValueError(
-            f"parallel={'ddp' if required else 'auto'}: accelerate is configured for {kind}, "
+            f"parallel='ddp': accelerate is configured for {kind}, "
             "whose wrappers the tuner does not use; set parallel='fsdp' (disco shards the model "
             "with torch's fully_shard), parallel='deepspeed' (ZeRO through accelerate, from an "
             "accelerate DeepSpeed config) or parallel='none' (whole copies, summed gradients)"
@@ -733,8 +761,8 @@ def gradient_sync(
     One process and ``'none'`` sum explicitly (nothing to do at size 1); ``'ddp'`` and
     ``'deepspeed'`` need a Hugging Face policy and accelerate seeing the group (errors
     otherwise); ``'auto'`` is ``'deepspeed'`` under an accelerate DeepSpeed config, ``'fsdp'``
-    under an accelerate FSDP config (for a Hugging Face policy), else ``'ddp'`` when it can be
-    and an explicit sum otherwise. ``lockstep``: FSDP keeps the model sharded within a step
+    under an accelerate FSDP config (for a Hugging Face policy), else ``'none'``: the exact
+    sum, which makes N processes take one process's step bit for bit. ``lockstep``: FSDP keeps the model sharded within a step
     (:class:`ShardedFSDP`); the caller makes every rank's calls of the model the same.
     """
     if world.size == 1 or parallel == "none":
@@ -760,23 +788,20 @@ def gradient_sync(
                 "none (use parallel='none': an explicit all-reduce of its gradients)"
             )
         return ShardedFSDP(distribution, lockstep)
-    if parallel in ("ddp", "auto"):
+    if parallel == "auto":  # a policy held whole: the exact sum
+        return GradientSum(world, parameters)
+    if parallel == "ddp":
         if importlib.util.find_spec("accelerate") is None:
-            if parallel == "auto":
-                return GradientSum(world, parameters)
             raise ValueError(
                 "parallel='ddp' wraps the policy with accelerate, which is not installed: "
                 "pip install 'disco-control[distributed]' (or set parallel='none')"
             )
         if not _is_hf_policy(distribution):
-            if parallel == "auto":
-                return GradientSum(world, parameters)
             raise ValueError(
                 f"parallel='ddp' wraps a Hugging Face model; {type(distribution).__name__} has none "
                 "(use parallel='none': an explicit all-reduce of its gradients)"
             )
-        wrapped = _accelerate_ddp(distribution, world, required=parallel == "ddp")
-        return wrapped if wrapped is not None else GradientSum(world, parameters)
+        return _accelerate_ddp(distribution, world)
     raise ValueError(
         f"parallel={parallel!r} is not one of ('auto', 'ddp', 'deepspeed', 'fsdp', 'none')"
     )

@@ -133,12 +133,12 @@ class TunerConfig:
         "config, 1 or 2): whole parameters on every rank, the optimizer state, its float32 "
         "master copy and the reduced gradients partitioned (a step accumulates whole "
         "gradients locally first); "
-        "'none': every rank holds the whole policy and sums the gradients with one all-reduce "
-        "per parameter; 'auto': 'deepspeed' under an accelerate DeepSpeed config, 'fsdp' for "
-        "a Hugging Face policy under an accelerate FSDP config, else 'ddp' when the policy is "
-        "a Hugging Face model and accelerate (the 'distributed' extra) sees the launcher's "
-        "process group, else 'none'. Each gives the step of one process (the exact sum of "
-        "the gradients); one process ignores it",
+        "'none': every rank holds the whole policy and sums the gradients exactly (each "
+        "chunk's gradient added in float64, one float64 all-reduce), so N processes take one "
+        "process's step bit for bit; 'auto': 'deepspeed' under an accelerate DeepSpeed config, "
+        "'fsdp' for a Hugging Face policy under an accelerate FSDP config, else 'none'. Each "
+        "gives the step of one process (the sum of the gradients; 'ddp', 'fsdp' and "
+        "'deepspeed' up to float32 summation order); one process sums exactly whatever is set",
         default="auto",
     )
     fsdp_lockstep: bool = _help(

@@ -386,6 +386,7 @@ class Tuner:
             log_pi_parts.append(out.policy_log_probs)
             weights.append(out.weights)
             weighted.append(out.weighted_rewards)
+        self.gradients.chunk_done()
         return _Learned(
             np.concatenate(log_pi_parts),
             np.concatenate(weights),
