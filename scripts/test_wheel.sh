@@ -3,13 +3,16 @@
 # as a user would: `disco --version`, `disco demo --quick` (report and plots), and the README's
 # quick start with `python -c`. .ci/run and the release workflow both run it.
 #
-#   scripts/test_wheel.sh WHEEL PYTHON [--reuse SITE_PACKAGES] [--suite]
+#   scripts/test_wheel.sh WHEEL PYTHON [--reuse SITE_PACKAGES] [--suite [--without-extras]]
 #
 # Without --reuse, pip resolves the dependencies fresh: the newest releases pyproject.toml's bounds
 # allow on that Python (torch is downloaded each time, without pip's cache).
 # --reuse SITE_PACKAGES: the fresh venv sees those already installed packages (torch and the rest)
 #   through a .pth file and installs the wheel alone; `pip check` then checks the dependencies.
-# --suite: also install the `test` extra and run the whole test suite against the installed wheel.
+# --suite: also install the `test` extra and run the test suite against the installed wheel, but
+#   for the tests that start several processes (the test command runs those, on the pinned set).
+# --without-extras: with --suite, install the `test-core` extra only (the test tools, none of
+#   the optional extras): every test of an optional feature must then skip, naming its extra.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 wheel="$(realpath "$1")"
@@ -17,10 +20,12 @@ python="$2"
 shift 2
 reuse=""
 suite=0
+tests_extra=test
 while [ $# -gt 0 ]; do
     case "$1" in
         --reuse) reuse="$(realpath "$2")"; shift 2 ;;
         --suite) suite=1; shift ;;
+        --without-extras) tests_extra=test-core; shift ;;
         *) echo "test_wheel: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -58,7 +63,7 @@ if [ -n "$reuse" ]; then
     python -m pip install -q --no-deps --force-reinstall "$wheel"
     python -m pip check
 elif [ "$suite" = 1 ]; then
-    python -m pip install -q "$wheel[test]"
+    python -m pip install -q "$wheel[$tests_extra]"
 else
     python -m pip install -q "$wheel"
 fi
@@ -105,6 +110,17 @@ echo "test_wheel: README quick start ran"
 if [ "$suite" = 1 ]; then
     cd "$root"
     # `tests` only: the doctests of python/disco/numerics/ would import the checkout's copy.
-    python -m pytest tests -q -p no:cacheprovider
+    python -m pytest tests -q -p no:cacheprovider -m "not multiprocess" --durations=5
+    if [ "$tests_extra" = test-core ]; then
+        # The run above skipped the optional features' tests (pytest's summary names each
+        # reason); that holds only if none of the extras came in as a dependency.
+        python - <<'PY'
+import importlib.util
+extras = ("accelerate", "deepspeed", "peft", "datasets", "tensorboard", "wandb", "mlflow", "neptune")
+present = [name for name in extras if importlib.util.find_spec(name) is not None]
+assert not present, f"--without-extras, yet installed: {present}"
+print("test_wheel: no optional extra installed; their tests skipped")
+PY
+    fi
 fi
 echo "test_wheel: $(python -V): passed"

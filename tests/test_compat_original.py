@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import assert_log_probs_close
 from lm_fixtures import build_gpt2, build_t5
 
 WORDS = (
@@ -76,7 +77,7 @@ def test_readme(tmp_path, monkeypatch):
 
     rescored = distribution.log_score(samples, context=incipit)
     assert len(samples) == 32 == log_scores.numel()
-    torch.testing.assert_close(rescored, log_scores, rtol=1e-6, atol=1e-5)
+    assert_log_probs_close(rescored, log_scores, distribution)
     assert all(hasattr(s, "text") and hasattr(s, "token_ids") for s in samples)
 
     # Features
@@ -222,7 +223,7 @@ def test_readme(tmp_path, monkeypatch):
     assert len(samples) == log_scores.numel()
     assert sampler.get_acceptance_rate() == len(samples) / 2**7
     samples, log_scores = sampler.sample(context=incipit, sampling_size=2**7)
-    torch.testing.assert_close(log_scores, model.log_score(samples, incipit), rtol=0, atol=1e-4)
+    assert_log_probs_close(log_scores, model.log_score(samples, incipit), model)
 
 
 def _neptune_installed():

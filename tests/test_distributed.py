@@ -7,10 +7,8 @@ scenario and saves what it got, and each test compares that with a one-process r
 from __future__ import annotations
 
 import importlib.util
-import math
 import os
 import pickle
-import shutil
 import socket
 import sys
 from pathlib import Path
@@ -21,11 +19,13 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from conftest import assert_close_after_steps, log_prob_scale
 from disco import distributed
 from disco.distributed import World, chunk_seed, plan_chunks
 from disco.distributions import ContextDistribution, EnumerableLM
 from disco.scorers import BooleanScorer, ExponentialScorer
 from disco.tuners import JSLoss, KLLoss, Tuner
+from lm_fixtures import SPECIAL, WORDS
 
 HERE = Path(__file__).parent
 STEPS = 3
@@ -313,6 +313,9 @@ def run_two(tmp: Path, jobs: dict[str, Any]) -> list[dict[str, Any]]:
     return ranks
 
 
+MULTIPROCESS_FIXTURES = ("two",)  # conftest marks the tests that use it
+
+
 @pytest.fixture(scope="module")
 def two(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("two")
@@ -329,19 +332,26 @@ def two(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------ the tests
 
 
-def assert_same(got: dict[str, Any], want: dict[str, Any], tol: float) -> None:
+def assert_same(got: dict[str, Any], want: dict[str, Any], what: str) -> None:
+    """Two float64 runs of the enumerable problem, their gradients summed in other orders."""
+    steps = len(want["history"])
+    scale = log_prob_scale(3, 4)  # the problem's sequences: 3 tokens of 3 words and EOS
     for name, value in want["parameters"].items():
-        np.testing.assert_allclose(got["parameters"][name], value, rtol=0, atol=tol, err_msg=name)
+        assert_close_after_steps(
+            got["parameters"][name], value, steps=steps, dtype=np.float64, what=f"{what}: {name}"
+        )
     assert len(got["history"]) == len(want["history"])
-    for g, w in zip(got["history"], want["history"]):
+    for step, (g, w) in enumerate(zip(got["history"], want["history"]), 1):
         assert g.keys() == w.keys()
         for key in w:
-            assert math.isclose(g[key], w[key], rel_tol=tol, abs_tol=tol) or (
-                math.isnan(g[key]) and math.isnan(w[key])
-            ), key
+            assert_close_after_steps(
+                g[key], w[key], steps=step, dtype=np.float64, scale=scale, what=f"{what}: {key}"
+            )
     assert got["log_z"].keys() == want["log_z"].keys()
     for key, value in want["log_z"].items():
-        assert got["log_z"][key] == pytest.approx(value, abs=tol)
+        assert_close_after_steps(
+            got["log_z"][key], value, steps=steps, dtype=np.float64, scale=scale, what=what
+        )
 
 
 @pytest.mark.parametrize("case", list(TUNER_CASES))
@@ -349,7 +359,7 @@ def test_two_processes_tune_as_one(two: dict[str, Any], case: str) -> None:
     torch.set_num_threads(1)
     want = tune_case(case)
     for rank in two["ranks"]:
-        assert_same(rank[f"tune:{case}"], want, 1e-9)
+        assert_same(rank[f"tune:{case}"], want, case)
     # Before the first update (the gradients' summation order aside, everything is gathered
     # and reduced in chunk order), the statistics are bitwise those of one process.
     first = {k: v for k, v in two["ranks"][1][f"tune:{case}"]["history"][0].items()}
@@ -364,13 +374,13 @@ def test_a_checkpoint_resumes_under_another_world_size(two: dict[str, Any]) -> N
     want = _outcome(reference)
     # Written by one process, resumed by two.
     for rank in two["ranks"]:
-        assert_same(rank["resume"], want, 1e-9)
+        assert_same(rank["resume"], want, "written by one, resumed by two")
     # Written (once) by two processes, resumed by one.
     folder = two["tmp"] / "written-by-two"
     assert sorted(p.name for p in folder.iterdir() if p.name.startswith("step-")) == [
         f"step-{STEPS:08d}"
     ]
-    assert_same(resume_case(str(folder)), want, 1e-9)
+    assert_same(resume_case(str(folder)), want, "written by two, resumed by one")
 
 
 def test_an_error_on_one_rank_is_raised_on_every_rank(two: dict[str, Any]) -> None:
@@ -469,12 +479,16 @@ def test_the_estimator_index_is_global(two: dict[str, Any]) -> None:
         np.testing.assert_array_equal(got["ratios"], want["ratios"])
 
 
+TINY_LENGTH = 5
+TINY_VOCABULARY = len(SPECIAL) + len(WORDS)  # lm_fixtures' tokenizer
+
+
 def tiny_gpt2_tuner(folder: str, context: str = "", **settings: Any) -> tuple[Any, Tuner]:
     """A tiny GPT-2 policy and its tuner, as every transformer case here runs them."""
     from disco.distributions import LMDistribution
 
-    base = LMDistribution(folder, length=5)
-    policy = LMDistribution(folder, length=5, freeze=False)
+    base = LMDistribution(folder, length=TINY_LENGTH)
+    policy = LMDistribution(folder, length=TINY_LENGTH, freeze=False)
     defaults: dict[str, Any] = dict(
         samples_per_context=24,
         sampling_batch_size=8,  # three chunks: rank 0 holds two, rank 1 one
@@ -596,6 +610,7 @@ def fsdp_config_case(folder: str) -> dict[str, Any]:
         del os.environ["ACCELERATE_USE_FSDP"]
 
 
+@pytest.mark.multiprocess
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
 def test_two_processes_tune_a_transformer_as_one(tmp_path: Path) -> None:
@@ -607,12 +622,17 @@ def test_two_processes_tune_a_transformer_as_one(tmp_path: Path) -> None:
     assert want["moved"] > 1e-3  # the steps did something
     assert want["gradients"] == "none"  # one process: nothing to wrap
     last_iterate = lm_case(folder, averaging="none")
-    jobs = {parallel: (lm_case, (folder, parallel)) for parallel in ("auto", "ddp", "none")}
+    # DDP is accelerate's (the 'distributed' extra): its cases run where it is installed.
+    ddp = importlib.util.find_spec("accelerate") is not None
+    jobs = {parallel: (lm_case, (folder, parallel)) for parallel in ("auto", "none")}
+    if ddp:
+        jobs["ddp"] = (lm_case, (folder, "ddp"))
     jobs["fsdp"] = (lm_case, (folder, "fsdp", "none", 3, str(tmp_path / "by-fsdp")))
     jobs["fsdp-auto"] = (fsdp_config_case, (folder,))
     # Offline: the frozen proposal is a copy of the DDP-wrapped model, updated every step.
     offline = lm_case(folder, proposal="offline")
-    jobs["ddp-offline"] = (lm_case, (folder, "ddp", "ema", 3, None, None, "offline"))
+    if ddp:
+        jobs["ddp-offline"] = (lm_case, (folder, "ddp", "ema", 3, None, None, "offline"))
     # A checkpoint written by one process, resumed by two under FSDP.
     lm_case(folder, "none", "none", 3, str(tmp_path / "by-one"))
     jobs["fsdp-resume"] = (lm_case, (folder, "fsdp", "none", 3, None, str(tmp_path / "by-one")))
@@ -622,22 +642,26 @@ def test_two_processes_tune_a_transformer_as_one(tmp_path: Path) -> None:
         "t5-ddp": lm_case(t5, "none", "ema", 3, None, None, "online", "a b"),
         "t5-fsdp": lm_case(t5, "none", "none", 3, None, None, "online", "a b"),
     }
-    jobs["t5-ddp"] = (lm_case, (t5, "ddp", "ema", 3, None, None, "online", "a b"))
+    if ddp:
+        jobs["t5-ddp"] = (lm_case, (t5, "ddp", "ema", 3, None, None, "online", "a b"))
     jobs["t5-fsdp"] = (lm_case, (t5, "fsdp", "none", 3, None, None, "online", "a b"))
     lora = importlib.util.find_spec("peft") is not None
     if lora:
         t5_want["lora-ddp"] = t5_want["lora-fsdp"] = lora_case(folder, "none")
         assert all("lora_" in name for name in t5_want["lora-ddp"]["parameters"])
-        jobs["lora-ddp"] = (lora_case, (folder, "ddp"))
+        if ddp:
+            jobs["lora-ddp"] = (lora_case, (folder, "ddp"))
         jobs["lora-fsdp"] = (lora_case, (folder, "fsdp"))
     ranks = run_two(tmp_path, jobs)
-    assert all(ranks[0]["fsdp"]["sharded"]) and not any(ranks[0]["ddp"]["sharded"])
+    assert all(ranks[0]["fsdp"]["sharded"]) and not any(ranks[0]["none"]["sharded"])
     online = want
-    runs = {"auto": "ddp", "ddp": "ddp", "none": "none", "fsdp": "fsdp", "ddp-offline": "ddp"}
-    runs["fsdp-auto"] = "fsdp"
-    runs.update({"t5-ddp": "ddp", "t5-fsdp": "fsdp"})
+    runs = {"auto": "none", "none": "none", "fsdp": "fsdp", "fsdp-auto": "fsdp", "t5-fsdp": "fsdp"}
+    if ddp:
+        runs.update({"ddp": "ddp", "ddp-offline": "ddp", "t5-ddp": "ddp"})
     if lora:
-        runs.update({"lora-ddp": "ddp", "lora-fsdp": "fsdp"})
+        runs["lora-fsdp"] = "fsdp"
+        if ddp:
+            runs["lora-ddp"] = "ddp"
     for parallel, used in runs.items():
         want = {
             "fsdp": last_iterate,
@@ -653,12 +677,7 @@ def test_two_processes_tune_a_transformer_as_one(tmp_path: Path) -> None:
         for rank in ranks:
             got = rank[parallel]
             assert got["gradients"] == used
-            for name, value in want["parameters"].items():
-                np.testing.assert_allclose(
-                    got["parameters"][name], value, rtol=0, atol=1e-5, err_msg=name
-                )
-            for g, w in zip(got["history"], want["history"]):
-                assert g["log_z"] == pytest.approx(w["log_z"], abs=1e-5)
+            assert_tuned_alike(got, want, f"parallel={parallel}", exact=used == "none")
         print(f"parallel={parallel}: largest parameter difference, 1 vs 2 processes: {moved:.3g}")
     # Six steps in one process; the FSDP checkpoint (written once, whole) resumed by one process
     # and the one-process checkpoint resumed under FSDP both continue the same way.
@@ -672,22 +691,40 @@ def test_two_processes_tune_a_transformer_as_one(tmp_path: Path) -> None:
         "fsdp from one, rank 1": ranks[1]["fsdp-resume"],
     }
     for how, got in resumed.items():
-        for name, value in six["parameters"].items():
-            np.testing.assert_allclose(
-                got["parameters"][name], value, rtol=0, atol=1e-5, err_msg=f"{how}: {name}"
-            )
         assert len(got["history"]) == 6
-        for g, w in zip(got["history"], six["history"]):
-            assert g["log_z"] == pytest.approx(w["log_z"], abs=1e-5), how
+        assert_tuned_alike(got, six, how)
+
+
+def assert_tuned_alike(
+    got: dict[str, Any], want: dict[str, Any], what: str, exact: bool = False
+) -> None:
+    """A float32 transformer tuned alike: to the bit where the gradients were summed exactly,
+    else within the rounding of gradients summed in another order."""
+    steps = len(want["history"])
+    if exact:
+        for name, value in want["parameters"].items():
+            np.testing.assert_array_equal(got["parameters"][name], value, err_msg=f"{what}: {name}")
+        assert got["history"] == want["history"], what
+        return
+    for name, value in want["parameters"].items():
+        assert_close_after_steps(
+            got["parameters"][name], value, steps=steps, what=f"{what}: {name}"
+        )
+    scale = log_prob_scale(TINY_LENGTH, TINY_VOCABULARY)
+    for step, (g, w) in enumerate(zip(got["history"], want["history"], strict=True), 1):
+        for key in ("log_z", *(k for k in w if k.startswith("validation/"))):
+            assert_close_after_steps(g[key], w[key], steps=step, scale=scale, what=f"{what}: {key}")
+        assert_close_after_steps(g["grad_norm"], w["grad_norm"], steps=step, what=f"{what}: norm")
 
 
 # ---------------------------------------------------------------------------------- the command
 
-SMALL = """
+SMALL_LENGTH = 6
+SMALL = f"""
 seed = 3
 contexts = ["And the LORD said", "In the beginning"]
 [model]
-length = 6
+length = {SMALL_LENGTH}
 [[features]]
 type = "word"
 word = "the"
@@ -706,7 +743,7 @@ sampling_batch_size = 4
 contexts_per_step = 2
 learning_rate = 1e-3
 [sampler]
-beta = 1.0
+acceptance_rate = 0.5
 n_samples = 4
 estimation_samples = 32
 [output]
@@ -723,7 +760,9 @@ def comma(sample, context):
 """
 
 
-def _torchrun(config: Path, out: Path, env: dict[str, str] | None = None) -> Any:
+def _torchrun(
+    config: Path, out: Path, env: dict[str, str] | None = None, processes: int = 2
+) -> Any:
     import subprocess
 
     torchrun = Path(sys.executable).with_name("torchrun")
@@ -732,7 +771,7 @@ def _torchrun(config: Path, out: Path, env: dict[str, str] | None = None) -> Any
             str(torchrun),
             "--standalone",
             "--nproc_per_node",
-            "2",
+            str(processes),
             "-m",
             "disco",
             "run",
@@ -756,62 +795,86 @@ def _small_config(tmp_path: Path, tuner: str = "") -> Path:
     return config
 
 
+@pytest.mark.multiprocess
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "tuner", ["", 'parallel = "fsdp"\naveraging = "none"\n'], ids=["auto", "fsdp"]
+    ("tuner", "sizes"),
+    [("", (2, 3)), ('parallel = "fsdp"\naveraging = "none"\n', (2,))],
+    ids=["auto", "fsdp"],
 )
-def test_torchrun_two_processes_write_the_one_process_report(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tuner: str
+def test_torchrun_processes_write_the_one_process_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tuner: str, sizes: tuple[int, ...]
 ) -> None:
     import json
+
+    from safetensors.torch import load_file
 
     from disco import cli
 
     config = _small_config(tmp_path, tuner)
-    done = _torchrun(config, tmp_path / "two")
-    if tuner and "terminate called without an active exception" in done.stderr:
-        # Known, open (issue 12's note): under FSDP one CI run in about twenty-five had a rank
-        # abort in torch's C++ layer right after tuning (SIGABRT, no Python traceback); it has
-        # not been reproduced since. One retry, so a deterministic failure still fails the test.
-        shutil.rmtree(tmp_path / "two", ignore_errors=True)
-        done = _torchrun(config, tmp_path / "two")
-    assert done.returncode == 0, done.stderr[-3000:]
+    runs = {size: _torchrun(config, tmp_path / f"on-{size}", processes=size) for size in sizes}
+    for size, done in runs.items():
+        assert done.returncode == 0, f"{size} processes: {done.stderr[-3000:]}"
+        assert done.stdout.count("report folder:") == 1  # rank 0 alone reports
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))
     torch.set_num_threads(1)
-    assert cli.main(["run", str(config), "--out", str(tmp_path / "one"), "--allow-imports"]) == 0
-    one = json.loads((tmp_path / "one" / "report.json").read_text())
-    two = json.loads((tmp_path / "two" / "report.json").read_text())
-    assert (one["world_size"], two["world_size"]) == (1, 2)
-    assert done.stdout.count("report folder:") == 1  # rank 0 alone reports
-    # Before tuning everything is reduced in chunk order: equal to the bit.
-    for key in ("coefficients", "base_rate"):
-        assert two[key] == one[key], key
+    assert cli.main(["run", str(config), "--out", str(tmp_path / "on-1"), "--allow-imports"]) == 0
+    one = json.loads((tmp_path / "on-1" / "report.json").read_text())
+    one_weights = load_file(tmp_path / "on-1" / "policy" / "model.safetensors")
+    compared = {k: v for k, v in one.items() if k not in ("seconds", "world_size")}
+    for size in sizes:
+        folder = tmp_path / f"on-{size}"
+        many = json.loads((folder / "report.json").read_text())
+        assert (one["world_size"], many["world_size"]) == (1, size)
+        # Before tuning everything is reduced in chunk order: equal to the bit.
+        for key in ("coefficients", "base_rate"):
+            assert many[key] == one[key], key
+        weights = load_file(folder / "policy" / "model.safetensors")
+        assert weights.keys() == one_weights.keys()
+        if not tuner:
+            # 'auto' sums the gradients exactly: the tuned policy, so the QRS estimate (its
+            # beta for the acceptance rate), the samples and every figure, are one process's.
+            for name, value in one_weights.items():
+                assert torch.equal(weights[name], value), name
+            assert {k: many[k] for k in compared} == compared
+        else:
+            # The run's Adam turns the float32 noise of gradients that are zero in exact
+            # arithmetic (attention key biases) into steps of the learning rate's size, so the
+            # weights are compared through what they compute: the report's figures.
+            assert_reports_alike(many, one)
+        rows = (folder / "samples.jsonl").read_text().splitlines()
+        assert len(rows) == len((tmp_path / "on-1" / "samples.jsonl").read_text().splitlines())
+        assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == [
+            "latest",
+            "step-00000002",
+        ]
+
+
+def assert_reports_alike(many: dict[str, Any], one: dict[str, Any]) -> None:
+    """The reports of a run of ``SMALL`` whose gradients were summed in float32 in another order.
+
+    The policy agrees to float32 rounding after the run's steps, and so do the figures computed
+    from its log-probabilities (sequences of at most SMALL_LENGTH tokens of the embedded model's
+    vocabulary) and QRS's log beta, which moves by at most the largest change of a log-ratio.
+    """
+    import json
+
+    from disco.models import default_model_path
+
+    vocabulary = json.loads((default_model_path() / "config.json").read_text())["vocab_size"]
+    scale = log_prob_scale(SMALL_LENGTH, vocabulary)
     for key, value in one.items():
-        if key in ("seconds", "world_size"):
+        if key in ("seconds", "world_size", "qrs_beta"):  # beta: compared as its log
             continue
         numbers = value if isinstance(value, list) else [value]
         if numbers and all(isinstance(v, float) for v in numbers):
-            # The embedded model is float32 and Adam rescales rounding noise in the summed
-            # gradients: the tuned policy agrees to about 1e-6 (relative), not to the bit.
-            assert two[key] == pytest.approx(value, rel=1e-4, abs=1e-9), key
+            assert_close_after_steps(many[key], value, steps=one["steps"], scale=scale, what=key)
         else:
-            assert two[key] == value, key
-    rows = (tmp_path / "two" / "samples.jsonl").read_text().splitlines()
-    assert len(rows) == len((tmp_path / "one" / "samples.jsonl").read_text().splitlines())
-    assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()) == [
-        "latest",
-        "step-00000002",
-    ]
-    # The tuned policy is saved whole (under FSDP: gathered from the shards), as one process's.
-    from safetensors.torch import load_file
-
-    weights = [load_file(tmp_path / run / "policy" / "model.safetensors") for run in ("one", "two")]
-    assert {k: v.shape for k, v in weights[0].items()} == {
-        k: v.shape for k, v in weights[1].items()
-    }
+            assert many[key] == value, key
 
 
+@pytest.mark.multiprocess
 @pytest.mark.slow
 def test_a_rank_that_fails_brings_the_group_down_with_one_error(tmp_path: Path) -> None:
     config = _small_config(tmp_path)
@@ -987,6 +1050,7 @@ def lockstep_refusal(folder: str) -> str:
     return "not refused"
 
 
+@pytest.mark.multiprocess
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
 def test_two_processes_tune_in_lockstep_with_the_model_sharded_as_one(tmp_path: Path) -> None:
@@ -1022,15 +1086,8 @@ def test_two_processes_tune_in_lockstep_with_the_model_sharded_as_one(tmp_path: 
             assert got["gradients"] == "fsdp"
             assert got["most_gathered"] == 0  # one block gathered at a time
             assert got["still_sharded"]
-            for name, value in one["parameters"].items():
-                np.testing.assert_allclose(
-                    got["parameters"][name], value, rtol=0, atol=1e-5, err_msg=f"{case}: {name}"
-                )
-            for g, w in zip(got["history"], one["history"], strict=True):
-                assert g["log_z"] == pytest.approx(w["log_z"], abs=1e-5)
-                assert w["validation/kl_target_proposal"] != 0  # each step validated
-                for key in [k for k in w if k.startswith("validation/")]:
-                    assert g[key] == pytest.approx(w[key], abs=1e-5), key
+            assert all(w["validation/kl_target_proposal"] != 0 for w in one["history"])
+            assert_tuned_alike(got, one, f"{case} in lockstep")
         for name, value in ranks[0][case]["parameters"].items():
             np.testing.assert_array_equal(ranks[0][case]["whole"][name], value, err_msg=name)
         assert ranks[1][case]["whole"] == {}

@@ -7,7 +7,6 @@ logits processors.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 
 import pytest
@@ -23,6 +22,7 @@ from transformers import (
     TopPLogitsWarper,
 )
 
+from conftest import assert_log_probs_close
 from disco.distributions import LMDistribution, TextSample
 from disco.distributions.lm import warp_logits
 from disco.distributions.lm_runner import _draw
@@ -154,7 +154,7 @@ def test_log_scores_of_every_output_sum_to_one(model_path, warp):
     for context in contexts_for(lm)[:2]:
         scores = lm.log_score(outputs, context)
         assert scores.dtype == torch.float64 and scores.shape == (len(outputs),)
-        assert abs(scores.exp().sum().item() - 1.0) < 1e-5
+        assert_log_probs_close(scores.logsumexp(0), 0.0, lm, "log of the total probability")
         if warp.get("top_k") or warp.get("top_p"):  # the warp removes some outputs entirely
             assert torch.isneginf(scores).sum() > 0
         else:
@@ -167,7 +167,7 @@ def test_pad_token_is_an_ordinary_token_when_it_is_not_eos(gpt2_pad_path):
     outputs = all_outputs(lm.vocab_size, lm.eos_token_ids, 3)
     assert any(PAD_ID in o for o in outputs)
     scores = lm.log_score(outputs, "a b")
-    assert abs(scores.exp().sum().item() - 1.0) < 1e-5
+    assert_log_probs_close(scores.logsumexp(0), 0.0, lm, "log of the total probability")
 
 
 # ---------------------------------------------------------------- against an independent reference
@@ -182,7 +182,7 @@ def test_log_score_matches_unpadded_reference(model_path, warp):
         scores = lm.log_score(samples, context)
         for sample, score in zip(samples, scores.tolist(), strict=True):
             reference = reference_log_prob(lm, context, sample.token_ids, warp)
-            assert score == pytest.approx(reference, abs=1e-5)
+            assert_log_probs_close(score, reference, lm)
 
 
 def test_sampling_frequencies_match_log_scores(model_path):
@@ -223,7 +223,7 @@ def test_sample_log_probs_are_what_log_score_recomputes(model_path, warp):
         samples, log_probs = lm.sample(context, 40)
         assert len(samples) == 40 and log_probs.shape == (40,)
         assert log_probs.dtype == torch.float64 and torch.isfinite(log_probs).all()
-        torch.testing.assert_close(lm.log_score(samples, context), log_probs, atol=1e-4, rtol=0)
+        assert_log_probs_close(lm.log_score(samples, context), log_probs, lm)
         for sample in samples:
             ids = sample.token_ids
             assert isinstance(ids, tuple) and all(type(t) is int for t in ids)
@@ -241,17 +241,15 @@ def test_batched_and_unbatched_agree(model_path):
     assert len(samples) == 3 and all(len(g) == 7 for g in samples)
     assert log_probs.shape == (3, 7) and log_probs.dtype == torch.float64
     batched = lm.log_score_batch(samples, contexts)
-    torch.testing.assert_close(batched, log_probs, atol=1e-4, rtol=0)
+    assert_log_probs_close(batched, log_probs, lm)
     one_by_one = torch.stack([lm.log_score(g, c) for g, c in zip(samples, contexts, strict=True)])
-    torch.testing.assert_close(batched, one_by_one, atol=1e-5, rtol=0)
+    assert_log_probs_close(batched, one_by_one, lm)
     # The same through chunks of two rows (sorted by length, then put back in order).
     small = LMDistribution(model_path, length=4, top_k=5, batch_size=2)
-    torch.testing.assert_close(small.log_score_batch(samples, contexts), batched, atol=1e-5, rtol=0)
+    assert_log_probs_close(small.log_score_batch(samples, contexts), batched, small)
     torch.manual_seed(5)
     chunked, chunked_lp = small.sample_batch(contexts, 5)
-    torch.testing.assert_close(
-        small.log_score_batch(chunked, contexts), chunked_lp, atol=1e-4, rtol=0
-    )
+    assert_log_probs_close(small.log_score_batch(chunked, contexts), chunked_lp, small)
 
 
 def test_empty_batch(gpt2_path):
@@ -270,7 +268,7 @@ def test_eos_counts_and_what_follows_it_does_not(gpt2_path):
     a, b = 4, 5
     with_eos, without, after = lm.log_score([(a, EOS_ID), (a,), (a, EOS_ID, b, b)], "b")
     p_eos = reference_log_prob(lm, "b", (a, EOS_ID), {}) - reference_log_prob(lm, "b", (a,), {})
-    assert with_eos - without == pytest.approx(p_eos, abs=1e-5)
+    assert_log_probs_close(with_eos - without, p_eos, lm)
     assert p_eos < -1e-3
     assert after == with_eos
 
@@ -280,9 +278,7 @@ def test_empty_context_starts_from_bos_or_else_eos(gpt2_path):
     assert lm.bos_token_id == BOS_ID
     sample = (4, 5, EOS_ID)
     bos_first = lm.log_score([sample], "")
-    assert bos_first.item() == pytest.approx(
-        lm.log_score([sample], "<s>").item(), abs=1e-6
-    )  # "<s>" tokenises to the BOS id
+    assert_log_probs_close(bos_first, lm.log_score([sample], "<s>"), lm)  # "<s>": the BOS id
     model = AutoModelForCausalLM.from_pretrained(gpt2_path)
     tokenizer = build_tokenizer()
     tokenizer.bos_token = None
@@ -290,8 +286,8 @@ def test_empty_context_starts_from_bos_or_else_eos(gpt2_path):
     model.generation_config.bos_token_id = None
     no_bos = LMDistribution(model, tokenizer, length=3)
     assert no_bos.bos_token_id == EOS_ID
-    assert no_bos.log_score([sample], "").item() == pytest.approx(
-        no_bos.log_score([sample], "</s>").item(), abs=1e-6
+    assert_log_probs_close(
+        no_bos.log_score([sample], ""), no_bos.log_score([sample], "</s>"), no_bos
     )
 
 
@@ -300,7 +296,7 @@ def test_seq2seq_scores_from_the_decoder_start_token(t5_path):
     assert lm.decoder_prefix == (PAD_ID,)
     sample = TextSample((4, PAD_ID, 6, EOS_ID), "")
     expected = reference_log_prob(lm, "a b", sample.token_ids, {})
-    assert lm.log_score([sample], "a b").item() == pytest.approx(expected, abs=1e-5)
+    assert_log_probs_close(lm.log_score([sample], "a b")[0], expected, lm)
 
 
 def test_forced_bos_is_part_of_the_decoder_prefix(tmp_path):
@@ -308,10 +304,11 @@ def test_forced_bos_is_part_of_the_decoder_prefix(tmp_path):
     lm = LMDistribution(build_bart(tmp_path / "bart"), length=3)
     assert lm.decoder_prefix == (EOS_ID, BOS_ID)
     outputs = all_outputs(lm.vocab_size, lm.eos_token_ids, 3)
-    assert abs(lm.log_score(outputs, "a b").exp().sum().item() - 1.0) < 1e-5
+    total = lm.log_score(outputs, "a b").logsumexp(0)
+    assert_log_probs_close(total, 0.0, lm, "log of the total probability")
     torch.manual_seed(14)
     samples, log_probs = lm.sample("a b", 10)
-    torch.testing.assert_close(lm.log_score(samples, "a b"), log_probs, atol=1e-4, rtol=0)
+    assert_log_probs_close(lm.log_score(samples, "a b"), log_probs, lm)
     beams, _ = lm.decode("a b", num_beams=2, num_return_sequences=2)
     assert all(len(b.token_ids) == 3 or b.token_ids[-1] == EOS_ID for b in beams)
 
@@ -343,7 +340,7 @@ def test_gradients_reach_the_parameters_only_when_asked(model_path, batched):
     assert not plain.requires_grad
     differentiable = score(True)
     assert differentiable.requires_grad and differentiable.dtype == torch.float64
-    torch.testing.assert_close(differentiable.detach(), plain, atol=1e-5, rtol=0)
+    assert_log_probs_close(differentiable, plain, lm)
     differentiable.sum().backward()
     grads = [p.grad for p in lm.model.parameters()]
     assert all(g is not None for g in grads)
@@ -374,9 +371,7 @@ def test_loaded_model_with_or_without_its_tokenizer(gpt2_path, t5_path):
     found = LMDistribution(model, length=3)  # tokenizer from the model's name_or_path
     sample = [(4, 5, EOS_ID)]
     for lm in (given, found):
-        assert lm.log_score(sample, "a").item() == pytest.approx(
-            by_path.log_score(sample, "a").item(), abs=1e-6
-        )
+        assert_log_probs_close(lm.log_score(sample, "a"), by_path.log_score(sample, "a"), lm)
     seq2seq = LMDistribution(AutoModelForSeq2SeqLM.from_pretrained(t5_path), length=3)
     assert seq2seq.is_seq2seq
     assert LMDistribution(t5_path, auto="seq2seq").is_seq2seq
@@ -399,7 +394,7 @@ def test_peft_wrapped_model(gpt2_path):
     torch.manual_seed(8)
     samples, log_probs = lm.sample_batch(["", "a b"], 5)
     scores = lm.log_score_batch(samples, ["", "a b"], grad=True)
-    torch.testing.assert_close(scores.detach(), log_probs, atol=1e-4, rtol=0)
+    assert_log_probs_close(scores, log_probs, lm)
     scores.sum().backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in wrapped.parameters())
     lm.freeze()
@@ -414,7 +409,7 @@ def test_accelerate_dispatched_model(gpt2_path):
     lm = LMDistribution(dispatched, AutoTokenizer.from_pretrained(gpt2_path), length=3)
     torch.manual_seed(9)
     samples, log_probs = lm.sample("a", 6)
-    torch.testing.assert_close(lm.log_score(samples, "a"), log_probs, atol=1e-4, rtol=0)
+    assert_log_probs_close(lm.log_score(samples, "a"), log_probs, lm)
 
 
 def test_clone_is_independent_and_to_returns_self(gpt2_path):
@@ -428,7 +423,7 @@ def test_clone_is_independent_and_to_returns_self(gpt2_path):
         for p in copy.model.parameters():
             p.mul_(1.5)
     assert not torch.equal(copy.log_score(samples, "a"), lm.log_score(samples, "a"))
-    torch.testing.assert_close(lm.log_score(samples, "a"), log_probs, atol=1e-4, rtol=0)
+    assert_log_probs_close(lm.log_score(samples, "a"), log_probs, lm)
     assert lm.to("cpu") is lm and lm.device == torch.device("cpu")
 
 
@@ -452,7 +447,7 @@ def test_greedy_decoding_follows_the_argmax(model_path):
     assert greedy.text == lm.tokenizer.decode(expected, skip_special_tokens=True)
     # Log-probabilities are under the model itself, not under the sampling warp.
     reference = reference_log_prob(lm, context, greedy.token_ids, {})
-    assert log_probs.item() == pytest.approx(reference, abs=1e-5)
+    assert_log_probs_close(log_probs[0], reference, lm)
 
 
 def test_beam_search_and_nucleus_decoding(model_path):
@@ -460,7 +455,7 @@ def test_beam_search_and_nucleus_decoding(model_path):
     context = contexts_for(lm)[1]
     beams, beam_lp = lm.decode(context, num_beams=4, num_return_sequences=3)
     assert len(beams) == 3 and len({b.token_ids for b in beams}) == 3
-    torch.testing.assert_close(beam_lp, lm.log_score(beams, context), atol=1e-5, rtol=0)
+    assert_log_probs_close(beam_lp, lm.log_score(beams, context), lm)
     torch.manual_seed(10)
     drawn, drawn_lp = lm.decode(context, do_sample=True, top_p=0.9, num_return_sequences=5)
     assert len(drawn) == 5 and drawn_lp.shape == (5,)
@@ -551,14 +546,14 @@ def test_log_probabilities_are_in_nats_of_the_warped_distribution(gpt2_path):
     outputs = [(t,) for t in range(plain.vocab_size)]
     base = plain.log_score(outputs, "a")
     expected = torch.log_softmax(base / 2.0, dim=0)
-    torch.testing.assert_close(hot.log_score(outputs, "a"), expected, atol=1e-5, rtol=0)
-    assert math.isclose(base.exp().sum().item(), 1.0, abs_tol=1e-6)
+    assert_log_probs_close(hot.log_score(outputs, "a"), expected, hot)
+    assert_log_probs_close(base.logsumexp(0), 0.0, plain, "log of the total probability")
 
 
 def test_default_model_is_embedded_and_saveable():
     lm = LMDistribution(length=20)
     samples, log_probs = lm.sample("", 4)
-    assert torch.allclose(lm.log_score(samples, ""), log_probs, atol=1e-4)
+    assert_log_probs_close(lm.log_score(samples, ""), log_probs, lm)
     assert lm.to_spec() == {
         "model": None,
         "length": 20,
