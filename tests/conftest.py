@@ -165,3 +165,24 @@ def assert_log_probs_close(got: Any, want: Any, lm: Any, what: str = "log-probab
     bound = ULPS_PER_FORWARD * unit_roundoff(dtype) * scale
     values = [v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v for v in (got, want)]
     return assert_within(values[0], values[1], bound, what)
+
+
+EXTRAS = {
+    "accelerate": "distributed",
+    "deepspeed": "deepspeed",
+    "peft": "lora",
+    "datasets": "datasets",
+    "tensorboard": "tensorboard",
+    "wandb": "wandb",
+    "mlflow": "mlflow",
+    "neptune": "neptune",
+}
+"""The optional module each extra of pyproject.toml brings."""
+
+
+def require_extra(module: str) -> Any:
+    """Import an optional extra's module, or skip the test naming the extra that brings it."""
+    extra = EXTRAS[module]
+    return pytest.importorskip(
+        module, reason=f"needs the '{extra}' extra: pip install 'disco-control[{extra}]'"
+    )

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_log_probs_close
+from conftest import assert_log_probs_close, require_extra
 from lm_fixtures import build_gpt2, build_t5
 
 WORDS = (
@@ -759,7 +759,7 @@ def test_estimator_metrics_losses_and_pipeline_scorer(classifier_dir):
 
 
 def test_mlflow_logger_original_form(tmp_path, monkeypatch):
-    pytest.importorskip("mlflow")
+    require_extra("mlflow")
     from mlflow.tracking import MlflowClient
 
     from disco.distributions import EnumerableLM
@@ -809,7 +809,7 @@ def test_original_spellings_are_checked_like_native_ones():
 
 
 def test_neptune_logger_offline(tmp_path, monkeypatch):
-    pytest.importorskip("neptune")
+    require_extra("neptune")
     from disco.tuners.loggers import NeptuneLogger
 
     monkeypatch.chdir(tmp_path)

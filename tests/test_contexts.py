@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import require_extra
 from disco.distributions import (
     ContextDistribution,
     DatasetContextDistribution,
@@ -161,7 +162,7 @@ def test_hub_datasets_need_the_extra(monkeypatch):
 
 
 def test_real_datasets_object():
-    datasets = pytest.importorskip("datasets")
+    datasets = require_extra("datasets")
     table = datasets.Dataset.from_dict({"text": ["u", "v"]})
     assert DatasetContextDistribution(table).contexts() == ["u", "v"]
     both = datasets.DatasetDict(train=table, test=datasets.Dataset.from_dict({"text": ["w"]}))

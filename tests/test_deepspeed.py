@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("deepspeed")
-pytest.importorskip("accelerate")
+pytest.importorskip("deepspeed", reason="needs the 'deepspeed' extra (disco-control[deepspeed])")
+pytest.importorskip("accelerate", reason="needs the 'deepspeed' extra (disco-control[deepspeed])")
 if not torch.cuda.is_available() and None in (shutil.which("ninja"), shutil.which("c++")):
     pytest.skip("DeepSpeed on CPUs compiles an op: needs ninja and c++", allow_module_level=True)
 

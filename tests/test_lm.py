@@ -22,7 +22,7 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from conftest import assert_log_probs_close
+from conftest import assert_log_probs_close, require_extra
 from disco.distributions import LMDistribution, TextSample
 from disco.distributions.lm import warp_logits
 from disco.distributions.lm_runner import _draw
@@ -382,7 +382,7 @@ def test_loaded_model_with_or_without_its_tokenizer(gpt2_path, t5_path):
 # peft 0.21 reads a property that transformers 5 deprecates; not ours to fix.
 @pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
 def test_peft_wrapped_model(gpt2_path):
-    peft = pytest.importorskip("peft")
+    peft = require_extra("peft")
     model = AutoModelForCausalLM.from_pretrained(gpt2_path)
     config = peft.LoraConfig(
         r=2, lora_alpha=4, target_modules=["c_attn"], lora_dropout=0.0, fan_in_fan_out=True
@@ -403,7 +403,7 @@ def test_peft_wrapped_model(gpt2_path):
 
 
 def test_accelerate_dispatched_model(gpt2_path):
-    accelerate = pytest.importorskip("accelerate")
+    accelerate = require_extra("accelerate")
     model = AutoModelForCausalLM.from_pretrained(gpt2_path)
     dispatched = accelerate.dispatch_model(model, device_map={"": "cpu"})
     lm = LMDistribution(dispatched, AutoTokenizer.from_pretrained(gpt2_path), length=3)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import require_extra
 from disco.tuners.loggers import (
     ConsoleLogger,
     JSONLogger,
@@ -292,7 +293,7 @@ def test_missing_library_names_the_extra(monkeypatch, tmp_path, cls, modules, ex
 
 
 def test_tensorboard_round_trip(tmp_path):
-    pytest.importorskip("tensorboard")
+    require_extra("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     logger = TensorBoardLogger(tmp_path / "tb")
@@ -327,7 +328,7 @@ def test_tensorboard_round_trip(tmp_path):
 
 @pytest.mark.slow
 def test_mlflow_round_trip(tmp_path, monkeypatch):
-    pytest.importorskip("mlflow")
+    require_extra("mlflow")
     from mlflow.tracking import MlflowClient
 
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "")  # remembered as unset, restored after
@@ -371,7 +372,7 @@ def test_mlflow_round_trip(tmp_path, monkeypatch):
     ("exc", "status"), [(RuntimeError, "FAILED"), (KeyboardInterrupt, "KILLED")]
 )
 def test_mlflow_status_after_an_exception(tmp_path, monkeypatch, exc, status):
-    pytest.importorskip("mlflow")
+    require_extra("mlflow")
     from mlflow.tracking import MlflowClient
 
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
@@ -389,7 +390,7 @@ def test_mlflow_status_after_an_exception(tmp_path, monkeypatch, exc, status):
 
 @pytest.mark.slow
 def test_wandb_offline_writes_its_run(tmp_path, monkeypatch):
-    pytest.importorskip("wandb")
+    require_extra("wandb")
     for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_PROJECT", "WANDB_RUN_ID", "WANDB_DIR"):
         monkeypatch.delenv(var, raising=False)
     for var in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):

@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from conftest import require_extra
 from disco.distributions import LMDistribution
 from disco.features import word_present
 from disco.scorers import ExponentialScorer
@@ -77,7 +78,7 @@ def test_every_tuner_runs_on_a_transformer(gpt2_path, tuner_cls, kwargs):
 
 @pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
 def test_lora_trains_only_adapters_and_shares_the_base_weights(gpt2_path):
-    peft = pytest.importorskip("peft")
+    peft = require_extra("peft")
     model = AutoModelForCausalLM.from_pretrained(gpt2_path)
     wrapped = peft.get_peft_model(
         model,

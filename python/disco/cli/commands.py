@@ -307,12 +307,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     transformers_logging.disable_progress_bar()  # loading bars would bury disco's own output
     world = init_from_environment()  # under torchrun / accelerate launch: join their group
+    status = 1
     try:
-        return _main(args)
+        status = _main(args)
+        return status
     finally:
         if world.size > 1:
             import torch
 
+            if status == 0:
+                # Leave together: a rank that tears its group down while rank 0 still writes
+                # the report closes connections under gloo's threads there.
+                world.barrier()
             torch.distributed.destroy_process_group()
 
 
