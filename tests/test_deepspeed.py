@@ -197,7 +197,14 @@ def _assert_same_state(got: dict[str, Any], want: dict[str, Any], steps: int) ->
             if steps == 0 or not value.is_floating_point() or key == "step":
                 assert torch.equal(mine, value), key
             else:
-                assert_close_after_steps(mine.numpy(), value.numpy(), steps=steps, what=key)
+                # Adam's moments are sums of gradients, whose float32 noise is a few units of
+                # the largest term summed, not of each entry: the tensor's largest entry is the
+                # scale (an entry whose gradient cancels to zero in exact arithmetic is noise).
+                want_array = value.numpy()
+                scale = float(abs(want_array).max())
+                assert_close_after_steps(
+                    mine.numpy(), want_array, steps=steps, scale=scale, what=key
+                )
 
 
 def test_the_deepspeed_settings_the_tuner_cannot_honour_are_refused() -> None:
