@@ -4,8 +4,8 @@ Run by ``bench_qrs_sampler.py`` under the reference venv's Python, as
 ``ref_qrs_sampler.py JSON_PARAMS``; never imported by disco or its tests. It builds the same
 proposal and target as the benchmark (the embedded GPT-2, ``P = a * exp(lambda * word)``, the
 benchmark's beta), prints one JSON line when ready, then answers each line ``CALLS`` on its
-standard input with one JSON line: the seconds taken by ``CALLS`` calls of
-``sampler.sample(sampling_size)`` and the proposals made and accepted. ``quit`` ends it.
+standard input with one JSON line: the wall-clock and CPU seconds taken by ``CALLS`` calls of
+``sampler.sample(sampling_size)``, and the proposals made and accepted. ``quit`` ends it.
 
 Staying alive between rounds lets the benchmark interleave 1.1.1's rounds with ours, so a
 burst of load from another process hits both alike.
@@ -51,12 +51,16 @@ def main(params: dict) -> None:
             if command == "quit":
                 break
             accepted = 0
-            start = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             for _ in range(int(command)):
                 samples, _log_scores = sampler.sample(sampling_size=size)
                 accepted += len(samples)
-            seconds = time.perf_counter() - start
-            report = {"seconds": seconds, "proposed": int(command) * size, "accepted": accepted}
+            report = {
+                "wall": time.perf_counter() - wall,
+                "cpu": time.process_time() - cpu,
+                "proposed": int(command) * size,
+                "accepted": accepted,
+            }
             print(json.dumps(report), flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
