@@ -1,4 +1,4 @@
-"""The demo's tuning problem, shared by the convergence scripts (not a harness benchmark).
+"""The demo's tuning problem, shared by bench_convergence.py and the diagnosis scripts.
 
 The embedded KJV GPT-2 with 20-token samples, and the target ``p = a * exp(lambda * has_word('LORD'))
 / Z`` fitted to a 0.5 rate. For one binary feature whose fitted moment is exact on the fit's
@@ -9,6 +9,7 @@ is known exactly: the divergences below need no estimate of ``Z``.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,20 @@ from disco.io import load_ebm
 
 WORD = "LORD"
 LENGTH = 20
+
+
+def script_args(doc: str | None, count: int) -> list[str]:
+    """A diagnosis script's ``count`` positional arguments; its docstring on ``--help``.
+
+    Prints the docstring and exits (status 0 for ``-h``/``--help``, 2 for a wrong count) so a
+    script can be checked to import and start without running it.
+    """
+    args = sys.argv[1:]
+    wants_help = bool(args) and args[0] in ("-h", "--help")
+    if wants_help or len(args) != count:
+        print(doc or "", file=sys.stdout if wants_help else sys.stderr)
+        raise SystemExit(0 if wants_help else 2)
+    return args
 
 
 def exact_log_z(lam: float) -> float:

@@ -81,6 +81,7 @@ class Context:
         batch_s: float | None = None,
         repeats: int | None = None,
         warmup: int | None = None,
+        loops: int | None = None,
     ) -> dict[str, Timing]:
         """Median seconds per call of each contestant, batches interleaved (``_timing``)."""
         return _timing.measure(
@@ -88,6 +89,7 @@ class Context:
             repeats=self.repeats if repeats is None else repeats,
             batch_s=self.batch_s if batch_s is None else batch_s,
             warmup=self.warmup if warmup is None else warmup,
+            loops=loops,
         )
 
     # -- the reference environment -------------------------------------------------------

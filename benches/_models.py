@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import _timing
 
 HERE = Path(__file__).resolve().parent
 
@@ -45,12 +46,9 @@ def run_reference(ctx: Any, mode: str, params: dict[str, Any]) -> dict[str, Any]
 
 
 def median_time(fn: Callable[[], Any], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+    """Median seconds of one call over ``repeats`` calls, one call a batch and no warm-up: for
+    work of a second or more, where calibrating a loop count would cost more calls."""
+    return _timing.measure({"fn": fn}, repeats=repeats, batch_s=0.0, warmup=0, loops=1)["fn"].median
 
 
 def seconds(t: float) -> str:

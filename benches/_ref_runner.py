@@ -8,8 +8,8 @@ callable, computes its result once, checks it against the expected value sent by
 and, only if it agrees, times it (``_timing.measure``). It writes ``WORKDIR/results.json`` and
 prints the same JSON on its last line of standard output.
 
-Packaging defects of disco-generation 1.1.1 worked around here (see
-``shared/reference/README.md``): the wheel lacks ``disco/tuners/losses/misc/ema_baseline.py``,
+Packaging defects of disco-generation 1.1.1 worked around here (see ``benches/README.md``,
+"The reference environment"): the wheel lacks ``disco/tuners/losses/misc/ema_baseline.py``,
 so a small module of ours is registered under that name before anything imports
 ``disco.tuners``; ``disco.tuners.loggers.json`` needs ``DISCO_SAVE_PATH`` at import time.
 """

@@ -40,24 +40,44 @@ class Timing:
         }
 
 
-def _batch(fn: Callable[[], Any], loops: int) -> float:
+Clock = Callable[[], float]
+
+
+def _nothing() -> None:
+    return None
+
+
+def _batch(
+    fn: Callable[[], Any],
+    loops: int,
+    clock: Clock = time.perf_counter,
+    sync: Callable[[], Any] = _nothing,
+) -> float:
     enabled = gc.isenabled()
     gc.disable()
     try:
-        start = time.perf_counter()
+        sync()
+        start = clock()
         for _ in range(loops):
             fn()
-        return time.perf_counter() - start
+        sync()
+        return clock() - start
     finally:
         if enabled:
             gc.enable()
 
 
-def calibrate(fn: Callable[[], Any], batch_s: float, max_loops: int = 1_000_000) -> int:
+def calibrate(
+    fn: Callable[[], Any],
+    batch_s: float,
+    max_loops: int = 1_000_000,
+    clock: Clock = time.perf_counter,
+    sync: Callable[[], Any] = _nothing,
+) -> int:
     """Smallest power-of-ten-ish loop count whose batch lasts at least ``batch_s``."""
     loops = 1
     while True:
-        elapsed = _batch(fn, loops)
+        elapsed = _batch(fn, loops, clock, sync)
         if elapsed >= batch_s or loops >= max_loops:
             return loops
         # Aim a little past the target so that one more try usually suffices.
@@ -71,22 +91,38 @@ def measure(
     repeats: int,
     batch_s: float,
     warmup: int = 2,
+    loops: int | None = None,
+    clock: Clock = time.perf_counter,
+    sync: Callable[[], Any] = _nothing,
 ) -> dict[str, Timing]:
-    """Times every contestant with interleaved batches; returns the median seconds per call."""
+    """Times every contestant with interleaved batches; returns the median seconds per call.
+
+    ``loops`` fixes the calls per batch (for work of seconds a call, where calibrating would
+    cost more calls); ``clock`` is the timer (``time.process_time`` for CPU time); ``sync``
+    runs before and after each batch (e.g. ``torch.cuda.synchronize``, so a batch includes
+    the device's queued work).
+    """
     names = list(contestants)
     for name in names:
         for _ in range(warmup):
             contestants[name]()
-    loops = {name: calibrate(contestants[name], batch_s) for name in names}
+    counts = {
+        name: loops
+        if loops is not None
+        else calibrate(contestants[name], batch_s, clock=clock, sync=sync)
+        for name in names
+    }
     samples: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(repeats):
         for name in names:
-            samples[name].append(_batch(contestants[name], loops[name]) / loops[name])
+            samples[name].append(
+                _batch(contestants[name], counts[name], clock, sync) / counts[name]
+            )
     return {
         name: Timing(
             median=statistics.median(samples[name]),
             minimum=min(samples[name]),
-            loops=loops[name],
+            loops=counts[name],
             repeats=repeats,
         )
         for name in names

@@ -3,9 +3,11 @@
 Three contestants tune the embedded KJV GPT-2 towards ``P = a * exp(lambda * has_word('LORD'))``
 (lambda fitted for a 0.5 rate, as `disco demo` does), in the same run, one after the other:
 
-- the demo's tuner settings before issue 15 (constant step size, the last iterate returned);
-- the demo's settings now (`disco.cli.demo_config`: annealed step size, averaged iterates);
-- disco 1.1.1's ``DPGTuner`` with the old demo's settings, for as long as our new run took.
+- a constant step size with the last iterate returned (what DPG does without averaging: the
+  baseline that the demo's settings have to beat);
+- the demo's settings (`disco.cli.demo_config`: averaged iterates);
+- disco 1.1.1's ``DPGTuner`` with the constant-step settings, for as long as the demo's
+  settings took.
 
 Each is paused at four time marks and its policy evaluated on fresh samples with the same code
 (the clock stops meanwhile): the rate of the word, ``KL(p ‖ pi)`` and ``KL(pi ‖ a)`` by
@@ -32,8 +34,9 @@ from disco.distributions import LMDistribution
 from disco.features import word_present
 from disco.tuners import KLLoss, Tuner
 
-#: The demo's tuner settings before issue 15 (``disco demo``, full and --quick).
-OLD_DEMO = {
+#: A constant step and the last iterate, at the demo's sample budget (full and --quick): the
+#: plain-DPG baseline that averaging is measured against.
+CONSTANT_STEP = {
     "full": {"n_steps": 150, "samples_per_context": 128},
     "quick": {"n_steps": 30, "samples_per_context": 64},
     "common": {
@@ -119,7 +122,7 @@ def reference(
             state = torch.load(Path(tmp) / f"mark-{i}.pt", weights_only=True)
             policy.model.load_state_dict(state)
             marks.append(mark | evaluate(policy, base, feature, lam, n_eval))
-    return {"name": "disco 1.1.1 DPGTuner (old demo settings)", "marks": marks}
+    return {"name": "disco 1.1.1 DPGTuner (constant step)", "marks": marks}
 
 
 def run(ctx: Any) -> str:
@@ -133,17 +136,17 @@ def run(ctx: Any) -> str:
         [feature], [0.5], n_samples=cfg["fit"]["n_samples"], sampling_size=256, progress=False
     )
     lam = float(target.factors[1].coefficients[0])
-    old = OLD_DEMO[mode] | OLD_DEMO["common"]
+    constant = CONSTANT_STEP[mode] | CONSTANT_STEP["common"]
     new = dict(cfg["tuner"])
     new.pop("loss", None)
     new.pop("seed", None)  # the tuner gets the run's seed below, as the other contestants do
     at_start = evaluate(base, base, feature, lam, n_eval)
     runs = [
-        ours("ours, old demo defaults", old, target, base, feature, lam, n_eval),
-        ours("ours, new demo defaults", new, target, base, feature, lam, n_eval),
+        ours("ours, constant step, last iterate", constant, target, base, feature, lam, n_eval),
+        ours("ours, the demo's settings", new, target, base, feature, lam, n_eval),
     ]
     budget = runs[1]["marks"][-1]["seconds"]
-    ref = reference(ctx, budget, old, lam, base, feature, n_eval)
+    ref = reference(ctx, budget, constant, lam, base, feature, n_eval)
     if ref is not None:
         runs.append(ref)
     kl_target_base = 0.5 * lam - exact_log_z(lam)
@@ -168,9 +171,10 @@ def run(ctx: Any) -> str:
         f"nats and the bar is KL(π ‖ a) ≤ {1.2 * kl_target_base:.3f}), mode `{mode}`. Each "
         "contestant is paused at four marks of its tuning time and its policy evaluated on "
         f"{n_eval} fresh samples (rate of the word; KL by importance sampling from the policy; "
-        "the clock stops while evaluating). Old demo defaults: "
-        + ", ".join(f"{k}={v}" for k, v in old.items())
-        + f". New demo defaults: {settings_text}. disco 1.1.1 runs its `DPGTuner` with the old "
-        "demo's settings (and its own 12-step warm-up) for as long as our new run took, its "
+        "the clock stops while evaluating). Constant step: "
+        + ", ".join(f"{k}={v}" for k, v in constant.items())
+        + f". The demo's settings: {settings_text}. disco 1.1.1 runs its `DPGTuner` with the "
+        "constant-step settings (and its own 12-step warm-up) for as long as the demo's settings "
+        "took, its "
         "weights evaluated by our code.\n\n" + "\n".join(lines) + note + "\n"
     )

@@ -11,9 +11,9 @@ of the same vocabulary size: GPT-2 small and T5-small shapes by default, smaller
 ``--quick``. Before anything is timed, the results are checked: sampled log-probabilities equal
 what ``log_score`` recomputes and what a plain log-softmax of the raw forward pass gives.
 
-Timing: every contestant runs once untimed, then repeats are interleaved (ours, raw, ours,
-raw, ...) so background load hits both alike; a repeat is as many calls as fill
-``--batch-seconds``; the table shows the median seconds per call and the ratio ours / raw.
+Timing (``_timing.measure``): every contestant runs once untimed, then repeats are interleaved
+(ours, raw, ours, raw, ...) so background load hits both alike; a repeat is as many calls as
+fill ``--batch-seconds``; the table shows the median seconds per call and the ratio ours / raw.
 
     python benches/bench_lm.py [--quick] [--device cpu|cuda] [--threads N] [--repeats R]
 """
@@ -21,15 +21,18 @@ raw, ...) so background load hits both alike; a repeat is as many calls as fill
 from __future__ import annotations
 
 import argparse
-import gc
-import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
+# Standalone runs (python benches/bench_lm.py) find the shared timing helper beside this file.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _timing
 from disco.distributions import LMDistribution
 
 
@@ -103,22 +106,9 @@ def build(shape: Shape, device: str) -> tuple[Any, Any]:
     return model.to(device).eval(), tokenizer
 
 
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def timed(fn: Callable[[], Any], device: str, loops: int, clock: Callable[[], float]) -> float:
-    gc.disable()
-    try:
-        sync(device)
-        start = clock()
-        for _ in range(loops):
-            fn()
-        sync(device)
-        return (clock() - start) / loops
-    finally:
-        gc.enable()
+def sync(device: str) -> Callable[[], None]:
+    """What waits for the device's queued work before a clock is read (nothing on CPU)."""
+    return torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
@@ -127,17 +117,16 @@ CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 def measure(
     contestants: dict[str, Callable[[], Any]], args: argparse.Namespace
 ) -> dict[str, float]:
-    """Median seconds per call of each contestant, repeats interleaved."""
-    clock = CLOCKS[args.clock]
-    loops = {}
-    for name, fn in contestants.items():
-        once = timed(fn, args.device, 1, clock)  # warm-up (and a first estimate)
-        loops[name] = max(1, round(args.batch_seconds / max(once, 1e-6)))
-    runs: dict[str, list[float]] = {name: [] for name in contestants}
-    for _ in range(args.repeats):
-        for name, fn in contestants.items():
-            runs[name].append(timed(fn, args.device, loops[name], clock))
-    return {name: statistics.median(times) for name, times in runs.items()}
+    """Median seconds per call of each contestant, repeats interleaved (``_timing.measure``)."""
+    timings = _timing.measure(
+        contestants,
+        repeats=args.repeats,
+        batch_s=args.batch_seconds,
+        warmup=1,
+        clock=CLOCKS[args.clock],
+        sync=sync(args.device),
+    )
+    return {name: t.median for name, t in timings.items()}
 
 
 def reference_log_probs(lm: LMDistribution, context: str, samples: list[Any]) -> torch.Tensor:

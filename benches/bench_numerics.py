@@ -506,7 +506,7 @@ def run(ctx: Context) -> str:
         timings[(k, 100)]["ours"].median for k in KERNELS if "ours" in timings[(k, 100)]
     )
     lines += [
-        "Aims (issue): fastest at N ≥ 1e5 in "
+        "Aims: fastest at N ≥ 1e5 in "
         f"{aims['fastest'][0]} of {aims['fastest'][1]} kernel-size cases; at least 2{TIMES} scipy "
         "in "
         f"{aims['scipy2x'][0]} of {aims['scipy2x'][1]} (kernels where scipy has a function); "

@@ -1,31 +1,24 @@
-"""Run every benchmark and write BENCHMARKS.md at the repository root.
+"""Run the benchmarks and write their sections into BENCHMARKS.md at the repository root.
 
-    python benches/run.py [--quick] [--ref-python /work/discoref-venv/bin/python] [--only NAME]
+    python benches/run.py [--quick] [--ref-python /tmp/discoref-venv/bin/python] [--only NAME]
 
 Each ``benches/bench_NAME.py`` exposes ``run(ctx) -> str`` (a markdown section); see
-``benches/README.md``. With ``--only NAME`` just that section is rerun and replaced in an
-existing BENCHMARKS.md, the others are kept as they were.
+``benches/README.md``. Every section lives in BENCHMARKS.md between its own markers and only
+those blocks are rewritten (``_report.update``): hand-written notes around them stay as they
+are, and ``--only NAME`` rewrites just that block (and the run's header block).
 """
 
 from __future__ import annotations
 
+import argparse
+import datetime
+import importlib
 import os
-
-# Before numpy (or torch, which loads numpy) is imported anywhere in this process: OpenBLAS
-# reads these once, when it loads. Unset here only, never in tests or CI.
-_OPENBLAS_BEFORE = {
-    name: os.environ.pop(name, None) for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-}
-
-import argparse  # noqa: E402
-import datetime  # noqa: E402
-import importlib  # noqa: E402
-import re  # noqa: E402
-import shlex  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-import traceback  # noqa: E402
-from pathlib import Path  # noqa: E402
+import shlex
+import sys
+import time
+import traceback
+from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -34,15 +27,27 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(ROOT / "python"))
 
 import _harness  # noqa: E402
+import _report  # noqa: E402
 
-DEFAULT_REF_PYTHON = "/work/discoref-venv/bin/python"
-BEGIN = "<!-- bench:{name} -->"
-END = "<!-- /bench:{name} -->"
+DEFAULT_REF_PYTHON = "/tmp/discoref-venv/bin/python"
+TITLE = "# Benchmarks"
 
 
 def discover() -> list[str]:
     """Names of the benchmark modules, ``bench_NAME.py`` -> ``NAME``, sorted."""
-    return sorted(p.stem[len("bench_") :] for p in HERE.glob("bench_*.py"))
+    names = sorted(p.stem[len("bench_") :] for p in HERE.glob("bench_*.py"))
+    if _report.HEADER in names:
+        raise RuntimeError(f"bench_{_report.HEADER}.py would collide with the header block")
+    return names
+
+
+def unset_openblas_overrides() -> dict[str, str | None]:
+    """Removes the OpenBLAS overrides from this process; returns what they were.
+
+    Called before numpy (or torch, which loads numpy) is imported in this process: OpenBLAS
+    reads them once, when it loads, and they slow a current numpy down on this machine.
+    """
+    return {name: os.environ.pop(name, None) for name in _harness.OPENBLAS_VARS}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -70,26 +75,15 @@ def resolve_ref_python(arg: str | None) -> tuple[Path | None, str]:
     candidate = Path(arg or DEFAULT_REF_PYTHON)
     if candidate.exists():
         return candidate, ""
-    how = "VENV=/work/discoref-venv bash shared/reference/setup_ref_env.sh"
+    how = "VENV=/tmp/discoref-venv bash benches/setup_reference_env.sh"
     return None, (
         f"disco-generation 1.1.1 rows skipped: no reference venv at `{candidate}` "
         f"(create it with `{how}` and pass `--ref-python`)."
     )
 
 
-def block(name: str, body: str) -> str:
-    return f"{BEGIN.format(name=name)}\n{body.strip()}\n{END.format(name=name)}"
-
-
-def existing_blocks(path: Path) -> dict[str, str]:
-    if not path.exists():
-        return {}
-    text = path.read_text()
-    pattern = re.compile(r"<!-- bench:(\w+) -->\n(.*?)\n<!-- /bench:\1 -->", re.S)
-    return {m.group(1): m.group(2) for m in pattern.finditer(text)}
-
-
 def main(argv: list[str]) -> int:
+    openblas_before = unset_openblas_overrides()
     args = parse_args(argv)
     names = discover()
     selected = names if not args.only else [n for n in names if n in args.only]
@@ -107,7 +101,7 @@ def main(argv: list[str]) -> int:
     )
     command = "python benches/run.py" + "".join(f" {shlex.quote(a)}" for a in argv)
     started = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
-    machine = _harness.machine_info(_OPENBLAS_BEFORE)
+    machine = _harness.machine_info(openblas_before)
 
     sections: dict[str, str] = {}
     failed = False
@@ -130,19 +124,15 @@ def main(argv: list[str]) -> int:
         print(f"[bench] {name} done in {elapsed:.0f} s", file=sys.stderr, flush=True)
 
     out = Path(args.output)
-    kept = existing_blocks(out) if args.only else {}
-    kept.update(sections)
     ref = ", ".join(f"{k} {v}" for k, v in ctx.ref_versions.items()) or (
         ref_note or "not used by the benchmarks run"
     )
     machine.append(("reference venv", f"`{ref_python}`: {ref}" if ref_python else ref))
     header = [
-        "# Benchmarks",
+        "<!-- Written by benches/run.py, which rewrites only the bench blocks: text outside "
+        "them is kept. -->",
         "",
-        "<!-- Generated by benches/run.py: edit the benchmarks, not this file. -->",
-        "",
-        f"Command: `{command}`  ",
-        f"Date: {started.isoformat()}",
+        f"Last run: `{command}`, {started.isoformat()} (each section says when it was measured).",
         "",
         "Method: every contestant's result is checked against a reference before it is timed; "
         "times are medians over repeated, interleaved batches after warm-up, all measured in "
@@ -153,8 +143,9 @@ def main(argv: list[str]) -> int:
         "",
         _harness.table(["", ""], [(k, v) for k, v in machine], align="ll"),
     ]
-    parts = ["\n".join(header)] + [block(n, kept[n]) for n in names if n in kept]
-    out.write_text("\n\n".join(parts) + "\n")
+    sections[_report.HEADER] = "\n".join(header)
+    current = out.read_text() if out.exists() else None
+    out.write_text(_report.update(current, sections, [_report.HEADER, *names], TITLE))
     print(f"[bench] wrote {out}", file=sys.stderr)
     return 1 if failed else 0
 

@@ -1,7 +1,7 @@
 """Online DPG with a per-token baseline from a linear critic: does it cut the gradient's noise?
 (A diagnosis behind BENCHMARKS.md's "Convergence"; not a harness benchmark.)
 
-    OMP_NUM_THREADS=1 python benches/convergence_token_baseline.py EBM_DIR '{"learning_rate": 2e-4, "steps": 20, "critic": true}'
+    OMP_NUM_THREADS=1 python benches/diagnosis/convergence_token_baseline.py EBM_DIR '{"learning_rate": 2e-4, "steps": 20, "critic": true}'
 
 The forward-KL gradient ``sum_t E_pi[w(x) grad log pi(x_t | x_<t)]`` is unchanged by subtracting
 any ``c_t(x_<t)`` from ``w`` at token ``t``, since ``E_pi[grad log pi(x_t | x_<t) | x_<t] = 0``.
@@ -14,14 +14,18 @@ and ``_demo_problem.evaluate`` of the averaged policy (EMA 0.98, averaging_power
 import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from _demo_problem import demo_problem, evaluate, token_batch
+# The demo problem is shared with bench_convergence.py, one folder up.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _demo_problem import demo_problem, evaluate, script_args, token_batch
 from disco.tuners.averaging import ParameterAverage
 
-ebm_dir, settings = sys.argv[1], json.loads(sys.argv[2])
+ebm_dir, raw_settings = script_args(__doc__, 2)
+settings = json.loads(raw_settings)
 torch.set_num_threads(1)
 torch.manual_seed(settings.get("seed", 0))
 problem = demo_problem(ebm_dir)

@@ -2,7 +2,7 @@
 
 The runs behind BENCHMARKS.md's "Convergence" tables (not a harness benchmark):
 
-    OMP_NUM_THREADS=1 python benches/convergence_marks.py EBM_DIR '{"samples_per_context": 512, "_marks": [20, 40]}' OUT.json
+    OMP_NUM_THREADS=1 python benches/diagnosis/convergence_marks.py EBM_DIR '{"samples_per_context": 512, "_marks": [20, 40]}' OUT.json
 
 ``EBM_DIR`` is a fitted demo EBM (``disco demo`` writes ``disco-demo/ebm``). Settings are
 TunerConfig names (defaults: the old demo's 128 samples a step, learning rate 2e-4, EMA 0.98)
@@ -36,10 +36,13 @@ from pathlib import Path
 
 import torch
 
-from _demo_problem import demo_problem, evaluate
+# The demo problem is shared with bench_convergence.py, one folder up.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _demo_problem import demo_problem, evaluate, script_args
 from disco.tuners import Tuner, losses
 
-ebm_dir, settings, out = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+ebm_dir, raw_settings, out = script_args(__doc__, 3)
+settings = json.loads(raw_settings)
 torch.set_num_threads(1)
 torch.manual_seed(0)
 problem = demo_problem(ebm_dir)
@@ -162,4 +165,4 @@ for m in marks:
     rows.append(row)
     print(json.dumps(row), flush=True)
 curve = [{k: h.get(k) for k in (*TRACKED, "ess", "lr")} for h in tuner.history]
-Path(out).write_text(json.dumps({"settings": sys.argv[2], "rows": rows, "curve": curve}))
+Path(out).write_text(json.dumps({"settings": raw_settings, "rows": rows, "curve": curve}))

@@ -1,18 +1,28 @@
-"""Interleaved A/B timing of the kernels issue 11 reorganised; prints JSON (seconds per call).
+"""Interleaved A/B timing of the Rust kernels against another build; prints JSON.
 
-Run it alternately against two builds, e.g. the old checkout with its built ``_core`` and this one:
-``PYTHONPATH=OLD/python python benches/ab_kernels.py > old.json`` then
-``PYTHONPATH=python python benches/ab_kernels.py > new.json``, a few rounds each, and compare
-medians (BENCHMARKS.md, "Consolidation").
+Written to check that reorganising the core's divergence, error and solver code cost no speed
+(BENCHMARKS.md, "Consolidation"): run it alternately against two builds, e.g. an older
+checkout with its built ``_core`` and this one, a few rounds each, and compare the medians:
+
+    PYTHONPATH=OLD/python python benches/diagnosis/ab_kernels.py > old.json
+    PYTHONPATH=python python benches/diagnosis/ab_kernels.py > new.json
+
+Each value is the median seconds per call over interleaved batches (``benches/_timing.py``).
 """
 
+import argparse
 import json
-import time
+import sys
+from pathlib import Path
 
 import numpy as np
 
+# The timing helper of the benchmarks, one folder up.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import _timing
 from disco import numerics as nm
 
+argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
 rng = np.random.default_rng(0)
 
 
@@ -59,23 +69,5 @@ if hasattr(nm, "tuner_metrics"):
     cases["tuner metrics, one call N=256"] = lambda: nm.tuner_metrics(
         "kl", sp, spi, sq, 0.3, phi_s, la_s
     )
-out = {}
-for name, f in cases.items():
-    f()
-    loops = 1
-    while True:
-        t = time.perf_counter()
-        for _ in range(loops):
-            f()
-        dt = time.perf_counter() - t
-        if dt > 0.05:
-            break
-        loops *= 2
-    best = []
-    for _ in range(5):
-        t = time.perf_counter()
-        for _ in range(loops):
-            f()
-        best.append((time.perf_counter() - t) / loops)
-    out[name] = sorted(best)[2]
-print(json.dumps(out))
+timings = _timing.measure(cases, repeats=5, batch_s=0.05)
+print(json.dumps({name: t.median for name, t in timings.items()}))

@@ -1,7 +1,7 @@
 """Reverse KL with the per-token KL to the base computed exactly: does it cut the drift?
 (A diagnosis behind BENCHMARKS.md's "Convergence"; not a harness benchmark.)
 
-    OMP_NUM_THREADS=1 python benches/convergence_token_kl.py EBM_DIR '{"learning_rate": 2e-4, "steps": 40}'
+    OMP_NUM_THREADS=1 python benches/diagnosis/convergence_token_kl.py EBM_DIR '{"learning_rate": 2e-4, "steps": 40}'
 
 For ``P = a · exp(r)``, ``KL(pi ‖ p) = E_pi[sum_t KL(pi(.|x_<t) ‖ a(.|x_<t))] - E_pi[r] + log Z``.
 Its gradient is ``E_pi[sum_t grad KL_t]`` (exact over the vocabulary at each visited prefix) plus
@@ -13,13 +13,17 @@ to the base with no sampling noise, where the sequence-level estimator only does
 import json
 import sys
 import time
+from pathlib import Path
 
 import torch
 
-from _demo_problem import demo_problem, evaluate, padded, token_batch
+# The demo problem is shared with bench_convergence.py, one folder up.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _demo_problem import demo_problem, evaluate, padded, script_args, token_batch
 from disco.tuners.averaging import ParameterAverage
 
-ebm_dir, settings = sys.argv[1], json.loads(sys.argv[2])
+ebm_dir, raw_settings = script_args(__doc__, 2)
+settings = json.loads(raw_settings)
 torch.set_num_threads(1)
 torch.manual_seed(settings.get("seed", 0))
 problem = demo_problem(ebm_dir)

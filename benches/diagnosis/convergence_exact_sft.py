@@ -1,7 +1,7 @@
 """Forward KL from exact samples of the target: is the tuner's plateau its estimator's or the
 optimisation's? (A diagnosis behind BENCHMARKS.md's "Convergence"; not a harness benchmark.)
 
-    OMP_NUM_THREADS=1 python benches/convergence_exact_sft.py EBM_DIR '{"learning_rate": 2e-4, "steps": 20, "batch": 256}'
+    OMP_NUM_THREADS=1 python benches/diagnosis/convergence_exact_sft.py EBM_DIR '{"learning_rate": 2e-4, "steps": 20, "batch": 256}'
 
 Exact samples of ``p = a * exp(lambda * phi) / Z`` come from the base by rejection (accept with
 probability ``exp(lambda * (phi - 1))``, about one base sample in four), and the policy is tuned by
@@ -16,14 +16,18 @@ import contextlib
 import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from _demo_problem import demo_problem, evaluate
+# The demo problem is shared with bench_convergence.py, one folder up.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _demo_problem import demo_problem, evaluate, script_args
 from disco.tuners.averaging import ParameterAverage
 
-ebm_dir, settings = sys.argv[1], json.loads(sys.argv[2])
+ebm_dir, raw_settings = script_args(__doc__, 2)
+settings = json.loads(raw_settings)
 torch.set_num_threads(1)
 torch.manual_seed(settings.get("seed", 0))
 rng = np.random.default_rng(settings.get("seed", 0))

@@ -1,7 +1,7 @@
 """DPG whose target coefficient tracks the requested rate (dual ascent on the moment constraint).
 (A diagnosis behind BENCHMARKS.md's "Convergence"; not a harness benchmark.)
 
-    OMP_NUM_THREADS=1 python benches/convergence_dual.py EBM_DIR '{"learning_rate": 2e-4, "eta": 0.5}'
+    OMP_NUM_THREADS=1 python benches/diagnosis/convergence_dual.py EBM_DIR '{"learning_rate": 2e-4, "eta": 0.5}'
 
 Each step tunes towards ``a exp(lambda_t phi)`` (self-normalised importance weights from the
 policy's own 512 samples, DPG's gradient with baseline 1, Adam, the tuner's clipping and the
@@ -14,13 +14,17 @@ target ``a exp(lambda phi)``, not ``lambda_t``'s.
 import json
 import sys
 import time
+from pathlib import Path
 
 import torch
 
-from _demo_problem import demo_problem, evaluate
+# The demo problem is shared with bench_convergence.py, one folder up.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _demo_problem import demo_problem, evaluate, script_args
 from disco.tuners.averaging import ParameterAverage
 
-ebm_dir, settings = sys.argv[1], json.loads(sys.argv[2])
+ebm_dir, raw_settings = script_args(__doc__, 2)
+settings = json.loads(raw_settings)
 torch.set_num_threads(1)
 torch.manual_seed(settings.get("seed", 0))
 problem = demo_problem(ebm_dir)

@@ -1,7 +1,7 @@
 """Three forward-KL estimators that take part of DPG's gradient out of the sampling noise.
 (A diagnosis behind BENCHMARKS.md's "Convergence"; not a harness benchmark.)
 
-    OMP_NUM_THREADS=1 python benches/convergence_rao_blackwell.py EBM_DIR '{"mode": "decided", "learning_rate": 2e-4}'
+    OMP_NUM_THREADS=1 python benches/diagnosis/convergence_rao_blackwell.py EBM_DIR '{"mode": "decided", "learning_rate": 2e-4}'
 
 Each estimates ``grad KL(p ‖ pi) = -E_p[sum_t grad log pi(x_t | x_<t)]`` for ``p = a exp(lambda phi) / Z``
 from the policy's own samples (the first two unbiased), with Adam, the tuner's clipping and the parameters'
@@ -34,13 +34,25 @@ import math
 import re
 import sys
 import time
+from pathlib import Path
 
 import torch
 
-from _demo_problem import WORD, demo_problem, evaluate, exact_log_z, padded, token_batch
+# The demo problem is shared with bench_convergence.py, one folder up.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _demo_problem import (
+    WORD,
+    demo_problem,
+    evaluate,
+    exact_log_z,
+    padded,
+    script_args,
+    token_batch,
+)
 from disco.tuners.averaging import ParameterAverage
 
-ebm_dir, settings = sys.argv[1], json.loads(sys.argv[2])
+ebm_dir, raw_settings = script_args(__doc__, 2)
+settings = json.loads(raw_settings)
 mode = settings["mode"]
 if mode not in ("decided", "base_split", "value"):
     raise ValueError(f"mode must be 'decided', 'base_split' or 'value', got {mode!r}")
