@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from disco import numerics
+from disco._calls import call_log_score
 from disco.distributed import Chunk, current_world, draw_chunk, plan_chunks
 from disco.distributions.contexts import resolve_contexts
 from disco.parallel import check_lockstep, gradient_sync, shards_the_policy
@@ -284,7 +285,11 @@ class Tuner:
             phi = np.stack(
                 [_cpu64(f.score(samples, context)) for f in self.config.features], axis=1
             )
-        log_a = _cpu64(self.base.log_score(samples, context)) if self.config.kl_from_base else None
+        log_a = (
+            _cpu64(call_log_score(self.base, samples, context))
+            if self.config.kl_from_base
+            else None
+        )
         return phi, log_a
 
     def _metrics(
@@ -317,7 +322,7 @@ class Tuner:
         parts = []
         with self.average.swapped_in(), self._autocast():
             for part in _chunks(len(samples), self.config.scoring_batch_size):
-                parts.append(_cpu64(self.policy.log_score(samples[part], context)))
+                parts.append(_cpu64(call_log_score(self.policy, samples[part], context)))
         return np.concatenate(parts)
 
     def _reported(self, chunk: Chunk) -> int:
@@ -342,7 +347,7 @@ class Tuner:
         """
         samples, log_q = draw_chunk(proposal, chunk)
         drawn[chunk.index] = samples
-        log_p = _cpu64(self.target.log_score(samples, chunk.context))
+        log_p = _cpu64(call_log_score(self.target, samples, chunk.context))
         if len(log_p) != chunk.size:
             raise ValueError(
                 f"the target returned {len(log_p)} log-scores for {chunk.size} samples"
@@ -373,7 +378,7 @@ class Tuner:
         for part in _chunks(chunk.size, cfg.scoring_batch_size):
             tf = time.perf_counter()
             with self._autocast():
-                log_pi = self.policy.log_score(samples[part], chunk.context, grad=True)
+                log_pi = call_log_score(self.policy, samples[part], chunk.context, grad=True)
             score_time += time.perf_counter() - tf
             tb = time.perf_counter()
             out = self.loss(
