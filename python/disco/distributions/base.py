@@ -39,12 +39,12 @@ class TokenIds(tuple[int, ...]):
     def __eq__(self, other: object) -> Any:
         if self._elementwise(other):
             return self.tensor() == other
-        return tuple.__eq__(self, other)  # type: ignore[arg-type]
+        return tuple.__eq__(self, other)
 
     def __ne__(self, other: object) -> Any:
         if self._elementwise(other):
             return self.tensor() != other
-        return tuple.__ne__(self, other)  # type: ignore[arg-type]
+        return tuple.__ne__(self, other)
 
     __hash__ = tuple.__hash__
 
@@ -131,6 +131,15 @@ class BaseDistribution(Distribution):
     ``constrain(features, moments)`` returns the energy-based model closest to this
     distribution in KL that meets the moments (DESIGN §4).
     """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        """A new instance; ``BaseDistribution(score_fn)`` gives the original's scorer form."""
+        if cls is BaseDistribution and (args or kwargs):
+            # BaseDistribution(score_fn), the original disco's scorer form: an alias-layer class
+            from disco.compat import scored_base_distribution
+
+            return super().__new__(scored_base_distribution())
+        return super().__new__(cls)
 
     def constrain(
         self, features: Sequence[Any], moments: Sequence[float] | None = None, **kwargs: Any

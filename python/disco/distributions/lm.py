@@ -226,6 +226,15 @@ class LMDistribution(ModelRunner, BaseDistribution):
             "top_p": self.top_p,
         }
 
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for a missing attribute: the original disco's names (network, params,
+        # scorable, nature) are answered by the alias layer.
+        if name.startswith("_"):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        from disco.compat import original_attribute
+
+        return original_attribute(self, name)
+
     def freeze(self, frozen: bool = True) -> LMDistribution:
         """Make every parameter non-trainable, or (``frozen=False``) trainable again.
 
@@ -419,23 +428,27 @@ class LMDistribution(ModelRunner, BaseDistribution):
     def _sample_ids(self, sample: Any, where: str) -> tuple[int, ...]:
         """A sample's token ids, up to and including the first EOS, checked.
 
-        The ids may come as a tuple, a list or a 1-D tensor or array, padded or not (as from
-        ``tokenizer(texts, padding=True)``): trailing padding is dropped, and a sample without
-        an EOS counts as cut off by the length cap.
+        The ids may come as a tuple, a list or a 1-D tensor or array. Tokens after the first
+        EOS are dropped (padding, when the pad is the EOS); a tensor row is read as a row of a
+        padded batch (``tokenizer(texts, return_tensors="pt", padding=True)``), so without an
+        EOS its trailing pad tokens are dropped too. A sample without an EOS counts as cut off
+        by the length cap.
         """
-        ids = sample.token_ids if isinstance(sample, TextSample) else sample
+        ids: Any = sample.token_ids if isinstance(sample, TextSample) else sample
         what = "its token_ids" if isinstance(sample, TextSample) else "it"
-        if isinstance(ids, torch.Tensor | np.ndarray):
+        padded = isinstance(ids, torch.Tensor | np.ndarray)
+        if padded:
             if ids.ndim != 1:
                 raise ValueError(
                     f"{where}: {what} must be one sequence of token ids (a 1-D tensor); "
                     f"got a tensor of shape {tuple(ids.shape)}"
                 )
-            if (
-                ids.dtype.is_floating_point
+            integral = (
+                not (ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool)
                 if isinstance(ids, torch.Tensor)
-                else ids.dtype.kind not in "iu"
-            ):
+                else ids.dtype.kind in "iu"
+            )
+            if not integral:
                 raise ValueError(
                     f"{where}: {what} must hold integer token ids; got dtype {ids.dtype}"
                 )
@@ -460,8 +473,8 @@ class LMDistribution(ModelRunner, BaseDistribution):
                 f"(0..{self.vocab_size - 1}): was it made with another tokenizer?"
             )
         ids = self._cut(ids)
-        if ids[-1] not in self.eos_token_ids:
-            # no EOS: what follows the text can only be padding (the pad is not an EOS here)
+        if padded and ids[-1] not in self.eos_token_ids:
+            # a padded row without EOS: the pad (not an EOS here) fills the row after the text
             end = len(ids)
             while end > 1 and ids[end - 1] == self.pad_token_id:
                 end -= 1

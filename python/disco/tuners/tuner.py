@@ -62,6 +62,21 @@ def _chunks(n: int, size: int) -> Iterable[slice]:
         yield slice(start, min(n, start + size))
 
 
+def _in_original_spelling(loss: Any, settings: dict[str, Any]) -> bool:
+    """Whether a call uses the original disco's forms.
+
+    Those are its setting names, a proposal in third place or as ``proposal=``, or features as
+    ``(name, scorer)`` pairs.
+    """
+    names = {f.name for f in dataclasses.fields(TunerConfig)}
+    return (
+        bool(set(settings) - names)
+        or (loss is not None and not isinstance(loss, FDivergenceLoss))
+        or not isinstance(settings.get("proposal", "online"), str)
+        or any(isinstance(f, tuple) for f in settings.get("features", ()))
+    )
+
+
 class Tuner:
     """Tunes a policy ``pi`` towards a target EBM ``P`` by minimising ``D_f(pi ‖ p)``.
 
@@ -105,6 +120,24 @@ class Tuner:
         proposal_distribution: Any = None,
         **settings: Any,
     ) -> None:
+        if _in_original_spelling(loss, settings):
+            from disco.compat import tuner_arguments  # the alias layer translates them
+
+            given = {
+                "context": context,
+                "context_distribution": context_distribution,
+                "base": base,
+                "proposal_distribution": proposal_distribution,
+            }
+            given = {k: v for k, v in given.items() if v is not None and v != ""}
+            settings = tuner_arguments(
+                target, [] if loss is None else [loss], {**given, **settings}, "loss"
+            )
+            loss = settings.pop("loss", None)
+            context = settings.pop("context", "")
+            context_distribution = settings.pop("context_distribution", None)
+            base = settings.pop("base", None)
+            proposal_distribution = settings.pop("proposal_distribution", None)
         self.config = (config or TunerConfig()).replace(**settings)
         cfg = self.config
         self.policy = policy
@@ -173,6 +206,7 @@ class Tuner:
         self.last_samples: list[dict[str, Any]] = []
         self.rng = np.random.default_rng(cfg.seed)
         self._seeded = False
+        self._batch_loggers: list[Any] = []  # the loggers of a running tune(), on rank 0
 
     # --- setup --------------------------------------------------------------------------
 
@@ -389,6 +423,8 @@ class Tuner:
             losses.append(float(out.loss.detach()) * share)
             backward_time += time.perf_counter() - tb
             log_pi_parts.append(out.policy_log_probs)
+            if chunk.index >= 0:  # not a lockstep pad
+                self._show_batch(chunk.context, samples[part], scored, part, out.policy_log_probs)
             weights.append(out.weights)
             weighted.append(out.weighted_rewards)
         return _Learned(
@@ -399,6 +435,21 @@ class Tuner:
             score_time,
             backward_time,
         )
+
+    def _show_batch(
+        self, context: Any, samples: list[Any], scored: _Scored, part: slice, log_pi: Any
+    ) -> None:
+        """Hand a scoring batch to the loggers that look at batches (``log_batch``)."""
+        seeing = [lg for lg in self._batch_loggers if hasattr(lg, "log_batch")]
+        if not seeing:
+            return
+        log_scores = {
+            "proposal": torch.from_numpy(np.array(scored.log_q[part], dtype=np.float64)),
+            "policy": torch.as_tensor(np.asarray(log_pi, dtype=np.float64)),
+            "target": torch.from_numpy(np.array(scored.log_p[part], dtype=np.float64)),
+        }
+        for logger in seeing:
+            logger.log_batch(self.step_count + 1, context, samples, log_scores)
 
     def step(self) -> dict[str, float]:
         """One gradient step; returns its metrics (averaged over the step's contexts).
@@ -566,6 +617,7 @@ class Tuner:
         # A call after the stopping rule fired judges its own steps, or it would stop at once.
         first_of_call = len(self.history)
         loggers = self.loggers if self.world.is_main else []  # one process reports
+        self._batch_loggers = loggers
         for logger in loggers:
             logger.start(
                 {**cfg.to_dict(), "loss": type(self.loss).__name__, "start_step": self.step_count}
@@ -596,6 +648,7 @@ class Tuner:
                 self.average.hold()
             self.gradients.hand_over()  # FSDP: the tuned policy whole, usable without collectives
         finally:
+            self._batch_loggers = []
             for logger in loggers:
                 logger.close()
         return self.history
