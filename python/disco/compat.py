@@ -44,6 +44,17 @@ Tuner keywords (:data:`TUNER_SETTINGS`)
 ``LMDistribution`` keywords (:func:`lm_arguments`)
     ``network=`` → ``model=``; ``nature="causal"|"seq2seq"`` → ``auto=``.
 
+The original's objects one level down
+    ``LMDistribution.network`` / ``.params`` / ``.scorable`` / ``.nature``
+    (:func:`original_attribute`), ``BaseDistribution(score_fn)``
+    (:func:`scored_base_distribution`), ``BaseTunerObserver`` (its events carried by a logger),
+    and the generic ``Tuner(model, target, ...)`` with the original's setting names
+    (:func:`tuner_arguments`).
+
+The core's only references to this module are lazy, made on first use where the original's
+path or name is a core one: ``BaseDistribution.__new__``, ``LMDistribution.__getattr__``,
+``disco.tuners.loggers.base.__getattr__`` and ``Tuner.__init__`` (for the original's spellings).
+
 Loggers attached by construction (:func:`accepts_tuner`)
     ``ConsoleLogger(tuner)``, ``JSONLogger(tuner, project, name)`` (writes
     ``$DISCO_SAVE_PATH/project/name.jsonl``, the working directory when the variable is unset),
