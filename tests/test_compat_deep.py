@@ -315,6 +315,16 @@ def test_hand_built_samples_score_as_tensors_lists_or_tuples(gpt2_dir, gpt2_own_
     )
 
 
+def test_enumerable_samples_score_as_tensors_too():
+    from disco.distributions import EnumerableLM, TextSample
+
+    lm = EnumerableLM(tokens=("a", "b"), max_length=3, seed=4)
+    support, log_probs = lm.enumerate_support("")
+    as_tensors = [TextSample(torch.tensor(s.token_ids), s.text) for s in support]
+    assert torch.equal(lm.log_score(as_tensors, ""), log_probs)
+    assert math.isclose(float(log_probs.exp().sum()), 1.0, rel_tol=1e-12)
+
+
 def test_sampled_token_ids_answer_the_originals_tensor_operations(gpt2_dir):
     from disco.distributions import LMDistribution
     from disco.distributions.lm_distribution import TextSample
@@ -451,3 +461,28 @@ def test_base_tuner_observer_receives_the_originals_events():
     ]
     assert named["has_a_proposal"] == pytest.approx(has_a_rates, rel=1e-12)
     assert named["z"] == pytest.approx([math.exp(h["log_z"]) for h in history], rel=1e-12)
+
+
+def test_logger_list_passes_batches_to_the_loggers_that_look_at_them():
+    from disco.tuners.loggers import Logger, LoggerList
+
+    seen = []
+
+    class Batches(Logger):
+        def log_batch(self, step, context, samples, log_scores):
+            seen.append((step, context, list(samples), log_scores["target"].tolist()))
+
+    class Plain:  # a logger written to the interface before log_batch
+        def start(self, config):
+            pass
+
+        def log(self, step, metrics):
+            pass
+
+        def close(self):
+            pass
+
+    LoggerList([Batches(), Plain(), Logger()]).log_batch(
+        3, None, [1, 2], {"target": torch.tensor([0.0, -math.inf])}
+    )
+    assert seen == [(3, None, [1, 2], [0.0, -math.inf])]
