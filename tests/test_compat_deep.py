@@ -486,3 +486,20 @@ def test_logger_list_passes_batches_to_the_loggers_that_look_at_them():
         3, None, [1, 2], {"target": torch.tensor([0.0, -math.inf])}
     )
     assert seen == [(3, None, [1, 2], [0.0, -math.inf])]
+
+
+def test_the_generic_tuner_takes_the_originals_names_with_a_none_context():
+    from disco.tuners import KLLoss, Tuner
+
+    policy = Categorical()
+    tuner = Tuner(
+        policy,
+        Uniform() * even,
+        loss=KLLoss(),
+        context=None,
+        n_gradient_steps=1,
+        n_samples_per_context=8,
+        scoring_size=4,
+    )
+    assert tuner.context is None and tuner.config.scoring_batch_size == 4
+    assert math.isfinite(tuner.tune()[0]["loss"]) and policy.seen == {None}

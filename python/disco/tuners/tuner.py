@@ -77,6 +77,22 @@ def _in_original_spelling(loss: Any, settings: dict[str, Any]) -> bool:
     )
 
 
+def _is(value: Any, default: Any) -> bool:
+    return value is default or (isinstance(value, str) and value == default)
+
+
+def _from_original(
+    target: Any, loss: Any, given: dict[str, Any], settings: dict[str, Any]
+) -> tuple[Any, dict[str, Any]]:
+    """The loss and the native keywords for a call in the original's forms."""
+    from disco.compat import tuner_arguments  # the alias layer holds the translation
+
+    unset = {"context": ""}  # the others default to None
+    given = {k: v for k, v in given.items() if not _is(v, unset.get(k))}
+    native = tuner_arguments(target, [] if loss is None else [loss], {**given, **settings}, "loss")
+    return native.pop("loss", None), native
+
+
 class Tuner:
     """Tunes a policy ``pi`` towards a target EBM ``P`` by minimising ``D_f(pi ‖ p)``.
 
@@ -121,19 +137,13 @@ class Tuner:
         **settings: Any,
     ) -> None:
         if _in_original_spelling(loss, settings):
-            from disco.compat import tuner_arguments  # the alias layer translates them
-
             given = {
                 "context": context,
                 "context_distribution": context_distribution,
                 "base": base,
                 "proposal_distribution": proposal_distribution,
             }
-            given = {k: v for k, v in given.items() if v is not None and v != ""}
-            settings = tuner_arguments(
-                target, [] if loss is None else [loss], {**given, **settings}, "loss"
-            )
-            loss = settings.pop("loss", None)
+            loss, settings = _from_original(target, loss, given, settings)
             context = settings.pop("context", "")
             context_distribution = settings.pop("context_distribution", None)
             base = settings.pop("base", None)
