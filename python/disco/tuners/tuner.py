@@ -77,18 +77,18 @@ def _in_original_spelling(loss: Any, settings: dict[str, Any]) -> bool:
     )
 
 
-def _is(value: Any, default: Any) -> bool:
-    return value is default or (isinstance(value, str) and value == default)
-
-
 def _from_original(
     target: Any, loss: Any, given: dict[str, Any], settings: dict[str, Any]
 ) -> tuple[Any, dict[str, Any]]:
     """The loss and the native keywords for a call in the original's forms."""
     from disco.compat import tuner_arguments  # the alias layer holds the translation
 
-    unset = {"context": ""}  # the others default to None
-    given = {k: v for k, v in given.items() if not _is(v, unset.get(k))}
+    # left at their defaults: "" for the context (None is a context too), None for the others
+    given = {
+        k: v
+        for k, v in given.items()
+        if not (isinstance(v, str) and v == "" if k == "context" else v is None)
+    }
     native = tuner_arguments(target, [] if loss is None else [loss], {**given, **settings}, "loss")
     return native.pop("loss", None), native
 
