@@ -44,6 +44,17 @@ Tuner keywords (:data:`TUNER_SETTINGS`)
 ``LMDistribution`` keywords (:func:`lm_arguments`)
     ``network=`` → ``model=``; ``nature="causal"|"seq2seq"`` → ``auto=``.
 
+The original's objects one level down
+    ``LMDistribution.network`` / ``.params`` / ``.scorable`` / ``.nature``
+    (:func:`original_attribute`), ``BaseDistribution(score_fn)``
+    (:func:`scored_base_distribution`), ``BaseTunerObserver`` (its events carried by a logger),
+    and the generic ``Tuner(model, target, ...)`` with the original's setting names
+    (:func:`tuner_arguments`).
+
+The core's only references to this module are lazy, made on first use where the original's
+path or name is a core one: ``BaseDistribution.__new__``, ``LMDistribution.__getattr__``,
+``disco.tuners.loggers.base.__getattr__`` and ``Tuner.__init__`` (for the original's spellings).
+
 Loggers attached by construction (:func:`accepts_tuner`)
     ``ConsoleLogger(tuner)``, ``JSONLogger(tuner, project, name)`` (writes
     ``$DISCO_SAVE_PATH/project/name.jsonl``, the working directory when the variable is unset),
@@ -292,3 +303,204 @@ def accepts_tuner(init: _Init) -> _Init:
             init(self, *args, **kwargs)
 
     return cast(_Init, init_either_way)
+
+
+# --- the original's objects one level down -------------------------------------------------------
+
+
+def original_attribute(obj: Any, name: str) -> Any:
+    """The original ``LMDistribution``'s attributes that this package names otherwise.
+
+    ``network`` is :attr:`~disco.distributions.LMDistribution.model`; ``params`` the
+    generation settings as the original held them (``typical_p`` and ``num_beams`` are
+    always neutral here, other values being refused); ``scorable`` is always True, since
+    ``log_score`` applies the sampling warps; ``nature`` is ``"causal"`` or ``"seq2seq"``.
+    """
+    if name == "network":
+        return obj.model
+    if name == "params":
+        return {
+            "top_k": obj.top_k,
+            "top_p": obj.top_p,
+            "typical_p": 1.0,
+            "temperature": obj.temperature,
+            "num_beams": 1,
+        }
+    if name == "scorable":
+        return True
+    if name == "nature":
+        return "seq2seq" if obj.is_seq2seq else "causal"
+    raise AttributeError(f"{type(obj).__name__!r} object has no attribute {name!r}")
+
+
+def _scored_base_distribution() -> type:
+    from disco.distributions.base import BaseDistribution
+    from disco.scorers import PositiveScorer
+
+    class _Scored(BaseDistribution):
+        """The original's ``BaseDistribution(score_fn)``: a positive scorer that can be constrained.
+
+        It scores with ``score_fn(sample, context)`` (``log_score`` is its log) and draws
+        nothing: ``constrain(features)`` without moments gives ``Product(self, *features)``.
+        """
+
+        def __init__(self, score_fn: Callable[[Any, Any], Any]) -> None:
+            if not callable(score_fn):
+                raise TypeError(f"BaseDistribution(score_fn): {score_fn!r} is not callable")
+            self.scorer = PositiveScorer(score_fn)
+
+        def score(self, samples: Sequence[Any], context: Any = "") -> Any:
+            return self.scorer.score(samples, context)
+
+        def log_score(self, samples: Sequence[Any], context: Any = "", grad: bool = False) -> Any:
+            return self.scorer.log_score(samples, context)
+
+        def sample(self, context: Any = "", sampling_size: int = 32) -> Any:
+            raise TypeError(
+                "a BaseDistribution built from a scoring function scores samples but cannot "
+                "draw them: subclass BaseDistribution with a sample method to sample"
+            )
+
+    _Scored.__name__ = _Scored.__qualname__ = "BaseDistribution"
+    return _Scored
+
+
+#: The class behind ``BaseDistribution(score_fn)``, made on first use (it subclasses the core's).
+scored_base_distribution = functools.cache(_scored_base_distribution)
+
+
+class BaseTunerObserver:
+    """The original's tuner observer: subclass it and override the ``on_...`` events.
+
+    ``BaseTunerObserver(tuner)`` subscribes to the tuner's events, carried by a logger added to
+    ``tuner.loggers``; it is a context manager (``with MyObserver(tuner): tuner.tune()``).
+    Events, with the original's arguments:
+
+    - ``on_parameters_updated(params)`` once per ``tune()``: the settings, under this
+      package's names and the original's (``n_gradient_steps``, ``scoring_size``, ...);
+    - ``on_step_idx_updated(s)`` before step ``s`` (from 0), ``on_ministep_idx_updated(k)``
+      before each scoring batch ``k`` of a context, and ``on_eval_samples_updated(context,
+      samples, proposal_log_scores, model_log_scores, target_log_scores)`` with that batch;
+    - ``on_metric_updated(name, value)`` for every metric of a step under this package's names
+      (``kl_target_policy``, ``moment/<name>``, ``loss``, ...) and ``z``; and every
+      ``divergence_evaluation_interval`` steps the means over those steps under the original's
+      names: ``kl_target_model`` (likewise ``tv_``, ``js_``), ``kl_model_base``, and per
+      feature ``<name>_proposal`` (its mean over the proposal's samples) and ``<name>_target``
+      (its moment under the model, ``moment/<name>``). ``kl_target_proposal`` (``tv_``,
+      ``js_``) and ``loss`` have the same name in both and come every step.
+    """
+
+    def __init__(self, tuner: Any) -> None:
+        tuner.loggers.append(_ObserverLogger(self, tuner))
+
+    def __enter__(self) -> BaseTunerObserver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def on_parameters_updated(self, params: dict[str, Any]) -> None:
+        pass
+
+    def on_metric_updated(self, name: str, value: Any) -> None:
+        pass
+
+    def on_step_idx_updated(self, s: int) -> None:
+        pass
+
+    def on_ministep_idx_updated(self, s: int) -> None:
+        pass
+
+    def on_eval_samples_updated(
+        self,
+        context: Any,
+        samples: Any,
+        proposal_log_scores: Any,
+        model_log_scores: Any,
+        target_log_scores: Any,
+    ) -> None:
+        pass
+
+
+#: This package's per-step metrics and the original's names for their interval means.
+_INTERVAL_NAMES = {
+    **{f"{m}_target_policy": f"{m}_target_model" for m in ("kl", "tv", "js")},
+    "kl_policy_base": "kl_model_base",
+}
+
+
+class _ObserverLogger:
+    """A logger that turns the tuner's calls into a :class:`BaseTunerObserver`'s events."""
+
+    def __init__(self, observer: BaseTunerObserver, tuner: Any) -> None:
+        self.observer = observer
+        self.tuner = tuner
+        self._reset()
+
+    def _reset(self) -> None:
+        self.step: int | None = None
+        self.batch: tuple[Any, int] = (None, 0)
+        self.window: list[Mapping[str, float]] = []
+        self.proposal_sums: dict[str, list[float]] = {}
+
+    def _announce(self, step: int) -> None:
+        if step != self.step:
+            self.step = step
+            self.batch = (None, 0)
+            self.observer.on_step_idx_updated(step - 1)
+
+    def start(self, config: Mapping[str, Any]) -> None:
+        self._reset()
+        params = dict(config)
+        for original, ours in TUNER_SETTINGS.items():
+            if ours in params:
+                params.setdefault(original, params[ours])
+        self.observer.on_parameters_updated(params)
+
+    def log_batch(
+        self, step: int, context: Any, samples: Any, log_scores: Mapping[str, Any]
+    ) -> None:
+        self._announce(step)
+        last, k = self.batch
+        k = k if last == context or last is None else 0
+        self.batch = (context, k + 1)
+        self.observer.on_ministep_idx_updated(k)
+        self.observer.on_eval_samples_updated(
+            context, samples, log_scores["proposal"], log_scores["policy"], log_scores["target"]
+        )
+        for feature in self.tuner.config.features:
+            name = getattr(feature, "name", repr(feature))
+            values = feature.score(samples, context).double()
+            total = self.proposal_sums.setdefault(name, [0.0, 0.0])
+            total[0] += float(values.sum())
+            total[1] += values.numel()
+
+    def log(self, step: int, metrics: Mapping[str, float | int]) -> None:
+        import math
+
+        self._announce(step)
+        for name, value in metrics.items():
+            self.observer.on_metric_updated(name, value)
+        if "log_z" in metrics:
+            self.observer.on_metric_updated("z", math.exp(metrics["log_z"]))
+        self.window.append(metrics)
+        if step % self.tuner.config.proposal_update_interval:
+            return
+        for ours, original in _INTERVAL_NAMES.items():
+            values = [m[ours] for m in self.window if ours in m]
+            if values:
+                self.observer.on_metric_updated(original, sum(values) / len(values))
+        for name, (total, count) in self.proposal_sums.items():
+            if count:
+                self.observer.on_metric_updated(f"{name}_proposal", total / count)
+            values = [m[f"moment/{name}"] for m in self.window if f"moment/{name}" in m]
+            if values:
+                self.observer.on_metric_updated(f"{name}_target", sum(values) / len(values))
+        self.window = []
+        self.proposal_sums = {}
+
+    def log_samples(self, step: int, samples: Sequence[Mapping[str, Any]]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -14,6 +14,8 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from disco._calls import call_log_score
+
 __all__ = [
     "f_divergence",
     "js",
@@ -217,4 +219,4 @@ def qrs_divergence(
 
 def support_log_scores(scorer: Any, samples: Sequence[Any], context: Any = "") -> FloatArray:
     """``scorer.log_score(samples, context)`` as a float64 numpy array (a convenience)."""
-    return _log_scores(scorer.log_score(samples, context), "log_score")
+    return _log_scores(call_log_score(scorer, samples, context), "log_score")

@@ -1,6 +1,6 @@
 """Distributions: the protocol, language models, context distributions and enumerable models."""
 
-from disco.distributions.base import BaseDistribution, Distribution, TextSample
+from disco.distributions.base import BaseDistribution, Distribution, TextSample, TokenIds
 from disco.distributions.contexts import (
     ContextDistribution,
     DatasetContextDistribution,
@@ -19,5 +19,6 @@ __all__ = [
     "LMDistribution",
     "SingleContextDistribution",
     "TextSample",
+    "TokenIds",
     "Warp",
 ]

@@ -19,10 +19,19 @@ import torch
 from tqdm.auto import tqdm
 
 from disco import numerics
+from disco._calls import call_log_score
 from disco.compat import constrain_arguments
 from disco.distributed import Chunk, current_world, draw_chunk, plan_chunks, shared_seed
 from disco.distributions.contexts import resolve_contexts
-from disco.scorers.base import BooleanScorer, ExponentialScorer, Product, Scorer, as_scorer
+from disco.scorers.base import (
+    BooleanScorer,
+    CountMismatchError,
+    ExponentialScorer,
+    Product,
+    Scorer,
+    as_list,
+    as_scorer,
+)
 
 __all__ = ["FitReport", "constrain"]
 
@@ -60,7 +69,7 @@ def _split(
     features: Sequence[Any], moments: Sequence[float]
 ) -> tuple[list[Scorer], list[float], list[BooleanScorer]]:
     if len(features) != len(moments):
-        raise ValueError(f"{len(features)} features but {len(moments)} moments")
+        raise CountMismatchError(f"{len(features)} features but {len(moments)} moments")
     if not features:
         raise ValueError("constrain needs at least one feature")
     distributional: list[Scorer] = []
@@ -170,6 +179,9 @@ def constrain(
         translated = constrain_arguments(original_keywords)
         n_contexts = translated.get("n_contexts", n_contexts)
         max_iterations = translated.get("max_iterations", max_iterations)
+    features = as_list(features, "features")
+    if moments is not None:
+        moments = as_list(moments, "moments")
     if moments is None:
         factors = [as_scorer(f, k) for k, f in enumerate(features)]
         ebm = Product(base, *factors)
@@ -186,7 +198,7 @@ def constrain(
 
     def weighed(xs: list[Any], ctx: Any, log_q: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Feature rows and importance log-weights ``log a + log b - log q`` of samples."""
-        log_a = base.log_score(xs, ctx).detach().to("cpu", torch.float64)
+        log_a = call_log_score(base, xs, ctx).detach().to("cpu", torch.float64)
         log_b = (
             Product(*pointwise).log_score(xs, ctx)
             if pointwise
@@ -203,7 +215,7 @@ def constrain(
                 raise ValueError(
                     "samples were given without proposal_log_probs or a proposal to score them"
                 )
-            proposal_log_probs = proposal.log_score(samples, context)
+            proposal_log_probs = call_log_score(proposal, samples, context)
         given = torch.as_tensor(numerics.as_vector(proposal_log_probs, "proposal_log_probs"))
         if len(samples) != given.numel():
             raise ValueError(

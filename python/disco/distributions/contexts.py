@@ -36,14 +36,19 @@ _DATASETS_HINT = (
 
 
 class _FiniteContexts:
-    """Uniform over a list of context strings (with repetitions)."""
+    """Uniform over a list of contexts (with repetitions), each a hashable value."""
 
-    def __init__(self, entries: Sequence[str], seed: int | None, what: str) -> None:
+    def __init__(self, entries: Sequence[Any], seed: int | None, what: str) -> None:
         if not entries:
             raise ValueError(f"{what} holds no contexts")
         for i, entry in enumerate(entries):
-            if not isinstance(entry, str):
-                raise ValueError(f"{what}: entry {i} is a {type(entry).__name__}, not a string")
+            try:
+                hash(entry)
+            except TypeError:
+                raise ValueError(
+                    f"{what}: entry {i} is a {type(entry).__name__}, which is not hashable; a "
+                    "context must be a string for a language model, else any hashable value"
+                ) from None
         self._entries = list(entries)
         self._counts = Counter(self._entries)
         self._generator: torch.Generator | None = None
@@ -80,11 +85,13 @@ class _FiniteContexts:
 
 
 class SingleContextDistribution(_FiniteContexts):
-    """All probability on one context (by default the empty one: unconditional generation)."""
+    """All probability on one context (by default the empty one: unconditional generation).
 
-    def __init__(self, context: str = "") -> None:
-        if not isinstance(context, str):
-            raise ValueError(f"context must be a string; got {type(context).__name__}")
+    The context is any hashable value (``None``, a number, a tuple) for distributions that are
+    not language models; a language model needs a string.
+    """
+
+    def __init__(self, context: Any = "") -> None:
         super().__init__([context], None, "SingleContextDistribution")
         self.context = context
 
@@ -293,7 +300,7 @@ def draw_contexts(
     if pool is not None and rng is not None:
         picks = rng.choice(len(pool), size=n_contexts, replace=len(pool) < n_contexts)
         return [pool[int(i)] for i in picks]
-    drawn = context_distribution.sample(n_contexts)
+    drawn = context_distribution.sample(n_contexts)  # by position, as the original did
     return list(drawn[0] if isinstance(drawn, tuple) else drawn)
 
 

@@ -169,7 +169,8 @@ class EnumerableLM(BaseDistribution, torch.nn.Module):
         lengths = torch.zeros(n, dtype=torch.long)
         valid = torch.ones(n, dtype=torch.bool)
         for k, s in enumerate(samples):
-            seq = tuple(s.token_ids if isinstance(s, TextSample) else s)
+            given = s.token_ids if isinstance(s, TextSample) else s
+            seq = tuple(given.tolist() if isinstance(given, torch.Tensor) else given)
             if not self._in_support(seq):
                 valid[k] = False
                 continue

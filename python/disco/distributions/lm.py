@@ -19,10 +19,11 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from disco.compat import lm_arguments
-from disco.distributions.base import BaseDistribution, TextSample
+from disco.distributions.base import BaseDistribution, TextSample, TokenIds
 from disco.distributions.lm_runner import ModelRunner, chunks
 from disco.distributions.loading import (
     CAUSAL,
@@ -225,6 +226,15 @@ class LMDistribution(ModelRunner, BaseDistribution):
             "top_p": self.top_p,
         }
 
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for a missing attribute: the original disco's names (network, params,
+        # scorable, nature) are answered by the alias layer.
+        if name.startswith("_"):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        from disco.compat import original_attribute
+
+        return original_attribute(self, name)
+
     def freeze(self, frozen: bool = True) -> LMDistribution:
         """Make every parameter non-trainable, or (``frozen=False``) trainable again.
 
@@ -331,7 +341,7 @@ class LMDistribution(ModelRunner, BaseDistribution):
             for c, g in enumerate(samples)
             for i, s in enumerate(g)
         ]
-        self._check_texts(samples)
+        self._check_texts(samples, [ids for _, ids in rows])
         scores = self._score_rows(prompts, rows, self.warp, grad)
         return scores.view(len(contexts), n)
 
@@ -386,7 +396,7 @@ class LMDistribution(ModelRunner, BaseDistribution):
         if not ids:
             return []
         texts = self.tokenizer.batch_decode([list(t) for t in ids], skip_special_tokens=True)
-        return [TextSample(t, s) for t, s in zip(ids, texts, strict=True)]
+        return [TextSample(TokenIds(t), s) for t, s in zip(ids, texts, strict=True)]
 
     def _encode_contexts(self, contexts: Sequence[str]) -> list[list[int]]:
         if isinstance(contexts, str):
@@ -416,16 +426,44 @@ class LMDistribution(ModelRunner, BaseDistribution):
         return prompts
 
     def _sample_ids(self, sample: Any, where: str) -> tuple[int, ...]:
-        ids = sample.token_ids if isinstance(sample, TextSample) else sample
-        if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence):
+        """A sample's token ids, up to and including the first EOS, checked.
+
+        The ids may come as a tuple, a list or a 1-D tensor or array. Tokens after the first
+        EOS are dropped (padding, when the pad is the EOS); a tensor row is read as a row of a
+        padded batch (``tokenizer(texts, return_tensors="pt", padding=True)``), so without an
+        EOS its trailing pad tokens are dropped too. A sample without an EOS counts as cut off
+        by the length cap.
+        """
+        ids: Any = sample.token_ids if isinstance(sample, TextSample) else sample
+        what = "its token_ids" if isinstance(sample, TextSample) else "it"
+        padded = isinstance(ids, torch.Tensor | np.ndarray)
+        if padded:
+            if ids.ndim != 1:
+                raise ValueError(
+                    f"{where}: {what} must be one sequence of token ids (a 1-D tensor); "
+                    f"got a tensor of shape {tuple(ids.shape)}"
+                )
+            integral = (
+                not (ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool)
+                if isinstance(ids, torch.Tensor)
+                else ids.dtype.kind in "iu"
+            )
+            if not integral:
+                raise ValueError(
+                    f"{where}: {what} must hold integer token ids; got dtype {ids.dtype}"
+                )
+            ids = ids.tolist()
+        elif isinstance(ids, str | bytes) or not isinstance(ids, Sequence):
             raise ValueError(
-                f"{where} must be a TextSample or a sequence of token ids; "
-                f"got {type(sample).__name__}"
+                f"{where} must be a TextSample or a sequence of token ids (tuple, list or 1-D "
+                f"tensor); {what} is a {type(ids).__name__}"
             )
         try:
             ids = tuple(int(t) for t in ids)
         except (TypeError, ValueError):
-            raise ValueError(f"{where} has token ids that are not integers") from None
+            raise ValueError(
+                f"{where}: {what} holds values that are not integer token ids"
+            ) from None
         if not ids:
             raise ValueError(f"{where} has no tokens (a sample holds at least EOS)")
         bad = [t for t in ids if not 0 <= t < self.vocab_size]
@@ -434,23 +472,44 @@ class LMDistribution(ModelRunner, BaseDistribution):
                 f"{where} has token id {bad[0]} outside this model's vocabulary "
                 f"(0..{self.vocab_size - 1}): was it made with another tokenizer?"
             )
-        return self._cut(ids)
+        ids = self._cut(ids)
+        if padded and ids[-1] not in self.eos_token_ids:
+            # a padded row without EOS: the pad (not an EOS here) fills the row after the text
+            end = len(ids)
+            while end > 1 and ids[end - 1] == self.pad_token_id:
+                end -= 1
+            ids = ids[:end]
+        return ids
 
-    def _check_texts(self, samples: Sequence[Sequence[Any]]) -> None:
+    def _decodes_with_specials(self, sample: TextSample, ids: tuple[int, ...]) -> bool:
+        """Whether the text is the ids decoded with their special tokens (the original's way)."""
+        decoded = self.tokenizer.decode(list(ids), skip_special_tokens=False)
+        return bool(decoded == sample.text or sample.text.startswith(decoded))
+
+    def _check_texts(
+        self, samples: Sequence[Sequence[Any]], rows: Sequence[tuple[int, ...]]
+    ) -> None:
         """Check that samples carrying text decode to it (else: from another tokenizer)."""
         checked = [
-            (c, i, s)
-            for c, group in enumerate(samples)
-            for i, s in enumerate(group)
+            (c, i, s, ids)
+            for (c, i, s), ids in zip(
+                [(c, i, s) for c, group in enumerate(samples) for i, s in enumerate(group)],
+                rows,
+                strict=True,
+            )
             if isinstance(s, TextSample) and s.text
         ]
         if not checked:
             return
         decoded = self.tokenizer.batch_decode(
-            [list(s.token_ids) for _, _, s in checked], skip_special_tokens=True
+            [list(ids) for _, _, _, ids in checked], skip_special_tokens=True
         )
-        for (c, i, s), text in zip(checked, decoded, strict=True):
-            if text != s.text:
+        for (c, i, s, ids), text in zip(checked, decoded, strict=True):
+            if (
+                text != s.text
+                and text != s.text.strip()
+                and not self._decodes_with_specials(s, ids)
+            ):
                 raise ValueError(
                     f"samples[{c}][{i}]: its token ids decode to {text!r}, not to its text "
                     f"{s.text!r}: was it made with another tokenizer?"

@@ -10,6 +10,7 @@ import numpy.typing as npt
 import torch
 
 from disco import numerics
+from disco._calls import call_log_score, call_sample
 from disco.distributions.contexts import resolve_contexts
 
 FloatArray = npt.NDArray[np.float64]
@@ -97,7 +98,7 @@ def context_key(context: Any) -> Any:
 
 def draw_batch(proposal: Any, context: Any, size: int) -> tuple[list[Any], FloatArray]:
     """One batch from ``proposal.sample``, checked: non-empty and one log-probability per sample."""
-    samples, log_q = proposal.sample(context, size)
+    samples, log_q = call_sample(proposal, context, size)
     samples = list(samples)
     if not samples:
         raise ValueError(
@@ -109,7 +110,7 @@ def draw_batch(proposal: Any, context: Any, size: int) -> tuple[list[Any], Float
 def score_target(target: Any, samples: Sequence[Any], context: Any) -> FloatArray:
     """``target.log_score(samples, context)`` as checked float64 numpy."""
     return log_scores(
-        target.log_score(samples, context), "target_log_scores", len(samples), "the target"
+        call_log_score(target, samples, context), "target_log_scores", len(samples), "the target"
     )
 
 

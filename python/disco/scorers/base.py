@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from disco._calls import call_log_score
+
 __all__ = [
     "BooleanScorer",
     "ExponentialScorer",
@@ -109,6 +111,33 @@ class Scorer:
         return _as_scores(self._raw(samples, context), len(samples), f"scorer {self.name!r}")
 
 
+class CountMismatchError(ValueError, TypeError):
+    """Two lists that go together (features and moments or coefficients) differ in length.
+
+    A ``ValueError`` like every bad input here, and a ``TypeError`` as the original disco raised.
+    """
+
+
+def as_list(value: Any, name: str) -> list[Any]:
+    """``value`` (a list, tuple or 1-D array) as a list; a bare item is a ``TypeError``.
+
+    ``ExponentialScorer([f], 0.5)`` or ``constrain(feature, ...)`` name one item where a list
+    of them belongs; taking the number or the scorer for a list of one would hide the mistake.
+    """
+    if isinstance(value, np.ndarray | torch.Tensor):
+        if value.ndim != 1:
+            raise TypeError(
+                f"{name} must be passed as a list (or a 1-D array); got shape {tuple(value.shape)}"
+            )
+        return list(value.tolist())
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise TypeError(
+            f"{name} must be passed as a list, one entry per feature; got {type(value).__name__} "
+            f"{value!r}"
+        )
+    return list(value)
+
+
 def as_scorer(feature: Any, index: int) -> Scorer:
     """``feature`` as a :class:`Scorer`: scorers pass through, a bare ``f(sample, context)`` is wrapped."""
     if isinstance(feature, Scorer):
@@ -190,11 +219,14 @@ class ExponentialScorer(PositiveScorer):
     def __init__(
         self, features: Sequence[Scorer | Callable[..., Any]], coefficients: Sequence[float] | Any
     ) -> None:
+        features = as_list(features, "features")
         if isinstance(coefficients, torch.Tensor):
-            coefficients = coefficients.detach().cpu().numpy()
-        coefficients = np.atleast_1d(np.asarray(coefficients, dtype=np.float64))
+            coefficients = coefficients.detach().cpu()
+        coefficients = np.asarray(as_list(coefficients, "coefficients"), dtype=np.float64)
         if len(features) != coefficients.size:
-            raise ValueError(f"{len(features)} features but {coefficients.size} coefficients")
+            raise CountMismatchError(
+                f"{len(features)} features but {coefficients.size} coefficients"
+            )
         if not np.all(np.isfinite(coefficients)):
             raise ValueError(f"coefficients must be finite, got {coefficients.tolist()}")
         self.features = [as_scorer(f, k) for k, f in enumerate(features)]
@@ -273,7 +305,7 @@ class Product(PositiveScorer):
         """Sum of the factors' log-scores (``-inf`` wherever any factor is zero)."""
         total = torch.zeros(len(samples), dtype=torch.float64)
         for factor in self.factors:
-            scores = factor.log_score(samples, context)
+            scores = call_log_score(factor, samples, context)
             scores = scores.detach().to("cpu", torch.float64).reshape(-1)
             if scores.numel() != len(samples):
                 raise ValueError(

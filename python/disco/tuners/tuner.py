@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from disco import numerics
+from disco._calls import call_log_score
 from disco.distributed import Chunk, current_world, draw_chunk, plan_chunks
 from disco.distributions.contexts import resolve_contexts
 from disco.parallel import check_lockstep, gradient_sync, shards_the_policy
@@ -59,6 +60,37 @@ class _Learned:
 def _chunks(n: int, size: int) -> Iterable[slice]:
     for start in range(0, n, size):
         yield slice(start, min(n, start + size))
+
+
+def _in_original_spelling(loss: Any, settings: dict[str, Any]) -> bool:
+    """Whether a call uses the original disco's forms.
+
+    Those are its setting names, a proposal in third place or as ``proposal=``, or features as
+    ``(name, scorer)`` pairs.
+    """
+    names = {f.name for f in dataclasses.fields(TunerConfig)}
+    return (
+        bool(set(settings) - names)
+        or (loss is not None and not isinstance(loss, FDivergenceLoss))
+        or not isinstance(settings.get("proposal", "online"), str)
+        or any(isinstance(f, tuple) for f in settings.get("features", ()))
+    )
+
+
+def _from_original(
+    target: Any, loss: Any, given: dict[str, Any], settings: dict[str, Any]
+) -> tuple[Any, dict[str, Any]]:
+    """The loss and the native keywords for a call in the original's forms."""
+    from disco.compat import tuner_arguments  # the alias layer holds the translation
+
+    # left at their defaults: "" for the context (None is a context too), None for the others
+    given = {
+        k: v
+        for k, v in given.items()
+        if not (isinstance(v, str) and v == "" if k == "context" else v is None)
+    }
+    native = tuner_arguments(target, [] if loss is None else [loss], {**given, **settings}, "loss")
+    return native.pop("loss", None), native
 
 
 class Tuner:
@@ -104,6 +136,18 @@ class Tuner:
         proposal_distribution: Any = None,
         **settings: Any,
     ) -> None:
+        if _in_original_spelling(loss, settings):
+            given = {
+                "context": context,
+                "context_distribution": context_distribution,
+                "base": base,
+                "proposal_distribution": proposal_distribution,
+            }
+            loss, settings = _from_original(target, loss, given, settings)
+            context = settings.pop("context", "")
+            context_distribution = settings.pop("context_distribution", None)
+            base = settings.pop("base", None)
+            proposal_distribution = settings.pop("proposal_distribution", None)
         self.config = (config or TunerConfig()).replace(**settings)
         cfg = self.config
         self.policy = policy
@@ -172,6 +216,7 @@ class Tuner:
         self.last_samples: list[dict[str, Any]] = []
         self.rng = np.random.default_rng(cfg.seed)
         self._seeded = False
+        self._batch_loggers: list[Any] = []  # the loggers of a running tune(), on rank 0
 
     # --- setup --------------------------------------------------------------------------
 
@@ -284,7 +329,11 @@ class Tuner:
             phi = np.stack(
                 [_cpu64(f.score(samples, context)) for f in self.config.features], axis=1
             )
-        log_a = _cpu64(self.base.log_score(samples, context)) if self.config.kl_from_base else None
+        log_a = (
+            _cpu64(call_log_score(self.base, samples, context))
+            if self.config.kl_from_base
+            else None
+        )
         return phi, log_a
 
     def _metrics(
@@ -317,7 +366,7 @@ class Tuner:
         parts = []
         with self.average.swapped_in(), self._autocast():
             for part in _chunks(len(samples), self.config.scoring_batch_size):
-                parts.append(_cpu64(self.policy.log_score(samples[part], context)))
+                parts.append(_cpu64(call_log_score(self.policy, samples[part], context)))
         return np.concatenate(parts)
 
     def _reported(self, chunk: Chunk) -> int:
@@ -342,7 +391,7 @@ class Tuner:
         """
         samples, log_q = draw_chunk(proposal, chunk)
         drawn[chunk.index] = samples
-        log_p = _cpu64(self.target.log_score(samples, chunk.context))
+        log_p = _cpu64(call_log_score(self.target, samples, chunk.context))
         if len(log_p) != chunk.size:
             raise ValueError(
                 f"the target returned {len(log_p)} log-scores for {chunk.size} samples"
@@ -373,7 +422,7 @@ class Tuner:
         for part in _chunks(chunk.size, cfg.scoring_batch_size):
             tf = time.perf_counter()
             with self._autocast():
-                log_pi = self.policy.log_score(samples[part], chunk.context, grad=True)
+                log_pi = call_log_score(self.policy, samples[part], chunk.context, grad=True)
             score_time += time.perf_counter() - tf
             tb = time.perf_counter()
             out = self.loss(
@@ -384,6 +433,8 @@ class Tuner:
             losses.append(float(out.loss.detach()) * share)
             backward_time += time.perf_counter() - tb
             log_pi_parts.append(out.policy_log_probs)
+            if chunk.index >= 0:  # not a lockstep pad
+                self._show_batch(chunk.context, samples[part], scored, part, out.policy_log_probs)
             weights.append(out.weights)
             weighted.append(out.weighted_rewards)
         self.gradients.chunk_done()
@@ -395,6 +446,21 @@ class Tuner:
             score_time,
             backward_time,
         )
+
+    def _show_batch(
+        self, context: Any, samples: list[Any], scored: _Scored, part: slice, log_pi: Any
+    ) -> None:
+        """Hand a scoring batch to the loggers that look at batches (``log_batch``)."""
+        seeing = [lg for lg in self._batch_loggers if hasattr(lg, "log_batch")]
+        if not seeing:
+            return
+        log_scores = {
+            "proposal": torch.from_numpy(np.array(scored.log_q[part], dtype=np.float64)),
+            "policy": torch.as_tensor(np.asarray(log_pi, dtype=np.float64)),
+            "target": torch.from_numpy(np.array(scored.log_p[part], dtype=np.float64)),
+        }
+        for logger in seeing:
+            logger.log_batch(self.step_count + 1, context, samples, log_scores)
 
     def step(self) -> dict[str, float]:
         """One gradient step; returns its metrics (averaged over the step's contexts).
@@ -562,6 +628,7 @@ class Tuner:
         # A call after the stopping rule fired judges its own steps, or it would stop at once.
         first_of_call = len(self.history)
         loggers = self.loggers if self.world.is_main else []  # one process reports
+        self._batch_loggers = loggers
         for logger in loggers:
             logger.start(
                 {**cfg.to_dict(), "loss": type(self.loss).__name__, "start_step": self.step_count}
@@ -592,6 +659,7 @@ class Tuner:
                 self.average.hold()
             self.gradients.hand_over()  # FSDP: the tuned policy whole, usable without collectives
         finally:
+            self._batch_loggers = []
             for logger in loggers:
                 logger.close()
         return self.history

@@ -2,11 +2,13 @@
 
 A tuner takes any number of :class:`Logger` objects (or one :class:`LoggerList`); it calls
 ``start(config)`` once, ``log(step, metrics)`` after every step, ``log_samples(step, samples)``
-now and then, and ``close()`` at the end, also after an exception. The TensorBoard, W&B,
+now and then, ``log_batch(step, context, samples, log_scores)`` (when defined) with each scoring
+batch, and ``close()`` at the end, also after an exception. The TensorBoard, W&B,
 MLflow and Neptune loggers import their library only when constructed, and raise an ImportError
 naming the extra to install (``pip install "disco-control[tensorboard]"``, ``"disco-control[wandb]"``,
 ``"disco-control[mlflow]"``, ``"disco-control[neptune]"``). The original disco's form ``Logger(tuner, ...)``
-attaches a logger to a tuner (see :mod:`disco.compat`).
+attaches a logger to a tuner, and ``disco.tuners.loggers.base.BaseTunerObserver`` is the original's
+observer base class (see :mod:`disco.compat`).
 """
 
 from collections.abc import Callable

@@ -29,6 +29,15 @@ class Logger:
     def log_samples(self, step: int, samples: Sequence[Mapping[str, Any]]) -> None:
         """Record a few samples (texts with their scores) drawn at step ``step``."""
 
+    def log_batch(
+        self, step: int, context: Any, samples: Sequence[Any], log_scores: Mapping[str, Any]
+    ) -> None:
+        """See each scoring batch of step ``step``: its samples for ``context`` and log-scores.
+
+        ``log_scores`` maps ``"proposal"``, ``"policy"`` and ``"target"`` to 1-D float64
+        tensors. Called on the main process, with that process's batches.
+        """
+
     def close(self) -> None:
         """End the run and release files or connections."""
 
@@ -87,6 +96,13 @@ class LoggerList(Logger):
         """Pass the samples to every logger."""
         _call_all(self.loggers, "log_samples", step, samples)
 
+    def log_batch(
+        self, step: int, context: Any, samples: Sequence[Any], log_scores: Mapping[str, Any]
+    ) -> None:
+        """Pass the batch to every logger."""
+        seeing = [logger for logger in self.loggers if hasattr(logger, "log_batch")]
+        _call_all(seeing, "log_batch", step, context, samples, log_scores)
+
     def close(self) -> None:
         """Close every logger, even when one of them fails."""
         _call_all(self.loggers, "close")
@@ -102,3 +118,12 @@ def _call_all(loggers: Sequence[Logger], method: str, *args: Any) -> None:
                 first = exc
     if first is not None:
         raise first
+
+
+def __getattr__(name: str) -> Any:
+    # The original disco's observer base class lived here; it belongs to the alias layer.
+    if name == "BaseTunerObserver":
+        from disco.compat import BaseTunerObserver
+
+        return BaseTunerObserver
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
