@@ -186,3 +186,13 @@ def require_extra(module: str) -> Any:
     return pytest.importorskip(
         module, reason=f"needs the '{extra}' extra: pip install 'disco-control[{extra}]'"
     )
+
+
+@pytest.fixture
+def fresh_wandb() -> Any:
+    """wandb keeps its settings in a process-wide singleton made at its first run: start and leave
+    each test that runs it with none, so one test's environment cannot reach the next."""
+    wandb = require_extra("wandb")
+    wandb.teardown()
+    yield wandb
+    wandb.teardown()

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import require_extra
 from disco import cli
 from disco.io import load_ebm, save_ebm
 from disco.tuners import Tuner
@@ -249,6 +250,7 @@ def test_lora_run_saves_adapters_that_load_back(
 ) -> None:
     from disco.distributions import LMDistribution
 
+    require_extra("peft")
     config = tmp_path / "run.toml"
     config.write_text(TINY + '[lora]\nr = 4\nalpha = 8\ntarget_modules = ["c_attn"]\n')
     run = tmp_path / "run"

@@ -389,8 +389,7 @@ def test_mlflow_status_after_an_exception(tmp_path, monkeypatch, exc, status):
 
 
 @pytest.mark.slow
-def test_wandb_offline_writes_its_run(tmp_path, monkeypatch):
-    require_extra("wandb")
+def test_wandb_offline_writes_its_run(tmp_path, monkeypatch, fresh_wandb):
     for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_PROJECT", "WANDB_RUN_ID", "WANDB_DIR"):
         monkeypatch.delenv(var, raising=False)
     for var in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
