@@ -6,7 +6,7 @@
 #
 #   bash scripts/soak.sh N TEST... [-- PYTEST_OPTIONS...]
 #
-# TEST: anything pytest takes (a file, a node id, -k needs the -- form). With DISCO_SOAK_VARY_SEED=1
+# TEST: a file or node id; options for pytest (-k, -m) after --. With DISCO_SOAK_VARY_SEED=1
 # each run seeds the tests' generators differently (their seed is crc32(node id) + run number).
 # The log of every run stays in the folder printed at the end.
 set -uo pipefail
@@ -14,13 +14,17 @@ cd "$(dirname "$0")/.."
 [ $# -ge 2 ] || { sed -n '2,10p' "$0"; exit 2; }
 runs="$1"
 shift
+args=()
+for arg in "$@"; do
+    [ "$arg" = "--" ] || args+=("$arg")  # the options after -- go to pytest as they are
+done
 [ -x .venv/bin/python ] && . .venv/bin/activate
 work="$(mktemp -d "${TMPDIR:-/tmp}/disco-soak.XXXXXX")"
 : >"$work/outcomes.tsv"
 for run in $(seq 1 "$runs"); do
     start=$SECONDS
     DISCO_BOUND_LOG="$work/bounds.jsonl" DISCO_SOAK_RUN="$run" \
-        python -m pytest "$@" -q -rA -p no:cacheprovider >"$work/run-$run.log" 2>&1
+        python -m pytest "${args[@]}" -q -rA -p no:cacheprovider >"$work/run-$run.log" 2>&1
     status=$?
     grep -E '^(PASSED|FAILED|ERROR) ' "$work/run-$run.log" | sed "s/^/$run\t/" >>"$work/outcomes.tsv"
     echo "soak: run $run of $runs: exit $status in $((SECONDS - start)) s"
