@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import torch
 
+import disco as disco_package
 from disco.distributions import EnumerableLM
 from disco.scorers import BooleanScorer, ExponentialScorer
 from disco.tuners import JSLoss, Tuner
@@ -35,7 +36,8 @@ pytestmark = pytest.mark.skipif(
 )
 
 N_STEPS, INTERVAL = 3, 2  # a periodic checkpoint at step 2 only, the final one at step 3
-RUN = CONFIG.replace("n_steps = 2", f"n_steps = {N_STEPS}").replace(
+# Two chunks a step, so each of 2 ranks gets one (DDP needs every rank to run the model).
+RUN = CONFIG.replace("n_steps = 2", f"n_steps = {N_STEPS}\nsampling_batch_size = 4").replace(
     "checkpoint_interval = 1", f"checkpoint_interval = {INTERVAL}"
 )
 TIMEOUT_S = 300.0
@@ -241,11 +243,9 @@ ONE_PROCESS = [
     (("tuning: step 3 backward passes done", 1), signal.SIGTERM, False, 3),
     (("checkpoint: state.json written", 2), signal.SIGTERM, False, 3),  # the final checkpoint
     (("run: policy saved", 1), signal.SIGTERM, False, 3),  # after tuning: at once
-    (("run: samples written", 1), signal.SIGTERM, False, 3),
-    (("tuning: step 1 sampled", 1), signal.SIGUSR1, False, 1),
-    (("tuning: step 2 backward passes done", 1), signal.SIGINT, False, 2),
+    (("checkpoint: training.safetensors written", 1), signal.SIGUSR1, False, 2),
     (("tuning: step 3 sampled", 1), signal.SIGTERM, True, 2),  # a second signal: at once
-]
+]  # SIGINT (Ctrl-C) takes the same path: tests/test_cli.py sends it in-process
 
 
 def _case_id(point: tuple[str, int], sig: int, twice: bool) -> str:
@@ -402,7 +402,8 @@ def test_under_torchrun_every_rank_stops_after_the_same_step(
     (pauses / "release").touch()
     launcher.wait(timeout=TIMEOUT_S)
     text = log.read_text(errors="replace")
-    assert "Traceback" not in text, text[-3000:]
+    # torchrun itself ends on a traceback when signalled; no frame of disco's may show
+    assert str(Path(disco_package.__file__).parent) not in text, text[-3000:]
     # each rank stopped after step 2 with the status of SIGTERM (torchrun reports them)
     assert text.count("disco: interrupted (SIGTERM)") == 2, text[-3000:]
     assert _latest_step(out) == 2

@@ -11,7 +11,8 @@ root holding
   SHA-256, written last.
 
 The folder is built under a temporary name and renamed into place, then the one-line ``latest``
-pointer is replaced. Reading checks every file against ``state.json`` before anything is restored,
+pointer is replaced; the root's ``.lock`` (see :mod:`disco._lock`) keeps a second process from
+writing there meanwhile. Reading checks every file against ``state.json`` before anything is restored,
 so a truncated or corrupted checkpoint is skipped, with a :class:`CheckpointWarning` naming the bad
 file, in favour of the newest intact one. Nothing is unpickled and no path is followed out of the
 checkpoint root. Files are not fsynced (on a busy disk that costs more than a small step): a
