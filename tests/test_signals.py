@@ -323,6 +323,9 @@ def test_a_second_writer_is_refused_naming_the_first_and_kill_9_frees_the_folder
     with pytest.raises(RuntimeError, match=f"process {first} "):
         _tiny_tuner(out / "checkpoints").tune()
     assert cli.main(["inspect", str(out)]) == 0
+    drawn = tmp_path / "drawn.jsonl"
+    sample = ["sample", str(out / "ebm"), "--n", "1", "--estimation-samples", "16"]
+    assert cli.main([*sample, "--output", str(drawn)]) == 0 and drawn.read_text()
 
     os.kill(first, signal.SIGKILL)
     assert jobs.wait(first) == -signal.SIGKILL
