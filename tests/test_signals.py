@@ -337,6 +337,40 @@ def test_a_second_writer_is_refused_naming_the_first_and_kill_9_frees_the_folder
     print(f"\nsecond writer: exit 2, '{lines[-1]}'; after kill -9 of {first}: a new run exit 0")
 
 
+HOLDER = """
+import sys
+from disco._lock import exclusive
+with exclusive(sys.argv[1]):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_a_tuner_is_refused_a_held_checkpoint_folder_until_its_holder_is_killed(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "ckpt"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(folder)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        with pytest.raises(
+            RuntimeError, match=f"{folder} is being written by process {holder.pid} "
+        ):
+            _tiny_tuner(folder).tune()
+        assert not (folder / "latest").exists()  # refused before writing anything
+    finally:
+        holder.kill()  # SIGKILL: no cleanup runs in the holder
+        holder.communicate()
+    assert (folder / ".lock").exists()  # left behind, but the lock died with its process
+    _tiny_tuner(folder).tune()
+    assert sorted(p.name for p in folder.iterdir()) == ["latest", "step-00000001"]
+
+
 def test_the_tuner_lock_is_reentrant_in_one_process_and_leaves_no_file(tmp_path: Path) -> None:
     tuner = _tiny_tuner(tmp_path / "ckpt")
     tuner.tune()  # tune() holds the folder while its own checkpoint write takes it again

@@ -28,8 +28,12 @@ class FolderInUseError(RuntimeError):
     def __init__(self, folder: str | os.PathLike[str], pid: int | None) -> None:
         self.folder = str(folder)
         self.pid = pid
-        holder = f"process {pid}" if pid is not None else "another process"
-        super().__init__(f"{self.folder} is being written by {holder} (one writer per folder)")
+        super().__init__(f"{self.folder} is being written by {self.holder} (one writer per folder)")
+
+    @property
+    def holder(self) -> str:
+        """``process PID``, or ``another process`` when it has not written its PID yet."""
+        return f"process {self.pid}" if self.pid is not None else "another process"
 
     def __reduce__(self) -> tuple[type[FolderInUseError], tuple[str, int | None]]:
         return FolderInUseError, (self.folder, self.pid)  # survives pickling between ranks

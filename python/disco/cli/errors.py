@@ -17,14 +17,12 @@ class UserError(Exception):
 class TuningInterrupted(KeyboardInterrupt):
     """A signal stopped the run; the run folder holds a partial report (and a checkpoint).
 
-    ``signum``: the signal (the exit status is 128 plus it); ``between_steps``: whether tuning
-    finished its step and checkpointed it first.
+    ``signum``: the signal (the exit status is 128 plus it).
     """
 
-    def __init__(self, signum: int = signal.SIGINT, between_steps: bool = False) -> None:
+    def __init__(self, signum: int = signal.SIGINT) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
-        self.between_steps = between_steps
 
 
 def first_line(err: BaseException) -> str:

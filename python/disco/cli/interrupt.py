@@ -28,9 +28,6 @@ class StoppedBySignal(KeyboardInterrupt):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
 
-    def __reduce__(self) -> tuple[type[StoppedBySignal], tuple[int]]:
-        return type(self), (self.signum,)
-
 
 class StoppedBetweenSteps(StoppedBySignal):
     """Tuning stopped at a step boundary, after that step's checkpoint, on a stop signal."""

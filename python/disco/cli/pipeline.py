@@ -222,7 +222,6 @@ class _Run:
         The exception to raise then. At a step boundary that checkpoint is the step just
         finished; stopped at once, it is the last one written before.
         """
-        from disco.cli.interrupt import StoppedBetweenSteps
         from disco.tuners import checkpoint
 
         signum = getattr(interrupt, "signum", signal.SIGINT)
@@ -233,7 +232,7 @@ class _Run:
         if latest is not None:
             self.report["checkpoint"] = str(latest)
         files.write_report(self.out, self.report)
-        return TuningInterrupted(signum, isinstance(interrupt, StoppedBetweenSteps))
+        return TuningInterrupted(signum)
 
     def tune(
         self, target: Any, base: Any, stopper: StopBetweenSteps
@@ -373,9 +372,8 @@ def _hold(out: Path, held: contextlib.ExitStack) -> None:
     try:
         world.together(lambda: held.enter_context(exclusive(out)) if world.is_main else None)
     except FolderInUseError as err:
-        holder = f"process {err.pid}" if err.pid is not None else "another process"
         raise UserError(
-            f"{out} is in use: {holder} is writing to it",
+            f"{out} is in use: {err.holder} is writing to it",
             "--out",
             "wait for that run to end, or write to another folder",
         ) from None
