@@ -137,19 +137,6 @@ SETTINGS = dict(
 )
 
 
-class StepLogged:
-    """A logger with a kill point after each step's metrics, before its checkpoint."""
-
-    def start(self, config: Any) -> None:
-        pass
-
-    def log(self, step: int, metrics: Any) -> None:
-        ckpt.kill_point(f"tuning: step {step} logged")
-
-    def close(self) -> None:
-        pass
-
-
 def tune_and_record(root: Path, result: Path) -> None:
     """Tune (resuming from ``root`` if it holds a checkpoint); write the final weights and losses."""
     from safetensors.torch import save_file
@@ -160,7 +147,6 @@ def tune_and_record(root: Path, result: Path) -> None:
         base * ExponentialScorer([HAS_A], [1.0]),
         JSLoss(),
         checkpoint_dir=str(root),
-        loggers=[StepLogged()],
         **SETTINGS,
     )
     if ckpt.find(root) is not None:

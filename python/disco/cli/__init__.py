@@ -10,7 +10,7 @@ and exits with status 2.
 The modules: :mod:`~disco.cli.config` (one dataclass per configuration section),
 :mod:`~disco.cli.sources` (the files a configuration names), :mod:`~disco.cli.pipeline` (the
 run's stages), :mod:`~disco.cli.sampling`, :mod:`~disco.cli.models`, :mod:`~disco.cli.report`,
-:mod:`~disco.cli.files`, :mod:`~disco.cli.interrupt` (Ctrl-C as a logger) and
+:mod:`~disco.cli.files`, :mod:`~disco.cli.interrupt` (Ctrl-C, SIGTERM, SIGUSR1) and
 :mod:`~disco.cli.commands` (the subcommand table and :func:`main`).
 """
 

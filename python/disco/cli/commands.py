@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -287,14 +288,15 @@ def _report(err: BaseException) -> tuple[str, int] | None:
         return f"disco: error: {err} (features): fix the feature's function", 2
     if isinstance(err, OSError | SafetensorError):  # a full disk, an unwritable folder
         return f"disco: error: {err} (output): check the output folder", 2
-    if isinstance(err, TuningInterrupted):
+    if isinstance(err, TuningInterrupted):  # exit status: 128 + the signal, as a shell shows it
         return (
-            "disco: interrupted; report.json (partial) and the last checkpoint are in the run "
-            "folder: disco run CONFIG --out RUN_DIR --resume continues it",
-            130,
+            f"disco: interrupted ({signal.Signals(err.signum).name}); report.json (partial) and "
+            "the last checkpoint are in the run folder: disco run CONFIG --out RUN_DIR --resume "
+            "continues it",
+            128 + err.signum,
         )
     if isinstance(err, KeyboardInterrupt):
-        return "disco: interrupted", 130
+        return "disco: interrupted", 128 + signal.SIGINT
     return None
 
 

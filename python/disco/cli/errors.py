@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 __all__ = ["TuningInterrupted", "UserError", "first_line"]
 
 
@@ -13,7 +15,14 @@ class UserError(Exception):
 
 
 class TuningInterrupted(KeyboardInterrupt):
-    """Tuning was interrupted; the run folder holds a partial report (and a checkpoint)."""
+    """A signal stopped the run; the run folder holds a partial report (and a checkpoint).
+
+    ``signum``: the signal (the exit status is 128 plus it).
+    """
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 def first_line(err: BaseException) -> str:

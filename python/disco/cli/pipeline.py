@@ -6,10 +6,12 @@ whether or not the run was resumed before it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import shutil
+import signal
 import sys
 import time
 import warnings
@@ -17,9 +19,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from disco._lock import FolderInUseError, exclusive
 from disco.cli import files, report
 from disco.cli.config import RunConfig, build_feature
 from disco.cli.errors import TuningInterrupted, UserError, first_line
+from disco.cli.interrupt import StopBetweenSteps, StoppedBetweenSteps
 from disco.cli.models import load_model, make_policy
 from disco.cli.sampling import draw, draw_exactly, qrs_log_beta, shares
 from disco.cli.sources import MAX_CONFIG_BYTES
@@ -48,13 +52,17 @@ def _comparable(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return plain
 
 
+def _no_run(out: Path) -> UserError:
+    return UserError(f"no run to resume in {out}", "--resume", "resume a run that began tuning")
+
+
 def check_resumable(cfg: Mapping[str, Any], out: Path) -> None:
     """``out`` holds a run with a checkpoint and the same settings as ``cfg`` (but n_steps, [output])."""
     from disco.tuners import checkpoint
 
     saved = out / "config.json"
     if not (out / "ebm" / "ebm.json").is_file() or not saved.is_file():
-        raise UserError(f"no run to resume in {out}", "--resume", "resume a run that began tuning")
+        raise _no_run(out)
     if checkpoint.find(out / "checkpoints") is None:
         raise UserError(
             f"no checkpoint in {out / 'checkpoints'}", "--resume", "run again without --resume"
@@ -173,7 +181,7 @@ class _Run:
                 ) from None
         return loggers
 
-    def _tuner(self, policy: Any, target: Any, base: Any, stopper: Any) -> Any:
+    def _tuner(self, policy: Any, target: Any, base: Any) -> Any:
         from disco.distributions import ContextDistribution
         from disco.tuners import Tuner, checkpoint
 
@@ -191,7 +199,7 @@ class _Run:
             target,
             self.cfg.tuner.make_loss(config),
             base=base,
-            loggers=[*self._loggers(), stopper],  # the stopper last: the others log the step
+            loggers=self._loggers(),
             config=config,
             **where,
         )
@@ -208,40 +216,50 @@ class _Run:
             print(f"disco: resuming after step {tuner.step_count}", file=sys.stderr)
         return tuner
 
-    def _stopped(self, tuner: Any, interrupt: KeyboardInterrupt) -> TuningInterrupted:
-        """Record where tuning stopped in a partial report; the exception to raise then."""
-        from disco.cli.interrupt import StoppedBetweenSteps
+    def stopped(self, interrupt: KeyboardInterrupt) -> TuningInterrupted:
+        """Record in a partial report where the run stopped (its newest checkpoint's step).
+
+        The exception to raise then. At a step boundary that checkpoint is the step just
+        finished; stopped at once, it is the last one written before.
+        """
         from disco.tuners import checkpoint
 
+        signum = getattr(interrupt, "signum", signal.SIGINT)
         self.report["interrupted"] = True
-        if isinstance(interrupt, StoppedBetweenSteps):
-            self.report["steps"] = tuner.step_count
-            self.report["checkpoint"] = str(tuner.save_checkpoint())
-        elif (latest := checkpoint.find(self.checkpoints)) is not None:  # stopped mid-step
-            self.report["steps"] = int(latest.name.removeprefix("step-"))
+        self.report["signal"] = signal.Signals(signum).name
+        latest = checkpoint.find(self.checkpoints)
+        self.report["steps"] = 0 if latest is None else int(latest.name.removeprefix("step-"))
+        if latest is not None:
             self.report["checkpoint"] = str(latest)
-        else:
-            self.report["steps"] = 0
         files.write_report(self.out, self.report)
-        return TuningInterrupted()
+        return TuningInterrupted(signum)
 
-    def tune(self, target: Any, base: Any) -> tuple[Any, list[dict[str, float]], int]:
-        """The tuned (frozen, saved) policy, the per-step metrics and the number of steps."""
-        from disco.cli.interrupt import StopBetweenSteps
+    def tune(
+        self, target: Any, base: Any, stopper: StopBetweenSteps
+    ) -> tuple[Any, list[dict[str, float]], int]:
+        """The tuned (frozen, saved) policy, the per-step metrics and the number of steps.
+
+        A stop signal during tuning ends it after the step in progress and its checkpoint
+        (:class:`StoppedBetweenSteps`, on every rank at the same step).
+        """
         from disco.features import FeatureError
         from disco.tuners import checkpoint
 
         policy = make_policy(self.cfg.model, self.cfg.lora)
-        stopper = StopBetweenSteps()
-        tuner = self._tuner(policy, target, base, stopper)
+        tuner = self._tuner(policy, target, base)
         files.write_report(
             self.out, {**self.report, "interrupted": True, "steps": tuner.step_count}
         )
         try:
-            with stopper:
+            stopper.watch(tuner)
+            try:
                 history = tuner.tune()
-        except KeyboardInterrupt as interrupt:
-            raise self._stopped(tuner, interrupt) from None
+            finally:
+                stopper.watch(None)
+            # A signal during the last step's checkpoint was not seen by tune(): stop now.
+            if tuner.stopped or tuner.stop_agreed():
+                signals = [s for s in current_world().all_gather(stopper.signum) if s]
+                raise StoppedBetweenSteps(signals[0] if signals else signal.SIGTERM)
         except FeatureError as err:
             raise UserError(str(err), "features", "fix the feature's function") from None
         except OSError as err:
@@ -324,18 +342,51 @@ def run_pipeline(
     loaded and tuning continues from there: from the newest intact checkpoint (damaged ones are
     skipped with a warning), with the steps logged after it dropped from ``metrics.jsonl``, so
     the run ends as the uninterrupted one would (same report, bit-identical weights).
+
+    One writer per folder: the folder's lock is held (on rank 0) for the whole run, and a
+    second writer gets a :class:`UserError` naming the process that holds it. SIGINT, SIGTERM
+    and SIGUSR1 stop the run: during tuning after the step in progress and its checkpoint,
+    otherwise (or on a second signal) at once; either way a partial report records the step
+    and :class:`TuningInterrupted` is raised.
     """
+    started = time.perf_counter()
+    settings = cfg if isinstance(cfg, RunConfig) else RunConfig.from_normalised(cfg)
+    if resume and not out.is_dir():
+        raise _no_run(out)
+    run = _Run(settings, out, resume=resume, allow_imports=allow_imports)
+    out.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as held:
+        _hold(out, held)  # before judging the folder: another writer may be changing it
+        if resume:
+            check_resumable(settings.as_dict(), out)
+        with StopBetweenSteps() as stopper:
+            try:
+                return _stages(run, stopper, started)
+            except KeyboardInterrupt as interrupt:
+                raise run.stopped(interrupt) from None
+
+
+def _hold(out: Path, held: contextlib.ExitStack) -> None:
+    """Take the run folder's lock on rank 0 until ``held`` closes; refused on every rank."""
+    world = current_world()
+    try:
+        world.together(lambda: held.enter_context(exclusive(out)) if world.is_main else None)
+    except FolderInUseError as err:
+        raise UserError(
+            f"{out} is in use: {err.holder} is writing to it",
+            "--out",
+            "wait for that run to end, or write to another folder",
+        ) from None
+
+
+def _stages(run: _Run, stopper: StopBetweenSteps, started: float) -> dict[str, Any]:
+    """The run's stages, in order, with the run folder held."""
     import torch
 
     from disco.tuners import checkpoint
 
-    started = time.perf_counter()
-    settings = cfg if isinstance(cfg, RunConfig) else RunConfig.from_normalised(cfg)
+    settings, out, resume = run.cfg, run.out, run.resume
     plain = settings.as_dict()
-    if resume:
-        check_resumable(plain, out)
-    run = _Run(settings, out, resume=resume, allow_imports=allow_imports)
-    out.mkdir(parents=True, exist_ok=True)
     if not resume and current_world().is_main:
         shutil.rmtree(run.checkpoints, ignore_errors=True)  # never resume another run's policy
         files.write_atomically(out / "config.json", json.dumps(plain, indent=2))
@@ -350,7 +401,7 @@ def run_pipeline(
     )
     run.report["base_rate"] = report.rates(run.features, base_drawn)
 
-    policy, history, steps = run.tune(target, base)
+    policy, history, steps = run.tune(target, base, stopper)
     run.seed_stage("tuned samples")
     tuned_drawn = draw(
         policy, settings.contexts, settings.output.eval_samples, settings.seed, "tuned samples"

@@ -11,7 +11,8 @@ root holding
   SHA-256, written last.
 
 The folder is built under a temporary name and renamed into place, then the one-line ``latest``
-pointer is replaced. Reading checks every file against ``state.json`` before anything is restored,
+pointer is replaced; the root's ``.lock`` (see :mod:`disco._lock`) keeps a second process from
+writing there meanwhile. Reading checks every file against ``state.json`` before anything is restored,
 so a truncated or corrupted checkpoint is skipped, with a :class:`CheckpointWarning` naming the bad
 file, in favour of the newest intact one. Nothing is unpickled and no path is followed out of the
 checkpoint root. Files are not fsynced (on a busy disk that costs more than a small step): a
@@ -43,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from disco._lock import exclusive
 from disco.parallel import DeepSpeedZeRO
 from disco.tuners.modules import torch_module
 
@@ -79,22 +81,42 @@ class CheckpointWarning(UserWarning):
 # ------------------------------------------------------------------------- kill points (tests)
 
 _KILL_AT = os.environ.get("DISCO_TEST_KILL_AT")
+_PAUSE_AT = os.environ.get("DISCO_TEST_PAUSE_AT")
+_PAUSE_DIR = os.environ.get("DISCO_TEST_PAUSE_DIR")
 _kill_count = 0
+_passed: dict[str, int] = {}
 
 
 def kill_point(label: str) -> None:
-    """Test hook for the crash harness; does nothing unless ``DISCO_TEST_KILL_AT`` is set.
+    """Test hook for the crash and signal harnesses; does nothing unless a variable below is set.
 
     With ``DISCO_TEST_KILL_AT=N`` the process names each point it passes on stderr and SIGKILLs
-    itself at the N-th (``0``: never), so a test can crash it at a chosen I/O step.
+    itself at the N-th (``0``: never), so a test can crash it at a chosen I/O step. With
+    ``DISCO_TEST_PAUSE_AT=LABEL#K`` and ``DISCO_TEST_PAUSE_DIR=DIR`` it waits at the K-th pass of
+    that point, having written ``DIR/paused-PID`` (its PID, rank and the label), until
+    ``DIR/release`` exists, so a test can signal it or start a second run meanwhile.
     """
     global _kill_count
+    if _PAUSE_AT is not None and _PAUSE_DIR is not None:
+        _passed[label] = _passed.get(label, 0) + 1
+        if f"{label}#{_passed[label]}" == _PAUSE_AT:
+            _pause(label, Path(_PAUSE_DIR))
     if _KILL_AT is None:
         return
     _kill_count += 1
     print(f"disco-kill-point {_kill_count} {label}", file=sys.stderr, flush=True)
     if _kill_count == int(_KILL_AT):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _pause(label: str, folder: Path) -> None:
+    import time
+
+    note = {"pid": os.getpid(), "rank": int(os.environ.get("RANK", "0")), "label": label}
+    (folder / f".paused-{os.getpid()}").write_text(json.dumps(note))
+    os.replace(folder / f".paused-{os.getpid()}", folder / f"paused-{os.getpid()}")
+    while not (folder / "release").exists():
+        time.sleep(0.02)
 
 
 # ------------------------------------------------------------------------- state as JSON + tensors
@@ -332,14 +354,19 @@ def save(
 
     ``whole``: the parameters and optimizer state from :func:`gather` (needed under FSDP; by
     default the tuner's own). On any error (a full disk) the half-written folder is removed and
-    the earlier checkpoints and the ``latest`` pointer are left as they were.
+    the earlier checkpoints and the ``latest`` pointer are left as they were. Another process
+    holding the folder's lock (see :meth:`Tuner.tune`) is a ``RuntimeError`` naming it.
     """
     if whole is None:
         whole = Whole(dict(tuner.parameters), tuner.optimizer.state_dict())
     root = Path(directory or tuner.config.checkpoint_dir or "")
     if not str(root):
         raise ValueError("no checkpoint folder: set checkpoint_dir")
-    root.mkdir(parents=True, exist_ok=True)
+    with exclusive(root):  # one writer per folder (re-entrant inside the tuner's own tune())
+        return _write(tuner, root, whole)
+
+
+def _write(tuner: Tuner, root: Path, whole: Whole) -> Path:
     final = root / f"step-{tuner.step_count:08d}"
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
     kill_point("checkpoint: temporary folder made")

@@ -18,6 +18,7 @@ import torch
 
 from disco import numerics
 from disco._calls import call_log_score
+from disco._lock import exclusive
 from disco.distributed import Chunk, current_world, draw_chunk, plan_chunks
 from disco.distributions.contexts import resolve_contexts
 from disco.parallel import check_lockstep, gradient_sync, shards_the_policy
@@ -217,6 +218,9 @@ class Tuner:
         self.rng = np.random.default_rng(cfg.seed)
         self._seeded = False
         self._batch_loggers: list[Any] = []  # the loggers of a running tune(), on rank 0
+        # Set by request_stop (from a signal handler, say); honoured at the next step boundary.
+        self.stop_requested = False
+        self.stopped = False  # whether the last tune() ended early on a request
 
     # --- setup --------------------------------------------------------------------------
 
@@ -498,6 +502,7 @@ class Tuner:
             else None,
         )
         timings["time/sample"] += time.perf_counter() - ts
+        checkpoint.kill_point(f"tuning: step {self.step_count + 1} sampled")
         log_zs = []
         for position, context in enumerate(contexts):
             rows = [s for c, s in zip(chunks, scored) if c.position == position]
@@ -526,6 +531,7 @@ class Tuner:
             if c.index in mine:
                 timings["time/score"] += piece.score_time
                 timings["time/backward"] += piece.backward_time
+        checkpoint.kill_point(f"tuning: step {self.step_count + 1} backward passes done")
         tc = time.perf_counter()
         world.together(self.gradients.finish)
         timings["time/collectives"] = time.perf_counter() - tc
@@ -616,8 +622,36 @@ class Tuner:
         return False
 
     def tune(self, n_steps: int | None = None) -> list[dict[str, float]]:
-        """Run the loop (the remaining steps, or ``n_steps`` more); returns the metric history."""
+        """Run the loop (the remaining steps, or ``n_steps`` more); returns the metric history.
+
+        With a ``checkpoint_dir`` the folder has one writer: this process (rank 0) holds an OS
+        lock on it until ``tune()`` returns, and a ``RuntimeError`` naming the folder and the
+        holder's PID is raised (on every rank) when another process holds it. After
+        :meth:`request_stop` the loop ends at the next step boundary, after that step's checkpoint,
+        and :attr:`stopped` is set.
+        """
+        folder = self.config.checkpoint_dir
+        with contextlib.ExitStack() as held:
+            if folder:
+                self.world.together(
+                    lambda: held.enter_context(exclusive(folder)) if self.world.is_main else None
+                )
+            return self._tune(n_steps)
+
+    def request_stop(self) -> None:
+        """Ask :meth:`tune` to stop at the end of the step in progress (safe in a signal handler).
+
+        Under ``torch.distributed`` one rank's request stops every rank after the same step.
+        """
+        self.stop_requested = True
+
+    def stop_agreed(self) -> bool:
+        """Whether any rank has requested a stop; every rank calls it at the same point."""
+        return any(self.world.all_gather(self.stop_requested))
+
+    def _tune(self, n_steps: int | None) -> list[dict[str, float]]:
         cfg = self.config
+        self.stopped = False
         if not self._seeded and self.step_count == 0:
             torch.manual_seed(cfg.seed)
             random.seed(cfg.seed)
@@ -633,6 +667,7 @@ class Tuner:
             logger.start(
                 {**cfg.to_dict(), "loss": type(self.loss).__name__, "start_step": self.step_count}
             )
+        saved = False
         try:
             while self.step_count < last:
                 metrics = self.step()
@@ -645,15 +680,21 @@ class Tuner:
                 self.history.append(metrics)
                 for logger in loggers:
                     logger.log(self.step_count, metrics)
-                if (
+                checkpoint.kill_point(f"tuning: step {self.step_count} logged")
+                saved = bool(
                     cfg.checkpoint_dir
                     and cfg.checkpoint_interval
                     and self.step_count % cfg.checkpoint_interval == 0
-                ):
+                )
+                if saved:
                     self.save_checkpoint()
+                # After the checkpoint: a request made while it was written stops here too.
+                if self.stop_agreed():
+                    self.stop_requested, self.stopped = False, True
+                    break
                 if self.converged(since=first_of_call):
                     break
-            if cfg.checkpoint_dir:
+            if cfg.checkpoint_dir and not (self.stopped and saved):
                 self.save_checkpoint()
             if self.average is not None:
                 self.average.hold()
