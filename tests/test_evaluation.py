@@ -19,7 +19,7 @@ import pytest
 import disco
 from disco import exact, numerics
 from disco.distributions import EnumerableLM
-from disco.evaluation import ContextEvaluation, Evaluation
+from disco.evaluation import ContextEvaluation, Evaluation, mean_of_independent
 from disco.scorers import BooleanScorer
 
 CONTEXTS = ("x", "y")
@@ -128,17 +128,9 @@ def one_repetition(problem: dict[str, Any], rng: np.random.Generator, n: int) ->
     first = figures(per_context[0], qrs_points[0])
     both = [figures(c, q) for c, q in zip(per_context, qrs_points)]
     # QRS's per-context points, averaged as the evaluation averages its own figures.
-    mean = {k: numerics.Estimate(*_mean_pair([b[k] for b in both])) for k in first}
+    mean = {k: mean_of_independent([b[k] for b in both]) for k in first}
     averaged = {**mean, **{k: v for k, v in figures(ev, qrs_points[0]).items() if "qrs" not in k}}
     return {"first": first, "averaged": averaged}
-
-
-def _mean_pair(estimates: list[numerics.Estimate]) -> tuple[float, float]:
-    c = len(estimates)
-    return (
-        sum(e.value for e in estimates) / c,
-        math.sqrt(sum(e.stderr**2 for e in estimates)) / c,
-    )
 
 
 @pytest.fixture(scope="module", params=[2000, 4000])
@@ -263,3 +255,18 @@ def test_two_processes_evaluate_as_one(tmp_path: Any) -> None:
     want = evaluate_case()
     for rank in ranks:
         assert rank["evaluate"] == want
+
+
+def test_qrs_curve_on_the_evaluation_ends_at_its_kl() -> None:
+    from disco.samplers import QRSEstimator
+
+    ev = _evaluate(n=400)
+    estimator = QRSEstimator.from_log_scores(
+        [g.log_target for g in ev.contexts],
+        [g.log_policy for g in ev.contexts],
+        contexts=[g.context for g in ev.contexts],
+    )
+    curve = estimator.curve()  # from the smallest ratio seen: acceptance 1, p_beta = policy
+    assert curve.acceptance_rate[0] == pytest.approx(1.0, abs=1e-12)
+    kl = ev.kl_target_policy.value
+    assert curve.kl[0] == pytest.approx(kl, abs=1e3 * np.finfo(float).eps * max(kl, 1.0))

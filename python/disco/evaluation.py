@@ -23,7 +23,7 @@ from disco.distributions.contexts import resolve_contexts
 from disco.numerics import Estimate
 from disco.samplers._common import FloatArray, at_least_one, log_scores, score_target
 
-__all__ = ["ContextEvaluation", "Evaluation", "evaluate"]
+__all__ = ["ContextEvaluation", "Evaluation", "evaluate", "mean_of_independent"]
 
 DIVERGENCES = ("kl_target_policy", "kl_policy_base", "tv_target_policy", "js_target_policy")
 
@@ -123,7 +123,7 @@ class ContextEvaluation:
         )
 
 
-def _mean_over_contexts(estimates: Sequence[Estimate]) -> Estimate:
+def mean_of_independent(estimates: Sequence[Estimate]) -> Estimate:
     """The mean of independent estimates, with the error of a mean: ``sqrt(Σ se²) / C``."""
     c = len(estimates)
     value = sum(e.value for e in estimates) / c
@@ -147,7 +147,7 @@ class Evaluation:
             raise ValueError("an evaluation needs at least one context")
 
     def _average(self, pick: Any) -> Estimate:
-        return _mean_over_contexts([pick(c) for c in self.contexts])
+        return mean_of_independent([pick(c) for c in self.contexts])
 
     @property
     def n(self) -> int:
