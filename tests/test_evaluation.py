@@ -19,7 +19,8 @@ import pytest
 import disco
 from disco import exact, numerics
 from disco.distributions import EnumerableLM
-from disco.evaluation import ContextEvaluation, Evaluation, mean_of_independent
+from disco.evaluation import ContextEvaluation, Evaluation
+from disco.numerics import mean_of_independent
 from disco.scorers import BooleanScorer
 
 CONTEXTS = ("x", "y")

@@ -186,3 +186,23 @@ def test_estimate_interval_and_format():
     assert (high - low) / 2 == pytest.approx(0.5 * numerics.z_score(0.95))
     assert e.covers(1.9) and not e.covers(2.0)
     assert f"{e:.2f}" == "1.00 ± 0.50"
+
+
+def test_tuner_metrics_carry_the_errors_of_the_divergences_and_moments():
+    rng = np.random.default_rng(3)
+    n = 50
+    log_p, log_pi, log_q, log_a = (rng.normal(size=n) for _ in range(4))
+    phi = rng.integers(0, 2, size=(n, 2)).astype(float)
+    scalars, moments = numerics.tuner_metrics("kl", log_p, log_pi, log_q, 0.4, phi, log_a)
+    kl = numerics.divergence_with_stderr("kl", log_p, log_pi, log_q, 0.4)
+    base = numerics.divergence_with_stderr("reverse_kl", log_a, log_pi, log_q, 0.0)
+    values, errors = numerics.weighted_moments_with_stderr(log_pi - log_q, phi)
+    tol = 64 * n * EPS * max(1.0, float(np.exp(np.abs(log_p - log_q).max() + 0.4)))
+    assert abs(scalars["kl_target_policy"] - kl.value) <= tol
+    assert abs(scalars["kl_target_policy_stderr"] - kl.stderr) <= tol
+    assert abs(scalars["kl_policy_base"] - base.value) <= tol
+    assert abs(scalars["kl_policy_base_stderr"] - base.stderr) <= tol
+    np.testing.assert_allclose(moments, values, rtol=0, atol=tol)
+    np.testing.assert_allclose(
+        [scalars["moment_stderr_0"], scalars["moment_stderr_1"]], errors, rtol=0, atol=tol
+    )

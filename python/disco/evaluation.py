@@ -10,7 +10,6 @@ from the same weights).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,10 +19,10 @@ import numpy as np
 from disco import numerics
 from disco.distributed import Chunk, current_world, draw_chunk, plan_chunks, shared_seed
 from disco.distributions.contexts import resolve_contexts
-from disco.numerics import Estimate
+from disco.numerics import Estimate, mean_of_independent
 from disco.samplers._common import FloatArray, at_least_one, log_scores, score_target
 
-__all__ = ["ContextEvaluation", "Evaluation", "evaluate", "mean_of_independent"]
+__all__ = ["ContextEvaluation", "Evaluation", "evaluate"]
 
 DIVERGENCES = ("kl_target_policy", "kl_policy_base", "tv_target_policy", "js_target_policy")
 
@@ -121,14 +120,6 @@ class ContextEvaluation:
             features=phi,
             samples=samples,
         )
-
-
-def mean_of_independent(estimates: Sequence[Estimate]) -> Estimate:
-    """The mean of independent estimates, with the error of a mean: ``sqrt(Σ se²) / C``."""
-    c = len(estimates)
-    value = sum(e.value for e in estimates) / c
-    stderr = math.sqrt(sum(e.stderr**2 for e in estimates)) / c
-    return Estimate(value, stderr)
 
 
 @dataclass(frozen=True)

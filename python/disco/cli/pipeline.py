@@ -300,7 +300,6 @@ class _Run:
         acceptance 1 is the table's KL(target || policy).
         """
         from disco import numerics
-        from disco.evaluation import mean_of_independent
         from disco.samplers import SAMPLERS, QRSEstimator
 
         settings = self.cfg.sampler
@@ -320,7 +319,7 @@ class _Run:
             numerics.qrs_point(g.log_target - g.log_policy, log_beta=log_beta) for g in groups
         ]
         at_beta = {
-            key: mean_of_independent([getattr(p, key) for p in points])
+            key: numerics.mean_of_independent([getattr(p, key) for p in points])
             for key in ("acceptance_rate", "kl", "tv")
         }
         sampler = SAMPLERS["qrs"].build(target, policy, seed=self.cfg.seed, log_beta=log_beta)

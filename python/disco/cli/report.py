@@ -58,8 +58,7 @@ def rates_with_stderr(features: Sequence[Any], drawn: Drawn) -> tuple[list[float
     """
     import numpy as np
 
-    from disco.evaluation import mean_of_independent
-    from disco.numerics import Estimate, weighted_moments_with_stderr
+    from disco.numerics import Estimate, mean_of_independent, weighted_moments_with_stderr
 
     values, errors = [], []
     for scorer in features:

@@ -11,6 +11,8 @@ variance is finite and ``N`` is well past the ESS's small-sample regime.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import NamedTuple
@@ -64,6 +66,20 @@ class Estimate(NamedTuple):
 
     def __str__(self) -> str:
         return format(self)
+
+
+def mean_of_independent(estimates: Sequence[Estimate]) -> Estimate:
+    """The mean of independent estimates, with the error of a mean: ``sqrt(Σ se²) / C``.
+
+    >>> mean_of_independent([Estimate(1.0, 0.3), Estimate(2.0, 0.4)])
+    Estimate(value=1.5, stderr=0.25)
+    """
+    c = len(estimates)
+    if c == 0:
+        raise ValueError("estimates is empty: the mean of no estimates is undefined")
+    value = math.fsum(e.value for e in estimates) / c
+    stderr = math.sqrt(math.fsum(e.stderr**2 for e in estimates)) / c
+    return Estimate(value, stderr)
 
 
 def divergence_with_stderr(
