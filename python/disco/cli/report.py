@@ -213,8 +213,8 @@ def plot_tuning(
     """Moments and divergences over the tuning steps, as a PNG at ``path``.
 
     Each step's estimates come from that step's samples alone, so they scatter; the plot draws
-    them faintly and, over them, their mean over the last eighth of the run, which shows where
-    the policy is heading.
+    them faintly, with a band of ± one standard error where the history has one, and, over
+    them, their mean over the last eighth of the run, which shows where the policy is heading.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -225,8 +225,19 @@ def plot_tuning(
     window = max(1, len(history) // 8)
     left, right = fig.subplots(1, 2)
 
-    def curve(axes: Any, values: list[float], label: str) -> Any:
+    def curve(axes: Any, values: list[float], label: str, key: str) -> Any:
         (faint,) = axes.plot(steps, values, linewidth=0.8, alpha=0.35)
+        errors = [h.get(f"{key}_stderr", math.nan) for h in history]
+        if any(math.isfinite(e) for e in errors):
+            # Each step's estimate ± its standard error, as a faint band.
+            axes.fill_between(
+                steps,
+                [v - e for v, e in zip(values, errors)],
+                [v + e for v, e in zip(values, errors)],
+                color=faint.get_color(),
+                alpha=0.12,
+                linewidth=0,
+            )
         axes.plot(
             steps,
             trailing_mean(values, window),
@@ -237,13 +248,21 @@ def plot_tuning(
         return faint
 
     for name, target in zip(names, targets):
-        line = curve(left, [h.get(f"moment/{name}", math.nan) for h in history], name)
+        key = f"moment/{name}"
+        line = curve(left, [h.get(key, math.nan) for h in history], name, key)
         left.axhline(target, color=line.get_color(), linestyle="--", linewidth=1)
     left.set_xlabel("step")
     left.set_ylabel("moment (dashed: target)")
     left.legend()
-    curve(right, [h["kl_target_policy"] for h in history], "KL(target || policy)")
-    curve(right, [h.get("kl_policy_base", math.nan) for h in history], "KL(policy || base)")
+    curve(
+        right, [h["kl_target_policy"] for h in history], "KL(target || policy)", "kl_target_policy"
+    )
+    curve(
+        right,
+        [h.get("kl_policy_base", math.nan) for h in history],
+        "KL(policy || base)",
+        "kl_policy_base",
+    )
     right.set_xlabel("step")
     right.set_ylabel("nats")
     right.legend()
