@@ -107,13 +107,35 @@ def test_demo_quick_writes_a_consistent_report(demo_dir: Path) -> None:
     assert sum(base_rows) / len(base_rows) == pytest.approx(base)  # the table is the files'
     steps = [m for m in read_jsonl(demo_dir / "metrics.jsonl") if "loss" in m]
     assert [m["step"] for m in steps] == list(range(1, report["steps"] + 1))
-    assert steps[-1]["kl_target_policy"] == pytest.approx(report["kl_target_policy"])
+    # One evaluation on max(eval_samples, estimation_samples) fresh samples; every figure
+    # a user reads comes with its standard error.
+    assert report["evaluation_samples"] == 256
+    errors = {k: v for k, v in report.items() if k.endswith("_stderr")}
+    for key in ("base_rate", "tuned_rate", "qrs_rate", "kl_target_policy", "kl_policy_base"):
+        assert f"{key}_stderr" in errors, key
+    for key in ("tv_target_policy", "js_target_policy", "ess", "qrs_acceptance"):
+        assert f"{key}_stderr" in errors, key
+    for key in ("qrs_estimated_acceptance", "qrs_estimated_kl", "qrs_estimated_tv"):
+        assert f"{key}_stderr" in errors, key
+    for value in errors.values():
+        assert all(
+            math.isfinite(v) and v >= 0 for v in (value if isinstance(value, list) else [value])
+        )
+    (verdict,) = report["verdicts"]
+    assert re.fullmatch(
+        r"word:LORD  target 0\.50 \| tuned \d\.\d\d ± \d\.\d\d: (meets|short|over) "
+        r"\| QRS \d\.\d\d ± \d\.\d\d: (meets|short|over)",
+        verdict,
+    ), verdict
 
 
 def test_inspect_prints_the_table(demo_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["inspect", str(demo_dir)]) == 0
     out = capsys.readouterr().out
     assert "word:LORD: tuned policy" in out and "QRS beta" in out and "last step 8" in out
+    report = json.loads((demo_dir / "report.json").read_text())
+    assert f"{report['tuned_rate'][0]:.3f} ± {report['tuned_rate_stderr'][0]:.3f}" in out
+    assert report["verdicts"][0] in out
 
 
 def test_saved_ebm_loads_with_identical_log_scores_and_samples_from_the_cli(

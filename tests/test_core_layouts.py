@@ -171,6 +171,30 @@ TABLE: dict[str, Row] = {
             Arg("base_log_probs"),
         ),
     ),
+    "divergence_stderr": Row(
+        lambda r, n, c, k: {
+            "target_log_scores": log_scores(r, n),
+            "model_log_probs": log_scores(r, n),
+            "proposal_log_probs": log_scores(r, n),
+        },
+        lambda kw: _core.divergence_stderr("js", **kw),
+        (Arg("target_log_scores"), Arg("model_log_probs"), Arg("proposal_log_probs")),
+    ),
+    "weighted_moments_stderr": Row(
+        lambda r, n, c, k: {"log_weights": log_scores(r, n), "features": r.normal(size=(n, k))},
+        lambda kw: _core.weighted_moments_stderr(**kw),
+        (Arg("log_weights"), Arg("features")),
+    ),
+    "effective_sample_size_stderr": Row(
+        lambda r, n, c, k: {"log_weights": log_scores(r, n)},
+        lambda kw: _core.effective_sample_size_stderr(**kw),
+        (Arg("log_weights", aligned=False),),
+    ),
+    "qrs_point_stderr": Row(
+        lambda r, n, c, k: {"log_ratios": log_scores(r, n), "features": r.normal(size=(n, k))},
+        lambda kw: _core.qrs_point_stderr(kw["log_ratios"], 0.3, kw["features"]),
+        (Arg("log_ratios"), Arg("features")),
+    ),
     "fit_coefficients": Row(
         fit_problem,
         lambda kw: _core.fit_coefficients(**kw),

@@ -21,6 +21,9 @@ def per_metric(kind, log_p, log_pi, log_q, log_z, phi, log_a):
     """The tracked metrics as the tuner computed them before, one Rust call each."""
     m = {
         "kl_target_policy": float(numerics.kl_divergence(log_p, log_pi, log_q, log_z)),
+        "kl_target_policy_stderr": numerics.divergence_with_stderr(
+            "kl", log_p, log_pi, log_q, log_z
+        ).stderr,
         "kl_target_proposal": float(numerics.kl_divergence(log_p, log_q, log_q, log_z)),
         "tv_target_proposal": float(numerics.tv_distance(log_p, log_q, log_q, log_z)),
         "js_target_proposal": float(numerics.js_divergence(log_p, log_q, log_q, log_z)),
@@ -35,6 +38,12 @@ def per_metric(kind, log_p, log_pi, log_q, log_z, phi, log_a):
     moments = None if phi is None else np.atleast_1d(numerics.weighted_moments(log_pi - log_q, phi))
     if log_a is not None:
         m["kl_policy_base"] = float(numerics.reverse_kl_divergence(log_a, log_pi, log_q, 0.0))
+        m["kl_policy_base_stderr"] = numerics.divergence_with_stderr(
+            "reverse_kl", log_a, log_pi, log_q, 0.0
+        ).stderr
+    if phi is not None:
+        _, errors = numerics.weighted_moments_with_stderr(log_pi - log_q, phi)
+        m.update({f"moment_stderr_{j}": float(e) for j, e in enumerate(errors)})
     return m, moments
 
 

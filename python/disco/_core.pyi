@@ -13,7 +13,9 @@ __all__ = [
     "__version__",
     "divergence",
     "divergence_grouped",
+    "divergence_stderr",
     "effective_sample_size",
+    "effective_sample_size_stderr",
     "estimate_log_z",
     "f_divergence",
     "f_pseudo_rewards",
@@ -23,8 +25,10 @@ __all__ = [
     "logsumexp",
     "normalized_weights",
     "qrs_accept",
+    "qrs_point_stderr",
     "tuner_metrics",
     "weighted_moments",
+    "weighted_moments_stderr",
 ]
 __version__: str
 
@@ -125,6 +129,27 @@ def f_divergence(
     proposal_log_probs: npt.NDArray[np.float64],
     log_z: float,
 ) -> tuple[float, float]: ...
+def divergence_stderr(
+    kind: str,
+    target_log_scores: npt.NDArray[np.float64],
+    model_log_probs: npt.NDArray[np.float64],
+    proposal_log_probs: npt.NDArray[np.float64],
+    log_z: float | None = None,
+) -> tuple[float, float]: ...
+def weighted_moments_stderr(
+    log_weights: npt.NDArray[np.float64], features: npt.NDArray[np.float64]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]: ...
+def effective_sample_size_stderr(log_weights: npt.NDArray[np.float64]) -> tuple[float, float]: ...
+def qrs_point_stderr(
+    log_ratios: npt.NDArray[np.float64],
+    log_beta: float,
+    features: npt.NDArray[np.float64] | None = None,
+) -> tuple[
+    tuple[float, float],
+    tuple[float, float],
+    tuple[float, float],
+    tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None,
+]: ...
 def tuner_metrics(
     loss: str,
     target_log_scores: npt.NDArray[np.float64],

@@ -11,6 +11,7 @@ pub mod error;
 pub mod logspace;
 pub mod maxent;
 pub mod qrs;
+pub mod stderr;
 pub mod textmatch;
 pub mod vexp;
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import shutil
 import signal
 import sys
@@ -290,20 +289,43 @@ class _Run:
 
     # --------------------------------------------------------------------------- sample
 
+    def evaluate(self, target: Any, policy: Any, base: Any) -> Any:
+        """The tuned policy against the target, on one set of fresh samples of it.
+
+        As many as the larger of ``eval_samples`` and the sampler's ``estimation_samples``; the
+        samples are kept, for samples.jsonl and QRS's estimates.
+        """
+        from disco.evaluation import evaluate
+
+        n = max(self.cfg.output.eval_samples, self.cfg.sampler.estimation_samples)
+        return evaluate(
+            policy,
+            target,
+            n=n,
+            base=base,
+            features=self.features,
+            contexts=self.cfg.contexts,
+            seed=_stage_seed(self.cfg.seed, "evaluate"),
+            keep_samples=True,
+        )
+
     def sample(
-        self, target: Any, policy: Any
+        self, target: Any, policy: Any, evaluation: Any
     ) -> tuple[list[tuple[str, list[Any]]], dict[str, Any]]:
-        """QRS samples of the target through the tuned policy, and QRS's figures for the report."""
+        """QRS samples of the target through the tuned policy, and QRS's figures for the report.
+
+        QRS's estimates rest on the evaluation's samples of the policy, so the curve's end at
+        acceptance 1 is the table's KL(target || policy).
+        """
+        from disco import numerics
         from disco.samplers import SAMPLERS, QRSEstimator
 
         settings = self.cfg.sampler
-        estimator = QRSEstimator(
-            target,
-            policy,
-            contexts=self.cfg.contexts,
-            n_samples=settings.estimation_samples,
-            progress=_interactive(),
-            seed=_stage_seed(self.cfg.seed, "qrs estimate"),
+        groups = evaluation.contexts
+        estimator = QRSEstimator.from_log_scores(
+            [g.log_target for g in groups],
+            [g.log_policy for g in groups],
+            contexts=[g.context for g in groups],
         )
         counts = shares(settings.n_samples, self.cfg.contexts)
         log_beta, rate = qrs_log_beta(
@@ -311,19 +333,49 @@ class _Run:
         )
         if current_world().is_main:
             report.try_plot(lambda: estimator.plot(self.out / "qrs.png"), "qrs.png")
+        points = [
+            numerics.qrs_point(g.log_target - g.log_policy, log_beta=log_beta) for g in groups
+        ]
+        at_beta = {
+            key: numerics.mean_of_independent([getattr(p, key) for p in points])
+            for key in ("acceptance_rate", "kl", "tv")
+        }
         sampler = SAMPLERS["qrs"].build(target, policy, seed=self.cfg.seed, log_beta=log_beta)
         import torch
 
         with torch.no_grad():
             drawn = [(c, draw_exactly("qrs", sampler, n, c).samples) for c, n in counts]
+        observed = sampler.statistics()
         return drawn, {
             "qrs_beta": sampler.beta,
             "qrs_log_beta": log_beta,
             "qrs_estimated_acceptance": rate,
-            "qrs_acceptance": sampler.acceptance_rate,
+            "qrs_estimated_acceptance_stderr": at_beta["acceptance_rate"].stderr,
+            "qrs_acceptance": observed.acceptance_rate,
+            "qrs_acceptance_stderr": observed.standard_error,
             "qrs_estimated_kl": estimator.divergence_at_beta(divergence="kl", log_beta=log_beta),
+            "qrs_estimated_kl_stderr": at_beta["kl"].stderr,
             "qrs_estimated_tv": estimator.divergence_at_beta(divergence="tv", log_beta=log_beta),
+            "qrs_estimated_tv_stderr": at_beta["tv"].stderr,
         }
+
+
+def _figures(evaluation: Any) -> dict[str, Any]:
+    """The evaluation's averaged figures as the report's flat keys, each with its ``_stderr``."""
+    out: dict[str, Any] = {"evaluation_samples": evaluation.n}
+    moments = list(evaluation.policy_moments.values())
+    out["tuned_rate"] = [e.value for e in moments]
+    out["tuned_rate_stderr"] = [e.stderr for e in moments]
+    for key in (
+        "kl_policy_base",
+        "kl_target_policy",
+        "tv_target_policy",
+        "js_target_policy",
+        "ess",
+    ):
+        estimate = getattr(evaluation, key)
+        out[key], out[f"{key}_stderr"] = estimate.value, estimate.stderr
+    return out
 
 
 def run_pipeline(
@@ -399,27 +451,30 @@ def _stages(run: _Run, stopper: StopBetweenSteps, started: float) -> dict[str, A
     base_drawn = draw(
         base, settings.contexts, settings.output.eval_samples, settings.seed, "base samples"
     )
-    run.report["base_rate"] = report.rates(run.features, base_drawn)
-
-    policy, history, steps = run.tune(target, base, stopper)
-    run.seed_stage("tuned samples")
-    tuned_drawn = draw(
-        policy, settings.contexts, settings.output.eval_samples, settings.seed, "tuned samples"
+    run.report["base_rate"], run.report["base_rate_stderr"] = report.rates_with_stderr(
+        run.features, base_drawn
     )
-    qrs_drawn, qrs_figures = run.sample(target, policy)
 
-    last = history[-1] if history else {}
+    policy, _, steps = run.tune(target, base, stopper)
+    run.seed_stage("tuned samples")
+    evaluation = run.evaluate(target, policy, base)
+    # samples.jsonl keeps eval_samples of them, as many as of the base model.
+    kept = dict(shares(settings.output.eval_samples, settings.contexts))
+    tuned_drawn = [(g.context, g.samples[: kept.get(g.context, 0)]) for g in evaluation.contexts]
+    qrs_drawn, qrs_figures = run.sample(target, policy, evaluation)
+
+    qrs_rate, qrs_rate_stderr = report.rates_with_stderr(run.features, qrs_drawn)
     run.report.update(
         {
-            "tuned_rate": report.rates(run.features, tuned_drawn),
-            "qrs_rate": report.rates(run.features, qrs_drawn),
-            "kl_policy_base": last.get("kl_policy_base", math.nan),
-            "kl_target_policy": last.get("kl_target_policy", math.nan),
+            **_figures(evaluation),
+            "qrs_rate": qrs_rate,
+            "qrs_rate_stderr": qrs_rate_stderr,
             **qrs_figures,
             "steps": steps,
             "seconds": time.perf_counter() - started,
         }
     )
+    run.report["verdicts"] = report.verdicts(run.report)
     drawn = {"base": base_drawn, "tuned": tuned_drawn, "qrs": qrs_drawn}
     files.write_jsonl(out / "samples.jsonl", report.sample_rows(run.features, run.names, drawn))
     checkpoint.kill_point("run: samples written")

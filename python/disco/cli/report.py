@@ -13,8 +13,10 @@ __all__ = [
     "format_table",
     "plot_tuning",
     "rates",
+    "rates_with_stderr",
     "sample_rows",
     "try_plot",
+    "verdicts",
 ]
 
 Drawn = Sequence[tuple[str, list[Any]]]  # each context with its samples
@@ -48,6 +50,30 @@ def rates(features: Sequence[Any], drawn: Drawn) -> list[float]:
     return means
 
 
+def rates_with_stderr(features: Sequence[Any], drawn: Drawn) -> tuple[list[float], list[float]]:
+    """:func:`rates` and their standard errors.
+
+    Binomial for 0/1 features, per context, then combined as the error of a mean over
+    independent contexts.
+    """
+    import numpy as np
+
+    from disco.numerics import Estimate, mean_of_independent, weighted_moments_with_stderr
+
+    values, errors = [], []
+    for scorer in features:
+        per_context = []
+        for c, samples in drawn:
+            if samples:
+                phi = scorer.score(samples, c).double().numpy()
+                m, se = weighted_moments_with_stderr(np.zeros(len(samples)), phi)
+                per_context.append(Estimate(float(m[0]), float(se[0])))
+        mean = mean_of_independent(per_context) if per_context else Estimate(math.nan, math.nan)
+        values.append(mean.value)
+        errors.append(mean.stderr)
+    return values, errors
+
+
 def sample_rows(
     features: Sequence[Any], names: Sequence[str], sources: Mapping[str, Drawn]
 ) -> list[dict[str, Any]]:
@@ -65,33 +91,103 @@ def sample_rows(
     ]
 
 
-def format_table(report: dict[str, Any]) -> str:
-    """The before/after table printed at the end of a run (and by ``disco inspect``)."""
+def _with_error(report: Mapping[str, Any], key: str, index: int | None, digits: int) -> str:
+    """``value ± stderr`` of ``report[key]`` (the stderr from ``key + "_stderr"`` when present)."""
 
-    def value(key: str, index: int | None = None) -> float:
-        v = report.get(key, math.nan)
+    def pick(k: str) -> float:
+        v = report.get(k, math.nan)
         return float(v[index] if index is not None and isinstance(v, list) else v)
+
+    text = f"{pick(key):.{digits}f}"
+    if f"{key}_stderr" in report:
+        text += f" ± {pick(key + '_stderr'):.{digits}f}"
+    return text
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """The before/after table printed at the end of a run (and by ``disco inspect``).
+
+    Then the verdict lines, when the report has them.
+    """
+
+    def cell(key: str, index: int | None = None, digits: int = 3) -> str:
+        return _with_error(report, key, index, digits)
 
     rows: list[tuple[str, str]] = []
     for i, name in enumerate(report["features"]):
         rows += [
-            (f"{name}: base model", f"{value('base_rate', i):.3f}"),
-            (f"{name}: target", f"{value('targets', i):.3f}"),
-            (f"{name}: tuned policy", f"{value('tuned_rate', i):.3f}"),
-            (f"{name}: QRS on the tuned policy", f"{value('qrs_rate', i):.3f}"),
+            (f"{name}: base model", cell("base_rate", i)),
+            (f"{name}: target", cell("targets", i)),
+            (f"{name}: tuned policy", cell("tuned_rate", i)),
+            (f"{name}: QRS on the tuned policy", cell("qrs_rate", i)),
         ]
     rows += [
-        ("KL(policy || base), nats", f"{value('kl_policy_base'):.4f}"),
-        ("KL(target || policy), nats", f"{value('kl_target_policy'):.4f}"),
-        ("QRS beta", beta_text(value("qrs_log_beta")) if "qrs_log_beta" in report else "nan"),
-        ("QRS acceptance: estimated", f"{value('qrs_estimated_acceptance'):.3f}"),
-        ("QRS acceptance: observed", f"{value('qrs_acceptance'):.3f}"),
-        ("QRS KL(target || QRS), nats (est.)", f"{value('qrs_estimated_kl'):.4f}"),
-        ("QRS TV(target, QRS) (est.)", f"{value('qrs_estimated_tv'):.4f}"),
+        ("KL(policy || base), nats", cell("kl_policy_base", digits=4)),
+        ("KL(target || policy), nats", cell("kl_target_policy", digits=4)),
+    ]
+    if "tv_target_policy" in report:
+        rows += [
+            ("TV(target, policy)", cell("tv_target_policy", digits=4)),
+            ("JS(target, policy), nats", cell("js_target_policy", digits=4)),
+            ("ESS of the weights target/policy", cell("ess", digits=1)),
+        ]
+    rows += [
+        (
+            "QRS beta",
+            beta_text(float(report["qrs_log_beta"])) if "qrs_log_beta" in report else "nan",
+        ),
+        ("QRS acceptance: estimated", cell("qrs_estimated_acceptance")),
+        ("QRS acceptance: observed", cell("qrs_acceptance")),
+        ("QRS KL(target || QRS), nats (est.)", cell("qrs_estimated_kl", digits=4)),
+        ("QRS TV(target, QRS) (est.)", cell("qrs_estimated_tv", digits=4)),
     ]
     width = max(len(name) for name, _ in rows)
-    lines = [f"{'':{width}}  value", f"{'-' * width}  ------"]
-    return "\n".join(lines + [f"{name:{width}}  {v}" for name, v in rows])
+    header = "value ± standard error" if "kl_target_policy_stderr" in report else "value"
+    lines = [f"{'':{width}}  {header}", f"{'-' * width}  {'-' * len(header)}"]
+    lines += [f"{name:{width}}  {v}" for name, v in rows]
+    if report.get("verdicts"):
+        lines += ["", VERDICT_NOTE, *report["verdicts"]]
+    if "evaluation_samples" in report:
+        lines += [
+            "",
+            f"The policy's figures rest on {report['evaluation_samples']} fresh samples of it; "
+            "± is one standard error.",
+        ]
+    return "\n".join(lines)
+
+
+VERDICT_NOTE = "Does each rate meet its target? (± here: the 95% interval's half-width)"
+
+
+def _verdict(value: float, stderr: float, target: float, z: float) -> str:
+    half = z * stderr
+    if not (math.isfinite(value) and math.isfinite(half)):
+        return f"{value:.2f}: unknown"
+    word = "meets" if abs(value - target) <= half else ("short" if value < target else "over")
+    return f"{value:.2f} ± {half:.2f}: {word}"
+
+
+def verdicts(report: Mapping[str, Any], level: float = 0.95) -> list[str]:
+    """One line per feature: its target, and the tuned policy's and QRS's rates.
+
+    Each rate comes with its interval at ``level`` and says whether the interval holds the
+    target: ``meets``, else ``short`` or ``over``.
+    """
+    from disco.numerics import z_score
+
+    z = z_score(level)
+    names = list(report["features"])
+    width = max(len(n) for n in names)
+    lines = []
+    for i, name in enumerate(names):
+        target = float(report["targets"][i])
+        parts = [f"{name:{width}}  target {target:.2f}"]
+        for label, key in (("tuned", "tuned_rate"), ("QRS", "qrs_rate")):
+            value = float(report[key][i])
+            stderr = float(report.get(f"{key}_stderr", [math.nan] * len(names))[i])
+            parts.append(f"{label} {_verdict(value, stderr, target, z)}")
+        lines.append(" | ".join(parts))
+    return lines
 
 
 def try_plot(draw: Callable[[], object], name: str) -> None:
@@ -117,8 +213,8 @@ def plot_tuning(
     """Moments and divergences over the tuning steps, as a PNG at ``path``.
 
     Each step's estimates come from that step's samples alone, so they scatter; the plot draws
-    them faintly and, over them, their mean over the last eighth of the run, which shows where
-    the policy is heading.
+    them faintly, with a band of ± one standard error where the history has one, and, over
+    them, their mean over the last eighth of the run, which shows where the policy is heading.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -129,8 +225,19 @@ def plot_tuning(
     window = max(1, len(history) // 8)
     left, right = fig.subplots(1, 2)
 
-    def curve(axes: Any, values: list[float], label: str) -> Any:
+    def curve(axes: Any, values: list[float], label: str, key: str) -> Any:
         (faint,) = axes.plot(steps, values, linewidth=0.8, alpha=0.35)
+        errors = [h.get(f"{key}_stderr", math.nan) for h in history]
+        if any(math.isfinite(e) for e in errors):
+            # Each step's estimate ± its standard error, as a faint band.
+            axes.fill_between(
+                steps,
+                [v - e for v, e in zip(values, errors)],
+                [v + e for v, e in zip(values, errors)],
+                color=faint.get_color(),
+                alpha=0.12,
+                linewidth=0,
+            )
         axes.plot(
             steps,
             trailing_mean(values, window),
@@ -141,13 +248,21 @@ def plot_tuning(
         return faint
 
     for name, target in zip(names, targets):
-        line = curve(left, [h.get(f"moment/{name}", math.nan) for h in history], name)
+        key = f"moment/{name}"
+        line = curve(left, [h.get(key, math.nan) for h in history], name, key)
         left.axhline(target, color=line.get_color(), linestyle="--", linewidth=1)
     left.set_xlabel("step")
     left.set_ylabel("moment (dashed: target)")
     left.legend()
-    curve(right, [h["kl_target_policy"] for h in history], "KL(target || policy)")
-    curve(right, [h.get("kl_policy_base", math.nan) for h in history], "KL(policy || base)")
+    curve(
+        right, [h["kl_target_policy"] for h in history], "KL(target || policy)", "kl_target_policy"
+    )
+    curve(
+        right,
+        [h.get("kl_policy_base", math.nan) for h in history],
+        "KL(policy || base)",
+        "kl_policy_base",
+    )
     right.set_xlabel("step")
     right.set_ylabel("nats")
     right.legend()

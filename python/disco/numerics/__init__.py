@@ -9,7 +9,8 @@ mismatches and wrong shapes raise ``ValueError`` naming the argument and the pos
 
 Modules, by concern: ``logspace`` (reductions and importance weights), ``divergences``
 (divergences, ``log Z``, f-DPG rewards, the tuner's metrics), ``qrs`` (Quasi-Rejection
-Sampling), ``maxent`` (the coefficient fit), ``text`` (linear-time patterns); ``_convert``
+Sampling), ``stderr`` (estimates with their standard errors), ``maxent`` (the
+coefficient fit), ``text`` (linear-time patterns); ``_convert``
 turns user arrays into what the core reads. Every public name is importable from here.
 """
 
@@ -53,23 +54,37 @@ from disco.numerics.qrs import (
     qrs_accept,
     qrs_curve,
 )
+from disco.numerics.stderr import (
+    Estimate,
+    QRSPoint,
+    divergence_with_stderr,
+    effective_sample_size_with_stderr,
+    mean_of_independent,
+    qrs_point,
+    weighted_moments_with_stderr,
+    z_score,
+)
 from disco.numerics.text import TextPattern
 
 __all__ = [
     "ArrayLike",
     "BoolArray",
     "DivergenceKind",
+    "Estimate",
     "FDivergenceKind",
     "FitResult",
     "FloatArray",
     "IMHRun",
     "QRSCurve",
     "QRSIndex",
+    "QRSPoint",
     "TextPattern",
     "as_matrix",
     "as_vector",
     "beta_for_acceptance_rate",
+    "divergence_with_stderr",
     "effective_sample_size",
+    "effective_sample_size_with_stderr",
     "estimate_log_z",
     "f_divergence",
     "f_pseudo_rewards",
@@ -79,13 +94,17 @@ __all__ = [
     "kl_divergence",
     "logmeanexp",
     "logsumexp",
+    "mean_of_independent",
     "normalized_weights",
     "qrs_accept",
     "qrs_curve",
+    "qrs_point",
     "reverse_kl_divergence",
     "tuner_metrics",
     "tv_distance",
     "weighted_moments",
+    "weighted_moments_with_stderr",
+    "z_score",
 ]
 # Private helpers other modules and tests reach through the package (not part of `__all__`).
 _PRIVATE = (_as_scalar, _at_most_1d, _divergence, _to_float64)

@@ -195,8 +195,10 @@ def tuner_metrics(
     ``divergence_stderr`` (the loss's ``D_f(pi ‖ p)``, as :func:`f_divergence`; reused, not
     estimated again, where it is one of the divergences above) and, with ``base_log_probs``,
     ``kl_policy_base`` (``KL(pi ‖ base)`` as :func:`reverse_kl_divergence` with ``log_z=0``).
-    ``moments`` are the policy's self-normalised moments of the ``N x K`` ``features`` (weights
-    ``pi/q``), or ``None`` without features.
+    ``kl_target_policy_stderr``, ``kl_policy_base_stderr`` and ``moment_stderr_{k}`` (one per
+    feature column) are their standard errors, as :func:`divergence_with_stderr` and
+    :func:`weighted_moments_with_stderr` give them. ``moments`` are the policy's self-normalised
+    moments of the ``N x K`` ``features`` (weights ``pi/q``), or ``None`` without features.
 
     >>> scalars, moments = tuner_metrics("kl", [0.0, 0.0], [-0.7, -0.7], [-0.7, -0.7], 0.7, [1.0, 3.0])
     >>> round(scalars["kl_target_policy"], 12), scalars["ess"], moments.tolist()

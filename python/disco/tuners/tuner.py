@@ -353,12 +353,16 @@ class Tuner:
             self.loss.kind, log_p, log_pi, log_q, log_z, phi, log_a
         )
         kl_policy_base = scalars.pop("kl_policy_base", None)
-        m = scalars
+        kl_policy_base_stderr = scalars.pop("kl_policy_base_stderr", math.nan)
+        m = {k: v for k, v in scalars.items() if not k.startswith("moment_stderr_")}
         if moments is not None:
-            for f, value in zip(self.config.features, moments):
-                m[f"moment/{getattr(f, 'name', repr(f))}"] = float(value)
+            for j, (f, value) in enumerate(zip(self.config.features, moments)):
+                name = f"moment/{getattr(f, 'name', repr(f))}"
+                m[name] = float(value)
+                m[f"{name}_stderr"] = float(scalars[f"moment_stderr_{j}"])
         if kl_policy_base is not None:
             m["kl_policy_base"] = kl_policy_base
+            m["kl_policy_base_stderr"] = kl_policy_base_stderr
         return m
 
     @torch.no_grad()
@@ -588,7 +592,7 @@ class Tuner:
         if self.average is not None:
             self.average.update()
         self.step_count += 1
-        result = {k: float(np.mean([m[k] for m in per_context])) for k in per_context[0]}
+        result = {k: _across_contexts(k, [m[k] for m in per_context]) for k in per_context[0]}
         result.update(timings)
         result["grad_norm"] = grad_norm
         result["lr"] = float(self.optimizer.param_groups[0]["lr"])
@@ -803,3 +807,13 @@ class Tuner:
         bad file (see :mod:`disco.tuners.checkpoint`).
         """
         return checkpoint.load(self, path)
+
+
+def _across_contexts(key: str, values: list[float]) -> float:
+    """A step's figure over its contexts: their mean, or for a ``*_stderr`` key its error.
+
+    The contexts' samples are independent, so the errors combine as those of a mean.
+    """
+    if key.endswith("_stderr"):
+        return numerics.mean_of_independent([numerics.Estimate(0.0, v) for v in values]).stderr
+    return float(np.mean(values))

@@ -3,9 +3,10 @@
 //! proposal, the loss's own divergence with its standard error, the ESS of the importance
 //! weights, the policy's feature moments and its KL from the base model.
 
-use super::{fdiv, fused, scores, Divergence, LogScores, PROPOSAL};
+use super::{delta, fdiv, fused, scores, Divergence, LogScores, PROPOSAL};
 use crate::error::{check_log_scores, check_same_length, Result};
 use crate::logspace;
+use crate::stderr;
 
 /// The arrays one context's metrics are computed from.
 pub struct MetricsInput<'a> {
@@ -33,14 +34,20 @@ pub struct Metrics {
     pub scalars: Vec<(&'static str, f64)>,
     /// The policy's self-normalised feature moments (when features were given).
     pub moments: Option<Vec<f64>>,
+    /// The standard errors of [`Self::moments`].
+    pub moment_stderrs: Option<Vec<f64>>,
     /// `KL(pi ‖ a)` (when the base was given).
     pub kl_policy_base: Option<f64>,
+    /// The standard error of [`Self::kl_policy_base`].
+    pub kl_policy_base_stderr: Option<f64>,
 }
 
 /// Computes the tracked metrics of one context.
 ///
 /// The loss's divergence `D_f(pi ‖ p)` comes with its standard error; where it is also one of
 /// the tracked `target_policy` divergences (KL, TV, JS) that estimate is reused, not made twice.
+/// `KL(p ‖ pi)`, `KL(pi ‖ a)` and the moments carry their delta-method standard errors
+/// (`crate::stderr`), from the same weights.
 pub fn tuner_metrics(input: &MetricsInput<'_>) -> Result<Metrics> {
     let s = input.scores;
     let log_z = input.log_z;
@@ -67,6 +74,10 @@ pub fn tuner_metrics(input: &MetricsInput<'_>) -> Result<Metrics> {
     };
     let scalars = vec![
         ("kl_target_policy", of_policy(Divergence::ForwardKl)?),
+        (
+            "kl_target_policy_stderr",
+            delta::estimate_and_stderr(Divergence::ForwardKl, &s, Some(log_z))?.stderr,
+        ),
         ("kl_target_proposal", of_proposal(Divergence::ForwardKl)?),
         (
             "tv_target_proposal",
@@ -83,29 +94,31 @@ pub fn tuner_metrics(input: &MetricsInput<'_>) -> Result<Metrics> {
         ("divergence", divergence),
         ("divergence_stderr", divergence_stderr),
     ];
-    let moments = match input.features {
+    let (moments, moment_stderrs) = match input.features {
         Some((features, k)) => {
             let log_w = scores::log_ratios(s.model, s.proposal);
-            Some(logspace::weighted_moments(
-                "log_weights",
-                &log_w,
-                FEATURES,
-                features,
-                k,
-            )?)
+            let (values, errors) =
+                stderr::weighted_moments("log_weights", &log_w, FEATURES, features, k)?;
+            (Some(values), Some(errors))
         }
-        None => None,
+        None => (None, None),
     };
-    let kl_policy_base = match input.base {
+    let (kl_policy_base, kl_policy_base_stderr) = match input.base {
         Some(base) => {
             let vs_base = LogScores::new(base, s.model, s.proposal);
-            Some(fused::estimate(Divergence::ReverseKl, &vs_base, Some(0.0))?)
+            let e = delta::estimate_and_stderr(Divergence::ReverseKl, &vs_base, Some(0.0))?;
+            (
+                Some(fused::estimate(Divergence::ReverseKl, &vs_base, Some(0.0))?),
+                Some(e.stderr),
+            )
         }
-        None => None,
+        None => (None, None),
     };
     Ok(Metrics {
         scalars,
         moments,
+        moment_stderrs,
         kl_policy_base,
+        kl_policy_base_stderr,
     })
 }

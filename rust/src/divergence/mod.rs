@@ -8,9 +8,11 @@
 //!   and the `log Z` checks.
 //! - `fused`: the vectorised single-number estimates ([`estimate`]) and one per context
 //!   ([`estimate_grouped`]).
+//! - `delta`: the same estimates with their delta-method standard errors.
 //! - `fdiv`: f-DPG's pseudo-rewards and the estimate with its standard error, for any `f`.
 //! - `metrics`: every number the tuner tracks for one context, from one validation.
 
+mod delta;
 mod fdiv;
 mod fused;
 mod metrics;
@@ -18,6 +20,7 @@ mod scores;
 #[cfg(test)]
 mod tests;
 
+pub use delta::estimate_and_stderr;
 pub use fdiv::{estimate_with_stderr, pseudo_rewards};
 pub use fused::{estimate, estimate_grouped, GroupedSamples};
 pub use metrics::{tuner_metrics, Metrics, MetricsInput, BASE, FEATURES};

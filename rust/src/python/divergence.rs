@@ -211,5 +211,11 @@ pub fn tuner_metrics<'py>(
     if let Some(kl) = metrics.kl_policy_base {
         scalars.set_item("kl_policy_base", kl)?;
     }
+    if let Some(se) = metrics.kl_policy_base_stderr {
+        scalars.set_item("kl_policy_base_stderr", se)?;
+    }
+    for (j, se) in metrics.moment_stderrs.iter().flatten().enumerate() {
+        scalars.set_item(format!("moment_stderr_{j}"), se)?;
+    }
     Ok((scalars, metrics.moments.map(|m| m.into_pyarray(py))))
 }

@@ -13,6 +13,7 @@ mod divergence;
 mod logspace;
 mod maxent;
 mod qrs;
+mod stderr;
 mod textmatch;
 
 pyo3::create_exception!(
@@ -224,6 +225,10 @@ mod core_module {
     use super::maxent::fit_coefficients;
     #[pymodule_export]
     use super::qrs::{imh_chain, qrs_accept, PyQrsIndex};
+    #[pymodule_export]
+    use super::stderr::{
+        divergence_stderr, effective_sample_size_stderr, qrs_point_stderr, weighted_moments_stderr,
+    };
     #[pymodule_export]
     use super::textmatch::PyTextPattern;
 

@@ -23,11 +23,13 @@
 
 mod accept;
 mod build;
+mod delta;
 mod index;
 mod sums;
 
 pub use accept::{accept, imh_chain, ImhRun, Uniforms};
 pub use build::SortedStore;
+pub use delta::{point_with_stderr, PointEstimates};
 pub use index::{CurvePoint, QrsIndex};
 
 /// Name of the log-ratio argument in error messages.

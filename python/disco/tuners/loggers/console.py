@@ -83,6 +83,7 @@ class ConsoleLogger(Logger):
         self._total: int | None = None
         self._first: dict[str, float | int] = {}
         self._last: dict[str, float | int] = {}
+        self._errors: dict[str, float | int] = {}  # the shown metrics' standard errors
         self._n_logged = 0
         self._last_step: int | None = None
         self._t0 = 0.0
@@ -117,7 +118,11 @@ class ConsoleLogger(Logger):
         """Advance to ``step`` and refresh the shown metrics every ``every`` steps."""
         if self._stream is None:
             return
-        shown = {k: metric_value(k, metrics[k]) for k in self._select(metrics)}
+        chosen = self._select(metrics)
+        shown = {k: metric_value(k, metrics[k]) for k in chosen}
+        self._errors = {
+            k: metric_value(k, metrics[f"{k}_stderr"]) for k in chosen if f"{k}_stderr" in metrics
+        }
         for k, v in shown.items():
             self._first.setdefault(k, v)
         self._last.update(shown)
@@ -166,7 +171,8 @@ class ConsoleLogger(Logger):
                 matches = [pattern]
             else:
                 matches = [k for k in metrics if fnmatch.fnmatchcase(k, pattern)]
-            chosen.extend(k for k in matches if k not in chosen)
+            # A `*_stderr` metric is shown beside its estimate, as `value±stderr`.
+            chosen.extend(k for k in matches if k not in chosen and not k.endswith("_stderr"))
         return chosen
 
     def _number(self, value: float | int) -> str:
@@ -175,7 +181,13 @@ class ConsoleLogger(Logger):
         return f"{value:.{self.precision}g}"
 
     def _format(self, shown: Mapping[str, float | int]) -> str:
-        return " ".join(f"{k}={self._number(v)}" for k, v in shown.items())
+        def one(k: str, v: float | int) -> str:
+            error = self._errors.get(k)
+            return f"{k}={self._number(v)}" + (
+                f"±{self._number(error)}" if error is not None else ""
+            )
+
+        return " ".join(one(k, v) for k, v in shown.items())
 
     def _write(self, line: str) -> None:
         assert self._stream is not None
