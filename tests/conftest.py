@@ -26,7 +26,7 @@ torch.set_num_threads(1)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark the tests that use a module's several-process fixture (``MULTIPROCESS_FIXTURES``)."""
     for item in items:
-        fixtures = getattr(item.module, "MULTIPROCESS_FIXTURES", ())
+        fixtures = getattr(getattr(item, "module", None), "MULTIPROCESS_FIXTURES", ())
         if any(name in getattr(item, "fixturenames", ()) for name in fixtures):
             item.add_marker(pytest.mark.multiprocess)
 
