@@ -1,10 +1,9 @@
 //! Bindings for log-space reductions.
 
 use numpy::{IntoPyArray, PyArray1};
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-use super::{matrix, vector};
+use super::{vector, weights_and_features};
 use crate::logspace as kernels;
 
 /// `log Σ exp(x)`.
@@ -55,14 +54,7 @@ pub fn weighted_moments<'py>(
     log_weights: &Bound<'py, PyAny>,
     features: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyArray1<f64>>> {
-    let lw = vector("log_weights", log_weights)?;
-    let (f, rows, k) = matrix("features", features)?;
-    if rows != lw.as_slice().len() {
-        return Err(PyValueError::new_err(format!(
-            "length mismatch: log_weights has {} values but features has {rows} rows",
-            lw.as_slice().len()
-        )));
-    }
+    let (lw, f, k) = weights_and_features(log_weights, features)?;
     let (lw, f) = (lw.as_slice(), f.as_slice());
     let out = py
         .detach(|| kernels::weighted_moments("log_weights", lw, "features", f, k))

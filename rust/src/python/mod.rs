@@ -165,6 +165,22 @@ pub(crate) fn matrix<'py>(
     Ok((m, rows, cols))
 }
 
+/// `log_weights` (1-D) and `features` (2-D, one row per weight) and the number of features.
+pub(crate) fn weights_and_features<'py>(
+    log_weights: &Bound<'py, PyAny>,
+    features: &Bound<'py, PyAny>,
+) -> PyResult<(Values<'py, f64>, Values<'py, f64>, usize)> {
+    let lw = vector("log_weights", log_weights)?;
+    let (f, rows, k) = matrix("features", features)?;
+    if rows != lw.as_slice().len() {
+        return Err(PyValueError::new_err(format!(
+            "length mismatch: log_weights has {} values but features has {rows} rows",
+            lw.as_slice().len()
+        )));
+    }
+    Ok((lw, f, k))
+}
+
 /// An optional 1-D float64 argument.
 pub(crate) fn optional_vector<'py>(
     name: &str,

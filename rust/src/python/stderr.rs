@@ -5,7 +5,7 @@ use numpy::{IntoPyArray, PyArray1};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-use super::{matrix, real, vector, Wrap};
+use super::{matrix, real, vector, weights_and_features, Wrap};
 use crate::divergence::{self as div, Divergence, LogScores};
 use crate::stderr as kernels;
 
@@ -42,14 +42,7 @@ pub fn weighted_moments_stderr<'py>(
     log_weights: &Bound<'py, PyAny>,
     features: &Bound<'py, PyAny>,
 ) -> PyResult<ArrayPair<'py>> {
-    let lw = vector("log_weights", log_weights)?;
-    let (f, rows, k) = matrix("features", features)?;
-    if rows != lw.as_slice().len() {
-        return Err(PyValueError::new_err(format!(
-            "length mismatch: log_weights has {} values but features has {rows} rows",
-            lw.as_slice().len()
-        )));
-    }
+    let (lw, f, k) = weights_and_features(log_weights, features)?;
     let (lw, f) = (lw.as_slice(), f.as_slice());
     let (values, stderrs) =
         py.detach(|| kernels::weighted_moments("log_weights", lw, "features", f, k))?;
