@@ -120,12 +120,7 @@ def weighted_moments_with_stderr(
     """
     lw = as_vector(log_weights, "log_weights")
     matrix = as_matrix(features, "features")
-    if matrix.shape[0] != lw.shape[0]:
-        raise ValueError(
-            f"length mismatch: log_weights has {lw.shape[0]} values but features has "
-            f"{matrix.shape[0]} rows"
-        )
-    values, stderrs = _core.weighted_moments_stderr(lw, matrix)
+    values, stderrs = _core.weighted_moments_stderr(lw, matrix)  # checks the lengths
     return values, stderrs
 
 
