@@ -6,8 +6,11 @@ tune a model to approximate it, and sample from it with quasi-rejection sampling
 
 from typing import Any
 
+from disco._aliases import install as _install_original_paths
 from disco._core import ConvergenceError
 from disco._core import __version__ as __version__
+
+_install_original_paths()  # the original disco's module paths (disco.tuners.dpg_tuner, ...)
 
 __all__ = ["ConvergenceError", "__version__", "evaluate"]
 

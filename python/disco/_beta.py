@@ -1,8 +1,8 @@
 """β, the QRS threshold (DESIGN §6): the one check of a β and the one way back from ``log β``.
 
-Every layer checks β here, so "positive and finite" means the same in the samplers, the
-estimator and (once they switch) ``numerics`` and the command. This module imports nothing from
-disco, so the lowest layer can use it without an import cycle.
+Every layer checks β here, so "positive and finite" means the same in ``numerics``, the
+samplers, the estimator and the command. This module imports nothing from disco: it belongs to
+the lowest layer, beside ``numerics``.
 """
 
 from __future__ import annotations

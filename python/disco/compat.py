@@ -4,7 +4,9 @@ Code written for the original ``disco`` (``disco-generation`` on PyPI, its READM
 notebooks) runs here unchanged. This package's own API stays the primary one; the original's
 documented forms are thin aliases onto it. None of them warns. The translation of the original's
 keywords happens in this module only (:func:`tuner_arguments`, :func:`constrain_arguments`,
-:func:`lm_arguments`, :func:`accepts_tuner`); the alias modules re-export existing classes.
+:func:`lm_arguments`, :func:`original_logger_arguments`); the original's module paths are
+made from one table in :mod:`disco._aliases`, which also lists the core's only (lazy)
+references to this layer.
 
 Module paths (each a re-export)
     ``disco.distributions.lm_distribution`` (``LMDistribution``, ``TextSample``),
@@ -47,15 +49,16 @@ Tuner keywords (:data:`TUNER_SETTINGS`)
 The original's objects one level down
     ``LMDistribution.network`` / ``.params`` / ``.scorable`` / ``.nature``
     (:func:`original_attribute`), ``BaseDistribution(score_fn)``
-    (:func:`scored_base_distribution`), ``BaseTunerObserver`` (its events carried by a logger),
+    (:func:`scored_base_distribution`), ``BaseTunerObserver`` (in :mod:`disco._compat_observer`;
+    its events carried by a logger),
     and the generic ``Tuner(model, target, ...)`` with the original's setting names
     (:func:`tuner_arguments`).
 
-The core's only references to this module are lazy, made on first use where the original's
-path or name is a core one: ``BaseDistribution.__new__``, ``LMDistribution.__getattr__``,
-``disco.tuners.loggers.base.__getattr__`` and ``Tuner.__init__`` (for the original's spellings).
+The core's only references to this layer are lazy, made on first use of one of the original's
+spellings where its path or name is a core one; :data:`disco._aliases.UPWARD_REFERENCES` lists
+them, and the import-layer test allows no others.
 
-Loggers attached by construction (:func:`accepts_tuner`)
+Loggers attached by construction (:func:`original_logger_arguments`)
     ``ConsoleLogger(tuner)``, ``JSONLogger(tuner, project, name)`` (writes
     ``$DISCO_SAVE_PATH/project/name.jsonl``, the working directory when the variable is unset),
     ``WandBLogger(tuner, project, name)``, ``NeptuneLogger(tuner, project, name, api_token=...)``
@@ -70,16 +73,17 @@ import functools
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any
 
 __all__ = [
     "CONSTRAIN_SETTINGS",
     "TUNER_SETTINGS",
-    "accepts_tuner",
     "constrain_arguments",
-    "is_tuner",
     "lm_arguments",
     "named_features",
+    "original_attribute",
+    "original_logger_arguments",
+    "scored_base_distribution",
     "tuner_arguments",
 ]
 
@@ -239,13 +243,6 @@ def lm_arguments(model: Any, auto: Any, kwargs: dict[str, Any]) -> tuple[Any, An
     return model, auto
 
 
-def is_tuner(obj: Any) -> bool:
-    """Whether ``obj`` is a tuner (the original loggers took one as first argument)."""
-    from disco.tuners.tuner import Tuner
-
-    return isinstance(obj, Tuner)
-
-
 def _original_json(
     project: str, name: str, path: str | os.PathLike[str] | None = None
 ) -> dict[str, Any]:
@@ -267,42 +264,44 @@ def _original_mlflow(project: str = "disco", name: str | None = None) -> dict[st
     return {"experiment_name": project, "run_name": name}
 
 
-_LOGGER_FORMS: dict[str, Callable[..., dict[str, Any]]] = {
-    "ConsoleLogger": lambda: {},
-    "JSONLogger": _original_json,
-    "WandBLogger": _original_wandb,
-    "NeptuneLogger": _original_neptune,
-    "MLflowLogger": _original_mlflow,
-}
+@functools.cache
+def _logger_forms() -> dict[type, Callable[..., dict[str, Any]]]:
+    """Each logger class with the original's form, and its translation to the native keywords."""
+    from disco.tuners.loggers import (
+        ConsoleLogger,
+        JSONLogger,
+        MLflowLogger,
+        NeptuneLogger,
+        WandBLogger,
+    )
+
+    return {
+        ConsoleLogger: lambda: {},
+        JSONLogger: _original_json,
+        WandBLogger: _original_wandb,
+        NeptuneLogger: _original_neptune,
+        MLflowLogger: _original_mlflow,
+    }
 
 
-def _logger_form(logger: Any) -> Callable[..., dict[str, Any]]:
-    for cls in type(logger).__mro__:
-        if cls.__name__ in _LOGGER_FORMS:
-            return _LOGGER_FORMS[cls.__name__]
-    raise TypeError(f"{type(logger).__name__} has no original-disco form Logger(tuner, ...)")
+def original_logger_arguments(
+    logger: Any, tuner: Any, args: Sequence[Any], kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """The native keywords of the original's ``Logger(tuner, *args, **kwargs)``.
 
-
-_Init = TypeVar("_Init", bound=Callable[..., None])
-
-
-def accepts_tuner(init: _Init) -> _Init:
-    """Let a logger's ``__init__`` also take the original form ``Logger(tuner, ...)``.
-
-    Called that way, the original's arguments are translated to the native ones and the logger
-    is appended to ``tuner.loggers``, so the tuner starts, feeds and closes it.
+    Appends ``logger`` to ``tuner.loggers``, so the tuner starts, feeds and closes it.
     """
+    from disco.tuners.tuner import Tuner
 
-    @functools.wraps(init)
-    def init_either_way(self: Any, *args: Any, **kwargs: Any) -> None:
-        if args and is_tuner(args[0]):
-            tuner = args[0]
-            init(self, **_logger_form(self)(*args[1:], **kwargs))
-            tuner.loggers.append(self)
-        else:
-            init(self, *args, **kwargs)
-
-    return cast(_Init, init_either_way)
+    if not isinstance(tuner, Tuner):
+        raise TypeError(f"{type(logger).__name__}: {tuner!r} is not a tuner")
+    forms = _logger_forms()
+    form = next((forms[c] for c in type(logger).__mro__ if c in forms), None)
+    if form is None:
+        raise TypeError(f"{type(logger).__name__} has no original-disco form Logger(tuner, ...)")
+    native = form(*args, **kwargs)
+    tuner.loggers.append(logger)
+    return native
 
 
 # --- the original's objects one level down -------------------------------------------------------
@@ -367,140 +366,3 @@ def _scored_base_distribution() -> type:
 
 #: The class behind ``BaseDistribution(score_fn)``, made on first use (it subclasses the core's).
 scored_base_distribution = functools.cache(_scored_base_distribution)
-
-
-class BaseTunerObserver:
-    """The original's tuner observer: subclass it and override the ``on_...`` events.
-
-    ``BaseTunerObserver(tuner)`` subscribes to the tuner's events, carried by a logger added to
-    ``tuner.loggers``; it is a context manager (``with MyObserver(tuner): tuner.tune()``).
-    Events, with the original's arguments:
-
-    - ``on_parameters_updated(params)`` once per ``tune()``: the settings, under this
-      package's names and the original's (``n_gradient_steps``, ``scoring_size``, ...);
-    - ``on_step_idx_updated(s)`` before step ``s`` (from 0), ``on_ministep_idx_updated(k)``
-      before each scoring batch ``k`` of a context, and ``on_eval_samples_updated(context,
-      samples, proposal_log_scores, model_log_scores, target_log_scores)`` with that batch;
-    - ``on_metric_updated(name, value)`` for every metric of a step under this package's names
-      (``kl_target_policy``, ``moment/<name>``, ``loss``, ...) and ``z``; and every
-      ``divergence_evaluation_interval`` steps the means over those steps under the original's
-      names: ``kl_target_model`` (likewise ``tv_``, ``js_``), ``kl_model_base``, and per
-      feature ``<name>_proposal`` (its mean over the proposal's samples) and ``<name>_target``
-      (its moment under the model, ``moment/<name>``). ``kl_target_proposal`` (``tv_``,
-      ``js_``) and ``loss`` have the same name in both and come every step.
-    """
-
-    def __init__(self, tuner: Any) -> None:
-        tuner.loggers.append(_ObserverLogger(self, tuner))
-
-    def __enter__(self) -> BaseTunerObserver:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-    def on_parameters_updated(self, params: dict[str, Any]) -> None:
-        pass
-
-    def on_metric_updated(self, name: str, value: Any) -> None:
-        pass
-
-    def on_step_idx_updated(self, s: int) -> None:
-        pass
-
-    def on_ministep_idx_updated(self, s: int) -> None:
-        pass
-
-    def on_eval_samples_updated(
-        self,
-        context: Any,
-        samples: Any,
-        proposal_log_scores: Any,
-        model_log_scores: Any,
-        target_log_scores: Any,
-    ) -> None:
-        pass
-
-
-#: This package's per-step metrics and the original's names for their interval means.
-_INTERVAL_NAMES = {
-    **{f"{m}_target_policy": f"{m}_target_model" for m in ("kl", "tv", "js")},
-    "kl_policy_base": "kl_model_base",
-}
-
-
-class _ObserverLogger:
-    """A logger that turns the tuner's calls into a :class:`BaseTunerObserver`'s events."""
-
-    def __init__(self, observer: BaseTunerObserver, tuner: Any) -> None:
-        self.observer = observer
-        self.tuner = tuner
-        self._reset()
-
-    def _reset(self) -> None:
-        self.step: int | None = None
-        self.batch: tuple[Any, int] = (None, 0)
-        self.window: list[Mapping[str, float]] = []
-        self.proposal_sums: dict[str, list[float]] = {}
-
-    def _announce(self, step: int) -> None:
-        if step != self.step:
-            self.step = step
-            self.batch = (None, 0)
-            self.observer.on_step_idx_updated(step - 1)
-
-    def start(self, config: Mapping[str, Any]) -> None:
-        self._reset()
-        params = dict(config)
-        for original, ours in TUNER_SETTINGS.items():
-            if ours in params:
-                params.setdefault(original, params[ours])
-        self.observer.on_parameters_updated(params)
-
-    def log_batch(
-        self, step: int, context: Any, samples: Any, log_scores: Mapping[str, Any]
-    ) -> None:
-        self._announce(step)
-        last, k = self.batch
-        k = k if last == context or last is None else 0
-        self.batch = (context, k + 1)
-        self.observer.on_ministep_idx_updated(k)
-        self.observer.on_eval_samples_updated(
-            context, samples, log_scores["proposal"], log_scores["policy"], log_scores["target"]
-        )
-        for feature in self.tuner.config.features:
-            name = getattr(feature, "name", repr(feature))
-            values = feature.score(samples, context).double()
-            total = self.proposal_sums.setdefault(name, [0.0, 0.0])
-            total[0] += float(values.sum())
-            total[1] += values.numel()
-
-    def log(self, step: int, metrics: Mapping[str, float | int]) -> None:
-        import math
-
-        self._announce(step)
-        for name, value in metrics.items():
-            self.observer.on_metric_updated(name, value)
-        if "log_z" in metrics:
-            self.observer.on_metric_updated("z", math.exp(metrics["log_z"]))
-        self.window.append(metrics)
-        if step % self.tuner.config.proposal_update_interval:
-            return
-        for ours, original in _INTERVAL_NAMES.items():
-            values = [m[ours] for m in self.window if ours in m]
-            if values:
-                self.observer.on_metric_updated(original, sum(values) / len(values))
-        for name, (total, count) in self.proposal_sums.items():
-            if count:
-                self.observer.on_metric_updated(f"{name}_proposal", total / count)
-            values = [m[f"moment/{name}"] for m in self.window if f"moment/{name}" in m]
-            if values:
-                self.observer.on_metric_updated(f"{name}_target", sum(values) / len(values))
-        self.window = []
-        self.proposal_sums = {}
-
-    def log_samples(self, step: int, samples: Sequence[Mapping[str, Any]]) -> None:
-        pass
-
-    def close(self) -> None:
-        pass

@@ -28,6 +28,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from disco._calls import draw_batch
+
 __all__ = [
     "Chunk",
     "World",
@@ -141,8 +143,6 @@ def draw_chunk(proposal: Any, chunk: Chunk) -> tuple[list[Any], npt.NDArray[np.f
     The one way disco draws a fixed number of samples for a context: batches are checked (an
     empty batch is an error, never an endless loop) and the stream is seeded by the chunk's key.
     """
-    from disco.samplers._common import draw_batch  # the samplers import this module
-
     samples: list[Any] = []
     log_q: list[npt.NDArray[np.float64]] = []
     with keyed_random(proposal, chunk.seed):

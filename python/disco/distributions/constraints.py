@@ -20,7 +20,6 @@ from tqdm.auto import tqdm
 
 from disco import numerics
 from disco._calls import call_log_score
-from disco.compat import constrain_arguments
 from disco.distributed import Chunk, current_world, draw_chunk, plan_chunks, shared_seed
 from disco.distributions.contexts import resolve_contexts
 from disco.scorers.base import (
@@ -99,12 +98,6 @@ def _split(
     return distributional, targets, pointwise
 
 
-def _no_fit(pointwise: list[str]) -> FitReport:
-    """The report of a target with pointwise factors only: nothing was fitted."""
-    zero = np.zeros(0)
-    return FitReport([], zero, zero, zero, 0.0, 0, math.nan, math.nan, 0, pointwise)
-
-
 def constrain(
     base: Any,
     features: Sequence[Scorer | Callable[..., Any]],
@@ -176,103 +169,35 @@ def constrain(
         The solver did not converge within ``max_iterations``.
     """
     if original_keywords:  # the original's names for n_contexts and max_iterations
+        from disco.compat import constrain_arguments
+
         translated = constrain_arguments(original_keywords)
         n_contexts = translated.get("n_contexts", n_contexts)
         max_iterations = translated.get("max_iterations", max_iterations)
     features = as_list(features, "features")
-    if moments is not None:
-        moments = as_list(moments, "moments")
     if moments is None:
         factors = [as_scorer(f, k) for k, f in enumerate(features)]
-        ebm = Product(base, *factors)
-        ebm.fit_report = _no_fit([f.name for f in factors])
-        return ebm
-    distributional, targets, pointwise = _split(features, moments)
-    pointwise_names = [p.name for p in pointwise]
+        return _unfitted(Product(base, *factors), [f.name for f in factors])
+    distributional, targets, pointwise = _split(features, as_list(moments, "moments"))
     if not distributional:
-        ebm = Product(base, *pointwise)
-        ebm.fit_report = _no_fit(pointwise_names)
-        return ebm
-
-    exponential = ExponentialScorer(distributional, np.zeros(len(distributional)))
-
-    def weighed(xs: list[Any], ctx: Any, log_q: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """Feature rows and importance log-weights ``log a + log b - log q`` of samples."""
-        log_a = call_log_score(base, xs, ctx).detach().to("cpu", torch.float64)
-        log_b = (
-            Product(*pointwise).log_score(xs, ctx)
-            if pointwise
-            else torch.zeros(len(xs), dtype=torch.float64)
-        )
-        lw = torch.where(
-            log_b == -math.inf, torch.full_like(log_a, -math.inf), log_a + log_b - log_q
-        )
-        return exponential.feature_matrix(xs, ctx).numpy(), lw.numpy()
-
+        return _unfitted(Product(base, *pointwise), [p.name for p in pointwise])
+    weigh = _Weighing(base, pointwise, ExponentialScorer(distributional, np.zeros(len(targets))))
     if samples is not None:
-        if proposal_log_probs is None:
-            if proposal is None:
-                raise ValueError(
-                    "samples were given without proposal_log_probs or a proposal to score them"
-                )
-            proposal_log_probs = call_log_score(proposal, samples, context)
-        given = torch.as_tensor(numerics.as_vector(proposal_log_probs, "proposal_log_probs"))
-        if len(samples) != given.numel():
-            raise ValueError(
-                f"length mismatch: {len(samples)} samples but {given.numel()} proposal_log_probs"
-            )
-        if not len(samples):
-            raise ValueError(f"no samples for context {context!r}")
-        context_list: list[Any] = [context]
-        parts = [weighed(list(samples), context, given)]
-        positions = [0]
+        rows = _given_rows(weigh, samples, proposal_log_probs, proposal, context)
     else:
-        context_list = resolve_contexts(
+        contexts = resolve_contexts(
             context, contexts, context_distribution, n_contexts, single_once=True
         )
-        world = current_world()
-        context_list = world.broadcast(context_list)  # every rank fits the same contexts
-        chunks = plan_chunks(
-            context_list,
-            max(1, n_samples // len(context_list)),
-            sampling_size,
-            shared_seed(seed, world),
-            "constrain",
-        )
-        bar = tqdm(
-            total=sum(c.size for c in world.mine(chunks)),
-            desc="constrain: sampling",
-            disable=not (progress and world.is_main),
-            leave=False,
-        )
-
-        def fit_rows(chunk: Chunk) -> tuple[np.ndarray, np.ndarray]:
-            xs, log_q = draw_chunk(proposal or base, chunk)
-            bar.update(len(xs))
-            return weighed(xs, chunk.context, torch.from_numpy(log_q))
-
-        with bar:
-            parts = world.gather_chunks(chunks, fit_rows)  # in chunk order on every rank
-        positions = [c.position for c in chunks]
-    phi = np.concatenate([rows for rows, _ in parts])
-    lw_all = np.concatenate([lw for _, lw in parts])
-    groups = (
-        np.concatenate(
-            [np.full(len(lw), g, dtype=np.int64) for g, (_, lw) in zip(positions, parts)]
-        )
-        if len(context_list) > 1
-        else None
-    )
-
-    names = [f.name for f in distributional]
+        draw = _Draw(proposal or base, n_samples, sampling_size, seed, progress)
+        rows = draw.rows(weigh, contexts)
     fit = numerics.fit_coefficients(
-        phi,
+        rows.phi,
         np.asarray(targets),
-        log_weights=lw_all,
-        groups=groups,
+        log_weights=rows.log_weights,
+        groups=rows.groups,
         tolerance=tolerance,
         max_iterations=max_iterations,
-        feature_names=names,
+        feature_names=[f.name for f in distributional],
     )
     ebm = Product(base, *pointwise, ExponentialScorer(distributional, fit.coefficients))
     ebm.fit_report = FitReport(
@@ -284,7 +209,118 @@ def constrain(
         iterations=int(fit.iterations),
         ess=float(fit.ess),
         log_z=float(fit.log_z),
-        n_samples=int(phi.shape[0]),
-        pointwise=pointwise_names,
+        n_samples=int(rows.phi.shape[0]),
+        pointwise=[p.name for p in pointwise],
     )
     return ebm
+
+
+def _unfitted(ebm: Product, pointwise: list[str]) -> Product:
+    """``ebm`` with the report of a target that has pointwise factors only: nothing was fitted."""
+    zero = np.zeros(0)
+    ebm.fit_report = FitReport([], zero, zero, zero, 0.0, 0, math.nan, math.nan, 0, pointwise)
+    return ebm
+
+
+@dataclass
+class _Weighing:
+    """Scores samples for the fit: the base ``a``, the pointwise factors ``b`` and the features."""
+
+    base: Any
+    pointwise: list[BooleanScorer]
+    exponential: ExponentialScorer
+
+    def __call__(
+        self, xs: list[Any], ctx: Any, log_q: torch.Tensor
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Feature rows and importance log-weights ``log a + log b - log q`` of samples."""
+        log_a = call_log_score(self.base, xs, ctx).detach().to("cpu", torch.float64)
+        log_b = (
+            Product(*self.pointwise).log_score(xs, ctx)
+            if self.pointwise
+            else torch.zeros(len(xs), dtype=torch.float64)
+        )
+        lw = torch.where(
+            log_b == -math.inf, torch.full_like(log_a, -math.inf), log_a + log_b - log_q
+        )
+        return self.exponential.feature_matrix(xs, ctx).numpy(), lw.numpy()
+
+
+@dataclass
+class _Rows:
+    """The fit's inputs: feature rows, their log-weights, and each row's context (or None)."""
+
+    phi: np.ndarray
+    log_weights: np.ndarray
+    groups: np.ndarray | None
+
+    @classmethod
+    def of(cls, parts: list[tuple[np.ndarray, np.ndarray]], positions: list[int]) -> _Rows:
+        """The rows of ``parts`` in order, ``parts[j]`` from the context at ``positions[j]``."""
+        groups = (
+            np.concatenate(
+                [np.full(len(lw), g, dtype=np.int64) for g, (_, lw) in zip(positions, parts)]
+            )
+            if len(set(positions)) > 1
+            else None
+        )
+        phi = np.concatenate([rows for rows, _ in parts])
+        return cls(phi, np.concatenate([lw for _, lw in parts]), groups)
+
+
+def _given_rows(
+    weigh: _Weighing, samples: Sequence[Any], proposal_log_probs: Any, proposal: Any, context: Any
+) -> _Rows:
+    """The rows of precomputed samples of one context."""
+    if proposal_log_probs is None:
+        if proposal is None:
+            raise ValueError(
+                "samples were given without proposal_log_probs or a proposal to score them"
+            )
+        proposal_log_probs = call_log_score(proposal, samples, context)
+    given = torch.as_tensor(numerics.as_vector(proposal_log_probs, "proposal_log_probs"))
+    if len(samples) != given.numel():
+        raise ValueError(
+            f"length mismatch: {len(samples)} samples but {given.numel()} proposal_log_probs"
+        )
+    if not len(samples):
+        raise ValueError(f"no samples for context {context!r}")
+    return _Rows.of([weigh(list(samples), context, given)], [0])
+
+
+@dataclass
+class _Draw:
+    """Draws the fit's samples in chunks, shared out over the processes of a run."""
+
+    proposal: Any
+    n_samples: int
+    sampling_size: int
+    seed: int | None
+    progress: bool
+
+    def rows(self, weigh: _Weighing, contexts: list[Any]) -> _Rows:
+        """The rows of ``n_samples`` draws split over ``contexts``, in chunk order on every rank."""
+        world = current_world()
+        contexts = world.broadcast(contexts)  # every rank fits the same contexts
+        chunks = plan_chunks(
+            contexts,
+            max(1, self.n_samples // len(contexts)),
+            self.sampling_size,
+            shared_seed(self.seed, world),
+            "constrain",
+        )
+        bar = tqdm(
+            total=sum(c.size for c in world.mine(chunks)),
+            desc="constrain: sampling",
+            disable=not (self.progress and world.is_main),
+            leave=False,
+        )
+
+        def fit_rows(chunk: Chunk) -> tuple[np.ndarray, np.ndarray]:
+            xs, log_q = draw_chunk(self.proposal, chunk)
+            bar.update(len(xs))
+            return weigh(xs, chunk.context, torch.from_numpy(log_q))
+
+        with bar:
+            parts = world.gather_chunks(chunks, fit_rows)
+        return _Rows.of(parts, [c.position for c in chunks])

@@ -22,18 +22,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from disco.compat import lm_arguments
+from disco.distributions.adapters import AdaptersDisabled
 from disco.distributions.base import BaseDistribution, TextSample, TokenIds
 from disco.distributions.lm_runner import ModelRunner, chunks
 from disco.distributions.loading import (
-    CAUSAL,
-    SEQ2SEQ,
     check_generate_kwargs,
     forward_accepts,
-    load_model,
-    load_tokenizer,
+    open_model,
     read_special_tokens,
-    tokenizer_source,
 )
 from disco.distributions.warp import MIN_TEMPERATURE, Warp, warp_logits
 
@@ -111,58 +107,34 @@ class LMDistribution(ModelRunner, BaseDistribution):
         model_kwargs: dict[str, Any] | None = None,
         **generate_kwargs: Any,
     ) -> None:
-        model, auto = lm_arguments(model, auto, generate_kwargs)  # network=, nature= (original)
+        if "network" in generate_kwargs or "nature" in generate_kwargs:
+            from disco.compat import lm_arguments  # the original's names for model and auto
+
+            model, auto = lm_arguments(model, auto, generate_kwargs)
         self._is_default = model is None
         self.model_name: str | None = (
             os.fspath(model) if isinstance(model, (str, os.PathLike)) else None
         )
-        if model is None:
-            model = _default_model()
-        model_kwargs = dict(model_kwargs or {})
         tokens = check_generate_kwargs(generate_kwargs)
-        if "max_new_tokens" in generate_kwargs:
-            length = generate_kwargs["max_new_tokens"]
-        self.length = self._check_length(length)
+        self.length = self._check_length(generate_kwargs.get("max_new_tokens", length))
         self.warp = Warp(temperature, top_k, top_p)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
         self.batch_size = batch_size
-
-        loaded_here = isinstance(model, (str, os.PathLike))
-        if loaded_here:
-            name = os.fspath(model)
-            model, self.is_seq2seq = load_model(name, auto, trust_remote_code, model_kwargs)
-            if tokenizer is None:
-                tokenizer = tokenizer_source(name)
-        else:
-            self.is_seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
-            if auto in (CAUSAL, SEQ2SEQ) and (auto == SEQ2SEQ) != self.is_seq2seq:
-                kind = SEQ2SEQ if self.is_seq2seq else CAUSAL
-                raise ValueError(f"auto={auto!r}, but the model passed in is {kind}")
-            if tokenizer is None:
-                tokenizer = getattr(model.config, "_name_or_path", None) or getattr(
-                    model, "name_or_path", None
-                )
-                if not tokenizer:
-                    raise ValueError("pass the tokenizer of a model that was loaded in memory")
-        if isinstance(tokenizer, (str, os.PathLike)):
-            tokenizer = load_tokenizer(os.fspath(tokenizer), trust_remote_code, model_kwargs)
-        self.model = model
-        self.tokenizer = tokenizer
-
+        loaded_here = model is None or isinstance(model, (str, os.PathLike))
+        self.model, self.tokenizer, self.is_seq2seq = open_model(
+            _default_model() if model is None else model,
+            tokenizer,
+            auto,
+            trust_remote_code,
+            dict(model_kwargs or {}),
+        )
         self.model.eval()
         self._trainable = [p.requires_grad for p in self.model.parameters()]
         if freeze:
             self.freeze()
         self._place(device, loaded_here)
-        special = read_special_tokens(self.model, self.tokenizer, tokens, self.is_seq2seq)
-        self.vocab_size = special.vocab_size
-        self.eos_token_ids = special.eos_token_ids
-        self.pad_token_id = special.pad_token_id
-        self.bos_token_id = special.bos_token_id
-        self.decoder_prefix = special.decoder_prefix
-        self._use_position_ids = not self.is_seq2seq and forward_accepts(model, "position_ids")
-        self._use_logits_to_keep = not self.is_seq2seq and forward_accepts(model, "logits_to_keep")
+        self._read_special_tokens(tokens)
 
     # ------------------------------------------------------------------ construction helpers
 
@@ -172,10 +144,17 @@ class LMDistribution(ModelRunner, BaseDistribution):
             raise ValueError(f"length must be a positive integer; got {length!r}")
         return length
 
-    @staticmethod
-    def _check_warp(temperature: Any, top_k: Any, top_p: Any) -> Warp:
-        """Deprecated: build a :class:`~disco.distributions.warp.Warp`, which checks itself."""
-        return Warp(temperature, top_k, top_p)
+    def _read_special_tokens(self, tokens: dict[str, Any]) -> None:
+        """The vocabulary size, EOS, pad, BOS and decoder prefix, and what ``forward`` accepts."""
+        special = read_special_tokens(self.model, self.tokenizer, tokens, self.is_seq2seq)
+        self.vocab_size = special.vocab_size
+        self.eos_token_ids = special.eos_token_ids
+        self.pad_token_id = special.pad_token_id
+        self.bos_token_id = special.bos_token_id
+        self.decoder_prefix = special.decoder_prefix
+        causal = not self.is_seq2seq
+        self._use_position_ids = causal and forward_accepts(self.model, "position_ids")
+        self._use_logits_to_keep = causal and forward_accepts(self.model, "logits_to_keep")
 
     def _place(self, device: str | torch.device, loaded_here: bool) -> None:
         device_map = getattr(self.model, "hf_device_map", None)
@@ -267,7 +246,7 @@ class LMDistribution(ModelRunner, BaseDistribution):
             raise ValueError(
                 "without_adapters() needs a peft-wrapped model (one with disable_adapter())"
             )
-        return _AdaptersDisabled(self)
+        return AdaptersDisabled(self)
 
     def to(self, device: str | torch.device) -> LMDistribution:
         """Move the model to ``device``; return ``self``."""
@@ -514,30 +493,3 @@ class LMDistribution(ModelRunner, BaseDistribution):
                     f"samples[{c}][{i}]: its token ids decode to {text!r}, not to its text "
                     f"{s.text!r}: was it made with another tokenizer?"
                 )
-
-
-class _AdaptersDisabled(BaseDistribution):
-    """A view of a peft-wrapped ``LMDistribution`` that samples and scores with adapters off."""
-
-    def __init__(self, lm: LMDistribution) -> None:
-        self.lm = lm
-        self.name = "base (adapters disabled)"
-
-    def sample(self, context: Any = "", sampling_size: int = 32) -> tuple[list[Any], torch.Tensor]:
-        """Sample from the base weights."""
-        with self.lm.model.disable_adapter():
-            return self.lm.sample(context, sampling_size)
-
-    def log_score(
-        self, samples: Sequence[Any], context: Any = "", grad: bool = False
-    ) -> torch.Tensor:
-        """Log-probabilities under the base weights."""
-        with self.lm.model.disable_adapter():
-            return self.lm.log_score(samples, context, grad=grad)
-
-    def log_score_batch(
-        self, samples: Sequence[Sequence[Any]], contexts: Sequence[Any], grad: bool = False
-    ) -> torch.Tensor:
-        """Batched log-probabilities under the base weights."""
-        with self.lm.model.disable_adapter():
-            return self.lm.log_score_batch(samples, contexts, grad=grad)

@@ -27,6 +27,7 @@ __all__ = [
     "forward_accepts",
     "load_model",
     "load_tokenizer",
+    "open_model",
     "read_special_tokens",
     "tokenizer_source",
 ]
@@ -197,6 +198,35 @@ def load_tokenizer(name: str, trust_remote_code: bool, model_kwargs: dict[str, A
         return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, **hub)
     except (OSError, ValueError) as err:
         raise _load_error("tokenizer", name, err) from err
+
+
+def open_model(
+    model: Any, tokenizer: Any, auto: Any, trust_remote_code: bool, model_kwargs: dict[str, Any]
+) -> tuple[Any, Any, bool]:
+    """The model, its tokenizer and whether it is seq2seq, from names or loaded objects.
+
+    A name or folder is loaded (its tokenizer too, unless given); a model passed in must agree
+    with ``auto`` and brings its tokenizer's name in its config unless one is given.
+    """
+    if isinstance(model, (str, os.PathLike)):
+        name = os.fspath(model)
+        model, is_seq2seq = load_model(name, auto, trust_remote_code, model_kwargs)
+        if tokenizer is None:
+            tokenizer = tokenizer_source(name)
+    else:
+        is_seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
+        if auto in (CAUSAL, SEQ2SEQ) and (auto == SEQ2SEQ) != is_seq2seq:
+            kind = SEQ2SEQ if is_seq2seq else CAUSAL
+            raise ValueError(f"auto={auto!r}, but the model passed in is {kind}")
+        if tokenizer is None:
+            tokenizer = getattr(model.config, "_name_or_path", None) or getattr(
+                model, "name_or_path", None
+            )
+            if not tokenizer:
+                raise ValueError("pass the tokenizer of a model that was loaded in memory")
+    if isinstance(tokenizer, (str, os.PathLike)):
+        tokenizer = load_tokenizer(os.fspath(tokenizer), trust_remote_code, model_kwargs)
+    return model, tokenizer, is_seq2seq
 
 
 def _ids(value: Any) -> list[int]:

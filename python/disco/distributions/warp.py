@@ -65,7 +65,8 @@ def warp_logits(
     return logits if keep is None else logits.masked_fill(~keep, -math.inf)
 
 
-def _is_number(value: Any) -> bool:
+def _is_real(value: Any) -> bool:
+    """A real number, booleans excluded (``True`` is no temperature)."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
@@ -103,7 +104,7 @@ class Warp:
 
     def __post_init__(self) -> None:
         temperature, top_k, top_p = self.temperature, self.top_k, self.top_p
-        if not (_is_number(temperature) and _is_number(top_p)):
+        if not (_is_real(temperature) and _is_real(top_p)):
             raise ValueError(
                 f"temperature and top_p must be numbers; got {temperature!r}, {top_p!r}"
             )

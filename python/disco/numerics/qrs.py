@@ -10,12 +10,14 @@ import numpy as np
 import numpy.typing as npt
 
 from disco import _core
+from disco._beta import check_betas
 from disco.numerics._convert import (
     ArrayLike,
     BoolArray,
     FloatArray,
     _as_scalar,
     _at_most_1d,
+    _scalar_input,
     _to_float64,
     as_matrix,
     as_vector,
@@ -29,15 +31,8 @@ def _log_betas(betas: ArrayLike | None, log_betas: ArrayLike | None) -> FloatArr
     if log_betas is not None:
         return _at_most_1d(log_betas, "log_betas")
     values = _at_most_1d(betas, "betas")
-    bad = np.flatnonzero(~(np.isfinite(values) & (values > 0)))
-    if bad.size:
-        i = int(bad[0])
-        raise ValueError(f"betas[{i}] is {values[i]}: beta must be positive and finite")
+    check_betas(values)
     return np.log(values)
-
-
-def _scalar_input(x: ArrayLike | None) -> bool:
-    return x is not None and np.ndim(x.detach().cpu().numpy() if hasattr(x, "detach") else x) == 0
 
 
 @dataclass(frozen=True)

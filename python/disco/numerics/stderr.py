@@ -20,6 +20,7 @@ from typing import NamedTuple
 import numpy as np
 
 from disco import _core
+from disco._beta import check_beta
 from disco.numerics._convert import (
     ArrayLike,
     FloatArray,
@@ -161,10 +162,7 @@ def qrs_point(
     if (beta is None) == (log_beta is None):
         raise ValueError("give exactly one of beta and log_beta")
     if beta is not None:
-        b = _as_scalar(beta, "beta")
-        if not (np.isfinite(b) and b > 0):
-            raise ValueError(f"beta is {b}: beta must be positive and finite")
-        lb = float(np.log(b))
+        lb = float(np.log(check_beta(_as_scalar(beta, "beta"))))
     else:
         lb = _as_scalar(log_beta, "log_beta")
     lr = as_vector(log_ratios, "log_ratios")

@@ -6,14 +6,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import torch
 
-from disco import numerics
-from disco._calls import call_log_score, call_sample
+from disco._calls import FloatArray, call_log_score, log_scores
 from disco.distributions.contexts import resolve_contexts
-
-FloatArray = npt.NDArray[np.float64]
 
 
 class Samples(tuple):
@@ -59,18 +55,6 @@ class Samples(tuple):
         return self.proposal_log_scores
 
 
-def log_scores(values: Any, name: str, n: int, who: str) -> FloatArray:
-    """``values`` as float64 numpy of length ``n``; NaN and ``+inf`` refused, naming ``name[i]``."""
-    array = numerics.as_vector(values, name)
-    if array.shape[0] != n:
-        raise ValueError(f"length mismatch: {who} gave {array.shape[0]} {name} for {n} samples")
-    bad = np.flatnonzero(np.isnan(array) | (array == np.inf))
-    if bad.size:
-        i = int(bad[0])
-        raise ValueError(f"{name}[{i}] is {array[i]} ({who}): log-scores must be finite or -inf")
-    return array
-
-
 def log_ratios(target: FloatArray, proposal: FloatArray) -> FloatArray:
     """``log P - log q`` per sample, exactly ``-inf`` where the target is zero.
 
@@ -94,17 +78,6 @@ def context_key(context: Any) -> Any:
     except TypeError:
         return ("unhashable", repr(context))
     return context
-
-
-def draw_batch(proposal: Any, context: Any, size: int) -> tuple[list[Any], FloatArray]:
-    """One batch from ``proposal.sample``, checked: non-empty and one log-probability per sample."""
-    samples, log_q = call_sample(proposal, context, size)
-    samples = list(samples)
-    if not samples:
-        raise ValueError(
-            f"the proposal returned an empty batch for context {context!r} (asked for {size})"
-        )
-    return samples, log_scores(log_q, "proposal_log_scores", len(samples), "the proposal")
 
 
 def score_target(target: Any, samples: Sequence[Any], context: Any) -> FloatArray:

@@ -7,7 +7,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from disco.samplers._common import at_least_one, draw_batch
+from disco._calls import draw_batch
+from disco.samplers._common import at_least_one
 
 __all__ = ["AccumulationSampler"]
 

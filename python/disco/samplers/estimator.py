@@ -331,7 +331,7 @@ class QRSEstimator:
         per = [g.index.curve(betas, log_betas=log_betas, js=js) for g in self._groups]
         moments = None
         if features is not None:
-            many = isinstance(features, (list, tuple)) and not _is_number(features[0])
+            many = isinstance(features, (list, tuple)) and not _is_one_value(features[0])
             feats = list(features) if many else [features]
             columns = []
             for k, g in enumerate(self._groups):
@@ -426,8 +426,8 @@ class QRSEstimator:
         return values
 
 
-def _is_number(x: Any) -> bool:
-    """A plain number (so a list of them is one feature's values, not a list of features)."""
+def _is_one_value(x: Any) -> bool:
+    """One feature value (so a list of them is one feature's values, not a list of features)."""
     return isinstance(x, (int, float, np.number))
 
 

@@ -4,22 +4,37 @@ from __future__ import annotations
 
 from typing import Any
 
-from disco.compat import tuner_arguments
-from disco.tuners.losses import JSLoss
+from disco.distributions.base import Distribution
+from disco.tuners.losses import FDivergenceLoss, JSLoss
 from disco.tuners.tuner import Tuner
 
 __all__ = ["CDPGTuner", "DPGTuner", "FCDPGTuner", "FDPGTuner"]
 
 
+def _settings(target: Any, third: str, value: Any, settings: dict[str, Any]) -> dict[str, Any]:
+    """The tuner's keywords from a front end's third argument (named ``third``) and the others.
+
+    The original disco put a proposal (or a loss) in third place; such a value, recognised by
+    its type, is translated by the alias layer, imported on that first use only.
+    """
+    if isinstance(value, Distribution | FDivergenceLoss):
+        from disco.compat import tuner_arguments
+
+        return tuner_arguments(target, [value], settings, third)
+    if value is not None:
+        settings[third] = value
+    return settings
+
+
 class DPGTuner(Tuner):
     """Distributional Policy Gradient: forward ``KL(p ‖ pi)`` for one context.
 
-    ``DPGTuner(policy, target, context, **settings)``; the original disco's forms (a proposal
-    third, its setting names) are accepted too (see :mod:`disco.compat`).
+    ``DPGTuner(policy, target, context, **settings)``, the settings being :class:`Tuner`'s
+    keywords; the original disco's forms (a proposal third, its setting names) work too.
     """
 
-    def __init__(self, policy: Any, target: Any, *args: Any, **kwargs: Any) -> None:
-        super().__init__(policy, target, **tuner_arguments(target, args, kwargs, "context"))
+    def __init__(self, policy: Any, target: Any, context: Any = "", **settings: Any) -> None:
+        super().__init__(policy, target, **_settings(target, "context", context, settings))
 
 
 class CDPGTuner(Tuner):
@@ -29,9 +44,13 @@ class CDPGTuner(Tuner):
     distribution it tunes for the empty context.
     """
 
-    def __init__(self, policy: Any, target: Any, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self, policy: Any, target: Any, context_distribution: Any = None, **settings: Any
+    ) -> None:
         super().__init__(
-            policy, target, **tuner_arguments(target, args, kwargs, "context_distribution")
+            policy,
+            target,
+            **_settings(target, "context_distribution", context_distribution, settings),
         )
 
 
@@ -43,8 +62,10 @@ class FDPGTuner(Tuner):
 
     default_loss = JSLoss
 
-    def __init__(self, policy: Any, target: Any, *args: Any, **kwargs: Any) -> None:
-        super().__init__(policy, target, **tuner_arguments(target, args, kwargs, "loss"))
+    def __init__(
+        self, policy: Any, target: Any, loss: FDivergenceLoss | None = None, **settings: Any
+    ) -> None:
+        super().__init__(policy, target, **_settings(target, "loss", loss, settings))
 
 
 class FCDPGTuner(Tuner):
@@ -56,7 +77,11 @@ class FCDPGTuner(Tuner):
 
     default_loss = JSLoss
 
-    def __init__(self, policy: Any, target: Any, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self, policy: Any, target: Any, context_distribution: Any = None, **settings: Any
+    ) -> None:
         super().__init__(
-            policy, target, **tuner_arguments(target, args, kwargs, "context_distribution")
+            policy,
+            target,
+            **_settings(target, "context_distribution", context_distribution, settings),
         )

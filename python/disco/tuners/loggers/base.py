@@ -3,11 +3,33 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import functools
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar, cast
 
-__all__ = ["Logger", "LoggerList"]
+__all__ = ["Logger", "LoggerList", "takes_original_form"]
+
+_Init = TypeVar("_Init", bound=Callable[..., None])
+
+
+def takes_original_form(init: _Init) -> _Init:
+    """Let a logger's ``__init__`` also take the original disco's form ``Logger(tuner, ...)``.
+
+    A first argument with a ``tune`` method is the original's tuner: the alias layer (imported
+    on that first use only) translates the other arguments and attaches the logger to it.
+    """
+
+    @functools.wraps(init)
+    def init_either_way(self: Any, *args: Any, **kwargs: Any) -> None:
+        if args and callable(getattr(args[0], "tune", None)):
+            from disco.compat import original_logger_arguments
+
+            init(self, **original_logger_arguments(self, args[0], args[1:], kwargs))
+        else:
+            init(self, *args, **kwargs)
+
+    return cast(_Init, init_either_way)
 
 
 class Logger:
@@ -123,7 +145,7 @@ def _call_all(loggers: Sequence[Logger], method: str, *args: Any) -> None:
 def __getattr__(name: str) -> Any:
     # The original disco's observer base class lived here; it belongs to the alias layer.
     if name == "BaseTunerObserver":
-        from disco.compat import BaseTunerObserver
+        from disco._compat_observer import BaseTunerObserver
 
         return BaseTunerObserver
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

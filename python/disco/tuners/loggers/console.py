@@ -11,9 +11,8 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
-from disco.compat import accepts_tuner
 from disco.tuners.loggers._util import metric_value
-from disco.tuners.loggers.base import Logger
+from disco.tuners.loggers.base import Logger, takes_original_form
 
 __all__ = ["DEFAULT_CONSOLE_KEYS", "ConsoleLogger"]
 
@@ -58,7 +57,7 @@ class ConsoleLogger(Logger):
     logger to the tuner.
     """
 
-    @accepts_tuner
+    @takes_original_form
     def __init__(
         self,
         keys: Sequence[str] | None = None,

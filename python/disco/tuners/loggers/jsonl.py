@@ -8,9 +8,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from disco.compat import accepts_tuner
 from disco.tuners.loggers._util import jsonable, metric_value
-from disco.tuners.loggers.base import Logger
+from disco.tuners.loggers.base import Logger, takes_original_form
 
 __all__ = ["JSONLogger", "read_jsonl"]
 
@@ -46,7 +45,7 @@ class JSONLogger(Logger):
     to ``$DISCO_SAVE_PATH`` (the working directory when unset).
     """
 
-    @accepts_tuner
+    @takes_original_form
     def __init__(self, path: str | os.PathLike[str], append: bool = False) -> None:
         self.path = Path(path)
         self.append = append

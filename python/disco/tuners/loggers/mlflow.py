@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from disco.compat import accepts_tuner
 from disco.tuners.loggers._util import exit_status, flatten, jsonable, metric_value, require
-from disco.tuners.loggers.base import Logger
+from disco.tuners.loggers.base import Logger, takes_original_form
 
 __all__ = ["MLFlowLogger", "MLflowLogger"]
 
@@ -61,7 +60,7 @@ class MLflowLogger(Logger):
         If mlflow is not installed (``pip install "disco-control[mlflow]"``).
     """
 
-    @accepts_tuner
+    @takes_original_form
     def __init__(
         self,
         tracking_uri: str | os.PathLike[str] | None = None,

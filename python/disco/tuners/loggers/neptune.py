@@ -6,9 +6,8 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from disco.compat import accepts_tuner
 from disco.tuners.loggers._util import exit_status, jsonable, metric_value, require
-from disco.tuners.loggers.base import Logger
+from disco.tuners.loggers.base import Logger, takes_original_form
 
 __all__ = ["NeptuneLogger"]
 
@@ -47,7 +46,7 @@ class NeptuneLogger(Logger):
         If neptune is not installed (``pip install "disco-control[neptune]"``).
     """
 
-    @accepts_tuner
+    @takes_original_form
     def __init__(
         self,
         project: str | None = None,

@@ -7,9 +7,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from disco.compat import accepts_tuner
 from disco.tuners.loggers._util import exit_status, jsonable, metric_value, require
-from disco.tuners.loggers.base import Logger
+from disco.tuners.loggers.base import Logger, takes_original_form
 
 __all__ = ["WandBLogger"]
 
@@ -43,7 +42,7 @@ class WandBLogger(Logger):
         If wandb is not installed (``pip install "disco-control[wandb]"``).
     """
 
-    @accepts_tuner
+    @takes_original_form
     def __init__(
         self,
         project: str | None = None,
