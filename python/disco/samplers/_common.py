@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from disco._calls import FloatArray, call_log_score, log_scores
+from disco.distributed import Chunk, chunk_seed, current_world, draw_chunk, plan_chunks, shared_seed
 from disco.distributions.contexts import resolve_contexts
 
 
@@ -145,3 +147,47 @@ class ContextSampler:
             raise ValueError("give contexts or a context_distribution")
         chosen = resolve_contexts("", contexts, context_distribution, n_contexts)
         return [(c, self.sample(c, sampling_size)) for c in chosen]
+
+
+@dataclass
+class Proposals:
+    """One chunk of proposals: log-scores, ``log P - log q`` and uniforms for accept/reject."""
+
+    samples: list[Any]
+    log_p: FloatArray
+    log_q: FloatArray
+    log_ratios: FloatArray
+    uniforms: FloatArray
+
+
+class ChunkedSampler(ContextSampler):
+    """A sampler of ``target`` through ``proposal`` that draws its proposals in keyed chunks.
+
+    Each call plans its own chunks, keyed by ``(seed, call, chunk)`` under the sampler's
+    ``tag``: the same sequence on every rank, so the ranks can share them out.
+    """
+
+    tag = ""
+
+    def __init__(self, target: Any, proposal: Any, seed: int | None) -> None:
+        self.target = target
+        self.proposal = proposal
+        self.world = current_world()
+        self.seed = shared_seed(seed, self.world)
+        self._calls = 0
+
+    def _propose(self, chunk: Chunk) -> Proposals:
+        """One chunk's proposals, scored, with accept/reject uniforms keyed by the chunk.
+
+        The uniforms come from the chunk's own key, like its draws, so every rank that handles
+        the chunk decides alike.
+        """
+        samples, log_q = draw_chunk(self.proposal, chunk)
+        log_p = score_target(self.target, samples, chunk.context)
+        uniforms = np.random.default_rng(chunk_seed(chunk.seed, "uniforms")).random(len(samples))
+        return Proposals(samples, log_p, log_q, log_ratios(log_p, log_q), uniforms)
+
+    def _plan(self, context: Any, n: int, sampling_size: int) -> list[Chunk]:
+        """The chunks of ``n`` proposals of a new call (the same on every rank)."""
+        self._calls += 1
+        return plan_chunks([context], n, sampling_size, self.seed, self.tag, self._calls)

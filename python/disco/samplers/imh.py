@@ -11,17 +11,15 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from disco import numerics
-from disco.distributed import Chunk, chunk_seed, current_world, draw_chunk, plan_chunks, shared_seed
 from disco.samplers._common import (
-    ContextSampler,
+    ChunkedSampler,
     FloatArray,
     Gathered,
+    Proposals,
     Samples,
     as_tensor,
     at_least_one,
     context_key,
-    log_ratios,
-    score_target,
 )
 
 __all__ = ["ChainStatistics", "IMHSampler"]
@@ -95,17 +93,7 @@ class _Chain:
     trace: list[FloatArray] = field(default_factory=list)
 
 
-@dataclass
-class _Proposed:
-    """One chunk of proposals, their log-scores and the chain's uniforms for them."""
-
-    samples: list[Any]
-    log_p: FloatArray
-    log_q: FloatArray
-    uniforms: FloatArray
-
-
-class IMHSampler(ContextSampler):
+class IMHSampler(ChunkedSampler):
     """Independent Metropolis–Hastings towards ``target`` with proposals from ``proposal``.
 
     One chain per context: from state ``x``, a proposal ``x' ~ q`` is accepted with probability
@@ -125,12 +113,10 @@ class IMHSampler(ContextSampler):
     A fresh chain starts on its first proposal with ``P > 0`` (steps before it are not returned).
     """
 
+    tag = "imh"
+
     def __init__(self, target: Any, proposal: Any, seed: int | None = None) -> None:
-        self.target = target
-        self.proposal = proposal
-        self.world = current_world()
-        self.seed = shared_seed(seed, self.world)
-        self._calls = 0  # each call proposes its own chunks: the same sequence on every rank
+        super().__init__(target, proposal, seed)
         self._chains: dict[Any, _Chain] = {}
 
     def __repr__(self) -> str:
@@ -142,18 +128,6 @@ class IMHSampler(ContextSampler):
             self._chains.clear()
         else:
             self._chains.pop(context_key(context), None)
-
-    def _plan(self, context: Any, n_steps: int, sampling_size: int) -> list[Chunk]:
-        """The chunks of proposals of a new call (the same on every rank)."""
-        self._calls += 1
-        return plan_chunks([context], n_steps, sampling_size, self.seed, "imh", self._calls)
-
-    def _propose(self, chunk: Chunk) -> _Proposed:
-        """One chunk's proposals, scored, with the uniforms keyed by the chunk."""
-        samples, log_q = draw_chunk(self.proposal, chunk)
-        log_p = score_target(self.target, samples, chunk.context)
-        uniforms = np.random.default_rng(chunk_seed(chunk.seed, "uniforms")).random(len(samples))
-        return _Proposed(samples, log_p, log_q, uniforms)
 
     def _rounds(self, context: Any, n_steps: int, sampling_size: int) -> Iterator[Samples]:
         """The chain's states over a new call's chunks, one batch per chunk, in chunk order.
@@ -167,11 +141,11 @@ class IMHSampler(ContextSampler):
             for proposed in self.world.gather_chunks(round_, self._propose):
                 yield self._steps(context, proposed)
 
-    def _steps(self, context: Any, proposed: _Proposed) -> Samples:
+    def _steps(self, context: Any, proposed: Proposals) -> Samples:
         """Run the chain of ``context`` over one chunk of proposals; return its states."""
         chain = self._chains.setdefault(context_key(context), _Chain())
         samples, log_p, log_q = proposed.samples, proposed.log_p, proposed.log_q
-        ratios = log_ratios(log_p, log_q)
+        ratios = proposed.log_ratios
         run = numerics.imh_chain(ratios, proposed.uniforms, chain.log_ratio)
         states = run.states
         started = chain.log_ratio > -math.inf

@@ -15,22 +15,15 @@ from disco import numerics
 from disco._beta import beta_from_log, checked_log_beta
 from disco.distributed import (
     Chunk,
-    chunk_seed,
-    current_world,
-    draw_chunk,
-    plan_chunks,
-    shared_seed,
 )
 from disco.samplers import shards
 from disco.samplers._common import (
-    ContextSampler,
+    ChunkedSampler,
     Gathered,
     Samples,
     as_tensor,
     at_least_one,
     context_key,
-    log_ratios,
-    score_target,
 )
 
 __all__ = ["AcceptanceStatistics", "QRSSamples", "QuasiRejectionSampler"]
@@ -62,7 +55,7 @@ class AcceptanceStatistics:
         return math.sqrt(p * (1 - p) / self.proposed)
 
 
-class QuasiRejectionSampler(ContextSampler):
+class QuasiRejectionSampler(ChunkedSampler):
     """Quasi-Rejection Sampling (QRS) from ``target`` with proposals from ``proposal`` (DESIGN §6).
 
     A proposal ``x ~ q`` is accepted with probability ``min(1, P(x) / (β q(x)))``, so accepted
@@ -86,6 +79,8 @@ class QuasiRejectionSampler(ContextSampler):
         rank returns the same accepted samples as one process would.
     """
 
+    tag = "qrs"
+
     def __init__(
         self,
         target: Any,
@@ -97,12 +92,8 @@ class QuasiRejectionSampler(ContextSampler):
     ) -> None:
         if log_beta is not None and beta == 1.0:
             beta = None
-        self.target = target
-        self.proposal = proposal
         self.log_beta = checked_log_beta(beta, log_beta)
-        self.world = current_world()
-        self.seed = shared_seed(seed, self.world)
-        self._calls = 0  # each call draws its own chunks: the same sequence on every rank
+        super().__init__(target, proposal, seed)
         self._statistics: dict[Any, AcceptanceStatistics] = {}
 
     def __repr__(self) -> str:
@@ -143,18 +134,11 @@ class QuasiRejectionSampler(ContextSampler):
 
     # -- sampling -----------------------------------------------------------------------------
 
-    def _plan(self, context: Any, n_proposals: int, sampling_size: int) -> list[Chunk]:
-        """The chunks of proposals of a new call (the same on every rank)."""
-        self._calls += 1
-        return plan_chunks([context], n_proposals, sampling_size, self.seed, "qrs", self._calls)
-
     def _accept(self, chunk: Chunk) -> QRSSamples:
         """One chunk of proposals and the accepted ones (decided in Rust, keyed uniforms)."""
-        samples, log_q = draw_chunk(self.proposal, chunk)
-        log_p = score_target(self.target, samples, chunk.context)
-        ratios = log_ratios(log_p, log_q)
-        uniforms = np.random.default_rng(chunk_seed(chunk.seed, "uniforms")).random(len(samples))
-        mask = numerics.qrs_accept(ratios, uniforms, log_beta=self.log_beta)
+        drawn = self._propose(chunk)
+        samples, log_p, log_q = drawn.samples, drawn.log_p, drawn.log_q
+        mask = numerics.qrs_accept(drawn.log_ratios, drawn.uniforms, log_beta=self.log_beta)
         kept = np.flatnonzero(mask)
         return QRSSamples(
             [samples[i] for i in kept], as_tensor(log_p[kept]), as_tensor(log_q[kept])

@@ -37,12 +37,8 @@ class DPGTuner(Tuner):
         super().__init__(policy, target, **_settings(target, "context", context, settings))
 
 
-class CDPGTuner(Tuner):
-    """Conditional DPG: forward KL averaged over a context distribution.
-
-    ``CDPGTuner(policy, target, context_distribution, **settings)``; without a context
-    distribution it tunes for the empty context.
-    """
+class _ConditionalTuner(Tuner):
+    """A tuner whose third argument is the context distribution."""
 
     def __init__(
         self, policy: Any, target: Any, context_distribution: Any = None, **settings: Any
@@ -52,6 +48,14 @@ class CDPGTuner(Tuner):
             target,
             **_settings(target, "context_distribution", context_distribution, settings),
         )
+
+
+class CDPGTuner(_ConditionalTuner):
+    """Conditional DPG: forward KL averaged over a context distribution.
+
+    ``CDPGTuner(policy, target, context_distribution, **settings)``; without a context
+    distribution it tunes for the empty context.
+    """
 
 
 class FDPGTuner(Tuner):
@@ -68,7 +72,7 @@ class FDPGTuner(Tuner):
         super().__init__(policy, target, **_settings(target, "loss", loss, settings))
 
 
-class FCDPGTuner(Tuner):
+class FCDPGTuner(_ConditionalTuner):
     """Conditional f-DPG over a context distribution; Jensen–Shannon by default.
 
     ``FCDPGTuner(policy, target, context_distribution, loss=..., **settings)``; without a context
@@ -76,12 +80,3 @@ class FCDPGTuner(Tuner):
     """
 
     default_loss = JSLoss
-
-    def __init__(
-        self, policy: Any, target: Any, context_distribution: Any = None, **settings: Any
-    ) -> None:
-        super().__init__(
-            policy,
-            target,
-            **_settings(target, "context_distribution", context_distribution, settings),
-        )
