@@ -8,16 +8,12 @@ keywords happens in this module only (:func:`tuner_arguments`, :func:`constrain_
 made from one table in :mod:`disco._aliases`, which also lists the core's only (lazy)
 references to this layer.
 
-Module paths (each a re-export)
-    ``disco.distributions.lm_distribution`` (``LMDistribution``, ``TextSample``),
-    ``…single_context_distribution``, ``…context_distribution``,
-    ``…dataset_context_distribution``; ``disco.scorers.scorer``, ``…boolean_scorer``,
-    ``…positive_scorer`` (also ``Product``), ``…exponential_scorer``, ``…pipeline_scorer``;
-    ``disco.samplers.accumulation_sampler``, ``…quasi_rejection_sampler`` (also
-    ``QuasiRejectionSamplerEstimator``); ``disco.tuners.dpg_tuner``, ``…cdpg_tuner``,
-    ``…fdpg_tuner``, ``…fcdpg_tuner``; ``disco.tuners.loggers.json`` (``JSONLogger``),
-    ``…neptune`` (``NeptuneLogger``), ``…mlflow`` (``MLFlowLogger`` = ``MLflowLogger``);
-    ``disco.metrics`` (``KL``, ``TV``, ``JS``).
+Module paths
+    The original's one-class modules (``disco.distributions.lm_distribution``,
+    ``disco.scorers.boolean_scorer``, ``disco.tuners.dpg_tuner``, ``disco.tuners.loggers.json``
+    ...) are made on import from one table, :data:`disco._aliases.ORIGINAL_MODULES`;
+    ``disco.tuners.loggers.neptune`` (``NeptuneLogger``), ``…mlflow`` (``MLFlowLogger`` =
+    ``MLflowLogger``) and ``disco.metrics`` (``KL``, ``TV``, ``JS``) are modules of this package.
 
 Names
     ``ChiSquaredLoss`` = ``ChiSquareLoss``, ``ReverseChiSquaredLoss`` = ``ReverseChiSquareLoss``,
@@ -130,15 +126,6 @@ def _rename(
     return out
 
 
-def _single_context(context_distribution: Any) -> tuple[bool, Any]:
-    """Whether a context distribution is one fixed context, and that context."""
-    from disco.distributions.contexts import SingleContextDistribution
-
-    if isinstance(context_distribution, SingleContextDistribution):
-        return True, context_distribution.context
-    return False, None
-
-
 def named_features(features: Any) -> tuple[Any, ...]:
     """Scorers from the original's ``[(name, scorer), ...]`` (plain scorers pass through).
 
@@ -169,6 +156,7 @@ def tuner_arguments(
     there is recognised by its type, since the original put the proposal third.
     """
     from disco.distributions.base import Distribution
+    from disco.tuners.front_ends import context_settings
     from disco.tuners.losses import FDivergenceLoss
 
     kwargs = dict(kwargs)
@@ -192,14 +180,7 @@ def tuner_arguments(
     if proposal is not None and not isinstance(proposal, str):
         kwargs["proposal_distribution"] = kwargs.pop("proposal")
         kwargs["proposal"] = "offline"
-    distribution = kwargs.get("context_distribution")
-    if distribution is not None:
-        single, context = _single_context(distribution)
-        if "context" in kwargs:
-            raise ValueError("give either context or context_distribution, not both")
-        if single:
-            del kwargs["context_distribution"]
-            kwargs["context"] = context
+    kwargs = context_settings(kwargs)
     track_metrics = kwargs.pop("track_metrics", None)
     if track_metrics is not None and not set(track_metrics) <= {"kl", "tv", "js"}:
         raise ValueError(f"track_metrics={track_metrics!r}: the tuner tracks 'kl', 'tv' and 'js'")
