@@ -37,10 +37,6 @@ def test_bad_settings_are_one_line_errors(settings, message):
     # LMDistribution makes the same check before it loads anything
     with pytest.raises(ValueError, match=message):
         LMDistribution("/no/such/model", **settings)
-    with pytest.raises(ValueError, match=message):
-        LMDistribution._check_warp(
-            settings.get("temperature", 1.0), settings.get("top_k", 0), settings.get("top_p", 1.0)
-        )
 
 
 def test_settings_are_stored_as_plain_numbers_and_compare_by_value():
