@@ -69,8 +69,11 @@ KNOWN_UNTIL_MERGED: dict[tuple[str, str], str] = {
 
 
 #: The names the package itself (``disco/__init__.py``) gives, and the module each comes from.
-ROOT_NAMES = {"__version__": "disco._core", "ConvergenceError": "disco._core"}
-ROOT_NAMES["evaluate"] = "disco.evaluation"
+ROOT_NAMES = {
+    "__version__": "disco._core",
+    "ConvergenceError": "disco._core",
+    "evaluate": "disco.evaluation",
+}
 
 
 @dataclass(frozen=True)
