@@ -1,10 +1,10 @@
 """QRS: a whole beta trade-off curve, and the accept/reject step, against numpy and disco 1.1.1.
 
 - **Curve.** B = 100 betas over N log-ratios: acceptance rate, KL(p ‖ p_β) and TV(p, p_β) at
-  every beta. Ours is ``disco.numerics.qrs_curve`` (one sort, then O(log N) per beta, DESIGN
-  §6); numpy evaluates the definitions beta by beta in O(N) each (vectorised, float64); the
-  original disco calls its estimator once per beta and quantity (``ref_qrs.py``). Every
-  contestant's values are checked against numpy's before timing.
+  every beta. Ours is ``disco.numerics.qrs_curve`` (one sort, then O(log N) per beta,
+  docs/design.md §7.2); numpy evaluates the definitions beta by beta in O(N) each (vectorised,
+  float64); the original disco calls its estimator once per beta and quantity (``ref_qrs.py``).
+  Every contestant's values are checked against numpy's before timing.
 - **Accept.** The decision ``u < min(1, P/(β q))`` on N = 1e7 log-ratios with given uniforms:
   ``disco.numerics.qrs_accept`` against numpy and 1.1.1's tensor expression, reported as
   accepted samples per second.

@@ -79,6 +79,14 @@ def classifier_dir(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="session")
+def gpt2_path(tmp_path_factory):
+    """A tiny GPT-2 (lm_fixtures' word-level vocabulary) saved to disk, shared by the suite."""
+    from lm_fixtures import build_gpt2
+
+    return build_gpt2(tmp_path_factory.mktemp("gpt2"))
+
+
 # ------------------------------------------------------------------ bounds for rounding-level agreement
 #
 # Results that cross processes, batch shapes or precisions are compared through these helpers, so

@@ -1,6 +1,6 @@
 """DeepSpeed ZeRO-2 through accelerate (``parallel='deepspeed'``) tunes as one process does.
 
-Two gloo processes are spawned by the test (as in test_distributed.py). DeepSpeed is an
+Two gloo processes are spawned by the test (as in test_distributed_lm.py). DeepSpeed is an
 optional extra (``disco-control[deepspeed]``): without it these tests are skipped. On the CPU
 DeepSpeed builds its shared-memory communication op at its first use (ninja and a C++
 compiler; cached afterwards).
@@ -27,15 +27,9 @@ if not torch.cuda.is_available() and None in (shutil.which("ninja"), shutil.whic
     pytest.skip("DeepSpeed on CPUs compiles an op: needs ninja and c++", allow_module_level=True)
 
 from conftest import assert_close_after_steps
-from test_distributed import (
-    _free_port,
-    assert_reports_alike,
-    assert_tuned_alike,
-    lora_case,
-    run_two,
-    tiny_gpt2_tuner,
-    tuned_outcome,
-)
+from distributed_helpers import _free_port, run_two
+from test_distributed_cli import assert_reports_alike
+from test_distributed_lm import assert_tuned_alike, lora_case, tiny_gpt2_tuner, tuned_outcome
 
 pytestmark = pytest.mark.multiprocess
 HERE = Path(__file__).parent
@@ -247,7 +241,7 @@ def test_accelerate_launch_with_the_readme_zero2_file_writes_the_one_process_rep
     import subprocess
 
     from disco import cli
-    from test_distributed import _small_config
+    from test_distributed_cli import _small_config
 
     config = _small_config(tmp_path)
     (tmp_path / "zero2.yaml").write_text(_readme_zero2_file())

@@ -250,7 +250,7 @@ def evaluate_case() -> dict[str, Any]:
 
 
 def test_two_processes_evaluate_as_one(tmp_path: Any) -> None:
-    from test_distributed import run_two
+    from distributed_helpers import run_two
 
     ranks = run_two(tmp_path, {"evaluate": (evaluate_case, ())})
     want = evaluate_case()

@@ -2,7 +2,7 @@
 
 Kill points are injected deterministically through :func:`disco.tuners.checkpoint.kill_point`
 (inert unless ``DISCO_TEST_KILL_AT`` is set): a forked child process sets the point and runs the
-tuner or the ``disco`` command, and SIGKILLs itself there. The resumed run must finish exactly
+tuner or the ``disco`` command (:mod:`forked`), and SIGKILLs itself there. The resumed run must finish exactly
 as one uninterrupted run (reused across kill points) did: same report, bit-identical weights,
 no step logged twice.
 """
@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,13 +21,13 @@ from typing import Any
 import pytest
 import torch
 
-from disco import cli
 from disco.cli.files import save_policy
 from disco.distributions import EnumerableLM
 from disco.scorers import BooleanScorer, ExponentialScorer
 from disco.tuners import JSLoss, Tuner
 from disco.tuners import checkpoint as ckpt
 from disco.tuners.loggers import read_jsonl
+from forked import Forked
 from lm_fixtures import build_gpt2
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the harness forks")
@@ -36,94 +35,16 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the harness for
 HAS_A = BooleanScorer(lambda s, c: "a" in s.text.split(), name="has_a")
 
 
-# The runs are forked from a fresh interpreter that has imported everything but run nothing:
-# forking the test process itself could deadlock a child in the Rust core's thread pool, which
-# does not survive a fork once started. Each job's output goes to its own log file.
-ZYGOTE = r"""
-import json, os, sys, traceback
-sys.path.insert(0, sys.argv[1])
-import torch
-torch.set_num_threads(1)
-import test_faults
-from disco.tuners import checkpoint as ckpt
-# warm up what every job would import on first use (pure torch: nothing of the Rust core)
-weight = torch.zeros(2, requires_grad=True)
-torch.optim.Adam([weight]).step()
-import safetensors.torch, transformers
-from transformers import AutoConfig, AutoTokenizer, GPT2LMHeadModel
-for line in sys.stdin:
-    job = json.loads(line)
-    pid = os.fork()
-    if pid == 0:
-        fd = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        code = 1
-        try:
-            ckpt._KILL_AT = None if job["kill_at"] is None else str(job["kill_at"])
-            code = test_faults.JOBS[job["kind"]](*job["args"]) or 0
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    print(os.waitstatus_to_exitcode(status), flush=True)
-"""
-
-JOBS: dict[str, Callable[..., Any]] = {
-    "tune": lambda root, result: tune_and_record(Path(root), Path(result)),
-    "disco": lambda *argv: cli.main(list(argv)),
-}
-
-
-class Runner:
-    """Runs jobs in processes forked from the zygote; ``run`` returns (exit code, output)."""
-
-    def __init__(self, logs: Path) -> None:
-        self.logs = logs
-        self.count = 0
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", ZYGOTE, str(Path(__file__).parent)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-
-    def run(self, kind: str, *args: str, kill_at: int | None = None) -> tuple[int, str]:
-        """Exit code (``-9``: killed) and the job's output."""
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.count += 1
-        log = self.logs / f"job-{self.count}.log"
-        job = {"kind": kind, "args": list(args), "kill_at": kill_at, "log": str(log)}
-        self.process.stdin.write(json.dumps(job) + "\n")
-        self.process.stdin.flush()
-        code = int(self.process.stdout.readline())
-        return code, log.read_text(errors="replace")
-
-    def labels(self, kind: str, *args: str) -> list[str]:
-        """The kill points an uninterrupted job passes, in order (``DISCO_TEST_KILL_AT=0``)."""
-        code, output = self.run(kind, *args, kill_at=0)
-        assert code == 0, output
-        lines = output.splitlines()
-        return [line.split(" ", 2)[2] for line in lines if line.startswith("disco-kill-point ")]
-
-    def close(self) -> None:
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.close()
-        self.process.wait(timeout=60)
-        self.process.stdout.close()
-
-
 @pytest.fixture(scope="module")
 def runner(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    jobs = Runner(tmp_path_factory.mktemp("logs"))
+    jobs = Forked(tmp_path_factory.mktemp("logs"), preload=("test_faults",))
     yield jobs
     jobs.close()
 
 
 # ------------------------------------------------------------------ the tuner, at every kill point
+
+TUNE = "test_faults:tune_and_record"
 
 SETTINGS = dict(
     n_steps=3,
@@ -137,7 +58,7 @@ SETTINGS = dict(
 )
 
 
-def tune_and_record(root: Path, result: Path) -> None:
+def tune_and_record(root: str, result: str) -> None:
     """Tune (resuming from ``root`` if it holds a checkpoint); write the final weights and losses."""
     from safetensors.torch import save_file
 
@@ -154,24 +75,24 @@ def tune_and_record(root: Path, result: Path) -> None:
     tuner.tune()
     save_file({k: v.detach().contiguous() for k, v in tuner.parameters.items()}, result)
     losses = [h["loss"] for h in tuner.history]
-    result.with_suffix(".json").write_text(json.dumps(losses))
+    Path(result).with_suffix(".json").write_text(json.dumps(losses))
 
 
 def test_kill_at_every_tuner_io_step_then_resume_matches_the_uninterrupted_run(
-    tmp_path: Path, runner: Runner
+    tmp_path: Path, runner: Forked
 ) -> None:
     from safetensors.torch import load_file
 
     reference = tmp_path / "reference.safetensors"
-    labels = runner.labels("tune", str(tmp_path / "ref-ckpt"), str(reference))
+    labels = runner.labels(TUNE, str(tmp_path / "ref-ckpt"), str(reference))
     assert len(labels) >= 20 and sum("checkpoint:" in label for label in labels) >= 20
     expected = load_file(reference)
     table = []
     for n, label in enumerate(labels, start=1):
         root, result = str(tmp_path / f"k{n}"), tmp_path / f"k{n}.safetensors"
-        assert runner.run("tune", root, str(result), kill_at=n)[0] == -9, label
+        assert runner.run(TUNE, root, str(result), kill_at=n)[0] == -9, label
         resumed_from = ckpt.find(root)
-        code, output = runner.run("tune", root, str(result))
+        code, output = runner.run(TUNE, root, str(result))
         assert code == 0, output
         got = load_file(result)
         assert set(got) == set(expected)
@@ -246,7 +167,7 @@ def same(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 @pytest.fixture(scope="module")
-def reference(project: Path, runner: Runner) -> dict[str, Any]:
+def reference(project: Path, runner: Forked) -> dict[str, Any]:
     """One uninterrupted run, which every interrupted one must reproduce."""
     code, output = runner.run("disco", *disco(project, project / "reference"))
     assert code == 0, output
@@ -271,7 +192,7 @@ COMMAND_POINTS = [
 
 @pytest.mark.slow
 def test_kill_the_command_then_resume_gives_the_same_report_weights_and_steps(
-    project: Path, reference: dict[str, Any], runner: Runner
+    project: Path, reference: dict[str, Any], runner: Forked
 ) -> None:
     labels = runner.labels("disco", *disco(project, project / "labels"))
     table = []
@@ -310,7 +231,7 @@ def test_kill_the_command_then_resume_gives_the_same_report_weights_and_steps(
 def test_resume_falls_back_to_the_intact_checkpoint_naming_the_bad_file(
     project: Path,
     reference: dict[str, Any],
-    runner: Runner,
+    runner: Forked,
     tmp_path: Path,
     damage: Callable[[Path], Any],
     named: str,
@@ -371,7 +292,7 @@ def fill(disk: Path, leave: int) -> Path:
 def test_a_full_disk_is_a_clear_error_that_keeps_the_last_checkpoint_and_report(
     project: Path,
     reference: dict[str, Any],
-    runner: Runner,
+    runner: Forked,
     small_disk: Path,
 ) -> None:
     out = small_disk / "run"

@@ -1,4 +1,4 @@
-"""The max-ent coefficient solver `disco.numerics.fit_coefficients` (DESIGN §4).
+"""The max-ent coefficient solver `disco.numerics.fit_coefficients` (docs/design.md §3).
 
 References: closed forms and the exact dual over enumerated supports, and scipy's optimiser on
 the same sample dual (float64 numpy, below) for random problems.

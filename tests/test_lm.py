@@ -35,7 +35,6 @@ from lm_fixtures import (
     build_gpt2,
     build_t5,
     build_tokenizer,
-    limit_threads,
 )
 
 WARPS = [
@@ -46,12 +45,6 @@ WARPS = [
     {"temperature": 1.7, "top_k": 5, "top_p": 0.8},
 ]
 WARP_IDS = ["plain", "temperature", "top_k", "top_p", "all"]
-
-
-@pytest.fixture(scope="session")
-def gpt2_path(tmp_path_factory):
-    limit_threads()
-    return build_gpt2(tmp_path_factory.mktemp("gpt2"))
 
 
 @pytest.fixture(scope="session")

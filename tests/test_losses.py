@@ -51,7 +51,7 @@ def test_expected_loss_gradient_equals_the_exact_divergence_gradient(loss_cls, b
             for p, d in zip(shifted.parameters(), directions):
                 p.add_(sign * eps * d)
         values.append(exact_divergence(shifted, support, log_p, loss.kind))
-    if loss.kind == "js":  # the loss's f is twice the standard JS (DESIGN §5)
+    if loss.kind == "js":  # the loss's f is twice the standard JS (docs/design.md §6.2)
         values = [2 * v for v in values]
     numeric = (values[0] - values[1]) / (2 * eps)
     assert analytic == pytest.approx(numeric, abs=1e-6, rel=1e-6)

@@ -215,7 +215,7 @@ MEMORY_PROBE = textwrap.dedent(
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
 def test_peak_memory_is_one_copy_of_the_input():
-    """QRSIndex holds one sorted copy; fit_coefficients one centred copy (DESIGN §4, §6).
+    """QRSIndex keeps one sorted copy, fit_coefficients a centred one (docs/design.md §3.2, §7.2).
 
     Bound: at most 1.3 input sizes above what was resident, plus 24 MiB for the allocator
     and the block states. Before the fix: QRSIndex about 3 copies, fit_coefficients about 4.

@@ -17,7 +17,7 @@ NEG_INF = float("-inf")
 LN2 = math.log(2.0)
 
 
-# --- brute force: every beta on its own, straight from the definitions (DESIGN §6) -------------
+# --- brute force: every beta on its own, straight from the definitions (docs/design.md §7.2) -----
 
 
 def brute_curve(log_ratios, log_betas, log_weights=None, features=None):

@@ -27,6 +27,7 @@ import disco as disco_package
 from disco.distributions import EnumerableLM
 from disco.scorers import BooleanScorer, ExponentialScorer
 from disco.tuners import JSLoss, Tuner
+from forked import Forked
 from lm_fixtures import build_gpt2
 from test_faults import CONFIG, disco, outcome, same
 
@@ -40,86 +41,6 @@ RUN = CONFIG.replace("n_steps = 2", f"n_steps = {N_STEPS}\nsampling_batch_size =
     "checkpoint_interval = 1", f"checkpoint_interval = {INTERVAL}"
 )
 TIMEOUT_S = 300.0
-
-# Jobs are forked from a fresh interpreter that has imported everything but run nothing (see
-# test_faults: the Rust core's thread pool does not survive a fork once started). Unlike there,
-# a job runs in the background: "start" answers with its PID, "wait" with its exit code.
-ZYGOTE = r"""
-import json, os, sys, traceback
-import torch
-torch.set_num_threads(1)
-from disco import cli
-from disco.tuners import checkpoint as ckpt
-weight = torch.zeros(2, requires_grad=True)
-torch.optim.Adam([weight]).step()
-import safetensors.torch, transformers
-from transformers import AutoConfig, AutoTokenizer, GPT2LMHeadModel
-for line in sys.stdin:
-    job = json.loads(line)
-    if job["op"] == "wait":
-        _, status = os.waitpid(job["pid"], 0)
-        print(os.waitstatus_to_exitcode(status), flush=True)
-        continue
-    pid = os.fork()
-    if pid == 0:
-        fd = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        code = 1
-        try:
-            ckpt._PAUSE_AT, ckpt._PAUSE_DIR = job["pause_at"], job["pause_dir"]
-            code = cli.main(job["args"]) or 0
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
-    print(pid, flush=True)
-"""
-
-
-class Jobs:
-    """``disco`` commands in processes forked from the zygote, in the background."""
-
-    def __init__(self, logs: Path) -> None:
-        self.logs = logs
-        self.count = 0
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", ZYGOTE],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "OMP_NUM_THREADS": "1"},
-        )
-
-    def _ask(self, job: dict[str, Any]) -> int:
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(json.dumps(job) + "\n")
-        self.process.stdin.flush()
-        return int(self.process.stdout.readline())
-
-    def start(self, args: list[str], pause_at: str | None = None, pause_dir: Path | None = None):
-        """Start ``disco ARGS``; returns its PID and log file."""
-        self.count += 1
-        log = self.logs / f"job-{self.count}.log"
-        job = {"op": "start", "args": args, "log": str(log), "pause_at": pause_at}
-        job["pause_dir"] = None if pause_dir is None else str(pause_dir)
-        return self._ask(job), log
-
-    def wait(self, pid: int) -> int:
-        """The job's exit code (negative: killed by that signal)."""
-        return self._ask({"op": "wait", "pid": pid})
-
-    def run(self, args: list[str]) -> tuple[int, str]:
-        pid, log = self.start(args)
-        return self.wait(pid), log.read_text(errors="replace")
-
-    def close(self) -> None:
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.close()
-        self.process.wait(timeout=60)
-        self.process.stdout.close()
 
 
 def _running(pid: int) -> bool:
@@ -172,7 +93,7 @@ def _signal_and_release(
 
 @pytest.fixture(scope="module")
 def jobs(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    runner = Jobs(tmp_path_factory.mktemp("signal-logs"))
+    runner = Forked(tmp_path_factory.mktemp("signal-logs"))
     yield runner
     runner.close()
 
@@ -186,11 +107,11 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reference(project: Path, jobs: Jobs) -> dict[str, Any]:
+def reference(project: Path, jobs: Forked) -> dict[str, Any]:
     """One uninterrupted run, which every interrupted and resumed one must reproduce."""
     from safetensors.torch import load_file
 
-    code, output = jobs.run(disco(project, project / "reference"))
+    code, output = jobs.run("disco", *disco(project, project / "reference"))
     assert code == 0, output
     checkpoints = project / "reference" / "checkpoints"
     return {
@@ -217,12 +138,12 @@ def _check_stopped(out: Path, code: int, log: str, sig: int, step: int | None) -
         assert Path(report["checkpoint"]).name == f"step-{step:08d}"
 
 
-def _resume(jobs: Jobs, project: Path, out: Path, step: int | None) -> None:
-    code, err = jobs.run(disco(project, out, "--resume"))
+def _resume(jobs: Forked, project: Path, out: Path, step: int | None) -> None:
+    code, err = jobs.run("disco", *disco(project, out, "--resume"))
     assert "Traceback" not in err, err
     if step is None:  # stopped before any checkpoint: nothing to resume, so start again
         assert code == 2 and "disco: error: no checkpoint" in err.strip().splitlines()[-1], err
-        code, err = jobs.run(disco(project, out))
+        code, err = jobs.run("disco", *disco(project, out))
     else:
         assert f"resuming after step {step}" in err, err
     assert code == 0, err
@@ -259,7 +180,7 @@ def _case_id(point: tuple[str, int], sig: int, twice: bool) -> str:
 def test_a_signal_stops_at_the_step_boundary_and_resume_ends_as_the_uninterrupted_run(
     project: Path,
     reference: dict[str, Any],
-    jobs: Jobs,
+    jobs: Forked,
     tmp_path: Path,
     point: tuple[str, int],
     sig: int,
@@ -268,7 +189,9 @@ def test_a_signal_stops_at_the_step_boundary_and_resume_ends_as_the_uninterrupte
 ) -> None:
     out, pauses = tmp_path / "run", tmp_path / "pauses"
     pauses.mkdir()
-    pid, log = jobs.start(disco(project, out), f"{point[0]}#{point[1]}", pauses)
+    pid, log = jobs.start(
+        "disco", *disco(project, out), pause_at=f"{point[0]}#{point[1]}", pause_dir=pauses
+    )
     (note,) = _paused(pauses, 1, lambda: _running(pid))
     _signal_and_release(pauses, [pid], sig, log, lambda: _running(pid), twice)
     code = jobs.wait(pid)
@@ -301,20 +224,22 @@ def _tiny_tuner(folder: Path) -> Tuner:
 
 @pytest.mark.slow
 def test_a_second_writer_is_refused_naming_the_first_and_kill_9_frees_the_folder(
-    project: Path, reference: dict[str, Any], jobs: Jobs, tmp_path: Path
+    project: Path, reference: dict[str, Any], jobs: Forked, tmp_path: Path
 ) -> None:
     from disco import cli
 
     out, pauses = tmp_path / "run", tmp_path / "pauses"
     pauses.mkdir()
-    first, log = jobs.start(disco(project, out), "tuning: step 1 sampled#1", pauses)
+    first, log = jobs.start(
+        "disco", *disco(project, out), pause_at="tuning: step 1 sampled#1", pause_dir=pauses
+    )
     _paused(pauses, 1, lambda: _running(first))
 
-    code, err = jobs.run(disco(project, out))  # a second run into the same folder
+    code, err = jobs.run("disco", *disco(project, out))  # a second run into the same folder
     lines = err.strip().splitlines()
     assert code == 2 and len([x for x in lines if "disco: error:" in x]) == 1, err
     assert str(out) in lines[-1] and f"process {first} " in lines[-1], err
-    code, err = jobs.run(disco(project, out, "--resume"))
+    code, err = jobs.run("disco", *disco(project, out, "--resume"))
     assert code == 2 and f"process {first} " in err.strip().splitlines()[-1], err
     # The Python tuner holds its checkpoint folder alike; readers take no lock.
     with pytest.raises(RuntimeError, match=f"process {first} "):
@@ -327,7 +252,7 @@ def test_a_second_writer_is_refused_naming_the_first_and_kill_9_frees_the_folder
     os.kill(first, signal.SIGKILL)
     assert jobs.wait(first) == -signal.SIGKILL
     assert "Traceback" not in log.read_text(errors="replace")
-    code, err = jobs.run(disco(project, out))  # no stale lock: a new run takes the folder
+    code, err = jobs.run("disco", *disco(project, out))  # no stale lock: a new run takes the folder
     assert code == 0, err
     assert same(outcome(out), reference)
     assert not (out / ".lock").exists() and not (out / "checkpoints" / ".lock").exists()

@@ -11,14 +11,8 @@ from disco.distributions import LMDistribution
 from disco.features import word_present
 from disco.scorers import ExponentialScorer
 from disco.tuners import CDPGTuner, DPGTuner, FCDPGTuner, FDPGTuner, TVLoss
-from lm_fixtures import build_gpt2
 
 HAS_A = word_present("a")
-
-
-@pytest.fixture(scope="module")
-def gpt2_path(tmp_path_factory):
-    return build_gpt2(tmp_path_factory.mktemp("gpt2_tuner"))
 
 
 class Contexts:

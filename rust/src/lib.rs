@@ -2,7 +2,8 @@
 //!
 //! Every module except `python` is a pure kernel over slices that returns [`Result`]; the
 //! `python` module (behind the default `python` feature) only validates shapes, borrows numpy
-//! buffers, releases the interpreter lock around the work and maps errors (STYLE.md §1–§4).
+//! buffers, releases the interpreter lock around the work and maps errors, so that the kernels
+//! can be tested and benchmarked without an interpreter (docs/design.md §1.3).
 
 pub mod consts;
 mod dispatch;

@@ -1,6 +1,6 @@
 //! Log-space reductions: log-sum-exp, normalised importance weights, effective sample size and
-//! self-normalised moments (DESIGN §3). Edge cases follow `scipy.special.logsumexp`: an empty
-//! input or one that is all `-inf` sums to `-inf`; `-inf` entries are exact zeros.
+//! self-normalised moments (docs/design.md §4). Edge cases follow `scipy.special.logsumexp`: an
+//! empty input or one that is all `-inf` sums to `-inf`; `-inf` entries are exact zeros.
 
 use crate::error::{check_finite_matrix, check_log_scores, invalid, Result};
 use rayon::prelude::*;

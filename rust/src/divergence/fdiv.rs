@@ -1,5 +1,6 @@
-//! f-divergences `D_f(pi ‖ p) = Σ p f(pi/p)` for f-DPG (DESIGN §5): per-sample pseudo-rewards
-//! for the policy-gradient loss and importance-sampling estimates of the divergence itself.
+//! f-divergences `D_f(pi ‖ p) = Σ p f(pi/p)` for f-DPG (docs/design.md §6.1): per-sample
+//! pseudo-rewards for the policy-gradient loss and importance-sampling estimates of the
+//! divergence itself.
 //!
 //! Everything is a function of `log t = log pi - log P + log Z` (t = pi/p) so that no ratio is
 //! ever formed outside log space. Samples come from a proposal `q`; `w = pi/q` weighs the

@@ -1,7 +1,7 @@
 //! Vectorised importance-sampling estimates of `KL(p‖pi)`, `KL(pi‖p)`, TV and JS between a
 //! normalised target `p = P / Z` (known up to `Z`) and a model `pi`, from samples of a
-//! proposal `q` (DESIGN §3, §5). All arithmetic is in log space; `-inf` log-scores are exact
-//! zeros.
+//! proposal `q` (docs/design.md §5.1). All arithmetic is in log space; `-inf` log-scores are
+//! exact zeros.
 //!
 //! With `a_i = log P_i - log Z - log q_i` (so `e^a = p/q`) and `b_i = log pi_i - log q_i`:
 //! - `KL(p‖pi) = mean_i e^{a_i} (log P_i - log Z - log pi_i)`

@@ -1,5 +1,5 @@
 //! Every number the tuner tracks for one context, from one validation of the arrays it
-//! scores (DESIGN §5, §7): the divergences of the target from the policy and from the
+//! scores (docs/design.md §5.4): the divergences of the target from the policy and from the
 //! proposal, the loss's own divergence with its standard error, the ESS of the importance
 //! weights, the policy's feature moments and its KL from the base model.
 

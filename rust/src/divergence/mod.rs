@@ -1,5 +1,5 @@
 //! Divergences between a normalised target `p = P / Z` (known up to `Z`) and a model `pi`,
-//! estimated by importance sampling from a proposal `q` (DESIGN §3, §5).
+//! estimated by importance sampling from a proposal `q` (docs/design.md §5.1).
 //!
 //! - [`Divergence`] (here): the one divergence type, parsed once from its name, with its
 //!   generator `f` of `D_f(pi ‖ p) = Σ p f(pi/p)`. Adding a divergence is one variant, one
@@ -70,7 +70,7 @@ impl std::str::FromStr for Divergence {
     }
 }
 
-/// The generators `f` (DESIGN §5), all as functions of `log t`, `t = pi/p`.
+/// The generators `f` (docs/design.md §6.2), all as functions of `log t`, `t = pi/p`.
 impl Divergence {
     /// `f'(t)` from `log t`, stable over the whole range (`log t` may be ±inf).
     pub fn f_prime(self, log_t: f64) -> f64 {

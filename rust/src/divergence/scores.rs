@@ -1,6 +1,6 @@
 //! The three per-sample log-score arrays every divergence kernel reads, and their one
-//! validation (DESIGN §3): `-inf` is an exact zero, NaN and `+inf` are refused, and a sample
-//! drawn from the proposal cannot have probability zero under it.
+//! validation (docs/design.md §4.4): `-inf` is an exact zero, NaN and `+inf` are refused, and a
+//! sample drawn from the proposal cannot have probability zero under it.
 
 use crate::error::{check_log_scores, check_same_length, invalid, Error, Result};
 use crate::logspace;

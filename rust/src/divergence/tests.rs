@@ -82,7 +82,7 @@ fn grouped_rows_are_independent() {
     assert_eq!(out[0], out[1]);
 }
 
-/// The textbook formulas with libm, sample by sample (DESIGN §5).
+/// The textbook formulas with libm, sample by sample (docs/design.md §5.1).
 fn naive(kind: Divergence, t: &[f64], m: &[f64], q: &[f64], log_z: Option<f64>) -> f64 {
     let n = t.len() as f64;
     let z = log_z.unwrap_or_else(|| {

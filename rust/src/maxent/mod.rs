@@ -1,4 +1,4 @@
-//! Maximum-entropy coefficients: the damped Newton solver for `lambda` (DESIGN §4).
+//! Maximum-entropy coefficients: the damped Newton solver for `lambda` (docs/design.md §3).
 //!
 //! Samples `i = 1..N` come from a proposal `q`, each with a log-weight
 //! `lw_i = log a_i + log b_i - log q_i` (`-inf`: the sample weighs zero), a feature vector
@@ -136,7 +136,7 @@ pub struct Fit {
     pub log_z: f64,
 }
 
-/// Fits `lambda` by damped Newton with an Armijo backtracking line search (DESIGN §4).
+/// Fits `lambda` by damped Newton with an Armijo backtracking line search (docs/design.md §3.2).
 ///
 /// Refuses (as [`Error::InvalidInput`]) bad shapes and values, contexts without a sample of
 /// nonzero weight, targets outside or on the boundary of a feature's attainable range, constant

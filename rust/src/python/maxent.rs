@@ -1,4 +1,4 @@
-//! Bindings for the maximum-entropy coefficient solver (DESIGN §4).
+//! Bindings for the maximum-entropy coefficient solver (docs/design.md §3).
 
 use numpy::{IntoPyArray, PyArray1};
 use pyo3::prelude::*;

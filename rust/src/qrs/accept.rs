@@ -1,4 +1,5 @@
-//! The QRS accept/reject decision and the independent Metropolis–Hastings chain (DESIGN §6).
+//! The QRS accept/reject decision and the independent Metropolis–Hastings chain
+//! (docs/design.md §7.1, §8).
 
 use rayon::prelude::*;
 

@@ -1,5 +1,5 @@
 //! Building the index: one sort of the kept log-ratios (in the index's own vector or in a
-//! buffer the caller sorted), then the blocked prefix and suffix sums (DESIGN §6).
+//! buffer the caller sorted), then the blocked prefix and suffix sums (docs/design.md §7.2).
 
 use rayon::prelude::*;
 

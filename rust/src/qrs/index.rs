@@ -1,5 +1,5 @@
 //! The index: sorted log-ratios with blocked prefix and suffix sums, answering any beta in
-//! O(log N) (DESIGN §6).
+//! O(log N) (docs/design.md §7.2).
 
 use rayon::prelude::*;
 

@@ -1,6 +1,6 @@
-//! Quasi-Rejection Sampling (DESIGN §6): the accept/reject decision, whole beta trade-off curves
-//! from one sort, the beta that gives a target acceptance rate, and the independent
-//! Metropolis–Hastings chain QRS is compared against.
+//! Quasi-Rejection Sampling (docs/design.md §7): the accept/reject decision, whole beta
+//! trade-off curves from one sort, the beta that gives a target acceptance rate, and the
+//! independent Metropolis–Hastings chain QRS is compared against (§8).
 //!
 //! Samples `x_i ~ q` carry log-ratios `l_i = log P_i - log q_i` (`-inf` where `P = 0`) and,
 //! optionally, log-weights `w_i` (samples not drawn from `q`: an enumerated support weighted by
