@@ -1,6 +1,6 @@
 """Faults: ``kill -9`` at chosen I/O steps, damaged checkpoints and a full disk, then ``--resume``.
 
-Kill points are injected deterministically through :func:`disco.tuners.checkpoint.kill_point`
+Kill points are injected deterministically through :func:`disco._crash_points.kill_point`
 (inert unless ``DISCO_TEST_KILL_AT`` is set): a forked child process sets the point and runs the
 tuner or the ``disco`` command, and SIGKILLs itself there. The resumed run must finish exactly
 as one uninterrupted run (reused across kill points) did: same report, bit-identical weights,
@@ -45,7 +45,7 @@ sys.path.insert(0, sys.argv[1])
 import torch
 torch.set_num_threads(1)
 import test_faults
-from disco.tuners import checkpoint as ckpt
+from disco import _crash_points as ckpt
 # warm up what every job would import on first use (pure torch: nothing of the Rust core)
 weight = torch.zeros(2, requires_grad=True)
 torch.optim.Adam([weight]).step()

@@ -1,6 +1,6 @@
 """Signals and the one-writer lock: SIGTERM, SIGUSR1 and SIGINT stop ``disco run`` cleanly.
 
-A run is paused at a named hook point (:func:`disco.tuners.checkpoint.kill_point`, with
+A run is paused at a named hook point (:func:`disco._crash_points.kill_point`, with
 ``DISCO_TEST_PAUSE_AT``), sent a signal from outside, then let go. During tuning it must finish
 the step in progress and its checkpoint, write a partial report saying where it stopped and
 exit with 128 + the signal; outside tuning, or on a second signal, it stops at once keeping the
@@ -49,7 +49,7 @@ import json, os, sys, traceback
 import torch
 torch.set_num_threads(1)
 from disco import cli
-from disco.tuners import checkpoint as ckpt
+from disco import _crash_points as ckpt
 weight = torch.zeros(2, requires_grad=True)
 torch.optim.Adam([weight]).step()
 import safetensors.torch, transformers
