@@ -120,8 +120,8 @@ class _Run:
 
     def fit(self, base: Any) -> Any:
         """The target EBM: fitted on base samples and saved, or (resuming) loaded."""
-        from disco.io import load_ebm, save_ebm
         from disco._crash_points import kill_point
+        from disco.io import load_ebm, save_ebm
 
         if self.resume:
             try:
@@ -241,8 +241,8 @@ class _Run:
         A stop signal during tuning ends it after the step in progress and its checkpoint
         (:class:`StoppedBetweenSteps`, on every rank at the same step).
         """
-        from disco.features import FeatureError
         from disco._crash_points import kill_point
+        from disco.features import FeatureError
 
         policy = make_policy(self.cfg.model, self.cfg.lora)
         tuner = self._tuner(policy, target, base)

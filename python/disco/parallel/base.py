@@ -53,7 +53,6 @@ class GradientPath:
     lockstep = False
     """Whether every rank must call the policy's model alike (only FSDP's lockstep mode)."""
 
-    _optimizer: torch.optim.Optimizer | None = None
     _max_grad_norm: float | None = None
 
     @classmethod
@@ -71,8 +70,7 @@ class GradientPath:
         raise NotImplementedError
 
     def prepare(self, optimizer: torch.optim.Optimizer, max_grad_norm: float | None) -> None:
-        """Take the tuner's optimizer, and the global norm :meth:`step` clips the gradients to."""
-        self._optimizer = optimizer
+        """Take the tuner's optimizer once it is made, and the norm :meth:`step` clips to."""
         self._max_grad_norm = max_grad_norm
 
     @contextlib.contextmanager
@@ -92,18 +90,19 @@ class GradientPath:
         """Turn the accumulated local gradients into the global sum, on every rank."""
         raise NotImplementedError
 
-    def step(self, parameters: Sequence[torch.nn.Parameter]) -> float:
+    def step(
+        self, optimizer: torch.optim.Optimizer, parameters: Sequence[torch.nn.Parameter]
+    ) -> float:
         """Clip the summed gradients of ``parameters`` to their global norm, then step.
 
         Returns the norm before clipping (0 when no parameter has a gradient).
         """
-        assert self._optimizer is not None, "prepare() takes the optimizer first"
         params = [p for p in parameters if p.grad is not None]
         norm = 0.0
         if params:
             max_norm = self._max_grad_norm if self._max_grad_norm is not None else math.inf
             norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-        self._optimizer.step()
+        optimizer.step()
         return norm
 
     def hand_over(self) -> None:

@@ -104,7 +104,9 @@ class DeepSpeedZeRO(GradientPath):
                         p.grad.mul_(self.world.size)
         stack.close()
 
-    def step(self, parameters: Sequence[torch.nn.Parameter]) -> float:
+    def step(
+        self, optimizer: torch.optim.Optimizer, parameters: Sequence[torch.nn.Parameter]
+    ) -> float:
         """The engine's step (global norm, clipping, the partitions' update); returns the norm.
 
         The engine holds the optimizer and the clipping norm since :meth:`prepare`.
