@@ -3,7 +3,7 @@
 A fresh interpreter imports everything the jobs use but runs nothing, then forks one child per
 job: forking the test process itself could deadlock a child in the Rust core's thread pool, which
 does not survive a fork once started. A child sets the crash and pause points of
-:func:`~disco.tuners.checkpoint.kill_point` for its job, sends its output to its own log file and
+:func:`~disco._crash_points.kill_point` for its job, sends its output to its own log file and
 runs the job; the test may signal it meanwhile and later collect its exit code.
 
 A job's ``kind`` is ``"disco"`` (the command, its arguments after the kind) or
@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-POINTS = "disco.tuners.checkpoint"
+POINTS = "disco._crash_points"
 """The module whose ``_KILL_AT``, ``_PAUSE_AT`` and ``_PAUSE_DIR`` drive ``kill_point``."""
 
 ZYGOTE = r"""

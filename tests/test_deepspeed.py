@@ -205,7 +205,7 @@ def _assert_same_state(got: dict[str, Any], want: dict[str, Any], steps: int) ->
 
 
 def test_the_deepspeed_settings_the_tuner_cannot_honour_are_refused() -> None:
-    from disco.parallel import _check_deepspeed_config
+    from disco.parallel.deepspeed import _check_deepspeed_config
 
     _check_deepspeed_config({"zero_optimization": {"stage": 2}})
     _check_deepspeed_config({"zero_optimization": {"stage": 1}})

@@ -1,6 +1,6 @@
 """Faults: ``kill -9`` at chosen I/O steps, damaged checkpoints and a full disk, then ``--resume``.
 
-Kill points are injected deterministically through :func:`disco.tuners.checkpoint.kill_point`
+Kill points are injected deterministically through :func:`disco._crash_points.kill_point`
 (inert unless ``DISCO_TEST_KILL_AT`` is set): a forked child process sets the point and runs the
 tuner or the ``disco`` command (:mod:`forked`), and SIGKILLs itself there. The resumed run must finish exactly
 as one uninterrupted run (reused across kill points) did: same report, bit-identical weights,

@@ -1,6 +1,6 @@
 """Signals and the one-writer lock: SIGTERM, SIGUSR1 and SIGINT stop ``disco run`` cleanly.
 
-A run is paused at a named hook point (:func:`disco.tuners.checkpoint.kill_point`, with
+A run is paused at a named hook point (:func:`disco._crash_points.kill_point`, with
 ``DISCO_TEST_PAUSE_AT``), sent a signal from outside, then let go. During tuning it must finish
 the step in progress and its checkpoint, write a partial report saying where it stopped and
 exit with 128 + the signal; outside tuning, or on a second signal, it stops at once keeping the

@@ -40,6 +40,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _demo_problem import demo_problem, evaluate, script_args
 from disco.tuners import Tuner, losses
+from disco.tuners.optimization import make_scheduler
 
 ebm_dir, raw_settings, out = script_args(__doc__, 3)
 settings = json.loads(raw_settings)
@@ -140,7 +141,7 @@ if adam:
     tuner.optimizer = torch.optim.Adam(
         list(tuner.parameters.values()), lr=cfg["learning_rate"], **adam
     )
-    tuner.scheduler = torch.optim.lr_scheduler.LambdaLR(tuner.optimizer, tuner._lr_factor)
+    tuner.scheduler = make_scheduler(tuner.config, tuner.optimizer)
 if anchor:
     start = {n: q.detach().clone() for n, q in tuner.parameters.items()}
     plain_step = tuner.optimizer.step

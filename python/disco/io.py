@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from disco._atomic import replace_folder
+from disco._safetensors import write_safetensors
 from disco.distributions import EnumerableLM
 from disco.features import feature
 from disco.scorers import BooleanScorer, ExponentialScorer, Product, Scorer
@@ -41,21 +43,6 @@ MAX_DOCUMENT_BYTES = 16 * 2**20
 LM_KEYS = ("model", "length", "temperature", "top_k", "top_p")
 ENUMERABLE_KEYS = ("tokens", "max_length", "contexts")
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-
-
-def write_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    """``safetensors`` ``save_file``, its I/O failures (a full disk) raised as :class:`OSError`."""
-    from safetensors import SafetensorError
-    from safetensors import torch as safetensors_torch
-
-    try:
-        safetensors_torch.save_file(tensors, path)
-    except SafetensorError as err:
-        code = re.search(r"os error (\d+)", str(err))
-        if code is None:
-            raise
-        number = int(code.group(1))
-        raise OSError(number, os.strerror(number), str(path)) from None
 
 
 def _scorer_spec(scorer: Scorer) -> dict[str, Any]:
@@ -148,17 +135,6 @@ def save_ebm(ebm: Product, directory: str | os.PathLike[str]) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
-
-
-def replace_folder(new: Path, final: Path) -> None:
-    """Rename the finished folder ``new`` to ``final``, replacing what was there."""
-    if final.exists():
-        aside = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
-        os.replace(final, aside / final.name)
-        os.replace(new, final)
-        shutil.rmtree(aside, ignore_errors=True)
-    else:
-        os.replace(new, final)
 
 
 def _refuse_remote_code(spec: dict[str, Any], trust_remote_code: bool, where: Path) -> None:

@@ -61,7 +61,7 @@ def save_policy(policy: Any, folder: Path, state_dict: dict[str, Any] | None = N
     ``state_dict``: the weights gathered whole when FSDP shards the model
     (:func:`disco.parallel.whole_state_dict`); by default the model's own.
     """
-    from disco.io import replace_folder
+    from disco._atomic import replace_folder
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
     try:

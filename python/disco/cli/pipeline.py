@@ -120,8 +120,8 @@ class _Run:
 
     def fit(self, base: Any) -> Any:
         """The target EBM: fitted on base samples and saved, or (resuming) loaded."""
+        from disco._crash_points import kill_point
         from disco.io import load_ebm, save_ebm
-        from disco.tuners import checkpoint
 
         if self.resume:
             try:
@@ -162,7 +162,7 @@ class _Run:
                 save_ebm(target, self.out / "ebm")
         except ValueError as err:
             raise UserError(str(err), "features", "use features that can be saved") from None
-        checkpoint.kill_point("run: ebm saved")
+        kill_point("run: ebm saved")
         return target
 
     # ----------------------------------------------------------------------------- tune
@@ -241,8 +241,8 @@ class _Run:
         A stop signal during tuning ends it after the step in progress and its checkpoint
         (:class:`StoppedBetweenSteps`, on every rank at the same step).
         """
+        from disco._crash_points import kill_point
         from disco.features import FeatureError
-        from disco.tuners import checkpoint
 
         policy = make_policy(self.cfg.model, self.cfg.lora)
         tuner = self._tuner(policy, target, base)
@@ -278,7 +278,7 @@ class _Run:
         whole = whole_state_dict(policy.model)  # FSDP's shards gathered: every rank calls it
         if current_world().is_main:
             files.save_policy(policy, self.out / "policy", whole)
-            checkpoint.kill_point("run: policy saved")
+            kill_point("run: policy saved")
             report.try_plot(
                 lambda: report.plot_tuning(
                     history, self.names, self.moments, self.out / "tuning.png"
@@ -435,7 +435,7 @@ def _stages(run: _Run, stopper: StopBetweenSteps, started: float) -> dict[str, A
     """The run's stages, in order, with the run folder held."""
     import torch
 
-    from disco.tuners import checkpoint
+    from disco._crash_points import kill_point
 
     settings, out, resume = run.cfg, run.out, run.resume
     plain = settings.as_dict()
@@ -477,7 +477,7 @@ def _stages(run: _Run, stopper: StopBetweenSteps, started: float) -> dict[str, A
     run.report["verdicts"] = report.verdicts(run.report)
     drawn = {"base": base_drawn, "tuned": tuned_drawn, "qrs": qrs_drawn}
     files.write_jsonl(out / "samples.jsonl", report.sample_rows(run.features, run.names, drawn))
-    checkpoint.kill_point("run: samples written")
+    kill_point("run: samples written")
     files.write_report(out, run.report)
     if current_world().is_main:
         print(report.format_table(run.report))

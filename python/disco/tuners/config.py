@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from disco.parallel import CHOICES as PARALLEL
+
 __all__ = ["TunerConfig"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -17,7 +19,6 @@ PROPOSALS = ("online", "offline")
 UPDATE_METRICS = ("kl", "tv", "js")
 AUTOCAST = ("auto", "bf16", "off")
 AVERAGING = ("ema", "none")
-PARALLEL = ("auto", "ddp", "deepspeed", "fsdp", "none")
 MAX_LEARNING_RATE = 100.0
 
 

@@ -50,6 +50,10 @@ class LossOutput:
     """The policy's log-probabilities as float64 on the CPU (moved there once, for every use)."""
 
 
+# Every loss by its ``kind`` (the command's ``[tuner] loss``): a new loss is a class and a decorator.
+LOSSES: Registry[type[FDivergenceLoss]] = Registry("loss", key=lambda cls: cls.kind)
+
+
 class FDivergenceLoss:
     """The f-DPG loss for one f-divergence, with an optional moving-average baseline.
 
@@ -68,6 +72,16 @@ class FDivergenceLoss:
 
     kind: ClassVar[numerics.FDivergenceKind]
     divergence_name: ClassVar[str]
+
+    def __init_subclass__(
+        cls, kind: numerics.FDivergenceKind | None = None, divergence_name: str | None = None
+    ) -> None:
+        """``class MyLoss(FDivergenceLoss, kind=..., divergence_name=...)`` names its divergence."""
+        super().__init_subclass__()
+        if kind is not None:
+            cls.kind = kind
+        if divergence_name is not None:
+            cls.divergence_name = divergence_name
 
     def __init__(
         self, baseline: bool = True, baseline_window: int = 32, max_log_t: float = 30.0
@@ -158,60 +172,38 @@ class FDivergenceLoss:
         )
 
 
-# Every loss by its ``kind`` (the command's ``[tuner] loss``): a new loss is a class and a decorator.
-LOSSES: Registry[type[FDivergenceLoss]] = Registry("loss", key=lambda cls: cls.kind)
-
-
 @LOSSES.register
-class KLLoss(FDivergenceLoss):
+class KLLoss(FDivergenceLoss, kind="kl", divergence_name="kl(p||pi)"):
     """Forward ``KL(p ‖ pi)`` (``f(t) = -log t``): DPG and CDPG."""
 
-    kind = "kl"
-    divergence_name = "kl(p||pi)"
-
 
 @LOSSES.register
-class ReverseKLLoss(FDivergenceLoss):
+class ReverseKLLoss(FDivergenceLoss, kind="reverse_kl", divergence_name="kl(pi||p)"):
     """Reverse ``KL(pi ‖ p)`` (``f(t) = t log t``): with ``P = a·exp(r/beta)``, KL-regularised RLHF."""
 
-    kind = "reverse_kl"
-    divergence_name = "kl(pi||p)"
-
 
 @LOSSES.register
-class TVLoss(FDivergenceLoss):
+class TVLoss(FDivergenceLoss, kind="tv", divergence_name="tv(pi,p)"):
     """Total variation (``f(t) = |t - 1| / 2``)."""
 
-    kind = "tv"
-    divergence_name = "tv(pi,p)"
-
 
 @LOSSES.register
-class JSLoss(FDivergenceLoss):
+class JSLoss(FDivergenceLoss, kind="js", divergence_name="js(pi,p)"):
     """Jensen–Shannon (``f(t) = t log(2t/(1+t)) + log(2/(1+t))``); f-DPG's default.
 
     This ``f`` is twice the standard JS, so the loss's gradient is that of ``2 JS``: only a
     constant factor (absorbed by the learning rate). Reported estimates are the standard JS.
     """
 
-    kind = "js"
-    divergence_name = "js(pi,p)"
-
 
 @LOSSES.register
-class ChiSquareLoss(FDivergenceLoss):
+class ChiSquareLoss(FDivergenceLoss, kind="chi2", divergence_name="chi2(pi||p)"):
     """Pearson chi² ``Σ (pi - p)² / p`` (``f(t) = (t - 1)²``)."""
 
-    kind = "chi2"
-    divergence_name = "chi2(pi||p)"
-
 
 @LOSSES.register
-class ReverseChiSquareLoss(FDivergenceLoss):
+class ReverseChiSquareLoss(FDivergenceLoss, kind="reverse_chi2", divergence_name="chi2(p||pi)"):
     """Neyman chi² ``Σ (p - pi)² / pi`` (``f(t) = (1 - t)² / t``)."""
-
-    kind = "reverse_chi2"
-    divergence_name = "chi2(p||pi)"
 
 
 # The original disco's later spellings (see disco.compat).

@@ -7,9 +7,7 @@ import dataclasses
 import math
 import os
 import random
-import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,50 +15,22 @@ import numpy as np
 import torch
 
 from disco import numerics
-from disco._calls import call_log_score
+from disco._crash_points import kill_point
 from disco._lock import exclusive
-from disco.distributed import Chunk, current_world, draw_chunk, plan_chunks
+from disco._torch_modules import device_of, torch_module, trainable_parameters
+from disco.distributed import current_world, draw_chunk, plan_chunks
 from disco.distributions.contexts import resolve_contexts
-from disco.parallel import check_lockstep, gradient_sync, shards_the_policy
+from disco.parallel import for_tuner
 from disco.tuners import checkpoint
 from disco.tuners.averaging import ParameterAverage
 from disco.tuners.config import TunerConfig
+from disco.tuners.log_z import LogZEstimate
 from disco.tuners.losses import FDivergenceLoss, KLLoss
-from disco.tuners.modules import device_of, torch_module, trainable_parameters
+from disco.tuners.optimization import autocast, make_optimizer, make_scheduler
+from disco.tuners.step import TuningStep
+from disco.tuners.stopping import has_converged
 
 __all__ = ["Tuner"]
-
-
-def _cpu64(x: torch.Tensor) -> np.ndarray:
-    return x.detach().to("cpu", torch.float64).numpy()
-
-
-@dataclass
-class _Scored:
-    """One chunk's proposal and target log-scores, reported features and base log-scores."""
-
-    log_q: np.ndarray
-    log_p: np.ndarray
-    phi: np.ndarray | None
-    log_a: np.ndarray | None
-    shown: list[tuple[str, float]]  # (text, target log-score) of the context's first samples
-
-
-@dataclass
-class _Learned:
-    """One chunk's policy log-probabilities, loss weights and loss share, with its timings."""
-
-    log_pi: np.ndarray
-    weights: np.ndarray
-    weighted: np.ndarray
-    losses: list[float]
-    score_time: float
-    backward_time: float
-
-
-def _chunks(n: int, size: int) -> Iterable[slice]:
-    for start in range(0, n, size):
-        yield slice(start, min(n, start + size))
 
 
 def _in_original_spelling(loss: Any, settings: dict[str, Any]) -> bool:
@@ -94,7 +64,7 @@ def _from_original(
     return native.pop("loss", None), native
 
 
-class Tuner:
+class Tuner(TuningStep):
     """Tunes a policy ``pi`` towards a target EBM ``P`` by minimising ``D_f(pi ‖ p)``.
 
     Parameters
@@ -137,18 +107,15 @@ class Tuner:
         proposal_distribution: Any = None,
         **settings: Any,
     ) -> None:
+        given = {
+            "context": context,
+            "context_distribution": context_distribution,
+            "base": base,
+            "proposal_distribution": proposal_distribution,
+        }
         if _in_original_spelling(loss, settings):
-            given = {
-                "context": context,
-                "context_distribution": context_distribution,
-                "base": base,
-                "proposal_distribution": proposal_distribution,
-            }
             loss, settings = _from_original(target, loss, given, settings)
-            context = settings.pop("context", "")
-            context_distribution = settings.pop("context_distribution", None)
-            base = settings.pop("base", None)
-            proposal_distribution = settings.pop("proposal_distribution", None)
+            given = {k: settings.pop(k, "" if k == "context" else None) for k in given}
         self.config = (config or TunerConfig()).replace(**settings)
         cfg = self.config
         self.policy = policy
@@ -156,95 +123,73 @@ class Tuner:
         self.loss = loss or self.default_loss(
             baseline=cfg.baseline, baseline_window=cfg.baseline_window, max_log_t=cfg.max_log_t
         )
-        self.context = context
-        self.context_distribution = context_distribution
-        self.base = base
-        if cfg.kl_from_base and base is None:
+        self.context = given["context"]
+        self.context_distribution = given["context_distribution"]
+        self.base = given["base"]
+        if cfg.kl_from_base and self.base is None:
             raise ValueError("kl_from_base=True needs the tuner's base distribution (base=...)")
         self.loggers = list(loggers)
-        self.module = torch_module(policy)
+        self._set_up_training()
+        self._set_up_proposal(given["proposal_distribution"])
+        self._set_up_state()
+
+    # --- setup --------------------------------------------------------------------------
+
+    def _set_up_training(self) -> None:
+        """The parallel mode, then the optimizer and schedule over the parameters it leaves."""
+        cfg = self.config
+        self.module = torch_module(self.policy)
         self.parameters = trainable_parameters(self.module)
         if not self.parameters:
             raise ValueError("the policy has no trainable parameters (create it with freeze=False)")
         self.world = current_world()
-        sharded = shards_the_policy(cfg.parallel, policy, self.world)
-        if sharded and (cfg.averaging != "none" or cfg.proposal != "online"):
-            chosen = " (parallel='auto' chose it from accelerate's FSDP config)"
-            raise ValueError(
-                "parallel='fsdp' tunes online without averaging (averaging='none', "
-                "proposal='online'): the average and the offline proposal copy parameters, "
-                "which FSDP holds as shards" + (chosen if cfg.parallel == "auto" else "")
-            )
-        if cfg.fsdp_lockstep and sharded:
-            others = {
-                "target": target,
-                "base": base,
-                **{f"features[{k}]": f for k, f in enumerate(cfg.features)},
-            }
-            batches = {"samples_per_context": (cfg.samples_per_context, cfg.sampling_batch_size)}
-            if cfg.validation_interval and cfg.validation_contexts:
-                batches["validation_samples"] = (cfg.validation_samples, cfg.sampling_batch_size)
-            check_lockstep(policy, others, batches)
-        self.gradients = gradient_sync(
-            cfg.parallel, policy, list(self.parameters.values()), self.world, cfg.fsdp_lockstep
+        others = {
+            "target": self.target,
+            "base": self.base,
+            **{f"features[{k}]": f for k, f in enumerate(cfg.features)},
+        }
+        self.gradients = for_tuner(
+            cfg, self.policy, list(self.parameters.values()), self.world, others
         )
         # Lockstep: every rank calls the sharded model alike (a dummy chunk pads a short share).
         self.lockstep = self.gradients.lockstep
-        self.parameters = trainable_parameters(self.module)  # FSDP's shards replace them
+        self.parameters = trainable_parameters(self.module)  # a mode may replace them (shards)
         self.device = device_of(self.module)
-        self.optimizer = self._make_optimizer()
-        self.gradients.prepare(self.optimizer, cfg.max_grad_norm)  # DeepSpeed's engine takes it
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.optimizer = make_optimizer(cfg, list(self.parameters.values()))
+        self.gradients.prepare(self.optimizer, cfg.max_grad_norm)
+        self.scheduler = make_scheduler(cfg, self.optimizer)
+
+    def _set_up_proposal(self, proposal_distribution: Any) -> None:
+        """What the step samples from, and the parameter average (both may copy the policy)."""
+        cfg = self.config
         if proposal_distribution is not None and cfg.proposal != "offline":
             raise ValueError("a proposal distribution means offline tuning: set proposal='offline'")
         if proposal_distribution is not None:
             self.proposal = proposal_distribution
         else:
-            self.proposal = policy if cfg.proposal == "online" else self._frozen_copy(policy)
+            self.proposal = (
+                self.policy if cfg.proposal == "online" else self._frozen_copy(self.policy)
+            )
         self.average = (
             ParameterAverage(self.parameters, cfg.averaging_decay, cfg.averaging_power)
             if cfg.averaging == "ema"
             else None
         )
+
+    def _set_up_state(self) -> None:
+        """What the loop keeps from step to step (all of it in a checkpoint)."""
         self.step_count = 0
         # The step after which the offline proposal was last replaced by the policy (None: never).
         self.proposal_copied_at: int | None = None
-        self.log_z_sums: dict[str, tuple[float, float]] = {}
-        self.log_z_counts: dict[str, int] = {}
-        # Per context, the relative variance of its last batch's Z estimate (weighs the next).
-        self.log_z_relative_variance: dict[str, float] = {}
+        self.partition = LogZEstimate()
         self.history: list[dict[str, float]] = []
         self.last_samples: list[dict[str, Any]] = []
-        self.rng = np.random.default_rng(cfg.seed)
+        self.rng = np.random.default_rng(self.config.seed)
         self._seeded = False
         self._batch_loggers: list[Any] = []  # the loggers of a running tune(), on rank 0
         # Set by request_stop (from a signal handler, say); honoured at the next step boundary.
         self.stop_requested = False
         self.stopped = False  # whether the last tune() ended early on a request
-
-    # --- setup --------------------------------------------------------------------------
-
-    def _make_optimizer(self) -> torch.optim.Optimizer:
-        cfg = self.config
-        params = list(self.parameters.values())
-        if cfg.optimizer == "adam":
-            return torch.optim.Adam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-        if cfg.optimizer == "adamw":
-            return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-        return torch.optim.SGD(
-            params, lr=cfg.learning_rate, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-        )
-
-    def _lr_factor(self, step: int) -> float:
-        cfg = self.config
-        if step < cfg.warmup_steps:
-            return (step + 1) / (cfg.warmup_steps + 1)
-        if cfg.scheduler == "constant":
-            return 1.0
-        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.n_steps - cfg.warmup_steps))
-        if cfg.scheduler == "linear":
-            return 1.0 - progress
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
 
     @staticmethod
     def _frozen_copy(policy: Any) -> Any:
@@ -254,58 +199,18 @@ class Tuner:
         return copy
 
     def _autocast(self) -> Any:
-        mode = self.config.autocast
-        if (
-            self.device.type == "cuda"
-            and mode in ("auto", "bf16")
-            and torch.cuda.is_bf16_supported()
-        ):
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        if mode == "bf16" and self.device.type != "cuda":
-            raise ValueError(
-                "autocast='bf16' needs a CUDA device; the policy is on " + str(self.device)
-            )
-        return torch.autocast(self.device.type, enabled=False)
+        return autocast(self.config.autocast, self.device)
 
     # --- partition function --------------------------------------------------------------
 
-    def _update_log_z(self, context: Any, log_ratios: np.ndarray) -> float:
-        """Fold one batch's estimate of Z (the mean of P/q) into the context's running average.
-
-        Batches are averaged with inverse-variance weights, so the noisy batches drawn while the
-        proposal was far from the target do not dominate once it is close. A batch's relative
-        variance (``Var/Z² = 1/ESS - 1/n``) is estimated from its own ratios, but the weight it
-        gets is the one estimated on the context's *previous* batch: a weight computed from the
-        batch itself is correlated with its estimate (a batch that happens to miss the rare
-        high-ratio samples has both a low Z and a high ESS) and biases Z low by several percent,
-        which moves the optimum of losses that threshold on ``pi/p`` (total variation).
-        Kept in log space as ``(log Σ w_b Z_b, log Σ w_b)``.
-        """
-        key = str(context)
-        n = len(log_ratios)
-        log_z_batch = numerics.logmeanexp(log_ratios)
-        if not math.isfinite(log_z_batch):
-            return self.log_z(context)
-        relative_variance = max(
-            1.0 / numerics.effective_sample_size(log_ratios) - 1.0 / n, 1e-3 / n
-        )
-        log_weight = -math.log(self.log_z_relative_variance.get(key, relative_variance))
-        self.log_z_relative_variance[key] = relative_variance
-        weighted, total = self.log_z_sums.get(key, (-math.inf, -math.inf))
-        self.log_z_sums[key] = (
-            float(np.logaddexp(weighted, log_weight + log_z_batch)),
-            float(np.logaddexp(total, log_weight)),
-        )
-        self.log_z_counts[key] = self.log_z_counts.get(key, 0) + n
-        return self.log_z(context)
-
     def log_z(self, context: Any = "") -> float:
         """The current estimate of ``log Z`` for a context (``nan`` if it was never seen)."""
-        key = str(context)
-        if key not in self.log_z_sums:
-            return math.nan
-        weighted, total = self.log_z_sums[key]
-        return weighted - total
+        return self.partition.log_z(context)
+
+    @property
+    def log_z_sums(self) -> dict[str, tuple[float, float]]:
+        """Per context, ``(log Σ w_b Z_b, log Σ w_b)`` over its batches (see :class:`LogZEstimate`)."""
+        return self.partition.sums
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -317,313 +222,6 @@ class Tuner:
             self.config.contexts_per_step,
             rng=self.rng,
         )
-
-    def _features_and_base(
-        self, context: Any, samples: list[Any]
-    ) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """The reported features' values and the base's log-scores on a batch (once per batch)."""
-        cfg = self.config
-        if not samples:  # a chunk past the reported samples
-            return (
-                np.empty((0, len(cfg.features))) if cfg.features else None,
-                np.empty(0) if cfg.kl_from_base else None,
-            )
-        phi = None
-        if self.config.features:
-            phi = np.stack(
-                [_cpu64(f.score(samples, context)) for f in self.config.features], axis=1
-            )
-        log_a = (
-            _cpu64(call_log_score(self.base, samples, context))
-            if self.config.kl_from_base
-            else None
-        )
-        return phi, log_a
-
-    def _metrics(
-        self,
-        log_p: np.ndarray,
-        log_pi: np.ndarray,
-        log_q: np.ndarray,
-        log_z: float,
-        phi: np.ndarray | None,
-        log_a: np.ndarray | None,
-    ) -> dict[str, float]:
-        scalars, moments = numerics.tuner_metrics(
-            self.loss.kind, log_p, log_pi, log_q, log_z, phi, log_a
-        )
-        kl_policy_base = scalars.pop("kl_policy_base", None)
-        kl_policy_base_stderr = scalars.pop("kl_policy_base_stderr", math.nan)
-        m = {k: v for k, v in scalars.items() if not k.startswith("moment_stderr_")}
-        if moments is not None:
-            for j, (f, value) in enumerate(zip(self.config.features, moments)):
-                name = f"moment/{getattr(f, 'name', repr(f))}"
-                m[name] = float(value)
-                m[f"{name}_stderr"] = float(scalars[f"moment_stderr_{j}"])
-        if kl_policy_base is not None:
-            m["kl_policy_base"] = kl_policy_base
-            m["kl_policy_base_stderr"] = kl_policy_base_stderr
-        return m
-
-    @torch.no_grad()
-    def _averaged_log_scores(self, samples: list[Any], context: Any) -> np.ndarray:
-        """The averaged policy's log-probabilities of a batch (no gradient)."""
-        assert self.average is not None
-        if not samples:
-            return np.empty(0)
-        parts = []
-        with self.average.swapped_in(), self._autocast():
-            for part in _chunks(len(samples), self.config.scoring_batch_size):
-                parts.append(_cpu64(call_log_score(self.policy, samples[part], context)))
-        return np.concatenate(parts)
-
-    def _reported(self, chunk: Chunk) -> int:
-        """How many of a chunk's samples the step's reported metrics use.
-
-        Those among its context's first ``metrics_samples`` (all when 0).
-        """
-        m = self.config.metrics_samples or self.config.samples_per_context
-        return max(0, min(chunk.size, m - chunk.start))
-
-    def _scored_chunk(
-        self,
-        proposal: Any,
-        chunk: Chunk,
-        drawn: dict[int, list[Any]],
-        reported: int | None = None,
-    ) -> _Scored:
-        """Draw one chunk and score it with the target.
-
-        Its first ``reported`` samples (all by default) are also scored with the reported
-        features and the base.
-        """
-        samples, log_q = draw_chunk(proposal, chunk)
-        drawn[chunk.index] = samples
-        log_p = _cpu64(call_log_score(self.target, samples, chunk.context))
-        if len(log_p) != chunk.size:
-            raise ValueError(
-                f"the target returned {len(log_p)} log-scores for {chunk.size} samples"
-            )
-        phi, log_a = self._features_and_base(chunk.context, samples[:reported])
-        shown = [
-            (getattr(x, "text", str(x)), float(lp))
-            for x, lp in zip(samples[: max(0, 8 - chunk.start)], log_p)
-        ]
-        return _Scored(log_q, log_p, phi, log_a, shown)
-
-    def _learn_chunk(
-        self,
-        chunk: Chunk,
-        samples: list[Any],
-        scored: _Scored,
-        log_z: float,
-        n_contexts: int,
-        weight: float = 1.0,
-    ) -> _Learned:
-        """Score one chunk with the policy and backpropagate its share of the loss.
-
-        ``weight`` 0: a lockstep dummy, whose forward and backward passes change nothing.
-        """
-        cfg, n = self.config, self.config.samples_per_context
-        log_pi_parts, weights, weighted, losses = [], [], [], []
-        score_time = backward_time = 0.0
-        for part in _chunks(chunk.size, cfg.scoring_batch_size):
-            tf = time.perf_counter()
-            with self._autocast():
-                log_pi = call_log_score(self.policy, samples[part], chunk.context, grad=True)
-            score_time += time.perf_counter() - tf
-            tb = time.perf_counter()
-            out = self.loss(
-                log_pi, scored.log_p[part], scored.log_q[part], log_z, context=chunk.context
-            )
-            share = (part.stop - part.start) / n
-            (out.loss * share / n_contexts * weight).backward()  # weight 1: exact
-            losses.append(float(out.loss.detach()) * share)
-            backward_time += time.perf_counter() - tb
-            log_pi_parts.append(out.policy_log_probs)
-            if chunk.index >= 0:  # not a lockstep pad
-                self._show_batch(chunk.context, samples[part], scored, part, out.policy_log_probs)
-            weights.append(out.weights)
-            weighted.append(out.weighted_rewards)
-        self.gradients.chunk_done()
-        return _Learned(
-            np.concatenate(log_pi_parts),
-            np.concatenate(weights),
-            np.concatenate(weighted),
-            losses,
-            score_time,
-            backward_time,
-        )
-
-    def _show_batch(
-        self, context: Any, samples: list[Any], scored: _Scored, part: slice, log_pi: Any
-    ) -> None:
-        """Hand a scoring batch to the loggers that look at batches (``log_batch``)."""
-        seeing = [lg for lg in self._batch_loggers if hasattr(lg, "log_batch")]
-        if not seeing:
-            return
-        log_scores = {
-            "proposal": torch.from_numpy(np.array(scored.log_q[part], dtype=np.float64)),
-            "policy": torch.as_tensor(np.asarray(log_pi, dtype=np.float64)),
-            "target": torch.from_numpy(np.array(scored.log_p[part], dtype=np.float64)),
-        }
-        for logger in seeing:
-            logger.log_batch(self.step_count + 1, context, samples, log_scores)
-
-    def step(self) -> dict[str, float]:
-        """One gradient step; returns its metrics (averaged over the step's contexts).
-
-        The step's samples are cut into chunks keyed by ``(seed, step, context, chunk)`` and
-        dealt to the ranks of :attr:`world`; per-sample results are gathered in chunk order and
-        gradients summed, so the step is the same on any number of processes.
-        """
-        t0 = time.perf_counter()
-        with self.gradients.whole_model():  # FSDP gathers its shards for the step
-            result = self._step()
-        result["time/step"] = time.perf_counter() - t0
-        return result
-
-    def _step(self) -> dict[str, float]:
-        cfg, world = self.config, self.world
-        contexts = world.broadcast(self._contexts())  # rank 0's draw, should streams differ
-        timings = {"time/sample": 0.0, "time/score": 0.0, "time/backward": 0.0}
-        if self.average is not None:
-            timings["time/average"] = 0.0  # scoring the step's samples under the average
-        self.optimizer.zero_grad(set_to_none=True)
-        n = cfg.samples_per_context
-        chunks = plan_chunks(
-            contexts, n, cfg.sampling_batch_size, cfg.seed, "tune", self.step_count
-        )
-        drawn: dict[int, list[Any]] = {}
-        dummy = dataclasses.replace(chunks[0], index=-1)  # lockstep: a short rank's pad
-        padding: dict[str, _Scored] = {}
-        ts = time.perf_counter()
-        scored = world.gather_chunks(
-            chunks,
-            lambda c: self._scored_chunk(self.proposal, c, drawn, self._reported(c)),
-            (lambda: padding.update(s=self._scored_chunk(self.proposal, dummy, drawn, 0)))
-            if self.lockstep
-            else None,
-        )
-        timings["time/sample"] += time.perf_counter() - ts
-        checkpoint.kill_point(f"tuning: step {self.step_count + 1} sampled")
-        log_zs = []
-        for position, context in enumerate(contexts):
-            rows = [s for c, s in zip(chunks, scored) if c.position == position]
-            log_p = np.concatenate([s.log_p for s in rows])
-            log_q = np.concatenate([s.log_q for s in rows])
-            ratios = np.where(log_p == -np.inf, -np.inf, log_p - log_q)
-            log_z = self._update_log_z(context, ratios)
-            if not math.isfinite(log_z):
-                raise ValueError(
-                    f"no sample so far has positive target probability in context {context!r}: the "
-                    "partition function cannot be estimated (is the target's support reachable?)"
-                )
-            log_zs.append(log_z)
-        mine = {c.index for c in world.mine(chunks)}
-        with self.gradients.accumulating():
-            learned = world.gather_chunks(
-                chunks,
-                lambda c: self._learn_chunk(
-                    c, drawn[c.index], scored[c.index], log_zs[c.position], len(contexts)
-                ),
-                (lambda: self._learn_chunk(dummy, drawn[-1], padding["s"], log_zs[0], 1, 0.0))
-                if self.lockstep
-                else None,
-            )
-        for c, piece in zip(chunks, learned):
-            if c.index in mine:
-                timings["time/score"] += piece.score_time
-                timings["time/backward"] += piece.backward_time
-        checkpoint.kill_point(f"tuning: step {self.step_count + 1} backward passes done")
-        tc = time.perf_counter()
-        world.together(self.gradients.finish)
-        timings["time/collectives"] = time.perf_counter() - tc
-        averaged: list[np.ndarray] = []
-        if self.average is not None:
-            ta = time.perf_counter()
-            averaged = world.gather_chunks(
-                chunks,
-                lambda c: self._averaged_log_scores(drawn[c.index][: self._reported(c)], c.context),
-            )
-            timings["time/average"] += time.perf_counter() - ta
-        per_context: list[dict[str, float]] = []
-        for position, context in enumerate(contexts):
-            picks = [k for k, c in enumerate(chunks) if c.position == position]
-
-            def joined(values: list[Any], picks: list[int] = picks) -> Any:
-                parts = [values[k] for k in picks]
-                return None if parts[0] is None else np.concatenate(parts)
-
-            log_p = joined([s.log_p for s in scored])
-            log_q = joined([s.log_q for s in scored])
-            phi = joined([s.phi for s in scored])
-            log_a = joined([s.log_a for s in scored])
-            self.loss.record_batch(
-                joined([piece.weights for piece in learned]),
-                joined([piece.weighted for piece in learned]),
-                context,
-            )
-            self.last_samples = [
-                {"context": str(context), "text": text, "target_log_score": lp}
-                for k in picks
-                for text, lp in scored[k].shown
-            ][:8]
-            # The reported estimates use the batch's first metrics_samples samples (all by
-            # default): the draws are exchangeable, so the first m are a random subset.
-            m = cfg.metrics_samples or n
-            log_p, log_q = log_p[:m], log_q[:m]
-            phi = None if phi is None else phi[:m]
-            log_a = None if log_a is None else log_a[:m]
-            log_pi_all = joined([piece.log_pi for piece in learned])[:m]
-            metrics = self._metrics(log_p, log_pi_all, log_q, log_zs[position], phi, log_a)
-            if self.average is not None:
-                # The names without a prefix describe the policy tune() returns: the average.
-                iterate = metrics
-                log_avg = joined(averaged)[:m]
-                metrics = self._metrics(log_p, log_avg, log_q, log_zs[position], phi, log_a)
-                metrics.update({f"iterate/{k}": v for k, v in iterate.items()})
-            metrics["loss"] = float(sum(x for k in picks for x in learned[k].losses))
-            per_context.append(metrics)
-        grad_norm = self.gradients.step(
-            self.optimizer, list(self.parameters.values()), cfg.max_grad_norm
-        )
-        self.scheduler.step()
-        if self.average is not None:
-            self.average.update()
-        self.step_count += 1
-        result = {k: _across_contexts(k, [m[k] for m in per_context]) for k in per_context[0]}
-        result.update(timings)
-        result["grad_norm"] = grad_norm
-        result["lr"] = float(self.optimizer.param_groups[0]["lr"])
-        result["baseline"] = self.loss.baseline
-        if cfg.proposal == "offline" and self.step_count % cfg.proposal_update_interval == 0:
-            result["proposal_updated"] = float(self._maybe_update_proposal(per_context))
-        return result
-
-    def _maybe_update_proposal(self, per_context: list[dict[str, float]]) -> bool:
-        """Replace the frozen proposal by the policy when the policy is closer to the target.
-
-        The policy is the one tune() returns: with averaging, the average of the iterates (less
-        noisy than the last iterate, so a better proposal).
-        """
-        if self.proposal_copied_at == self.step_count - 1:
-            # This step's estimates are of the policy the proposal was copied from: the two are
-            # equal but for rounding, and a tie decided by rounding would depend on the order of
-            # float sums, so on the number of processes.
-            return False
-        metric = self.config.proposal_update_metric
-        # Both are estimated on the same samples from the proposal (before this step's update).
-        policy_div = np.mean([m[f"{metric}_target_policy"] for m in per_context])
-        proposal_div = np.mean([m[f"{metric}_target_proposal"] for m in per_context])
-        if policy_div < proposal_div:
-            with (
-                self.average.swapped_in() if self.average is not None else contextlib.nullcontext()
-            ):
-                self.proposal = self._frozen_copy(self.policy)
-            self.proposal_copied_at = self.step_count
-            return True
-        return False
 
     def tune(self, n_steps: int | None = None) -> list[dict[str, float]]:
         """Run the loop (the remaining steps, or ``n_steps`` more); returns the metric history.
@@ -684,7 +282,7 @@ class Tuner:
                 self.history.append(metrics)
                 for logger in loggers:
                     logger.log(self.step_count, metrics)
-                checkpoint.kill_point(f"tuning: step {self.step_count} logged")
+                kill_point(f"tuning: step {self.step_count} logged")
                 saved = bool(
                     cfg.checkpoint_dir
                     and cfg.checkpoint_interval
@@ -702,7 +300,7 @@ class Tuner:
                 self.save_checkpoint()
             if self.average is not None:
                 self.average.hold()
-            self.gradients.hand_over()  # FSDP: the tuned policy whole, usable without collectives
+            self.gradients.hand_over()  # the tuned policy usable without collectives
         finally:
             self._batch_loggers = []
             for logger in loggers:
@@ -712,28 +310,11 @@ class Tuner:
     def converged(self, since: int = 0) -> bool:
         """Whether the divergence estimate has stopped improving (``stopping_window`` > 0).
 
-        Only the steps of the history from index ``since`` on are considered.
-
-        Compares the mean estimate over a window of ``stopping_window`` steps with the mean over
-        the window before: flat when the improvement is below one standard error of the
-        difference. Each window's standard error is the spread of its steps' estimates over
-        the root of its length, which holds both the sampling noise and the iterates' own
-        fluctuation, so a noisy plateau counts as flat instead of as progress. Converged when
-        the comparison has been flat at each of the last ``stopping_window`` steps: one flat
-        comparison happens by chance early on, while the estimate still falls fast.
+        Only the steps of the history from index ``since`` on are considered (see
+        :func:`~disco.tuners.stopping.has_converged`).
         """
-        window = self.config.stopping_window
-        values = np.asarray([h["divergence"] for h in self.history[since:] if "divergence" in h])
-        if window < 2 or len(values) < 3 * window - 1:
-            return False
-
-        def flat(end: int) -> bool:
-            current = values[end - window : end]
-            previous = values[end - 2 * window : end - window]
-            stderr = math.sqrt((np.var(current, ddof=1) + np.var(previous, ddof=1)) / window)
-            return bool(previous.mean() - current.mean() < stderr)
-
-        return all(flat(len(values) - lag) for lag in range(window))
+        values = [h["divergence"] for h in self.history[since:] if "divergence" in h]
+        return has_converged(values, self.config.stopping_window)
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -771,23 +352,19 @@ class Tuner:
             log_z = self.log_z(context)
             if not math.isfinite(log_z):
                 log_z = numerics.logmeanexp(ratios)
-            rows.append(self._metrics(log_p, log_q, log_q, log_z, phi, log_a))
+            rows.append(self._report(log_p, log_q, log_q, log_z, phi, log_a))
         return {f"validation/{k}": float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
     # --- checkpoints (disco.tuners.checkpoint holds the format) ----------------------------
 
-    def _state(self) -> dict[str, Any]:
-        """The tuner's state as a checkpoint stores it (JSON values and tensors)."""
-        return checkpoint.tuner_state(self)
-
     def save_checkpoint(self, directory: str | os.PathLike[str] | None = None) -> Path:
         """Write a checkpoint atomically; returns its folder (``checkpoint_dir/step-NNNNNNNN``).
 
-        Every rank holds the same state (under FSDP, gathered from the shards first), so rank 0
+        Every rank holds the same state (a sharded mode gathers it whole first), so rank 0
         alone writes it (a failure there is raised on every rank); it loads under any number of
         processes.
         """
-        whole = checkpoint.gather(self) if self.gradients.name in ("fsdp", "deepspeed") else None
+        whole = self.gradients.whole_state(self.parameters, self.optimizer)
 
         def write() -> Path | None:
             if not self.world.is_main:
@@ -807,13 +384,3 @@ class Tuner:
         bad file (see :mod:`disco.tuners.checkpoint`).
         """
         return checkpoint.load(self, path)
-
-
-def _across_contexts(key: str, values: list[float]) -> float:
-    """A step's figure over its contexts: their mean, or for a ``*_stderr`` key its error.
-
-    The contexts' samples are independent, so the errors combine as those of a mean.
-    """
-    if key.endswith("_stderr"):
-        return numerics.mean_of_independent([numerics.Estimate(0.0, v) for v in values]).stderr
-    return float(np.mean(values))

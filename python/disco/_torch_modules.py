@@ -1,4 +1,4 @@
-"""The torch side of a distribution being tuned: its module, trainable parameters and device."""
+"""The torch side of a distribution: its module, trainable parameters and device."""
 
 from __future__ import annotations
 
