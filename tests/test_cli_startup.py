@@ -1,7 +1,7 @@
 """The command answers what needs no model without importing torch or transformers.
 
-``--version``, ``--help``, ``disco inspect`` and every configuration mistake the file alone
-shows (types, ranges, unknown keys, missing files) are checked in a fresh interpreter, which
+``--version``, ``--help``, ``disco inspect``, ``disco list loggers`` and every configuration
+mistake the file alone shows (types, ranges, unknown keys, missing files) are checked in a fresh interpreter, which
 then reports the modules it loaded: the answer must be the usual one, and neither torch nor
 transformers may be among them. No time is measured (the machine's load would decide it).
 """
@@ -18,15 +18,15 @@ import pytest
 HEAVY = ("torch", "transformers")
 
 # Runs the command's main in-process, then prints its exit status and the heavy modules loaded.
-PROBE = """
+PROBE = f"""
 import json, sys
 from disco.cli import main
 try:
     status = main(sys.argv[1:])
 except SystemExit as exit:
     status = exit.code
-print(json.dumps([status, sorted(m for m in {heavy!r} if m in sys.modules)]), file=sys.stderr)
-""".format(heavy=HEAVY)
+print(json.dumps([status, sorted(m for m in {HEAVY!r} if m in sys.modules)]), file=sys.stderr)
+"""
 
 FEATURE = '[[features]]\ntype = "word"\nword = "the"\nmoment = 0.5\n'
 
@@ -80,6 +80,12 @@ def test_version_and_help_import_no_torch(argv: list[str]) -> None:
     status, heavy, out, _ = probe(*argv)
     assert status == 0 and heavy == []
     assert ("disco-control" if argv == ["--version"] else "usage: disco") in out
+
+
+def test_listing_the_loggers_imports_no_torch() -> None:
+    status, heavy, out, _ = probe("list", "loggers")
+    assert status == 0 and heavy == []
+    assert out.startswith("loggers ([output] loggers):") and "  tensorboard  " in out
 
 
 def test_inspect_imports_no_torch(tmp_path: Path) -> None:
