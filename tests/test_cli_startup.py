@@ -8,6 +8,7 @@ transformers may be among them. No time is measured (the machine's load would de
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -116,3 +117,13 @@ def test_a_mistake_in_the_file_is_reported_without_torch(tmp_path: Path, mistake
     assert (status, heavy, out) == (2, [], "")
     assert len(err.splitlines()) == 1 and err.startswith("disco: error: ")
     assert f"({key})" in err, err
+
+
+@pytest.mark.parametrize("package", ["disco.cli", "disco.tuners"])
+def test_a_lazy_package_keeps_every_public_name(package: str) -> None:
+    module = importlib.import_module(package)
+    for name in module.__all__:
+        assert name in dir(module), name
+        assert getattr(module, name).__module__.startswith(f"{package}."), name
+    with pytest.raises(AttributeError, match="has no attribute 'absent'"):
+        getattr(module, "absent")  # noqa: B009  (the name is what is tested)
