@@ -15,6 +15,7 @@ import torch
 
 from conftest import require_extra
 from disco import cli
+from disco.cli.report import coefficients
 from disco.io import load_ebm, save_ebm
 from disco.tuners import Tuner
 from disco.tuners.loggers import read_jsonl
@@ -175,7 +176,7 @@ def test_run_with_two_contexts_and_two_features(tmp_path: Path) -> None:
     assert sum(r["source"] == "qrs" for r in rows) == 4  # two per context
     # the conditional fit normalises each context on its own; the EBM's coefficients are the fit's
     ebm = load_ebm(tmp_path / "run" / "ebm")
-    assert cli._coefficients(ebm) == report["coefficients"]
+    assert coefficients(ebm) == report["coefficients"]
     # the loaded EBM scores exactly as the fitted one: base * exp(lambda . phi), same lambda
     from disco.features import feature
     from disco.scorers import ExponentialScorer, Product

@@ -32,6 +32,8 @@ LAYERS: dict[str, int] = {
     # small helpers: atomic writes, locks, calling a user's methods, processes and chunks
     "disco._atomic": 1,
     "disco._lock": 1,
+    "disco._lazy": 1,
+    "disco._fields": 1,
     "disco._safetensors": 1,
     "disco._crash_points": 1,
     "disco._torch_modules": 1,
@@ -62,8 +64,7 @@ LAYERS: dict[str, int] = {
 }
 
 #: Edges other branches remove, allowed here until they are merged (then this is emptied).
-KNOWN_UNTIL_MERGED: dict[tuple[str, str], str] = {
-}
+KNOWN_UNTIL_MERGED: dict[tuple[str, str], str] = {}
 
 
 #: The names the package itself (``disco/__init__.py``) gives, and the module each comes from.

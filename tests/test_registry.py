@@ -9,12 +9,13 @@ from typing import Any
 import pytest
 
 from disco import cli, features
+from disco.cli.build import loss_tuner
 from disco.cli.config import RunConfig
 from disco.features import FEATURE_TYPES, feature
 from disco.registry import Registry
 from disco.samplers import SAMPLERS
 from disco.scorers import BooleanScorer
-from disco.tuners import KLLoss, TunerConfig, losses
+from disco.tuners import KLLoss, Tuner, losses
 from disco.tuners import loggers as loggers_module
 from disco.tuners.loggers import LOGGERS, Logger, read_jsonl
 from disco.tuners.losses import LOSSES
@@ -76,8 +77,9 @@ def test_a_new_loss_is_one_class_and_one_line(
     monkeypatch.setattr(losses, "LOSSES", _extended(LOSSES, ForwardKLAgain, "kl_again"))
     cfg = cli.check_config({**RAW, "tuner": {**RAW["tuner"], "loss": "kl_again"}})
     assert cfg["loss"] == "kl_again"
-    loss = RunConfig.from_normalised(cfg).tuner.make_loss(TunerConfig(baseline_window=7))
-    assert type(loss) is ForwardKLAgain and loss.baseline_window == 7
+    # the run's tuner makes this loss itself, with its configuration's baseline settings
+    tuner_class = loss_tuner(RunConfig.from_normalised(cfg).tuner.loss)
+    assert issubclass(tuner_class, Tuner) and tuner_class.default_loss is ForwardKLAgain
     assert cli.main(["list", "losses"]) == 0
     assert "kl_again      The forward KL once more" in capsys.readouterr().out
 

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import signal
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from disco.cli.config import check_acceptance_rate, check_beta, demo_config, load_config
+from disco.cli.config import check_acceptance_rate, demo_config, load_config, user_beta
 from disco.cli.errors import TuningInterrupted, UserError
 from disco.cli.report import format_table
 
@@ -34,18 +35,48 @@ REGISTRIES = {
 }
 
 
+@contextlib.contextmanager
+def _joined() -> Iterator[None]:
+    """Under torchrun / accelerate launch: in their process group for the block, left together.
+
+    One process is a world of one, and joins nothing.
+    """
+    from transformers.utils import logging as transformers_logging
+
+    from disco.distributed import init_from_environment
+
+    transformers_logging.disable_progress_bar()  # loading bars would bury disco's own output
+    world = init_from_environment()
+    succeeded = False
+    try:
+        yield
+        succeeded = True
+    finally:
+        if world.size > 1:
+            import torch
+
+            if succeeded:
+                # Leave together: a rank that tears its group down while rank 0 still writes
+                # the report closes connections under gloo's threads there.
+                world.barrier()
+            torch.distributed.destroy_process_group()
+
+
 def _demo(args: argparse.Namespace) -> None:
+    cfg = demo_config(args.quick, args.model, args.seed)
     from disco.cli.pipeline import run_pipeline
 
-    run_pipeline(demo_config(args.quick, args.model, args.seed), args.out)
+    with _joined():
+        run_pipeline(cfg, args.out)
 
 
 def _run(args: argparse.Namespace) -> None:
-    from disco.cli.pipeline import run_pipeline
-
     cfg = load_config(args.config, allow_imports=args.allow_imports)
     out = args.out or Path(cfg["output"]["dir"])
-    run_pipeline(cfg, out, resume=args.resume, allow_imports=args.allow_imports)
+    from disco.cli.pipeline import run_pipeline  # torch: after the configuration's checks
+
+    with _joined():
+        run_pipeline(cfg, out, resume=args.resume, allow_imports=args.allow_imports)
 
 
 def _load_ebm(args: argparse.Namespace) -> Any:
@@ -81,7 +112,7 @@ def _check_sample_arguments(args: argparse.Namespace) -> Any:
     if args.n < 1:
         raise UserError(f"--n {args.n} is not positive", "--n", "ask for at least one sample")
     if args.beta is not None:
-        check_beta(args.beta, "--beta")
+        user_beta(args.beta, "--beta")
     check_acceptance_rate(args.acceptance_rate, "--acceptance-rate")
     if args.length is not None and args.length < 1:
         raise UserError(f"--length {args.length} is not positive", "--length", "use 1 or more")
@@ -89,16 +120,22 @@ def _check_sample_arguments(args: argparse.Namespace) -> Any:
 
 
 def _sample(args: argparse.Namespace) -> None:
+    method = _check_sample_arguments(args)
+    with _joined():
+        _sample_joined(args, method)
+
+
+def _sample_joined(args: argparse.Namespace, method: Any) -> None:
+    """``disco sample`` once its arguments are known to be usable."""
     import torch
 
+    from disco.cli.build import load_lm
     from disco.cli.config import ModelSection
     from disco.cli.files import write_jsonl
-    from disco.cli.models import load_model
     from disco.cli.sampling import draw_exactly, qrs_log_beta
     from disco.cli.sources import model_path
     from disco.samplers import QRSEstimator
 
-    method = _check_sample_arguments(args)
     target = _load_ebm(args)
     torch.manual_seed(args.seed)
     base = target.factors[0]
@@ -106,7 +143,7 @@ def _sample(args: argparse.Namespace) -> None:
         proposal = base
     else:
         length = args.length or getattr(base, "length", 30)
-        proposal = load_model(ModelSection(path=model_path(args.proposal, None), length=length))
+        proposal = load_lm(ModelSection(path=model_path(args.proposal, None), length=length))
     with torch.no_grad():
         log_beta = None
         if method.tempered and args.beta is not None:
@@ -278,15 +315,18 @@ def _parser() -> argparse.ArgumentParser:
 
 def _report(err: BaseException) -> tuple[str, int] | None:
     """The line to print and the exit status for a failure a user can act on (else ``None``)."""
-    from safetensors import SafetensorError
-
-    from disco.features import FeatureError
-
     if isinstance(err, UserError):
         return f"disco: error: {err}", 2
-    if isinstance(err, FeatureError):  # a function feature failed while scoring (fit, sampling)
+    # Only a loaded module can have raised its own error: looked up, not imported, so that a
+    # failure before any feature or weights file stays as quick as the command's start.
+    features = sys.modules.get("disco.features")
+    if features is not None and isinstance(err, features.FeatureError):
+        # a function feature failed while scoring (fit, sampling)
         return f"disco: error: {err} (features): fix the feature's function", 2
-    if isinstance(err, OSError | SafetensorError):  # a full disk, an unwritable folder
+    safetensors = sys.modules.get("safetensors")
+    if isinstance(err, OSError) or (
+        safetensors is not None and isinstance(err, safetensors.SafetensorError)
+    ):  # a full disk, an unwritable folder
         return f"disco: error: {err} (output): check the output folder", 2
     if isinstance(err, TuningInterrupted):  # exit status: 128 + the signal, as a shell shows it
         return (
@@ -301,31 +341,12 @@ def _report(err: BaseException) -> tuple[str, int] | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``disco`` command; returns the exit status."""
+    """Entry point of the ``disco`` command; returns the exit status.
+
+    Errors become one line on stderr and an exit status. torch and transformers are imported
+    only by the commands that use them, after what can be checked without them.
+    """
     args = _parser().parse_args(argv)
-    from transformers.utils import logging as transformers_logging
-
-    from disco.distributed import init_from_environment
-
-    transformers_logging.disable_progress_bar()  # loading bars would bury disco's own output
-    world = init_from_environment()  # under torchrun / accelerate launch: join their group
-    status = 1
-    try:
-        status = _main(args)
-        return status
-    finally:
-        if world.size > 1:
-            import torch
-
-            if status == 0:
-                # Leave together: a rank that tears its group down while rank 0 still writes
-                # the report closes connections under gloo's threads there.
-                world.barrier()
-            torch.distributed.destroy_process_group()
-
-
-def _main(args: argparse.Namespace) -> int:
-    """Run the parsed command; errors become one line on stderr and an exit status."""
     try:
         with warnings.catch_warnings():
             # raised between peft and transformers versions; nothing a user can act on

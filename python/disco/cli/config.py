@@ -3,11 +3,17 @@
 :func:`load_config` reads a TOML file, :func:`check_config` a mapping; both return the settings
 normalised (every default filled in) as plain data, the form ``config.json`` records and
 :func:`disco.cli.run_pipeline` takes. A problem is a one-line :class:`UserError` naming the key.
+
+The checks run in two passes. :meth:`RunConfig.check` reads the file alone (types, ranges,
+unknown keys, missing files) and imports neither torch nor transformers, so such a mistake is
+reported at once; then :func:`disco.cli.build.check_buildable` checks what needs the library's
+registries, the model's files or the device.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -15,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from disco._fields import described as _help
 from disco.cli import sources
-from disco.cli.errors import UserError, first_line
+from disco.cli.errors import UserError
 
 __all__ = [
     "FitSection",
@@ -26,11 +33,12 @@ __all__ = [
     "RunConfig",
     "SamplerSection",
     "TunerSection",
-    "build_feature",
+    "check_acceptance_rate",
     "check_config",
-    "check_feature",
+    "check_feature_table",
     "demo_config",
     "load_config",
+    "user_beta",
 ]
 
 # Upper bounds checked before any work starts, so a typo cannot hang a run or exhaust memory.
@@ -54,10 +62,6 @@ SECTIONS = {
     "sampler": "acceptance_rate or beta, n_samples, estimation_samples",
     "output": "dir, eval_samples, loggers",
 }
-
-
-def _help(text: str, **kwargs: Any) -> Any:
-    return field(metadata={"help": text}, **kwargs)
 
 
 def _table(raw: Mapping[str, Any], name: str) -> dict[str, Any]:
@@ -117,17 +121,7 @@ class ModelSection:
             table["path"] = sources.model_path(table["path"], base_dir)
         section = cls(**table)
         _integer(section.length, "model.length", 1, 1_000_000)
-        from disco.distributions.warp import Warp
-
-        try:  # the warp checks itself as LMDistribution's does, before any model is loaded
-            Warp(
-                1.0 if section.temperature is None else section.temperature,
-                0 if section.top_k is None else section.top_k,
-                1.0 if section.top_p is None else section.top_p,
-            )
-        except ValueError as err:
-            raise UserError(str(err), "model", "fix that setting") from None
-        return section
+        return section  # the warp (temperature, top_k, top_p) checks itself in the second pass
 
     def settings(self) -> dict[str, Any]:
         """The keywords ``LMDistribution`` takes besides the path."""
@@ -173,9 +167,7 @@ class LoraSection:
                 "lora.target_modules",
                 'e.g. target_modules = ["c_attn"], or leave it out for peft\'s default',
             )
-        try:
-            import peft  # noqa: F401
-        except ImportError:
+        if importlib.util.find_spec("peft") is None:  # found, not imported: peft imports torch
             raise UserError(
                 "LoRA needs peft", "lora", "pip install 'disco-control[lora]'"
             ) from None
@@ -208,16 +200,14 @@ class TunerSection:
 
     @classmethod
     def check(cls, raw: Mapping[str, Any], seed: int) -> TunerSection:
-        """The ``[tuner]`` table of ``raw``, each setting checked by ``TunerConfig`` itself."""
-        from disco.tuners import TunerConfig
-        from disco.tuners.losses import LOSSES
+        """The ``[tuner]`` table of ``raw``, each setting checked by ``TunerConfig`` itself.
+
+        The loss's name is checked against the losses in the second pass.
+        """
+        from disco.tuners.config import TunerConfig
 
         table = _table(raw, "tuner")
         loss = str(table.pop("loss", "kl"))
-        if loss not in LOSSES:
-            raise UserError(
-                f"unknown loss {loss!r}", "tuner.loss", f"use one of {', '.join(LOSSES)}"
-            )
         if table.get("fsdp_lockstep"):
             raise UserError(
                 "the command samples and evaluates with the tuned policy after tuning, in uneven "
@@ -240,42 +230,15 @@ class TunerSection:
                 raise UserError(
                     f"{value} is more than {limit}", f"tuner.{key}", f"use at most {limit}"
                 )
-        _check_autocast(table.get("autocast", "auto"))
         return cls(loss, table)
 
-    def config(self, **fixed: Any) -> Any:
-        """The ``TunerConfig`` of these settings plus the ones the run fixes itself."""
-        from disco.tuners import TunerConfig
 
-        return TunerConfig(**self.settings, **fixed)
+def user_beta(beta: Any, key: str) -> float:
+    """A QRS β the user gave: a number (not a string or a boolean), positive and finite.
 
-    def make_loss(self, config: Any) -> Any:
-        """The loss object, with the baseline settings of ``config``."""
-        from disco.tuners.losses import LOSSES
-
-        return LOSSES[self.loss](
-            baseline=config.baseline,
-            baseline_window=config.baseline_window,
-            max_log_t=config.max_log_t,
-        )
-
-
-def _check_autocast(mode: Any) -> None:
-    """``autocast = "bf16"`` needs a CUDA device that supports it: known before any work."""
-    if not isinstance(mode, str) or mode.lower() != "bf16":
-        return
-    import torch
-
-    if not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()):
-        raise UserError(
-            "autocast = bf16 needs a CUDA device with bfloat16 support, and there is none",
-            "tuner.autocast",
-            'use "auto" (bf16 where supported, float32 elsewhere) or "off"',
-        )
-
-
-def check_beta(beta: Any, key: str) -> float:
-    """A QRS β given directly: a number (not a string or a boolean), positive and finite."""
+    The positive-and-finite check is :func:`disco._beta.check_beta`'s; a refusal is a
+    :class:`UserError` naming ``key``.
+    """
     from disco._beta import check_beta as checked
 
     try:
@@ -316,7 +279,7 @@ class SamplerSection:
                 "both beta and acceptance_rate are set", "sampler.beta", "keep one of the two"
             )
         if "beta" in table:
-            how: dict[str, float] = {"beta": check_beta(table["beta"], "sampler.beta")}
+            how: dict[str, float] = {"beta": user_beta(table["beta"], "sampler.beta")}
         else:
             rate = table.get("acceptance_rate", 0.5)
             how = {"acceptance_rate": check_acceptance_rate(rate, "sampler.acceptance_rate")}
@@ -367,51 +330,18 @@ class OutputSection:
         return cls(folder, eval_samples, list(dict.fromkeys(loggers)))
 
 
-def build_feature(
-    spec: Mapping[str, Any],
-    index: int,
-    *,
-    allow_imports: bool = False,
-    base_dir: Path | None = None,
-) -> Any:
-    """The scorer of ``[[features]]`` table ``index``; a bad setting is a :class:`UserError`."""
-    from disco.features import ImportNotAllowedError, feature
-
-    try:
-        return feature(
-            spec, allow_imports=allow_imports, import_paths=sources.import_dirs(base_dir)
-        )
-    except ImportNotAllowedError as err:
-        raise UserError(
-            err.what, f"features[{index}]", "pass --allow-imports if you trust that code"
-        ) from None
-    except (ValueError, TypeError, KeyError, ImportError, AttributeError, OSError) as err:
-        raise UserError(
-            first_line(err), f"features[{index}]", "fix the feature's settings (see the README)"
-        ) from None
-
-
-def check_feature(
-    spec: Any, index: int, base_dir: Path | None = None, *, allow_imports: bool = False
-) -> dict[str, Any]:
-    """Check one ``[[features]]`` table: a known type, valid settings and a valid moment.
+def check_feature_table(spec: Any, index: int, base_dir: Path | None = None) -> dict[str, Any]:
+    """One ``[[features]]`` table as far as the file alone tells: a type and a finite moment.
 
     A classifier's local model folder is made absolute (looked up next to the config first).
+    Whether the type exists and its settings are valid is checked in the second pass
+    (:func:`disco.cli.build.check_feature`).
     """
-    from disco.features import FEATURE_TYPES
-    from disco.scorers import BooleanScorer
-
     key = f"features[{index}]"
     if not isinstance(spec, dict):
         raise UserError(f"{key} is not a table", key, "write each feature as a [[features]] table")
     if "type" not in spec:
         raise UserError("a feature without a type", f"{key}.type", 'add type = "word" (or another)')
-    if not isinstance(spec["type"], str) or spec["type"] not in FEATURE_TYPES:
-        raise UserError(
-            f"unknown feature type {spec['type']!r}",
-            f"{key}.type",
-            f"use one of {', '.join(FEATURE_TYPES)}",
-        )
     if "moment" not in spec:
         raise UserError("a feature without a target moment", f"{key}.moment", "add moment = 0.5")
     moment = spec["moment"]
@@ -419,27 +349,15 @@ def check_feature(
         raise UserError(
             f"moment {moment!r} is not a finite number", f"{key}.moment", "give a number"
         )
-    if spec["type"] == "classifier":
-        spec = dict(spec)
-        found = (
-            sources.local(spec["model"], base_dir) if isinstance(spec.get("model"), str) else None
-        )
+    spec = dict(spec)
+    if spec["type"] == "classifier" and isinstance(spec.get("model"), str):
+        found = sources.local(spec["model"], base_dir)
         if found is not None:
             spec["model"] = str(found)
-        return spec  # built once, by the run: loading a classifier twice is slow
-    scorer = build_feature(spec, index, allow_imports=allow_imports, base_dir=base_dir)
-    if isinstance(scorer, BooleanScorer) and not 0.0 <= moment <= 1.0:
-        raise UserError(
-            f"moment {moment} of a boolean feature is outside [0, 1]",
-            f"{key}.moment",
-            "a boolean's moment is the fraction of samples where it holds",
-        )
-    return dict(spec)
+    return spec
 
 
-def _features(
-    raw: Mapping[str, Any], base_dir: Path | None, allow_imports: bool
-) -> list[dict[str, Any]]:
+def _features(raw: Mapping[str, Any], base_dir: Path | None) -> list[dict[str, Any]]:
     specs = raw.get("features")
     if not specs:
         raise UserError("no features", "features", "add at least one [[features]] table")
@@ -447,10 +365,7 @@ def _features(
         raise UserError(
             "features must be an array of tables", "features", "write [[features]], not [features]"
         )
-    return [
-        check_feature(spec, i, base_dir, allow_imports=allow_imports)
-        for i, spec in enumerate(specs)
-    ]
+    return [check_feature_table(spec, i, base_dir) for i, spec in enumerate(specs)]
 
 
 @dataclass
@@ -468,21 +383,22 @@ class RunConfig:
     output: OutputSection
 
     @classmethod
-    def check(
-        cls, raw: Mapping[str, Any], base_dir: Path | None = None, *, allow_imports: bool = False
-    ) -> RunConfig:
-        """Check a configuration mapping, section by section, before any model is loaded."""
+    def check(cls, raw: Mapping[str, Any], base_dir: Path | None = None) -> RunConfig:
+        """Check a configuration mapping section by section, from the file alone.
+
+        Neither torch nor transformers is imported: what needs them (the registries' names,
+        the warp, the model's positions, the device) is :func:`check_config`'s second pass.
+        """
         _known(raw, list(SECTIONS), "")
         seed = _integer(raw.get("seed", 0), "seed", 0, MAX_SEED)
         model = ModelSection.check(raw, base_dir)
         lora = LoraSection.check(raw)
-        features = _features(raw, base_dir, allow_imports)
+        features = _features(raw, base_dir)
         fit = FitSection.check(raw)
         tuner = TunerSection.check(raw, seed)
         sampler = SamplerSection.check(raw)
         output = OutputSection.check(raw)
         contexts = sources.read_contexts(dict(raw), base_dir)
-        sources.check_positions(model.path, model.length, contexts, dict(raw))
         return cls(seed, model, lora, contexts, features, fit, tuner, sampler, output)
 
     @classmethod
@@ -522,9 +438,15 @@ def check_config(
     """Validate a configuration mapping; returns it normalised with every default filled in.
 
     Unknown keys, feature types and tuner settings, moments a boolean feature cannot have,
-    missing files and malformed numbers raise :class:`UserError` naming the key.
+    missing files and malformed numbers raise :class:`UserError` naming the key: first what
+    the file alone shows (:meth:`RunConfig.check`), then what needs the library's registries,
+    the model's files or the device (:func:`disco.cli.build.check_buildable`).
     """
-    return RunConfig.check(raw, base_dir, allow_imports=allow_imports).as_dict()
+    from disco.cli.build import check_buildable
+
+    settings = RunConfig.check(raw, base_dir)
+    check_buildable(settings, raw, base_dir, allow_imports=allow_imports)
+    return settings.as_dict()
 
 
 def load_config(path: str | os.PathLike[str], *, allow_imports: bool = False) -> dict[str, Any]:
@@ -557,7 +479,7 @@ def demo_config(quick: bool = False, model: str | None = None, seed: int = 0) ->
             "metrics_samples": 64 if quick else 128,
             "learning_rate": 2e-4,
             # The averaged iterates (what the demo evaluates and saves) are much closer to the
-            # target and the base than the noisy last iterate (issue 15).
+            # target and the base than the noisy last iterate.
             "averaging": "ema",
             "averaging_decay": 0.98,
             "sampling_batch_size": 64,

@@ -20,14 +20,13 @@ from typing import Any
 
 from disco._lock import FolderInUseError, exclusive
 from disco.cli import files, report
-from disco.cli.config import RunConfig, build_feature
+from disco.cli.build import build_feature, load_lm, make_loggers, make_policy, make_tuner
+from disco.cli.config import RunConfig
 from disco.cli.errors import TuningInterrupted, UserError, first_line
 from disco.cli.interrupt import StopBetweenSteps, StoppedBetweenSteps
-from disco.cli.models import load_model, make_policy
 from disco.cli.sampling import draw, draw_exactly, qrs_log_beta, shares
 from disco.cli.sources import MAX_CONFIG_BYTES
 from disco.distributed import current_world
-from disco.parallel import whole_state_dict
 
 __all__ = ["run_pipeline"]
 
@@ -167,40 +166,18 @@ class _Run:
 
     # ----------------------------------------------------------------------------- tune
 
-    def _loggers(self) -> list[Any]:
-        from disco.tuners.loggers import LOGGERS, ConsoleLogger, JSONLogger
-
-        loggers = [ConsoleLogger(), JSONLogger(self.out / "metrics.jsonl", append=self.resume)]
-        for name in self.cfg.output.loggers:
-            try:
-                loggers.append(LOGGERS[name](self.out))
-            except ImportError as err:
-                raise UserError(
-                    first_line(err), "output.loggers", f"install it, or drop {name}"
-                ) from None
-        return loggers
-
     def _tuner(self, policy: Any, target: Any, base: Any) -> Any:
-        from disco.distributions import ContextDistribution
-        from disco.tuners import Tuner, checkpoint
+        from disco.tuners import checkpoint
 
-        contexts = self.cfg.contexts
-        config = self.cfg.tuner.config(
-            features=tuple(self.features), kl_from_base=True, checkpoint_dir=str(self.checkpoints)
-        )
-        where: dict[str, Any] = (
-            {"context": contexts[0]}
-            if len(contexts) == 1
-            else {"context_distribution": ContextDistribution(contexts, seed=self.cfg.seed)}
-        )
-        tuner = Tuner(
+        tuner = make_tuner(
+            self.cfg,
             policy,
             target,
-            self.cfg.tuner.make_loss(config),
-            base=base,
-            loggers=self._loggers(),
-            config=config,
-            **where,
+            base,
+            loggers=make_loggers(self.out, self.cfg.output.loggers, append=self.resume),
+            features=tuple(self.features),
+            kl_from_base=True,
+            checkpoint_dir=str(self.checkpoints),
         )
         if self.resume:
             with warnings.catch_warnings(record=True) as caught:
@@ -243,6 +220,7 @@ class _Run:
         """
         from disco._crash_points import kill_point
         from disco.features import FeatureError
+        from disco.parallel import whole_state_dict
 
         policy = make_policy(self.cfg.model, self.cfg.lora)
         tuner = self._tuner(policy, target, base)
@@ -444,7 +422,7 @@ def _stages(run: _Run, stopper: StopBetweenSteps, started: float) -> dict[str, A
         files.write_atomically(out / "config.json", json.dumps(plain, indent=2))
     torch.manual_seed(settings.seed)
 
-    base = load_model(settings.model)
+    base = load_lm(settings.model)
     target = run.fit(base)
     run.report["coefficients"] = report.coefficients(target)
     run.seed_stage("base samples")

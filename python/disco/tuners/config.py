@@ -6,9 +6,10 @@ import dataclasses
 import math
 import numbers
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from disco._fields import described as _help
 from disco.parallel import CHOICES as PARALLEL
 
 __all__ = ["TunerConfig"]
@@ -20,10 +21,6 @@ UPDATE_METRICS = ("kl", "tv", "js")
 AUTOCAST = ("auto", "bf16", "off")
 AVERAGING = ("ema", "none")
 MAX_LEARNING_RATE = 100.0
-
-
-def _help(text: str, **kwargs: Any) -> Any:
-    return field(metadata={"help": text}, **kwargs)
 
 
 @dataclass
