@@ -234,6 +234,10 @@ def evaluate(
 ) -> Evaluation:
     """Evaluate ``policy`` against ``target`` on ``n`` fresh samples of the policy.
 
+    Every estimate's error is first-order: trust it once the ESS is large (dozens at least);
+    an importance-sampling KL can then still come out slightly negative when the truth is
+    near zero, as any unbiased-in-the-limit estimate of a small quantity can.
+
     Parameters
     ----------
     policy:
@@ -256,10 +260,6 @@ def evaluate(
         result is that of one process.
     keep_samples:
         Keep the samples in each :class:`ContextEvaluation` (for QRS or inspection).
-
-    Every estimate's error is first-order: trust it once the ESS is large (dozens at least);
-    an importance-sampling KL can then still come out slightly negative when the truth is
-    near zero, as any unbiased-in-the-limit estimate of a small quantity can.
     """
     import torch
 
