@@ -46,10 +46,11 @@ __all__ = ["FitReport", "constrain"]
 class FitReport:
     """What ``constrain`` fitted and how well, on the samples it used.
 
-    When every constraint is pointwise (or no moments were given) nothing is fitted: the target
-    is the base times those factors. Given ``samples``, ``log_z`` then estimates the log of the
-    base's mass where the constraints hold and ``ess`` counts the samples that carry it;
-    otherwise no sample is drawn and both are ``nan`` (not estimated), as the report says.
+    When every constraint is pointwise nothing is fitted: the target is the base times those
+    factors. Given ``samples``, ``log_z`` then estimates the log of the base's mass where the
+    constraints hold (with ``log_z_stderr``) and ``ess`` counts the samples that carry it;
+    otherwise, as without moments, no sample is drawn and both are ``nan`` (not estimated), as
+    the printed report says.
     """
 
     features: list[str] = field(metadata={"help": "names of the distributional features, in order"})
