@@ -1,37 +1,23 @@
 """The tutorials (docs/tutorials/*.md) run when the site is built, and a broken one fails that build.
 
 markdown-exec executes their ```python exec="on" blocks during `mkdocs build`; on its own it
-reports a block that raises as a warning, which `mkdocs build --quiet` (as .ci/run calls it)
-never counts. docs/tutorials/hooks.py turns those reports into errors. The build test below
-makes a site of one tutorial's opening (with mkdocs.yml's own hooks, plugins and Markdown
+reports a block that raises as a warning, which a build run with `--quiet` never counts.
+docs/tutorials/hooks.py turns those reports into errors. The build test below makes a site of
+one tutorial's opening (tests/docs_site.py: with mkdocs.yml's own hooks, plugins and Markdown
 extensions), builds it as .ci/run does, and checks that it passes as written and fails once an
 error is injected into its executed code.
 """
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from docs_site import ROOT, build, docs_tools, one_page_site
+
 TUTORIALS = ROOT / "docs" / "tutorials"
 PAGES = ["quick-tour.md", "preferences.md", "tuning.md", "conditional.md", "sampling.md"]
 EXECUTED = re.compile(r'^```python exec="on"[^\n]*\n(.*?)^```\n', flags=re.S | re.M)
 INJECTED = "an error injected into the tutorial"
-
-
-def docs_tools():
-    """Skip unless the docs extra is installed and the docs are here (the sdist leaves them out)."""
-    reason = "needs the 'docs' extra: pip install 'disco-control[docs]'"
-    for module in ("mkdocs", "markdown_exec", "material", "yaml"):
-        pytest.importorskip(module, reason=reason)
-    if not TUTORIALS.is_dir():
-        pytest.skip("needs the repository's docs/ folder (the sdist leaves it out)")
-    import yaml
-
-    return yaml
 
 
 def test_every_tutorial_is_in_the_nav_executed_and_ends_with_what_to_try_next():
@@ -47,42 +33,6 @@ def test_every_tutorial_is_in_the_nav_executed_and_ends_with_what_to_try_next():
         assert last.startswith("What to try next"), name
         # The Hub example is shown, not run: a plain block, never an executed one.
         assert "```python\n" in last and 'exec="on"' not in last, name
-
-
-def one_page_site(folder: Path, page: str, text: str) -> Path:
-    """A site of ``text`` as ``tutorials/page``, configured as mkdocs.yml is, minus the API pages."""
-    yaml = docs_tools()
-    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text())
-    site = {
-        "site_name": "one tutorial",
-        "docs_dir": "docs",
-        "exclude_docs": config["exclude_docs"],
-        "strict": config["strict"],
-        "hooks": [str(ROOT / hook) for hook in config["hooks"]],
-        "nav": [{"tutorial": f"tutorials/{page}"}],
-        "theme": config["theme"],
-        "markdown_extensions": config["markdown_extensions"],
-        # mkdocstrings only serves the API reference, which this site has not.
-        "plugins": [
-            p for p in config["plugins"] if not (isinstance(p, dict) and "mkdocstrings" in p)
-        ],
-    }
-    assert "markdown-exec" in site["plugins"]
-    (folder / "docs" / "tutorials").mkdir(parents=True)
-    (folder / "docs" / "tutorials" / page).write_text(text)
-    (folder / "mkdocs.yml").write_text(yaml.safe_dump(site))
-    return folder
-
-
-def build(folder: Path) -> subprocess.CompletedProcess:
-    """`mkdocs build --strict --quiet`, as .ci/run runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "--site-dir", "site"],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 @pytest.mark.slow

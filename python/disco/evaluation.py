@@ -17,7 +17,14 @@ from typing import Any
 import numpy as np
 
 from disco import numerics
-from disco.distributed import Chunk, current_world, draw_chunk, plan_chunks, shared_seed
+from disco.distributed import (
+    Chunk,
+    chunk_seed,
+    current_world,
+    draw_chunk,
+    plan_chunks,
+    shared_seed,
+)
 from disco.distributions.contexts import resolve_contexts
 from disco.numerics import Estimate, mean_of_independent
 from disco.samplers._common import FloatArray, at_least_one, log_scores, score_target
@@ -234,6 +241,10 @@ def evaluate(
 ) -> Evaluation:
     """Evaluate ``policy`` against ``target`` on ``n`` fresh samples of the policy.
 
+    Every estimate's error is first-order: trust it once the ESS is large (dozens at least);
+    an importance-sampling KL can then still come out slightly negative when the truth is
+    near zero, as any unbiased-in-the-limit estimate of a small quantity can.
+
     Parameters
     ----------
     policy:
@@ -251,24 +262,22 @@ def evaluate(
     sampling_size:
         Batch size of the draws and of the scoring.
     seed:
-        Seeds the draws chunk by chunk, as :class:`~disco.samplers.QRSEstimator` does; under
-        ``torch.distributed`` the ranks share the chunks and gather them in chunk order, so the
-        result is that of one process.
+        Seeds the contexts drawn from ``context_distribution`` and the draws chunk by chunk, as
+        :class:`~disco.samplers.QRSEstimator` does; under ``torch.distributed`` the ranks share
+        the chunks and gather them in chunk order, so the result is that of one process.
     keep_samples:
         Keep the samples in each :class:`ContextEvaluation` (for QRS or inspection).
-
-    Every estimate's error is first-order: trust it once the ESS is large (dozens at least);
-    an importance-sampling KL can then still come out slightly negative when the truth is
-    near zero, as any unbiased-in-the-limit estimate of a small quantity can.
     """
     import torch
 
-    chosen = resolve_contexts(context, contexts, context_distribution, n_contexts)
+    world = current_world()
+    keyed = shared_seed(seed, world)
+    pick_seed = chunk_seed(keyed, "evaluate", "contexts")
+    chosen = resolve_contexts(context, contexts, context_distribution, n_contexts, seed=pick_seed)
     per_context = max(1, int(n) // len(chosen))
     size = at_least_one(sampling_size, "sampling_size")
-    world = current_world()
     chosen = world.broadcast(chosen)
-    chunks = plan_chunks(chosen, per_context, size, shared_seed(seed, world), "evaluate")
+    chunks = plan_chunks(chosen, per_context, size, keyed, "evaluate")
     names = [_name(f, i) for i, f in enumerate(features)]
 
     def scored(chunk: Chunk) -> tuple[list[Any] | None, FloatArray, FloatArray, Any, FloatArray]:

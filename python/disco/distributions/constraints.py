@@ -20,7 +20,14 @@ from tqdm.auto import tqdm
 
 from disco import numerics
 from disco._calls import call_log_score
-from disco.distributed import Chunk, current_world, draw_chunk, plan_chunks, shared_seed
+from disco.distributed import (
+    Chunk,
+    chunk_seed,
+    current_world,
+    draw_chunk,
+    plan_chunks,
+    shared_seed,
+)
 from disco.distributions.contexts import resolve_contexts
 from disco.scorers.base import (
     BooleanScorer,
@@ -37,7 +44,14 @@ __all__ = ["FitReport", "constrain"]
 
 @dataclass(frozen=True)
 class FitReport:
-    """What ``constrain`` fitted and how well, on the samples it used."""
+    """What ``constrain`` fitted and how well, on the samples it used.
+
+    When every constraint is pointwise nothing is fitted: the target is the base times those
+    factors. Given ``samples``, ``log_z`` then estimates the log of the base's mass where the
+    constraints hold (with ``log_z_stderr``) and ``ess`` counts the samples that carry it;
+    otherwise, as without moments, no sample is drawn and both are ``nan`` (not estimated), as
+    the printed report says.
+    """
 
     features: list[str] = field(metadata={"help": "names of the distributional features, in order"})
     coefficients: np.ndarray = field(metadata={"help": "fitted lambda, one per feature"})
@@ -49,8 +63,19 @@ class FitReport:
     log_z: float = field(metadata={"help": "estimated log partition function (mean over contexts)"})
     n_samples: int = field(metadata={"help": "samples used for the fit"})
     pointwise: list[str] = field(metadata={"help": "features applied as pointwise constraints"})
+    log_z_stderr: float = field(
+        default=math.nan,
+        metadata={"help": "standard error of log_z (pointwise constraints only; else nan)"},
+    )
+
+    def __post_init__(self) -> None:
+        # A saved report (disco.io) holds the non-finite ones as strings ("nan", "-inf").
+        for name in ("max_error", "ess", "log_z", "log_z_stderr"):
+            object.__setattr__(self, name, float(getattr(self, name)))
 
     def __str__(self) -> str:
+        if not self.features:
+            return "\n".join(self._unfitted_lines())
         lines = [f"fit on {self.n_samples} samples in {self.iterations} Newton iterations"]
         for name, lam, target, got in zip(
             self.features, self.coefficients, self.targets, self.moments
@@ -62,6 +87,26 @@ class FitReport:
         if self.pointwise:
             lines.append("  pointwise: " + ", ".join(self.pointwise))
         return "\n".join(lines)
+
+    def _unfitted_lines(self) -> list[str]:
+        lines = ["nothing fitted: the target is the base times the factors below"]
+        if self.n_samples == 0:
+            lines.append(
+                "  log Z and ESS not estimated: with nothing to fit no samples were drawn "
+                "(give samples= and moments to estimate them)"
+            )
+        elif self.log_z == -math.inf:
+            lines.append(
+                f"  log Z -inf: none of the {self.n_samples} samples meets the pointwise constraints"
+            )
+        else:
+            lines.append(
+                f"  log Z {self.log_z:.6g} ± {self.log_z_stderr:.2g} (log of the base's mass "
+                f"where the constraints hold), ESS {self.ess:.1f} of {self.n_samples} samples"
+            )
+        if self.pointwise:
+            lines.append("  pointwise: " + ", ".join(self.pointwise))
+        return lines
 
 
 def _split(
@@ -128,7 +173,8 @@ def constrain(
         The constraints: ``E_p[features[k]] = moments[k]``. Boolean features with moment 1.0 hold
         on every sample of the target (moment 0.0: on none) and are applied pointwise. Without
         ``moments`` every feature is a factor of the product, ``base * features[0] * ...`` (the
-        original disco's default).
+        original disco's default). When every constraint is pointwise nothing is fitted and no
+        sample is drawn; given ``samples``, the report estimates ``log Z`` on them.
     proposal:
         Draws the samples the coefficients are fitted on (default: ``base``).
     context, contexts, context_distribution, n_contexts:
@@ -147,9 +193,10 @@ def constrain(
     progress:
         Show a progress bar while sampling.
     seed:
-        Seeds the draws: chunk ``j`` of context ``c`` is drawn from the seed of
-        ``(seed, c, j)``, so the fit is the same on any number of processes (default: a seed
-        from torch's generator). Under ``torch.distributed`` each rank draws and scores its
+        Seeds the draws: the contexts taken from ``context_distribution`` and chunk ``j`` of
+        context ``c``, drawn from the seed of ``(seed, c, j)``, so the fit is the same on any
+        number of processes and whatever torch's generator did before (default: a seed from
+        torch's generator). Under ``torch.distributed`` each rank draws and scores its
         share of the chunks and every rank solves on all of them, in chunk order.
     **original_keywords:
         The original disco's names (``n_contexts_per_step``, ``context_sampling_size``,
@@ -179,17 +226,32 @@ def constrain(
         factors = [as_scorer(f, k) for k, f in enumerate(features)]
         return _unfitted(Product(base, *factors), [f.name for f in factors])
     distributional, targets, pointwise = _split(features, as_list(moments, "moments"))
-    if not distributional:
-        return _unfitted(Product(base, *pointwise), [p.name for p in pointwise])
-    weigh = _Weighing(base, pointwise, ExponentialScorer(distributional, np.zeros(len(targets))))
+    names = [p.name for p in pointwise]
+    if not distributional and samples is None:
+        return _unfitted(Product(base, *pointwise), names)
+    exponential = (
+        ExponentialScorer(distributional, np.zeros(len(targets))) if distributional else None
+    )
+    weigh = _Weighing(base, pointwise, exponential)
     if samples is not None:
         rows = _given_rows(weigh, samples, proposal_log_probs, proposal, context)
     else:
-        contexts = resolve_contexts(
-            context, contexts, context_distribution, n_contexts, single_once=True
-        )
         draw = _Draw(proposal or base, n_samples, sampling_size, seed, progress)
-        rows = draw.rows(weigh, contexts)
+        rows = draw.rows(weigh, context, contexts, context_distribution, n_contexts)
+    if not distributional:
+        return _restricted(Product(base, *pointwise), rows.log_weights, names)
+    return _fitted(weigh, distributional, targets, rows, tolerance, max_iterations)
+
+
+def _fitted(
+    weigh: _Weighing,
+    distributional: list[Scorer],
+    targets: list[float],
+    rows: _Rows,
+    tolerance: float,
+    max_iterations: int,
+) -> Product:
+    """The base and pointwise factors of ``weigh`` times the fitted exponential factor."""
     fit = numerics.fit_coefficients(
         rows.phi,
         np.asarray(targets),
@@ -199,7 +261,8 @@ def constrain(
         max_iterations=max_iterations,
         feature_names=[f.name for f in distributional],
     )
-    ebm = Product(base, *pointwise, ExponentialScorer(distributional, fit.coefficients))
+    exponential = ExponentialScorer(distributional, fit.coefficients)
+    ebm = Product(weigh.base, *weigh.pointwise, exponential)
     ebm.fit_report = FitReport(
         features=[f.name for f in distributional],
         coefficients=np.asarray(fit.coefficients),
@@ -210,7 +273,7 @@ def constrain(
         ess=float(fit.ess),
         log_z=float(fit.log_z),
         n_samples=int(rows.phi.shape[0]),
-        pointwise=[p.name for p in pointwise],
+        pointwise=[p.name for p in weigh.pointwise],
     )
     return ebm
 
@@ -222,13 +285,35 @@ def _unfitted(ebm: Product, pointwise: list[str]) -> Product:
     return ebm
 
 
+def _restricted(ebm: Product, log_weights: np.ndarray, pointwise: list[str]) -> Product:
+    """``ebm``, the base restricted by pointwise factors, with its ``log Z`` estimated.
+
+    ``Z`` is the base's mass where the factors hold: the mean importance weight (on samples of
+    the base, the fraction kept). Its error is the delta method's, ``sd(w) / (sqrt(N) Z)``,
+    ``N`` the divisor as everywhere in :mod:`disco.numerics.stderr`.
+    """
+    n = len(log_weights)
+    zero = np.zeros(0)
+    if np.all(log_weights == -math.inf):
+        log_z, stderr, ess = -math.inf, math.nan, 0.0
+    else:
+        log_z = numerics.estimate_log_z(log_weights, np.zeros(n))
+        ratios = np.exp(log_weights - log_z)  # w_i / Z, of mean 1
+        stderr = math.sqrt(math.fsum((ratios - 1.0) ** 2)) / n
+        ess = numerics.effective_sample_size(log_weights)
+    ebm.fit_report = FitReport(
+        [], zero, zero, zero, 0.0, 0, float(ess), float(log_z), n, pointwise, stderr
+    )
+    return ebm
+
+
 @dataclass
 class _Weighing:
     """Scores samples for the fit: the base ``a``, the pointwise factors ``b`` and the features."""
 
     base: Any
     pointwise: list[BooleanScorer]
-    exponential: ExponentialScorer
+    exponential: ExponentialScorer | None  # None: no distributional feature
 
     def __call__(
         self, xs: list[Any], ctx: Any, log_q: torch.Tensor
@@ -243,6 +328,8 @@ class _Weighing:
         lw = torch.where(
             log_b == -math.inf, torch.full_like(log_a, -math.inf), log_a + log_b - log_q
         )
+        if self.exponential is None:
+            return np.zeros((len(xs), 0)), lw.numpy()
         return self.exponential.feature_matrix(xs, ctx).numpy(), lw.numpy()
 
 
@@ -298,16 +385,32 @@ class _Draw:
     seed: int | None
     progress: bool
 
-    def rows(self, weigh: _Weighing, contexts: list[Any]) -> _Rows:
-        """The rows of ``n_samples`` draws split over ``contexts``, in chunk order on every rank."""
+    def rows(
+        self,
+        weigh: _Weighing,
+        context: Any,
+        contexts: Sequence[Any] | None,
+        context_distribution: Any,
+        n_contexts: int,
+    ) -> _Rows:
+        """The rows of ``n_samples`` draws split over the contexts, in chunk order on every rank.
+
+        The contexts are resolved as everywhere (:func:`resolve_contexts`), those drawn from a
+        distribution keyed by the seed like the samples.
+        """
         world = current_world()
-        contexts = world.broadcast(contexts)  # every rank fits the same contexts
-        chunks = plan_chunks(
+        seed = shared_seed(self.seed, world)
+        chosen = resolve_contexts(
+            context,
             contexts,
-            max(1, self.n_samples // len(contexts)),
-            self.sampling_size,
-            shared_seed(self.seed, world),
-            "constrain",
+            context_distribution,
+            n_contexts,
+            seed=chunk_seed(seed, "constrain", "contexts"),
+            single_once=True,
+        )
+        chosen = world.broadcast(chosen)  # every rank fits the same contexts
+        chunks = plan_chunks(
+            chosen, max(1, self.n_samples // len(chosen)), self.sampling_size, seed, "constrain"
         )
         bar = tqdm(
             total=sum(c.size for c in world.mine(chunks)),

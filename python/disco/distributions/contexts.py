@@ -8,6 +8,7 @@ appears k times among N entries has probability k / N.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -20,6 +21,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from disco.distributed import keyed_random
 
 __all__ = [
     "ContextDistribution",
@@ -273,6 +276,7 @@ def draw_contexts(
     n_contexts: int,
     *,
     rng: np.random.Generator | None = None,
+    seed: int | None = None,
     single_once: bool = False,
 ) -> list[Any]:
     """``n_contexts`` contexts from ``context_distribution``.
@@ -281,6 +285,10 @@ def draw_contexts(
     without replacement unless there are fewer entries than ``n_contexts``: a seeded caller then
     reproduces its contexts whatever the distribution's own generator. Otherwise the distribution
     draws them (``sample(n_contexts)`` returning ``(contexts, log_probs)`` or just the contexts).
+    ``seed`` (instead of ``rng``) keys the whole draw: the picks come from a numpy generator
+    seeded with it, and a distribution that only samples does so under
+    :func:`~disco.distributed.keyed_random`, so one seed gives the same contexts whatever torch's
+    global generator has done before.
     With ``single_once``, a distribution whose entries are all one context gives it once: for a
     caller that splits a fixed budget of samples over the contexts, n copies of one context would
     be n separately normalised groups, a noisier answer to the same one-context question.
@@ -292,6 +300,10 @@ def draw_contexts(
     ):
         raise ValueError(f"n_contexts must be at least 1, got {n_contexts!r}")
     n_contexts = int(n_contexts)
+    if rng is not None and seed is not None:
+        raise ValueError("draw_contexts takes rng or seed, not both")
+    if seed is not None:
+        rng = np.random.default_rng(seed)
     pool = _support(context_distribution)
     if pool is not None and not pool:
         raise ValueError("the context distribution lists no contexts")
@@ -300,7 +312,9 @@ def draw_contexts(
     if pool is not None and rng is not None:
         picks = rng.choice(len(pool), size=n_contexts, replace=len(pool) < n_contexts)
         return [pool[int(i)] for i in picks]
-    drawn = context_distribution.sample(n_contexts)  # by position, as the original did
+    keyed = contextlib.nullcontext() if seed is None else keyed_random(context_distribution, seed)
+    with keyed:
+        drawn = context_distribution.sample(n_contexts)  # by position, as the original did
     return list(drawn[0] if isinstance(drawn, tuple) else drawn)
 
 
@@ -311,11 +325,13 @@ def resolve_contexts(
     n_contexts: int = 1,
     *,
     rng: np.random.Generator | None = None,
+    seed: int | None = None,
     single_once: bool = False,
 ) -> list[Any]:
     """The contexts to work on: drawn, else the list ``contexts``, else ``[context]``.
 
-    The one rule every sampler, ``constrain`` and the tuners follow. Drawing is :func:`draw_contexts` (``rng`` and ``single_once`` are its). The result is never
+    The one rule every sampler, ``constrain`` and the tuners follow. Drawing is
+    :func:`draw_contexts` (``rng``, ``seed`` and ``single_once`` are its). The result is never
     empty.
 
     >>> resolve_contexts("once"), resolve_contexts(contexts=["a", "b"])
@@ -324,7 +340,9 @@ def resolve_contexts(
     ['x', 'x', 'x']
     """
     if context_distribution is not None:
-        chosen = draw_contexts(context_distribution, n_contexts, rng=rng, single_once=single_once)
+        chosen = draw_contexts(
+            context_distribution, n_contexts, rng=rng, seed=seed, single_once=single_once
+        )
     elif contexts is not None:
         if isinstance(contexts, str):
             raise ValueError("contexts must be a list of contexts, not a string")

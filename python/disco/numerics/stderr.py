@@ -41,6 +41,8 @@ def z_score(level: float = 0.95) -> float:
 class Estimate(NamedTuple):
     """A value and its standard error.
 
+    Examples
+    --------
     >>> e = Estimate(0.36, 0.015)
     >>> [round(v, 4) for v in e.interval()]
     [0.3306, 0.3894]

@@ -39,6 +39,9 @@ class ConsoleLogger(Logger):
     :meth:`close` ends with a summary line: the number of steps, the time taken and each shown
     metric's first and last value.
 
+    The original disco's ``ConsoleLogger(tuner)`` is accepted too: it attaches a default console
+    logger to the tuner.
+
     Parameters
     ----------
     keys:
@@ -52,9 +55,6 @@ class ConsoleLogger(Logger):
         Force the tqdm bar on (``True``) or off (``False``); ``None`` uses it only on a terminal.
     precision:
         Significant digits of the shown values.
-
-    The original disco's ``ConsoleLogger(tuner)`` is accepted too: it attaches a default console
-    logger to the tuner.
     """
 
     @takes_original_form

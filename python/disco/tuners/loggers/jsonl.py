@@ -30,7 +30,11 @@ class JSONLogger(Logger):
     infinite divergence and an undefined one); :func:`read_jsonl` turns them back into floats.
     Values that are not JSON types (numpy scalars, tensors) are converted, others written as
     ``str``. Each line is flushed as it is written, so a killed run keeps every step it logged.
-    No environment variable is read (but see the original form below).
+    No environment variable is read, except by the original disco's form (next).
+
+    The original disco's ``JSONLogger(tuner, project, name, path=None)`` is accepted too: it
+    attaches the logger to the tuner and writes ``path/project/name.jsonl``, ``path`` defaulting
+    to ``$DISCO_SAVE_PATH`` (the working directory when unset).
 
     Parameters
     ----------
@@ -39,10 +43,6 @@ class JSONLogger(Logger):
     append:
         Append to an existing file instead of replacing it at the first :meth:`start`.
         Later starts of the same logger (a resumed ``tune()``) always append.
-
-    The original disco's ``JSONLogger(tuner, project, name, path=None)`` is accepted too: it
-    attaches the logger to the tuner and writes ``path/project/name.jsonl``, ``path`` defaulting
-    to ``$DISCO_SAVE_PATH`` (the working directory when unset).
     """
 
     @takes_original_form

@@ -36,6 +36,9 @@ class MLflowLogger(Logger):
     go to the artifact ``samples/step-XXXXXXXX.json``. If :meth:`close` runs while an exception
     propagates, the run ends as ``FAILED`` (``KILLED`` on Ctrl-C) instead of ``FINISHED``.
 
+    The original disco's ``MLFlowLogger(tuner, project, name)`` is accepted too: it attaches the
+    logger to the tuner, with ``project`` as the experiment and ``name`` as the run name.
+
     Parameters
     ----------
     tracking_uri:
@@ -50,9 +53,6 @@ class MLflowLogger(Logger):
         The run's display name (``None``: MLflow picks one).
     tags:
         Tags for the run.
-
-    The original disco's ``MLFlowLogger(tuner, project, name)`` is accepted too: it attaches the
-    logger to the tuner, with ``project`` as the experiment and ``name`` as the run name.
 
     Raises
     ------
