@@ -208,9 +208,46 @@ crate::dispatch::dispatched! {
     }
 }
 
-/// [`moment_sums`] for a number of features known at compile time: per block of rows, the
-/// weights are exponentiated into a buffer, then each row adds `e_i f_i` to one of eight
-/// independent accumulators (so the additions do not wait on each other).
+/// The pass behind [`moment_sums`]: per block of rows, the weights `e_i = exp(l_i - m)` are
+/// exponentiated into a stack buffer, `block_sums(e, f, sums)` writes the block's `Σ e_i f_ik`
+/// into `sums`, and the block totals are added with compensation. Returns the `k` sums, then
+/// `Σ e_i`, then the number of non-finite features.
+#[inline(always)]
+fn moment_blocks<M: vexp::MulAdd>(
+    log_w: &[f64],
+    m: f64,
+    features: &[f64],
+    k: usize,
+    mut block_sums: impl FnMut(&[f64], &[f64], &mut [f64]),
+) -> Vec<f64> {
+    let mut total = vec![(0.0, 0.0); k];
+    let mut weight_total = (0.0, 0.0);
+    let mut bad = 0.0;
+    let mut e = [0.0f64; MOMENT_BLOCK];
+    let mut block = vec![0.0f64; k];
+    for (lw, f) in log_w
+        .chunks(MOMENT_BLOCK)
+        .zip(features.chunks(MOMENT_BLOCK * k))
+    {
+        let e = &mut e[..lw.len()];
+        vexp::lane_exp_into::<M>(lw, m, e);
+        let block_weight = vexp::lane_sum(e, |v| v);
+        bad += vexp::lane_sum(f, |v| if v.is_finite() { 0.0 } else { 1.0 });
+        block_sums(e, f, &mut block);
+        for (t, &b) in total.iter_mut().zip(&block) {
+            vexp::neumaier_add(t, b);
+        }
+        vexp::neumaier_add(&mut weight_total, block_weight);
+    }
+    let mut out: Vec<f64> = total.iter().map(|(s, c)| s + c).collect();
+    out.push(weight_total.0 + weight_total.1);
+    out.push(bad);
+    out
+}
+
+/// [`moment_sums`] for a number of features known at compile time: within a block each row
+/// adds `e_i f_i` to one of eight independent accumulators (so the additions do not wait on
+/// each other).
 #[inline(always)]
 fn moment_rows<M: vexp::MulAdd, const K: usize>(
     log_w: &[f64],
@@ -218,18 +255,7 @@ fn moment_rows<M: vexp::MulAdd, const K: usize>(
     features: &[f64],
 ) -> Vec<f64> {
     const LANES: usize = 8;
-    let mut total = [(0.0, 0.0); K];
-    let mut weight_total = (0.0, 0.0);
-    let mut bad = 0.0;
-    let mut e = [0.0f64; MOMENT_BLOCK];
-    for (lw, f) in log_w
-        .chunks(MOMENT_BLOCK)
-        .zip(features.chunks(MOMENT_BLOCK * K))
-    {
-        let e = &mut e[..lw.len()];
-        vexp::lane_exp_into::<M>(lw, m, e);
-        let block_weight = vexp::lane_sum(e, |v| v);
-        bad += vexp::lane_sum(f, |v| if v.is_finite() { 0.0 } else { 1.0 });
+    moment_blocks::<M>(log_w, m, features, K, |e, f, sums| {
         let mut acc = [[0.0f64; K]; LANES];
         let mut rows = f.chunks_exact(K * LANES);
         let mut weights = e.chunks_exact(LANES);
@@ -252,48 +278,21 @@ fn moment_rows<M: vexp::MulAdd, const K: usize>(
                 block[c] += lane[c];
             }
         }
-        for c in 0..K {
-            vexp::neumaier_add(&mut total[c], block[c]);
-        }
-        vexp::neumaier_add(&mut weight_total, block_weight);
-    }
-    let mut out: Vec<f64> = total.iter().map(|(s, c)| s + c).collect();
-    out.push(weight_total.0 + weight_total.1);
-    out.push(bad);
-    out
+        sums.copy_from_slice(&block);
+    })
 }
 
 /// [`moment_rows`] for any number of features.
 #[inline(always)]
 fn moment_rows_any<M: vexp::MulAdd>(log_w: &[f64], m: f64, features: &[f64], k: usize) -> Vec<f64> {
-    let mut total = vec![(0.0, 0.0); k];
-    let mut weight_total = (0.0, 0.0);
-    let mut bad = 0.0;
-    let mut e = [0.0f64; MOMENT_BLOCK];
-    let mut block = vec![0.0f64; k];
-    for (lw, f) in log_w
-        .chunks(MOMENT_BLOCK)
-        .zip(features.chunks(MOMENT_BLOCK * k))
-    {
-        let e = &mut e[..lw.len()];
-        vexp::lane_exp_into::<M>(lw, m, e);
-        let block_weight = vexp::lane_sum(e, |v| v);
-        bad += vexp::lane_sum(f, |v| if v.is_finite() { 0.0 } else { 1.0 });
-        block.fill(0.0);
+    moment_blocks::<M>(log_w, m, features, k, |e, f, sums| {
+        sums.fill(0.0);
         for (row, &ei) in f.chunks_exact(k).zip(e.iter()) {
-            for (b, &v) in block.iter_mut().zip(row) {
+            for (b, &v) in sums.iter_mut().zip(row) {
                 *b = M::mul_add(ei, v, *b);
             }
         }
-        for (t, &b) in total.iter_mut().zip(&block) {
-            vexp::neumaier_add(t, b);
-        }
-        vexp::neumaier_add(&mut weight_total, block_weight);
-    }
-    let mut out: Vec<f64> = total.iter().map(|(s, c)| s + c).collect();
-    out.push(weight_total.0 + weight_total.1);
-    out.push(bad);
-    out
+    })
 }
 
 /// `logsumexp` from the maximum `m` and `total = Σ exp(x_i - m)`, as [`logsumexp_with_max`]
