@@ -40,6 +40,7 @@ phi = rng.normal(size=(N, 3))
 targets = phi[:, :].mean(0) + 0.05
 lr = rng.normal(size=N)
 betas = np.exp(np.linspace(-2, 2, 100))
+phi6 = rng.normal(size=(N, 6))
 
 
 def per_metric():
@@ -59,6 +60,9 @@ def per_metric():
 cases = {
     "kl_divergence N=1e5": lambda: nm.kl_divergence(lp, lpi, lq),
     "js_divergence N=1e5": lambda: nm.js_divergence(lp, lpi, lq, 0.5),
+    "tv_distance N=1e5": lambda: nm.tv_distance(lp, lpi, lq, 0.5),
+    "weighted_moments N=1e5 K=3": lambda: nm.weighted_moments(lr, phi),
+    "weighted_moments N=1e5 K=6": lambda: nm.weighted_moments(lr, phi6),
     "f_divergence kl N=1e5": lambda: nm.f_divergence("kl", lpi, lp, lq, 0.5),
     "f_pseudo_rewards N=1e5": lambda: nm.f_pseudo_rewards("reverse_kl", lpi, lp, lq, 0.5),
     "tuner metrics, per-metric calls N=256": per_metric,
