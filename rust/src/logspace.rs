@@ -208,46 +208,55 @@ crate::dispatch::dispatched! {
     }
 }
 
-/// The pass behind [`moment_sums`]: per block of rows, the weights `e_i = exp(l_i - m)` are
-/// exponentiated into a stack buffer, `block_sums(e, f, sums)` writes the block's `Σ e_i f_ik`
-/// into `sums`, and the block totals are added with compensation. Returns the `k` sums, then
-/// `Σ e_i`, then the number of non-finite features.
-#[inline(always)]
-fn moment_blocks<M: vexp::MulAdd>(
-    log_w: &[f64],
-    m: f64,
-    features: &[f64],
-    k: usize,
-    mut block_sums: impl FnMut(&[f64], &[f64], &mut [f64]),
-) -> Vec<f64> {
-    let mut total = vec![(0.0, 0.0); k];
-    let mut weight_total = (0.0, 0.0);
-    let mut bad = 0.0;
-    let mut e = [0.0f64; MOMENT_BLOCK];
-    let mut block = vec![0.0f64; k];
-    for (lw, f) in log_w
-        .chunks(MOMENT_BLOCK)
-        .zip(features.chunks(MOMENT_BLOCK * k))
-    {
-        let e = &mut e[..lw.len()];
-        vexp::lane_exp_into::<M>(lw, m, e);
-        let block_weight = vexp::lane_sum(e, |v| v);
-        bad += vexp::lane_sum(f, |v| if v.is_finite() { 0.0 } else { 1.0 });
-        block_sums(e, f, &mut block);
-        for (t, &b) in total.iter_mut().zip(&block) {
-            vexp::neumaier_add(t, b);
-        }
-        vexp::neumaier_add(&mut weight_total, block_weight);
-    }
-    let mut out: Vec<f64> = total.iter().map(|(s, c)| s + c).collect();
-    out.push(weight_total.0 + weight_total.1);
-    out.push(bad);
-    out
+/// The running totals of [`moment_sums`]' pass over blocks of rows: per feature and for the
+/// weights `e_i = exp(l_i - m)`, sums of block sums with compensation, and the number of
+/// non-finite features seen. `S` holds the per-feature totals (an array when the number of
+/// features is known at compile time).
+struct MomentTotals<S> {
+    sums: S,
+    weight: (f64, f64),
+    bad: f64,
 }
 
-/// [`moment_sums`] for a number of features known at compile time: within a block each row
-/// adds `e_i f_i` to one of eight independent accumulators (so the additions do not wait on
-/// each other).
+impl<S: AsMut<[(f64, f64)]> + AsRef<[(f64, f64)]>> MomentTotals<S> {
+    fn new(sums: S) -> Self {
+        Self {
+            sums,
+            weight: (0.0, 0.0),
+            bad: 0.0,
+        }
+    }
+
+    /// Starts a block: its weights into `e`, its non-finite features counted; returns `Σ e_i`.
+    #[inline(always)]
+    fn weigh<M: vexp::MulAdd>(&mut self, lw: &[f64], m: f64, f: &[f64], e: &mut [f64]) -> f64 {
+        vexp::lane_exp_into::<M>(lw, m, e);
+        let weight = vexp::lane_sum(e, |v| v);
+        self.bad += vexp::lane_sum(f, |v| if v.is_finite() { 0.0 } else { 1.0 });
+        weight
+    }
+
+    /// Ends a block: adds its feature sums and its weight.
+    #[inline(always)]
+    fn add(&mut self, block: &[f64], weight: f64) {
+        for (t, &b) in self.sums.as_mut().iter_mut().zip(block) {
+            vexp::neumaier_add(t, b);
+        }
+        vexp::neumaier_add(&mut self.weight, weight);
+    }
+
+    /// The feature sums, then `Σ e_i`, then the number of non-finite features.
+    fn result(&self) -> Vec<f64> {
+        let mut out: Vec<f64> = self.sums.as_ref().iter().map(|(s, c)| s + c).collect();
+        out.push(self.weight.0 + self.weight.1);
+        out.push(self.bad);
+        out
+    }
+}
+
+/// [`moment_sums`] for a number of features known at compile time: per block of rows, the
+/// weights are exponentiated into a buffer, then each row adds `e_i f_i` to one of eight
+/// independent accumulators (so the additions do not wait on each other).
 #[inline(always)]
 fn moment_rows<M: vexp::MulAdd, const K: usize>(
     log_w: &[f64],
@@ -255,7 +264,14 @@ fn moment_rows<M: vexp::MulAdd, const K: usize>(
     features: &[f64],
 ) -> Vec<f64> {
     const LANES: usize = 8;
-    moment_blocks::<M>(log_w, m, features, K, |e, f, sums| {
+    let mut totals = MomentTotals::new([(0.0, 0.0); K]);
+    let mut e = [0.0f64; MOMENT_BLOCK];
+    for (lw, f) in log_w
+        .chunks(MOMENT_BLOCK)
+        .zip(features.chunks(MOMENT_BLOCK * K))
+    {
+        let e = &mut e[..lw.len()];
+        let block_weight = totals.weigh::<M>(lw, m, f, e);
         let mut acc = [[0.0f64; K]; LANES];
         let mut rows = f.chunks_exact(K * LANES);
         let mut weights = e.chunks_exact(LANES);
@@ -278,21 +294,32 @@ fn moment_rows<M: vexp::MulAdd, const K: usize>(
                 block[c] += lane[c];
             }
         }
-        sums.copy_from_slice(&block);
-    })
+        totals.add(&block, block_weight);
+    }
+    totals.result()
 }
 
 /// [`moment_rows`] for any number of features.
 #[inline(always)]
 fn moment_rows_any<M: vexp::MulAdd>(log_w: &[f64], m: f64, features: &[f64], k: usize) -> Vec<f64> {
-    moment_blocks::<M>(log_w, m, features, k, |e, f, sums| {
-        sums.fill(0.0);
+    let mut totals = MomentTotals::new(vec![(0.0, 0.0); k]);
+    let mut e = [0.0f64; MOMENT_BLOCK];
+    let mut block = vec![0.0f64; k];
+    for (lw, f) in log_w
+        .chunks(MOMENT_BLOCK)
+        .zip(features.chunks(MOMENT_BLOCK * k))
+    {
+        let e = &mut e[..lw.len()];
+        let block_weight = totals.weigh::<M>(lw, m, f, e);
+        block.fill(0.0);
         for (row, &ei) in f.chunks_exact(k).zip(e.iter()) {
-            for (b, &v) in sums.iter_mut().zip(row) {
+            for (b, &v) in block.iter_mut().zip(row) {
                 *b = M::mul_add(ei, v, *b);
             }
         }
-    })
+        totals.add(&block, block_weight);
+    }
+    totals.result()
 }
 
 /// `logsumexp` from the maximum `m` and `total = Σ exp(x_i - m)`, as [`logsumexp_with_max`]
