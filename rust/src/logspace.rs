@@ -208,52 +208,6 @@ crate::dispatch::dispatched! {
     }
 }
 
-/// The running totals of [`moment_sums`]' pass over blocks of rows: per feature and for the
-/// weights `e_i = exp(l_i - m)`, sums of block sums with compensation, and the number of
-/// non-finite features seen. `S` holds the per-feature totals (an array when the number of
-/// features is known at compile time).
-struct MomentTotals<S> {
-    sums: S,
-    weight: (f64, f64),
-    bad: f64,
-}
-
-impl<S: AsMut<[(f64, f64)]> + AsRef<[(f64, f64)]>> MomentTotals<S> {
-    fn new(sums: S) -> Self {
-        Self {
-            sums,
-            weight: (0.0, 0.0),
-            bad: 0.0,
-        }
-    }
-
-    /// Starts a block: its weights into `e`, its non-finite features counted; returns `Σ e_i`.
-    #[inline(always)]
-    fn weigh<M: vexp::MulAdd>(&mut self, lw: &[f64], m: f64, f: &[f64], e: &mut [f64]) -> f64 {
-        vexp::lane_exp_into::<M>(lw, m, e);
-        let weight = vexp::lane_sum(e, |v| v);
-        self.bad += vexp::lane_sum(f, |v| if v.is_finite() { 0.0 } else { 1.0 });
-        weight
-    }
-
-    /// Ends a block: adds its feature sums and its weight.
-    #[inline(always)]
-    fn add(&mut self, block: &[f64], weight: f64) {
-        for (t, &b) in self.sums.as_mut().iter_mut().zip(block) {
-            vexp::neumaier_add(t, b);
-        }
-        vexp::neumaier_add(&mut self.weight, weight);
-    }
-
-    /// The feature sums, then `Σ e_i`, then the number of non-finite features.
-    fn result(&self) -> Vec<f64> {
-        let mut out: Vec<f64> = self.sums.as_ref().iter().map(|(s, c)| s + c).collect();
-        out.push(self.weight.0 + self.weight.1);
-        out.push(self.bad);
-        out
-    }
-}
-
 /// [`moment_sums`] for a number of features known at compile time: per block of rows, the
 /// weights are exponentiated into a buffer, then each row adds `e_i f_i` to one of eight
 /// independent accumulators (so the additions do not wait on each other).
@@ -264,14 +218,18 @@ fn moment_rows<M: vexp::MulAdd, const K: usize>(
     features: &[f64],
 ) -> Vec<f64> {
     const LANES: usize = 8;
-    let mut totals = MomentTotals::new([(0.0, 0.0); K]);
+    let mut total = [(0.0, 0.0); K];
+    let mut weight_total = (0.0, 0.0);
+    let mut bad = 0.0;
     let mut e = [0.0f64; MOMENT_BLOCK];
     for (lw, f) in log_w
         .chunks(MOMENT_BLOCK)
         .zip(features.chunks(MOMENT_BLOCK * K))
     {
         let e = &mut e[..lw.len()];
-        let block_weight = totals.weigh::<M>(lw, m, f, e);
+        vexp::lane_exp_into::<M>(lw, m, e);
+        let block_weight = vexp::lane_sum(e, |v| v);
+        bad += vexp::lane_sum(f, |v| if v.is_finite() { 0.0 } else { 1.0 });
         let mut acc = [[0.0f64; K]; LANES];
         let mut rows = f.chunks_exact(K * LANES);
         let mut weights = e.chunks_exact(LANES);
@@ -294,15 +252,23 @@ fn moment_rows<M: vexp::MulAdd, const K: usize>(
                 block[c] += lane[c];
             }
         }
-        totals.add(&block, block_weight);
+        for c in 0..K {
+            vexp::neumaier_add(&mut total[c], block[c]);
+        }
+        vexp::neumaier_add(&mut weight_total, block_weight);
     }
-    totals.result()
+    let mut out: Vec<f64> = total.iter().map(|(s, c)| s + c).collect();
+    out.push(weight_total.0 + weight_total.1);
+    out.push(bad);
+    out
 }
 
 /// [`moment_rows`] for any number of features.
 #[inline(always)]
 fn moment_rows_any<M: vexp::MulAdd>(log_w: &[f64], m: f64, features: &[f64], k: usize) -> Vec<f64> {
-    let mut totals = MomentTotals::new(vec![(0.0, 0.0); k]);
+    let mut total = vec![(0.0, 0.0); k];
+    let mut weight_total = (0.0, 0.0);
+    let mut bad = 0.0;
     let mut e = [0.0f64; MOMENT_BLOCK];
     let mut block = vec![0.0f64; k];
     for (lw, f) in log_w
@@ -310,16 +276,24 @@ fn moment_rows_any<M: vexp::MulAdd>(log_w: &[f64], m: f64, features: &[f64], k: 
         .zip(features.chunks(MOMENT_BLOCK * k))
     {
         let e = &mut e[..lw.len()];
-        let block_weight = totals.weigh::<M>(lw, m, f, e);
+        vexp::lane_exp_into::<M>(lw, m, e);
+        let block_weight = vexp::lane_sum(e, |v| v);
+        bad += vexp::lane_sum(f, |v| if v.is_finite() { 0.0 } else { 1.0 });
         block.fill(0.0);
         for (row, &ei) in f.chunks_exact(k).zip(e.iter()) {
             for (b, &v) in block.iter_mut().zip(row) {
                 *b = M::mul_add(ei, v, *b);
             }
         }
-        totals.add(&block, block_weight);
+        for (t, &b) in total.iter_mut().zip(&block) {
+            vexp::neumaier_add(t, b);
+        }
+        vexp::neumaier_add(&mut weight_total, block_weight);
     }
-    totals.result()
+    let mut out: Vec<f64> = total.iter().map(|(s, c)| s + c).collect();
+    out.push(weight_total.0 + weight_total.1);
+    out.push(bad);
+    out
 }
 
 /// `logsumexp` from the maximum `m` and `total = Σ exp(x_i - m)`, as [`logsumexp_with_max`]

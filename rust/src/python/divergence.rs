@@ -44,16 +44,28 @@ scores_binding! {
     }
 }
 
-scores_binding! {
-    /// `(pi/q, (pi/q) * -f'(t))` per sample for the f-DPG loss.
-    fn f_pseudo_rewards(kind, policy_log_probs, target_log_scores, proposal_log_probs, log_z,
-        max_log_t) -> ArrayPair<'py>;
-    Scores |py, kind, s, log_z| {
-        let max_log_t = real("max_log_t", max_log_t)?;
-        let (mut w, mut wr) = (vec![0.0; s.model.len()], vec![0.0; s.model.len()]);
-        py.detach(|| div::pseudo_rewards(kind, &s, log_z, max_log_t, &mut w, &mut wr))?;
-        Ok((w.into_pyarray(py), wr.into_pyarray(py)))
-    }
+/// `(pi/q, (pi/q) * -f'(t))` per sample for the f-DPG loss.
+#[pyfunction]
+pub fn f_pseudo_rewards<'py>(
+    py: Python<'py>,
+    kind: Wrap<Divergence>,
+    policy_log_probs: &Bound<'py, PyAny>,
+    target_log_scores: &Bound<'py, PyAny>,
+    proposal_log_probs: &Bound<'py, PyAny>,
+    log_z: &Bound<'py, PyAny>,
+    max_log_t: &Bound<'py, PyAny>,
+) -> PyResult<ArrayPair<'py>> {
+    let (b, log_z) = Scores::of_policy(
+        policy_log_probs,
+        target_log_scores,
+        proposal_log_probs,
+        log_z,
+    )?;
+    let max_log_t = real("max_log_t", max_log_t)?;
+    let s = b.view();
+    let (mut w, mut wr) = (vec![0.0; s.model.len()], vec![0.0; s.model.len()]);
+    py.detach(|| div::pseudo_rewards(kind.0, &s, log_z, max_log_t, &mut w, &mut wr))?;
+    Ok((w.into_pyarray(py), wr.into_pyarray(py)))
 }
 
 scores_binding! {
