@@ -8,6 +8,7 @@ is known exactly: the divergences below need no estimate of ``Z``.
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from dataclasses import dataclass
@@ -36,6 +37,22 @@ def script_args(doc: str | None, count: int) -> list[str]:
         print(doc or "", file=sys.stdout if wants_help else sys.stderr)
         raise SystemExit(0 if wants_help else 2)
     return args
+
+
+def start_diagnosis(doc: str | None) -> tuple[dict[str, Any], DemoProblem]:
+    """A diagnosis script's start from its two arguments, the EBM folder and a JSON object of
+    settings: the settings, one torch thread, the seed ``settings["seed"]`` (0 if absent), then
+    the demo problem."""
+    ebm_dir, raw_settings = script_args(doc, 2)
+    settings = json.loads(raw_settings)
+    torch.set_num_threads(1)
+    torch.manual_seed(settings.get("seed", 0))
+    return settings, demo_problem(ebm_dir)
+
+
+def trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    """The parameters of ``model`` that require gradients, by name."""
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
 def exact_log_z(lam: float) -> float:

@@ -24,23 +24,27 @@ def run_reference(ctx: Any, mode: str, params: dict[str, Any]) -> dict[str, Any]
     """Run ``ref_models.py MODE`` under the reference venv; ``None`` (with a note) if absent."""
     if ctx.ref_python is None:
         return None
+    args = [mode, default_model(), json.dumps(params)]
+    return reference_script(ctx, "ref_models.py", args, what=mode, timeout=1800)
+
+
+def reference_script(
+    ctx: Any, script: str, args: list[str], *, what: str, timeout: float
+) -> dict[str, Any]:
+    """Runs ``benches/SCRIPT ARGS`` under the reference venv's Python (without our
+    PYTHONPATH) and returns the JSON object on its last line of output, whose ``versions``
+    go to ``ctx.ref_versions``; a failure raises with the end of its stderr, naming ``what``."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc = subprocess.run(
-        [
-            str(ctx.ref_python),
-            str(HERE / "ref_models.py"),
-            mode,
-            default_model(),
-            json.dumps(params),
-        ],
+        [str(ctx.ref_python), str(HERE / script), *args],
         capture_output=True,
         text=True,
         env=env,
-        timeout=1800,
+        timeout=timeout,
     )
     if proc.returncode != 0:
-        raise RuntimeError(f"disco 1.1.1 {mode} failed:\n{proc.stderr[-3000:]}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+        raise RuntimeError(f"disco 1.1.1 {what} failed:\n{proc.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     ctx.ref_versions.update(result.pop("versions", {}))
     return result
 

@@ -18,8 +18,6 @@ fitted moment is exact on the fit's samples, ``Z = 2 e^λ / (1 + e^λ)``).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +26,7 @@ from typing import Any
 import torch
 
 from _demo_problem import evaluate, exact_log_z
-from _models import HERE, default_model
+from _models import default_model, reference_script
 from disco.cli import demo_config
 from disco.distributions import LMDistribution
 from disco.features import word_present
@@ -97,25 +95,9 @@ def reference(
         "learning_rate": settings["learning_rate"],
         "marks": [budget * i / MARKS for i in range(1, MARKS + 1)],
     }
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     with tempfile.TemporaryDirectory() as tmp:
-        proc = subprocess.run(
-            [
-                str(ctx.ref_python),
-                str(HERE / "ref_convergence.py"),
-                default_model(),
-                json.dumps(params),
-                tmp,
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=3600,
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"disco 1.1.1 DPGTuner failed:\n{proc.stderr[-3000:]}")
-        result = json.loads(proc.stdout.strip().splitlines()[-1])
-        ctx.ref_versions.update(result.pop("versions", {}))
+        args = [default_model(), json.dumps(params), tmp]
+        result = reference_script(ctx, "ref_convergence.py", args, what="DPGTuner", timeout=3600)
         policy = LMDistribution(length=20, temperature=1.0)
         marks = []
         for i, mark in enumerate(result["marks"]):

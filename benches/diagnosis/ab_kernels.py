@@ -8,9 +8,14 @@ checkout with its built ``_core`` and this one, a few rounds each, and compare t
     PYTHONPATH=python python benches/diagnosis/ab_kernels.py > new.json
 
 Each value is the median seconds per call over interleaved batches (``benches/_timing.py``).
+On a busy machine the load swings between processes more than the builds differ; with
+``--against OLD/python/disco/_core.abi3.so`` both builds' kernels run in this one process,
+their batches interleaved (the same Python wrappers call one core or the other), and each case
+prints its two medians and their ratio, before / after.
 """
 
 import argparse
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -22,7 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import _timing
 from disco import numerics as nm
 
-argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("--against", metavar="CORE", help="the `_core` extension of the other build")
+parser.add_argument("--repeats", type=int, default=5, help="interleaved batches per case")
+args = parser.parse_args()
 rng = np.random.default_rng(0)
 
 
@@ -40,6 +48,7 @@ phi = rng.normal(size=(N, 3))
 targets = phi[:, :].mean(0) + 0.05
 lr = rng.normal(size=N)
 betas = np.exp(np.linspace(-2, 2, 100))
+phi6 = rng.normal(size=(N, 6))
 
 
 def per_metric():
@@ -59,6 +68,9 @@ def per_metric():
 cases = {
     "kl_divergence N=1e5": lambda: nm.kl_divergence(lp, lpi, lq),
     "js_divergence N=1e5": lambda: nm.js_divergence(lp, lpi, lq, 0.5),
+    "tv_distance N=1e5": lambda: nm.tv_distance(lp, lpi, lq, 0.5),
+    "weighted_moments N=1e5 K=3": lambda: nm.weighted_moments(lr, phi),
+    "weighted_moments N=1e5 K=6": lambda: nm.weighted_moments(lr, phi6),
     "f_divergence kl N=1e5": lambda: nm.f_divergence("kl", lpi, lp, lq, 0.5),
     "f_pseudo_rewards N=1e5": lambda: nm.f_pseudo_rewards("reverse_kl", lpi, lp, lq, 0.5),
     "tuner metrics, per-metric calls N=256": per_metric,
@@ -69,5 +81,35 @@ if hasattr(nm, "tuner_metrics"):
     cases["tuner metrics, one call N=256"] = lambda: nm.tuner_metrics(
         "kl", sp, spi, sq, 0.3, phi_s, la_s
     )
-timings = _timing.measure(cases, repeats=5, batch_s=0.05)
-print(json.dumps({name: t.median for name, t in timings.items()}))
+if args.against is None:
+    timings = _timing.measure(cases, repeats=args.repeats, batch_s=0.05)
+    print(json.dumps({name: t.median for name, t in timings.items()}))
+else:
+    spec = importlib.util.spec_from_file_location("_core", args.against)
+    assert spec is not None and spec.loader is not None, args.against
+    other = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(other)
+    # The numerics modules call the core through their module-level `_core`.
+    holders = [m for n, m in sys.modules.items() if n.startswith("disco.numerics.")]
+    holders = [m for m in holders if hasattr(m, "_core")]
+    this = holders[0]._core
+
+    def on(core, fn):
+        def call():
+            for module in holders:
+                module._core = core
+            return fn()
+
+        return call
+
+    both = {
+        f"{side} {name}": on(core, fn)
+        for name, fn in cases.items()
+        for side, core in (("before", other), ("after", this))
+    }
+    timings = _timing.measure(both, repeats=args.repeats, batch_s=0.05)
+    out = {}
+    for name in cases:
+        before, after = timings[f"before {name}"].median, timings[f"after {name}"].median
+        out[name] = {"before": before, "after": after, "ratio": before / after}
+    print(json.dumps(out))

@@ -20,16 +20,12 @@ import torch
 
 # The demo problem is shared with bench_convergence.py, one folder up.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _demo_problem import demo_problem, evaluate, script_args
+from _demo_problem import evaluate, start_diagnosis, trainable
 from disco.tuners.averaging import ParameterAverage
 
-ebm_dir, raw_settings = script_args(__doc__, 2)
-settings = json.loads(raw_settings)
-torch.set_num_threads(1)
-torch.manual_seed(settings.get("seed", 0))
-problem = demo_problem(ebm_dir)
+settings, problem = start_diagnosis(__doc__)
 policy, base, word, lam = problem.policy, problem.base, problem.feature, problem.lam
-parameters = {n: p for n, p in policy.model.named_parameters() if p.requires_grad}
+parameters = trainable(policy.model)
 optimizer = torch.optim.Adam(parameters.values(), lr=settings["learning_rate"])
 average = ParameterAverage(parameters, settings.get("decay", 0.98))
 batch_size = settings.get("batch", 512)

@@ -23,24 +23,16 @@ import torch
 
 # The demo problem is shared with bench_convergence.py, one folder up.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _demo_problem import demo_problem, evaluate, script_args
+from _demo_problem import evaluate, start_diagnosis, trainable
 from disco.tuners.averaging import ParameterAverage
 
-ebm_dir, raw_settings = script_args(__doc__, 2)
-settings = json.loads(raw_settings)
-torch.set_num_threads(1)
-torch.manual_seed(settings.get("seed", 0))
+settings, problem = start_diagnosis(__doc__)
 rng = np.random.default_rng(settings.get("seed", 0))
-problem = demo_problem(ebm_dir)
 policy, base, lord, lam = problem.policy, problem.base, problem.feature, problem.lam
 parameters = [p for p in policy.model.parameters() if p.requires_grad]
 optimizer = torch.optim.Adam(parameters, lr=settings["learning_rate"])
 decay = settings.get("decay")
-average = (
-    ParameterAverage({n: p for n, p in policy.model.named_parameters() if p.requires_grad}, decay)
-    if decay is not None
-    else None
-)
+average = ParameterAverage(trainable(policy.model), decay) if decay is not None else None
 
 
 def exact_samples(n: int) -> list:

@@ -42,27 +42,23 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _demo_problem import (
     WORD,
-    demo_problem,
     evaluate,
     exact_log_z,
     padded,
-    script_args,
+    start_diagnosis,
     token_batch,
+    trainable,
 )
 from disco.tuners.averaging import ParameterAverage
 
-ebm_dir, raw_settings = script_args(__doc__, 2)
-settings = json.loads(raw_settings)
+settings, problem = start_diagnosis(__doc__)
 mode = settings["mode"]
 if mode not in ("decided", "base_split", "value"):
     raise ValueError(f"mode must be 'decided', 'base_split' or 'value', got {mode!r}")
-torch.set_num_threads(1)
-torch.manual_seed(settings.get("seed", 0))
-problem = demo_problem(ebm_dir)
 policy, base, word, lam = problem.policy, problem.base, problem.feature, problem.lam
 log_z = exact_log_z(lam)
 model, base_model = policy.model, base.model
-parameters = {n: p for n, p in model.named_parameters() if p.requires_grad}
+parameters = trainable(model)
 optimizer = torch.optim.Adam(parameters.values(), lr=settings["learning_rate"])
 average = ParameterAverage(parameters, settings.get("decay", 0.98))
 batch_size = settings.get("batch", 512)

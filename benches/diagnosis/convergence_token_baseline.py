@@ -21,17 +21,13 @@ import torch
 
 # The demo problem is shared with bench_convergence.py, one folder up.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _demo_problem import demo_problem, evaluate, script_args, token_batch
+from _demo_problem import evaluate, start_diagnosis, token_batch, trainable
 from disco.tuners.averaging import ParameterAverage
 
-ebm_dir, raw_settings = script_args(__doc__, 2)
-settings = json.loads(raw_settings)
-torch.set_num_threads(1)
-torch.manual_seed(settings.get("seed", 0))
-problem = demo_problem(ebm_dir)
+settings, problem = start_diagnosis(__doc__)
 policy, base, lord, lam = problem.policy, problem.base, problem.feature, problem.lam
 model = policy.model
-parameters = {n: p for n, p in model.named_parameters() if p.requires_grad}
+parameters = trainable(model)
 optimizer = torch.optim.Adam(parameters.values(), lr=settings["learning_rate"])
 average = ParameterAverage(parameters, 0.98, power=3.0)
 batch_size = settings.get("batch", 512)

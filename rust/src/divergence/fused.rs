@@ -88,10 +88,13 @@ pub fn estimate(kind: Divergence, s: &LogScores<'_>, log_z: Option<f64>) -> Resu
             let top = (mw - z).max(scan.max_v);
             if top == f64::NEG_INFINITY {
                 0.0
-            } else if kind == Divergence::TotalVariation {
-                0.5 * tv_sum(t, m, q, z + top, top) * (top - ln_n).exp()
             } else {
-                0.5 * js_sum(t, m, q, z + top, top) * (top - ln_n).exp()
+                let serial: SerialSum = if kind == Divergence::TotalVariation {
+                    tv_sum_serial
+                } else {
+                    js_sum_serial
+                };
+                0.5 * ranged_sum(serial, [t, m, q], z + top, top) * (top - ln_n).exp()
             }
         }
     })
@@ -250,52 +253,64 @@ crate::dispatch::dispatched! {
     }
 }
 
-/// `Σ_i |e^{t_i - q_i - la} - e^{m_i - q_i - lb}|`, with `e^{-inf} = 0`.
-fn tv_sum(t: &[f64], m: &[f64], q: &[f64], la: f64, lb: f64) -> f64 {
+/// `Σ_i g(a_i, b_i)` with `a_i = fa(t_i, q_i)` and `b_i = fb(m_i, q_i)`: per block, `a` and `b`
+/// are mapped into buffers that stay in the L1 cache, then reduced in lanes, and the block sums
+/// are added with compensation (the pass of [`tv_sum_serial`] and [`js_sum_serial`]).
+#[inline(always)]
+fn paired_sum(
+    [t, m, q]: [&[f64]; 3],
+    fa: impl Fn(f64, f64) -> f64 + Copy,
+    fb: impl Fn(f64, f64) -> f64 + Copy,
+    g: impl Fn(f64, f64) -> f64 + Copy,
+) -> f64 {
+    let mut a = [0.0f64; BLOCK];
+    let mut b = [0.0f64; BLOCK];
+    let mut total = (0.0, 0.0);
+    for ((bt, bm), bq) in t.chunks(BLOCK).zip(m.chunks(BLOCK)).zip(q.chunks(BLOCK)) {
+        let a = &mut a[..bt.len()];
+        let b = &mut b[..bt.len()];
+        vexp::map2(bt, bq, a, fa);
+        vexp::map2(bm, bq, b, fb);
+        vexp::neumaier_add(&mut total, vexp::lane_sum_zip(a, b, g));
+    }
+    total.0 + total.1
+}
+
+/// A sum over `(t, m, q)` with the two shifts `la`, `lb`, on the calling thread.
+type SerialSum = fn(&[f64], &[f64], &[f64], f64, f64) -> f64;
+
+/// `serial(t, m, q, la, lb)` summed over fixed ranges of the samples, in parallel from
+/// [`vexp::PARALLEL_THRESHOLD`] samples on (see [`vexp::sum_ranges`]).
+fn ranged_sum(serial: SerialSum, [t, m, q]: [&[f64]; 3], la: f64, lb: f64) -> f64 {
     vexp::sum_ranges(t.len(), |r| {
-        [tv_sum_serial(&t[r.clone()], &m[r.clone()], &q[r], la, lb)]
+        [serial(&t[r.clone()], &m[r.clone()], &q[r], la, lb)]
     })[0]
 }
 
 crate::dispatch::dispatched! {
-    /// [`tv_sum`] on the calling thread.
+    /// `Σ_i |e^{t_i - q_i - la} - e^{m_i - q_i - lb}|`, with `e^{-inf} = 0`, on the calling
+    /// thread.
     fn tv_sum_serial(t: &[f64], m: &[f64], q: &[f64], la: f64, lb: f64) -> f64 => [M] {
-        let mut ea = [0.0f64; BLOCK];
-        let mut eb = [0.0f64; BLOCK];
-        let mut total = (0.0, 0.0);
-        for ((bt, bm), bq) in t.chunks(BLOCK).zip(m.chunks(BLOCK)).zip(q.chunks(BLOCK)) {
-            let ea = &mut ea[..bt.len()];
-            let eb = &mut eb[..bt.len()];
-            vexp::map2(bt, bq, ea, |ti, qi| masked_exp::<M>(ti, qi, la));
-            vexp::map2(bm, bq, eb, |mi, qi| masked_exp::<M>(mi, qi, lb));
-            vexp::neumaier_add(&mut total, vexp::lane_sum_zip(ea, eb, |a, b| (a - b).abs()));
-        }
-        total.0 + total.1
+        paired_sum(
+            [t, m, q],
+            |ti, qi| masked_exp::<M>(ti, qi, la),
+            |mi, qi| masked_exp::<M>(mi, qi, lb),
+            |a, b| (a - b).abs(),
+        )
     }
 }
 
-/// `Σ_i [p_i log(2 p_i / (p_i + pi_i)) + pi_i log(2 pi_i / (p_i + pi_i))]` with
-/// `p_i = e^{t_i - q_i - la}` and `pi_i = e^{m_i - q_i - lb}` (each at most 1).
-fn js_sum(t: &[f64], m: &[f64], q: &[f64], la: f64, lb: f64) -> f64 {
-    vexp::sum_ranges(t.len(), |r| {
-        [js_sum_serial(&t[r.clone()], &m[r.clone()], &q[r], la, lb)]
-    })[0]
-}
-
 crate::dispatch::dispatched! {
-    /// [`js_sum`] on the calling thread.
+    /// `Σ_i [p_i log(2 p_i / (p_i + pi_i)) + pi_i log(2 pi_i / (p_i + pi_i))]` with
+    /// `p_i = e^{t_i - q_i - la}` and `pi_i = e^{m_i - q_i - lb}` (each at most 1), on the
+    /// calling thread.
     fn js_sum_serial(t: &[f64], m: &[f64], q: &[f64], la: f64, lb: f64) -> f64 => [M] {
-        let mut a = [0.0f64; BLOCK];
-        let mut b = [0.0f64; BLOCK];
-        let mut total = (0.0, 0.0);
-        for ((bt, bm), bq) in t.chunks(BLOCK).zip(m.chunks(BLOCK)).zip(q.chunks(BLOCK)) {
-            let a = &mut a[..bt.len()];
-            let b = &mut b[..bt.len()];
-            vexp::map2(bt, bq, a, |ti, qi| if ti > NEG_INF { ti - qi - la } else { NEG_INF });
-            vexp::map2(bm, bq, b, |mi, qi| if mi > NEG_INF { mi - qi - lb } else { NEG_INF });
-            vexp::neumaier_add(&mut total, vexp::lane_sum_zip(a, b, js_term::<M>));
-        }
-        total.0 + total.1
+        paired_sum(
+            [t, m, q],
+            |ti, qi| if ti > NEG_INF { ti - qi - la } else { NEG_INF },
+            |mi, qi| if mi > NEG_INF { mi - qi - lb } else { NEG_INF },
+            js_term::<M>,
+        )
     }
 }
 

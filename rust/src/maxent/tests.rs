@@ -154,48 +154,29 @@ fn refuses_bad_input() {
     let t = [0.5];
     let base = problem(&phi, 1, &t);
     let opts = Options::default();
+    let with_weights = |lw: &[f64]| {
+        message(fit(
+            &Problem {
+                log_weights: Some(lw),
+                ..base
+            },
+            &opts,
+        ))
+    };
     let nan = [0.0, f64::NAN, 1.0, 0.0];
     assert!(message(fit(&problem(&nan, 1, &t), &opts)).contains("features[1, 0] is NaN"));
     let inf = [0.0, f64::INFINITY, 1.0, 0.0];
     assert!(message(fit(&problem(&inf, 1, &t), &opts)).contains("features[1, 0] is +inf"));
-    let lw = [0.0, f64::NAN, 0.0, 0.0];
-    let m = message(fit(
-        &Problem {
-            log_weights: Some(&lw),
-            ..base
-        },
-        &opts,
-    ));
+    let m = with_weights(&[0.0, f64::NAN, 0.0, 0.0]);
     assert!(m.contains("log_weights[1] is NaN"), "{m}");
-    let lw = [0.0, 0.0, f64::INFINITY, 0.0];
-    let m = message(fit(
-        &Problem {
-            log_weights: Some(&lw),
-            ..base
-        },
-        &opts,
-    ));
+    let m = with_weights(&[0.0, 0.0, f64::INFINITY, 0.0]);
     assert!(m.contains("log_weights[2] is +inf"), "{m}");
-    let lw = [0.0; 3];
-    let m = message(fit(
-        &Problem {
-            log_weights: Some(&lw),
-            ..base
-        },
-        &opts,
-    ));
+    let m = with_weights(&[0.0; 3]);
     assert!(
         m.contains("length mismatch") && m.contains("log_weights has 3"),
         "{m}"
     );
-    let lw = [f64::NEG_INFINITY; 4];
-    let m = message(fit(
-        &Problem {
-            log_weights: Some(&lw),
-            ..base
-        },
-        &opts,
-    ));
+    let m = with_weights(&[f64::NEG_INFINITY; 4]);
     assert!(m.contains("every entry of log_weights is -inf"), "{m}");
     let m = message(fit(&problem(&[], 1, &t), &opts));
     assert!(m.contains("features is empty"), "{m}");
@@ -226,32 +207,20 @@ fn refuses_bad_groups() {
     let phi = [0.0, 1.0, 1.0, 0.0];
     let t = [0.5];
     let opts = Options::default();
-    let g = [0, -1, 0, 0];
-    let m = message(fit(
-        &Problem {
-            groups: Some(&g),
-            ..problem(&phi, 1, &t)
-        },
-        &opts,
-    ));
+    let with_groups = |g: &[i64]| {
+        message(fit(
+            &Problem {
+                groups: Some(g),
+                ..problem(&phi, 1, &t)
+            },
+            &opts,
+        ))
+    };
+    let m = with_groups(&[0, -1, 0, 0]);
     assert!(m.contains("groups[1] is -1"), "{m}");
-    let g = [0, 9, 0, 0];
-    let m = message(fit(
-        &Problem {
-            groups: Some(&g),
-            ..problem(&phi, 1, &t)
-        },
-        &opts,
-    ));
+    let m = with_groups(&[0, 9, 0, 0]);
     assert!(m.contains("groups[1] is 9"), "{m}");
-    let g = [0, 2, 0, 2];
-    let m = message(fit(
-        &Problem {
-            groups: Some(&g),
-            ..problem(&phi, 1, &t)
-        },
-        &opts,
-    ));
+    let m = with_groups(&[0, 2, 0, 2]);
     assert!(m.contains("context 1 has no samples"), "{m}");
     let g = [0, 1, 0, 1];
     let lw = [0.0, f64::NEG_INFINITY, 0.0, f64::NEG_INFINITY];

@@ -1,54 +1,17 @@
 //! Bindings for divergence estimates, `log Z`, f-DPG pseudo-rewards and the tuner's metrics.
 
 use numpy::{IntoPyArray, PyArray1};
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::{matrix, optional_vector, real, vector, Values, Wrap};
-use crate::divergence::{self as div, Divergence, GroupedSamples, LogScores, MetricsInput};
+use super::scores::{scores_binding, Scores};
+use super::{matrix, optional, optional_vector, real, vector, Values, Wrap};
+use crate::divergence::{self as div, Divergence, MetricsInput};
 
 /// Two per-sample arrays returned together.
 type ArrayPair<'py> = (Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<f64>>);
 /// The tuner's named scalars and, when features were given, the moments.
 type MetricsPair<'py> = (Bound<'py, PyDict>, Option<Bound<'py, PyArray1<f64>>>);
-
-/// The three 1-D log-score arrays `(target, model, proposal)`, borrowed in C order.
-struct Borrowed<'py> {
-    arrays: [Values<'py, f64>; 3],
-    model_name: &'static str,
-}
-
-impl<'py> Borrowed<'py> {
-    /// Borrows the arrays; `model` goes by `model_name` in messages.
-    fn new(
-        target: &Bound<'py, PyAny>,
-        model: &Bound<'py, PyAny>,
-        model_name: &'static str,
-        proposal: &Bound<'py, PyAny>,
-    ) -> PyResult<Self> {
-        let arrays = [
-            vector(div::TARGET, target)?,
-            vector(model_name, model)?,
-            vector(div::PROPOSAL, proposal)?,
-        ];
-        Ok(Self { arrays, model_name })
-    }
-
-    /// The kernels' view of them.
-    fn scores(&self) -> LogScores<'_> {
-        let [t, m, q] = &self.arrays;
-        LogScores::new(t.as_slice(), m.as_slice(), q.as_slice())
-            .with_model(m.as_slice(), self.model_name)
-    }
-}
-
-/// An optional float argument (`None` is absent).
-fn optional_real(name: &str, obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<f64>> {
-    obj.filter(|o| !o.is_none())
-        .map(|o| real(name, o))
-        .transpose()
-}
 
 /// `logmeanexp(target - proposal)`: the log of the importance-sampling estimate of Z.
 #[pyfunction]
@@ -63,62 +26,22 @@ pub fn estimate_log_z(
     Ok(py.detach(|| div::estimate_log_z(t, q))?)
 }
 
-/// One divergence estimate (`kind` in kl, reverse_kl, tv, js) from one group of samples.
-#[pyfunction]
-#[pyo3(signature = (kind, target_log_scores, model_log_probs, proposal_log_probs, log_z=None))]
-pub fn divergence(
-    py: Python<'_>,
-    kind: Wrap<Divergence>,
-    target_log_scores: &Bound<'_, PyAny>,
-    model_log_probs: &Bound<'_, PyAny>,
-    proposal_log_probs: &Bound<'_, PyAny>,
-    log_z: Option<&Bound<'_, PyAny>>,
-) -> PyResult<f64> {
-    let b = Borrowed::new(
-        target_log_scores,
-        model_log_probs,
-        div::MODEL,
-        proposal_log_probs,
-    )?;
-    let log_z = optional_real("log_z", log_z)?;
-    let s = b.scores();
-    Ok(py.detach(|| div::estimate(kind.0, &s, log_z))?)
+scores_binding! {
+    /// One divergence estimate (`kind` in kl, reverse_kl, tv, js) from one group of samples.
+    fn divergence(kind, target_log_scores, model_log_probs, proposal_log_probs, log_z=None)
+        -> f64;
+    Scores |py, kind, s, log_z| Ok(py.detach(|| div::estimate(kind, &s, log_z))?)
 }
 
-/// One divergence estimate per context for `c x n` matrices of log-scores.
-#[pyfunction]
-#[pyo3(signature = (kind, target_log_scores, model_log_probs, proposal_log_probs, log_z=None))]
-pub fn divergence_grouped<'py>(
-    py: Python<'py>,
-    kind: Wrap<Divergence>,
-    target_log_scores: &Bound<'py, PyAny>,
-    model_log_probs: &Bound<'py, PyAny>,
-    proposal_log_probs: &Bound<'py, PyAny>,
-    log_z: Option<&Bound<'py, PyAny>>,
-) -> PyResult<Bound<'py, PyArray1<f64>>> {
-    let (t, rows, n) = matrix(div::TARGET, target_log_scores)?;
-    let (m, ..) = matrix(div::MODEL, model_log_probs)?;
-    let (q, ..) = matrix(div::PROPOSAL, proposal_log_probs)?;
-    for (name, other) in [(div::MODEL, &m), (div::PROPOSAL, &q)] {
-        if other.shape() != t.shape() {
-            return Err(PyValueError::new_err(format!(
-                "shape mismatch: {} has shape ({rows}, {n}) but {name} has shape ({}, {})",
-                div::TARGET,
-                other.shape()[0],
-                other.shape()[1]
-            )));
-        }
+scores_binding! {
+    /// One divergence estimate per context for `c x n` matrices of log-scores.
+    fn divergence_grouped(kind, target_log_scores, model_log_probs, proposal_log_probs,
+        log_z=None) -> Bound<'py, PyArray1<f64>>;
+    GroupedScores |py, kind, g, log_z| {
+        let z = log_z.as_ref().map(Values::as_slice);
+        let out = py.detach(|| div::estimate_grouped(kind, &g, z))?;
+        Ok(out.into_pyarray(py))
     }
-    let z = optional_vector("log_z", log_z)?;
-    let g = GroupedSamples {
-        target: t.as_slice(),
-        model: m.as_slice(),
-        proposal: q.as_slice(),
-        n,
-    };
-    let z = z.as_ref().map(Values::as_slice);
-    let out = py.detach(|| div::estimate_grouped(kind.0, &g, z))?;
-    Ok(out.into_pyarray(py))
 }
 
 /// `(pi/q, (pi/q) * -f'(t))` per sample for the f-DPG loss.
@@ -132,38 +55,24 @@ pub fn f_pseudo_rewards<'py>(
     log_z: &Bound<'py, PyAny>,
     max_log_t: &Bound<'py, PyAny>,
 ) -> PyResult<ArrayPair<'py>> {
-    let b = Borrowed::new(
-        target_log_scores,
+    let (b, log_z) = Scores::of_policy(
         policy_log_probs,
-        div::POLICY,
+        target_log_scores,
         proposal_log_probs,
+        log_z,
     )?;
-    let (log_z, max_log_t) = (real("log_z", log_z)?, real("max_log_t", max_log_t)?);
-    let s = b.scores();
+    let max_log_t = real("max_log_t", max_log_t)?;
+    let s = b.view();
     let (mut w, mut wr) = (vec![0.0; s.model.len()], vec![0.0; s.model.len()]);
     py.detach(|| div::pseudo_rewards(kind.0, &s, log_z, max_log_t, &mut w, &mut wr))?;
     Ok((w.into_pyarray(py), wr.into_pyarray(py)))
 }
 
-/// `(estimate, standard error)` of `D_f(pi ‖ p)` from samples of `q`.
-#[pyfunction]
-pub fn f_divergence(
-    py: Python<'_>,
-    kind: Wrap<Divergence>,
-    policy_log_probs: &Bound<'_, PyAny>,
-    target_log_scores: &Bound<'_, PyAny>,
-    proposal_log_probs: &Bound<'_, PyAny>,
-    log_z: &Bound<'_, PyAny>,
-) -> PyResult<(f64, f64)> {
-    let b = Borrowed::new(
-        target_log_scores,
-        policy_log_probs,
-        div::POLICY,
-        proposal_log_probs,
-    )?;
-    let log_z = real("log_z", log_z)?;
-    let s = b.scores();
-    Ok(py.detach(|| div::estimate_with_stderr(kind.0, &s, log_z))?)
+scores_binding! {
+    /// `(estimate, standard error)` of `D_f(pi ‖ p)` from samples of `q`.
+    fn f_divergence(kind, policy_log_probs, target_log_scores, proposal_log_probs, log_z)
+        -> (f64, f64);
+    Scores |py, kind, s, log_z| Ok(py.detach(|| div::estimate_with_stderr(kind, &s, log_z))?)
 }
 
 /// The tuner's metrics of one context: `(scalars, moments or None)`, where `scalars` maps
@@ -184,20 +93,16 @@ pub fn tuner_metrics<'py>(
     features: Option<&Bound<'py, PyAny>>,
     base_log_probs: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<MetricsPair<'py>> {
-    let b = Borrowed::new(
-        target_log_scores,
+    let (scores, log_z) = Scores::of_policy(
         policy_log_probs,
-        div::POLICY,
+        target_log_scores,
         proposal_log_probs,
+        log_z,
     )?;
-    let log_z = real("log_z", log_z)?;
-    let phi = features
-        .filter(|o| !o.is_none())
-        .map(|o| matrix(div::FEATURES, o))
-        .transpose()?;
+    let phi = optional(features, |o| matrix(div::FEATURES, o))?;
     let base = optional_vector(div::BASE, base_log_probs)?;
     let input = MetricsInput {
-        scores: b.scores(),
+        scores: scores.view(),
         log_z,
         loss: loss.0,
         features: phi.as_ref().map(|(f, _, k)| (f.as_slice(), *k)),

@@ -5,7 +5,7 @@ use pyo3::prelude::*;
 
 use pyo3::exceptions::PyValueError;
 
-use super::{count, matrix, optional_vector, real, values, vector};
+use super::{count, matrix, optional, optional_vector, real, values, vector};
 use crate::error::{Error, FEATURES_ARG};
 use crate::maxent::{self, Options, Problem};
 
@@ -60,10 +60,7 @@ pub fn fit_coefficients<'py>(
     let (f, rows, cols) = matrix(maxent::FEATURES, features)?;
     let targets = vector(maxent::TARGETS, target_moments)?;
     let lw = optional_vector(maxent::LOG_WEIGHTS, log_weights)?;
-    let g = groups
-        .filter(|o| !o.is_none())
-        .map(|o| values::<i64>(maxent::GROUPS, o, 1))
-        .transpose()?;
+    let g = optional(groups, |o| values::<i64>(maxent::GROUPS, o, 1))?;
     let init = optional_vector(maxent::INITIAL, initial)?;
     let tolerance = tolerance.map_or(Ok(maxent::DEFAULT_TOLERANCE), |t| real("tolerance", t))?;
     let max_iterations = max_iterations.map_or(Ok(maxent::DEFAULT_MAX_ITERATIONS), |m| {

@@ -13,6 +13,7 @@ mod divergence;
 mod logspace;
 mod maxent;
 mod qrs;
+mod scores;
 mod stderr;
 mod textmatch;
 
@@ -165,20 +166,38 @@ pub(crate) fn matrix<'py>(
     Ok((m, rows, cols))
 }
 
+/// `features` (2-D) with one row per value of the 1-D argument `name` (`n` values), and the
+/// number of features.
+pub(crate) fn features_for<'py>(
+    name: &str,
+    n: usize,
+    features: &Bound<'py, PyAny>,
+) -> PyResult<(Values<'py, f64>, usize)> {
+    let (f, rows, k) = matrix("features", features)?;
+    if rows != n {
+        return Err(PyValueError::new_err(format!(
+            "length mismatch: {name} has {n} values but features has {rows} rows"
+        )));
+    }
+    Ok((f, k))
+}
+
 /// `log_weights` (1-D) and `features` (2-D, one row per weight) and the number of features.
 pub(crate) fn weights_and_features<'py>(
     log_weights: &Bound<'py, PyAny>,
     features: &Bound<'py, PyAny>,
 ) -> PyResult<(Values<'py, f64>, Values<'py, f64>, usize)> {
     let lw = vector("log_weights", log_weights)?;
-    let (f, rows, k) = matrix("features", features)?;
-    if rows != lw.as_slice().len() {
-        return Err(PyValueError::new_err(format!(
-            "length mismatch: log_weights has {} values but features has {rows} rows",
-            lw.as_slice().len()
-        )));
-    }
+    let (f, k) = features_for("log_weights", lw.as_slice().len(), features)?;
     Ok((lw, f, k))
+}
+
+/// An optional argument (`None` is absent), read by `read` when present.
+pub(crate) fn optional<'py, T>(
+    obj: Option<&Bound<'py, PyAny>>,
+    read: impl FnOnce(&Bound<'py, PyAny>) -> PyResult<T>,
+) -> PyResult<Option<T>> {
+    obj.filter(|o| !o.is_none()).map(read).transpose()
 }
 
 /// An optional 1-D float64 argument.
@@ -186,9 +205,20 @@ pub(crate) fn optional_vector<'py>(
     name: &str,
     obj: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Option<Values<'py, f64>>> {
-    obj.filter(|o| !o.is_none())
-        .map(|o| vector(name, o))
-        .transpose()
+    optional(obj, |o| vector(name, o))
+}
+
+/// Borrows the 1-D float64 argument `name`, runs `kernel` on its values without the
+/// interpreter lock, and maps its error.
+pub(crate) fn on_vector<R: Send>(
+    py: Python<'_>,
+    name: &str,
+    obj: &Bound<'_, PyAny>,
+    kernel: impl FnOnce(&[f64]) -> crate::Result<R> + Send,
+) -> PyResult<R> {
+    let x = vector(name, obj)?;
+    let x = x.as_slice();
+    Ok(py.detach(|| kernel(x))?)
 }
 
 /// A count argument: a non-negative Python integer that fits a `usize` (not a bool), else a

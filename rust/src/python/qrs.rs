@@ -6,7 +6,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::{matrix, optional_vector, real, vector};
+use super::{matrix, on_vector, optional, optional_vector, real, vector};
 use crate::qrs as kernels;
 
 /// The binding's `log_uniforms` flag as the kernel's [`kernels::Uniforms`].
@@ -69,42 +69,13 @@ pub fn imh_chain<'py>(
 }
 
 /// The index's sorted copy of the log-ratios, in a numpy array that only this object refers to.
-struct SortedArray {
-    /// Keeps the buffer alive.
-    _array: Py<PyArray1<f64>>,
-    data: *const f64,
-    len: usize,
-}
-
-impl SortedArray {
-    fn new(array: Bound<'_, PyArray1<f64>>) -> Self {
-        let (data, len) = (array.data().cast_const(), array.len());
-        SortedArray {
-            _array: array.unbind(),
-            data,
-            len,
-        }
-    }
-}
-
-// SAFETY: the array was made here from a vector of our own, sorted in place, and is never
-// handed to Python code: nothing else refers to it, so its buffer is neither freed (we hold a
-// reference) nor written while this object lives, and reading it from any thread is sound.
-unsafe impl Send for SortedArray {}
-// SAFETY: as above; the buffer is only ever read.
-unsafe impl Sync for SortedArray {}
-
-impl std::ops::Deref for SortedArray {
-    type Target = [f64];
-
-    fn deref(&self) -> &[f64] {
-        if self.len == 0 {
-            return &[];
-        }
-        // SAFETY: `data` points at `len` initialised, contiguous f64 values that stay alive and
-        // unchanged while `self._array` is held (see the `Send` impl).
-        unsafe { std::slice::from_raw_parts(self.data, self.len) }
-    }
+fn held_array(array: Bound<'_, PyArray1<f64>>) -> kernels::HeldSlice<Py<PyArray1<f64>>> {
+    let (data, len) = (array.data().cast_const(), array.len());
+    // SAFETY: the array was made here from a vector of our own, sorted in place, and is never
+    // handed to Python code: nothing else refers to it, so its buffer is neither freed (the
+    // `HeldSlice` holds a reference) nor written while it lives, and reading it from any thread
+    // is sound.
+    unsafe { kernels::HeldSlice::new(array.unbind(), data, len) }
 }
 
 /// Sorted log-ratios with prefix and suffix sums: any beta in O(log N) after one O(N log N) build.
@@ -138,15 +109,13 @@ impl PyQrsIndex {
             // numpy's vectorised sort; the kernel keeps reading it there.
             let copy = ls.to_vec().into_pyarray(py);
             copy.call_method0("sort")?;
-            let store = SortedArray::new(copy);
+            let store = held_array(copy);
             py.detach(|| kernels::QrsIndex::from_sorted(ls, Box::new(store)))?
         };
         Ok(PyQrsIndex {
             inner,
             log_ratios: log_ratios.clone().unbind(),
-            log_weights: log_weights
-                .filter(|w| !w.is_none())
-                .map(|w| w.clone().unbind()),
+            log_weights: optional(log_weights, |w| Ok(w.clone().unbind()))?,
         })
     }
 
@@ -194,9 +163,7 @@ impl PyQrsIndex {
         log_betas: &Bound<'py, PyAny>,
         js: bool,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let b = vector("log_betas", log_betas)?;
-        let b = b.as_slice();
-        let points = py.detach(|| self.inner.curve(b, js)).map_err(PyErr::from)?;
+        let points = on_vector(py, "log_betas", log_betas, |b| self.inner.curve(b, js))?;
         let out = PyDict::new(py);
         let column =
             |f: fn(&kernels::CurvePoint) -> f64| points.iter().map(f).collect::<Vec<f64>>();
@@ -250,20 +217,16 @@ impl PyQrsIndex {
         py: Python<'py>,
         rates: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyArray1<f64>>> {
-        let r = vector("rates", rates)?;
-        let r = r.as_slice();
-        let out = py
-            .detach(|| {
-                r.iter()
-                    .enumerate()
-                    .map(|(i, &rate)| {
-                        self.inner.log_beta_for_acceptance_rate(rate).map_err(|e| {
-                            crate::error::Error::InvalidInput(format!("rates[{i}]: {e}").into())
-                        })
+        let out = on_vector(py, "rates", rates, |r| {
+            r.iter()
+                .enumerate()
+                .map(|(i, &rate)| {
+                    self.inner.log_beta_for_acceptance_rate(rate).map_err(|e| {
+                        crate::error::Error::InvalidInput(format!("rates[{i}]: {e}").into())
                     })
-                    .collect::<crate::Result<Vec<f64>>>()
-            })
-            .map_err(PyErr::from)?;
+                })
+                .collect::<crate::Result<Vec<f64>>>()
+        })?;
         Ok(out.into_pyarray(py))
     }
 

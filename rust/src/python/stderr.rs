@@ -2,37 +2,24 @@
 //! (arrays of them for moments).
 
 use numpy::{IntoPyArray, PyArray1};
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-use super::{matrix, real, vector, weights_and_features, Wrap};
-use crate::divergence::{self as div, Divergence, LogScores};
+use super::scores::scores_binding;
+use super::{features_for, on_vector, optional, real, vector, weights_and_features};
+use crate::divergence as div;
 use crate::stderr as kernels;
 
 /// Moments and their standard errors, as two arrays.
 type ArrayPair<'py> = (Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<f64>>);
 
-/// `(value, stderr)` of one divergence (`kl`, `reverse_kl`, `tv`, `js`).
-#[pyfunction]
-#[pyo3(signature = (kind, target_log_scores, model_log_probs, proposal_log_probs, log_z=None))]
-pub fn divergence_stderr(
-    py: Python<'_>,
-    kind: Wrap<Divergence>,
-    target_log_scores: &Bound<'_, PyAny>,
-    model_log_probs: &Bound<'_, PyAny>,
-    proposal_log_probs: &Bound<'_, PyAny>,
-    log_z: Option<&Bound<'_, PyAny>>,
-) -> PyResult<(f64, f64)> {
-    let t = vector(div::TARGET, target_log_scores)?;
-    let m = vector(div::MODEL, model_log_probs)?;
-    let q = vector(div::PROPOSAL, proposal_log_probs)?;
-    let log_z = log_z
-        .filter(|o| !o.is_none())
-        .map(|o| real("log_z", o))
-        .transpose()?;
-    let s = LogScores::new(t.as_slice(), m.as_slice(), q.as_slice());
-    let e = py.detach(|| div::estimate_and_stderr(kind.0, &s, log_z))?;
-    Ok((e.value, e.stderr))
+scores_binding! {
+    /// `(value, stderr)` of one divergence (`kl`, `reverse_kl`, `tv`, `js`).
+    fn divergence_stderr(kind, target_log_scores, model_log_probs, proposal_log_probs, log_z=None)
+        -> (f64, f64);
+    Scores |py, kind, s, log_z| {
+        let e = py.detach(|| div::estimate_and_stderr(kind, &s, log_z))?;
+        Ok((e.value, e.stderr))
+    }
 }
 
 /// `(moments, stderrs)` of the self-normalised moments of an `n x k` feature matrix.
@@ -55,9 +42,9 @@ pub fn effective_sample_size_stderr(
     py: Python<'_>,
     log_weights: &Bound<'_, PyAny>,
 ) -> PyResult<(f64, f64)> {
-    let lw = vector("log_weights", log_weights)?;
-    let lw = lw.as_slice();
-    let e = py.detach(|| kernels::effective_sample_size("log_weights", lw))?;
+    let e = on_vector(py, "log_weights", log_weights, |lw| {
+        kernels::effective_sample_size("log_weights", lw)
+    })?;
     Ok((e.value, e.stderr))
 }
 
@@ -74,20 +61,11 @@ pub fn qrs_point_stderr<'py>(
 ) -> PyResult<((f64, f64), (f64, f64), (f64, f64), Option<ArrayPair<'py>>)> {
     let l = vector(crate::qrs::LOG_RATIOS, log_ratios)?;
     let b = real("log_beta", log_beta)?;
-    let phi = features
-        .filter(|o| !o.is_none())
-        .map(|o| matrix("features", o))
-        .transpose()?;
-    if let Some((_, rows, _)) = &phi {
-        if *rows != l.as_slice().len() {
-            return Err(PyValueError::new_err(format!(
-                "length mismatch: log_ratios has {} values but features has {rows} rows",
-                l.as_slice().len()
-            )));
-        }
-    }
     let l = l.as_slice();
-    let f = phi.as_ref().map(|(f, _, k)| (f.as_slice(), *k));
+    let phi = optional(features, |o| {
+        features_for(crate::qrs::LOG_RATIOS, l.len(), o)
+    })?;
+    let f = phi.as_ref().map(|(f, k)| (f.as_slice(), *k));
     let p = py.detach(|| crate::qrs::point_with_stderr(l, b, f))?;
     let pair = |e: kernels::Estimate| (e.value, e.stderr);
     let moments = phi.map(|_| {

@@ -14,40 +14,66 @@ use crate::vexp;
 /// vectorised sort order its one copy: several times faster than a comparison sort).
 pub type SortedStore = Box<dyn std::ops::Deref<Target = [f64]> + Send + Sync>;
 
-/// A [`SortedStore`] with its slice taken once: the hot loops index it without a dynamic call.
-pub(super) struct Sorted {
+/// A read-only slice of `f64` taken once from the object that keeps its buffer alive, so that
+/// reading it costs no dynamic call: the index's view of its [`SortedStore`], and the
+/// binding's view of the numpy array it sorted.
+pub struct HeldSlice<O> {
     /// Owns (or keeps alive) the values `data` points at.
-    _store: SortedStore,
+    _owner: O,
     data: *const f64,
     len: usize,
 }
 
-impl Sorted {
-    fn new(store: SortedStore) -> Self {
-        let (data, len) = (store.as_ptr(), store.len());
-        Sorted {
-            _store: store,
+impl<O> HeldSlice<O> {
+    /// Holds `owner` and the `len` values at `data`.
+    ///
+    /// # Safety
+    /// The `len` values at `data` must be initialised and stay alive, unchanged and at the same
+    /// address for as long as `owner` lives, wherever it is moved, and reading them from any
+    /// thread must be sound.
+    pub unsafe fn new(owner: O, data: *const f64, len: usize) -> Self {
+        // An empty buffer may come with a null pointer, which no slice may have.
+        let data = if len == 0 {
+            std::ptr::NonNull::dangling().as_ptr()
+        } else {
+            data
+        };
+        HeldSlice {
+            _owner: owner,
             data,
             len,
         }
     }
 }
 
-// SAFETY: `data` points into the heap buffer of `_store`, which is `Send + Sync`, owned by this
-// object and never written (a `SortedStore` is read-only by contract); moving `Sorted` moves the
-// box, not the buffer.
-unsafe impl Send for Sorted {}
+// SAFETY: the values are only ever read, and the contract of `new` keeps them alive and
+// unchanged at one address while the owner lives, on whichever thread holds it; moving a
+// `HeldSlice` moves the owner, not the buffer.
+unsafe impl<O: Send> Send for HeldSlice<O> {}
 // SAFETY: as above.
-unsafe impl Sync for Sorted {}
+unsafe impl<O: Sync> Sync for HeldSlice<O> {}
 
-impl std::ops::Deref for Sorted {
+impl<O> std::ops::Deref for HeldSlice<O> {
     type Target = [f64];
 
     #[inline(always)]
     fn deref(&self) -> &[f64] {
-        // SAFETY: `len` values at `data` are alive and unchanged while `_store` is (see `Send`).
+        // SAFETY: `len` values at `data` (non-null) are alive and unchanged while `_owner` is
+        // (the contract of `new`).
         unsafe { std::slice::from_raw_parts(self.data, self.len) }
     }
+}
+
+/// The index's sorted log-ratios.
+pub(super) type Sorted = HeldSlice<SortedStore>;
+
+/// Takes the slice of `store` once.
+fn held(store: SortedStore) -> Sorted {
+    let (data, len) = (store.as_ptr(), store.len());
+    // SAFETY: `data` points into the heap buffer of `store`, which is `Send + Sync`, owned by
+    // the `HeldSlice` and never written (a `SortedStore` is read-only by contract); moving the
+    // box does not move the buffer.
+    unsafe { HeldSlice::new(store, data, len) }
 }
 
 impl std::fmt::Debug for QrsIndex {
@@ -198,7 +224,7 @@ impl QrsIndex {
         let mut index = QrsIndex {
             l_shift: l[n - 1],
             w_shift,
-            l: Sorted::new(l),
+            l: held(l),
             w,
             n_input: log_ratios.len(),
             fingerprint: fingerprint(log_ratios, log_weights.filter(|_| weighted)),

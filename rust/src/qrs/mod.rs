@@ -28,7 +28,7 @@ mod index;
 mod sums;
 
 pub use accept::{accept, imh_chain, ImhRun, Uniforms};
-pub use build::SortedStore;
+pub use build::{HeldSlice, SortedStore};
 pub use delta::{point_with_stderr, PointEstimates};
 pub use index::{CurvePoint, QrsIndex};
 
