@@ -1,4 +1,4 @@
-"""Hostile and careless inputs to the numerical core (issue 16): each test is one finding.
+"""Hostile and careless inputs to the numerical core: each test is one finding.
 
 Every test here failed before its fix: wrong layouts read as zeros, overflow at large
 log-ratios or features, silent truncation of arrays, scalars taken as vectors, an absolute

@@ -1,4 +1,4 @@
-"""β, the QRS threshold (DESIGN §6): the one check of a β and the one way back from ``log β``.
+"""β, the QRS threshold (docs/design.md §7.1): its one check and the one way back from ``log β``.
 
 Every layer checks β here, so "positive and finite" means the same in ``numerics``, the
 samplers, the estimator and the command. This module imports nothing from disco: it belongs to

@@ -1,7 +1,7 @@
 """Exact quantities over an enumerable support: the oracle every estimator is tested against.
 
 Everything here is plain numpy float64 over arrays that list a value for *every* point of a
-support (DESIGN §8), independent of the Rust core on purpose. Log-scores may be unnormalised
+support (docs/design.md §10), apart from the Rust core on purpose. Log-scores may be unnormalised
 and may be ``-inf``; divergences normalise their inputs first. Conventions: ``0 log 0 = 0``;
 a divergence that needs ``log(p/0)`` with ``p > 0`` is ``inf``.
 """
@@ -113,7 +113,7 @@ def js(log_p: Any, log_q: Any) -> float:
 
 
 def f_divergence(log_pi: Any, log_p: Any, kind: str) -> float:
-    """``D_f(pi ‖ p) = Σ_x p f(pi/p)`` for the f-DPG divergences (DESIGN §5).
+    """``D_f(pi ‖ p) = Σ_x p f(pi/p)`` for the f-DPG divergences (docs/design.md §6.2).
 
     ``kind`` is ``"kl"`` (``KL(p‖pi)``), ``"reverse_kl"`` (``KL(pi‖p)``), ``"tv"``, ``"js"``
     (standard, in nats), ``"chi2"`` (Pearson, ``Σ (pi-p)²/p``) or ``"reverse_chi2"`` (Neyman,
@@ -185,7 +185,7 @@ def optimal_coefficients(
 
 
 def qrs_log_probs(target_log_scores: Any, proposal_log_probs: Any, beta: float) -> FloatArray:
-    """Log-probabilities of QRS's output distribution ``p_β ∝ min(P, β q)`` (DESIGN §6)."""
+    """Log-probabilities of QRS's output ``p_β ∝ min(P, β q)`` (docs/design.md §7.1)."""
     if not beta > 0:
         raise ValueError(f"beta must be positive, got {beta}")
     lp = _log_scores(target_log_scores, "target_log_scores")

@@ -129,7 +129,7 @@ class BaseDistribution(Distribution):
     """A distribution that can serve as the base ``a`` of a target: it can be constrained.
 
     ``constrain(features, moments)`` returns the energy-based model closest to this
-    distribution in KL that meets the moments (DESIGN §4).
+    distribution in KL that meets the moments (docs/design.md §2.2, §3).
     """
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:

@@ -1,7 +1,7 @@
 """``constrain``: from a base distribution and moment constraints to the EBM that meets them.
 
 The target is the distribution closest in KL to the base ``a`` whose feature moments equal the
-requested ones: ``P(x) = a(x) b(x) exp(lambda . phi(x))`` (DESIGN §4). Boolean features with
+requested: ``P(x) = a(x) b(x) exp(lambda . phi(x))`` (docs/design.md §2.2). Boolean features with
 moment 1.0 (or 0.0) are pointwise constraints and enter ``b`` exactly; the coefficients of the
 others are fitted once, on a fixed sample, by the Rust Newton solver
 (:func:`disco.numerics.fit_coefficients`).

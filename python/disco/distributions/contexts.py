@@ -1,4 +1,4 @@
-"""Distributions over contexts (prompts), for conditional targets (DESIGN §4, §5).
+"""Distributions over contexts (prompts), for conditional targets (docs/design.md §2.3, §6.2).
 
 Every context distribution here has finite support: ``sample(sampling_size)`` returns contexts
 and their log-probabilities, ``log_score(contexts)`` scores given ones, and ``contexts()`` and

@@ -1,6 +1,6 @@
 """A small autoregressive model whose whole support can be listed with exact probabilities.
 
-It is the test oracle of the project (DESIGN §8) and a teaching tool: partition functions,
+It is the test oracle of the project (docs/design.md §10) and a teaching tool: partition functions,
 moments, divergences and optimal coefficients over its support are exact sums, so every
 estimator, solver, sampler and tuner can be compared against the truth.
 """

@@ -1,4 +1,4 @@
-"""Language models as distributions over their outputs (DESIGN §7).
+"""Language models as distributions over their outputs (docs/design.md §9).
 
 ``LMDistribution`` wraps a Hugging Face causal or seq2seq model. A sample is the sequence of
 tokens the model emits after the context, up to and including the first EOS, or cut off at the

@@ -3,7 +3,7 @@
 Sampling feeds the model one token per step, reusing its key/value cache, and draws from the
 warped softmax; scoring is one forward pass over a padded batch. Both go through the same
 :class:`~disco.distributions.warp.Warp`, so ``log_score`` recomputes the log-probability
-``sample`` returned (DESIGN §7). Causal models see left-padded prompts (rows end together);
+``sample`` returned (docs/design.md §9). Causal models see left-padded prompts (rows end together);
 seq2seq models encode each distinct context once.
 """
 

@@ -1,4 +1,4 @@
-"""The sampling warps of a language model: temperature, top-k and top-p (DESIGN §7).
+"""The sampling warps of a language model: temperature, top-k and top-p (docs/design.md §9).
 
 A :class:`Warp` is part of an ``LMDistribution``'s distribution: sampling draws from the warped
 softmax and ``log_score`` scores under it, through the same :meth:`Warp.apply`, so the two

@@ -1,4 +1,4 @@
-"""Divergence estimates, ``log Z``, f-DPG pseudo-rewards and the tuner's metrics (DESIGN §3, §5)."""
+"""Divergence estimates, ``log Z``, f-DPG rewards, the tuner's metrics (docs/design.md §5, §6)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ FDivergenceKind = Literal["kl", "reverse_kl", "tv", "js", "chi2", "reverse_chi2"
 
 
 def estimate_log_z(target_log_scores: ArrayLike, proposal_log_probs: ArrayLike) -> float:
-    """``log Z ≈ logmeanexp(log P - log q)`` from samples of the proposal ``q`` (DESIGN §3).
+    """``log Z ≈ logmeanexp(log P - log q)`` from samples of a proposal ``q`` (docs/design.md §2.3).
 
     Unbiased for ``Z`` (not for ``log Z``). Samples where the target is ``-inf`` weigh zero.
     """
@@ -74,7 +74,7 @@ def kl_divergence(
 ) -> Any:
     """Forward ``KL(p ‖ model)`` in nats, where ``p = P / Z`` and the samples come from a proposal.
 
-    ``KL ≈ mean_i (p_i / q_i) (log P_i - log Z - log model_i)`` (DESIGN §5). ``proposal_log_probs``
+    ``KL ≈ mean_i (p_i/q_i)(log P_i - log Z - log model_i)`` (docs/design.md §5.1). ``proposal_log_probs``
     defaults to ``model_log_probs`` (on-policy samples); ``log_z`` defaults to the estimate
     from the same samples, which makes the estimate self-normalised. 1-D inputs give a float;
     ``C x N`` inputs (one row per context, each with its own ``Z``) give ``C`` estimates.
@@ -142,7 +142,7 @@ def f_pseudo_rewards(
 ) -> tuple[FloatArray, FloatArray]:
     """Importance weights ``w = pi/q`` and weighted pseudo-rewards ``w * -f'(t)`` for f-DPG.
 
-    ``t = pi/p = exp(log pi - log P + log Z)`` (DESIGN §5); the loss whose gradient is the
+    ``t = pi/p = exp(log pi - log P + log Z)`` (docs/design.md §6.1); the loss whose gradient is the
     gradient of ``D_f(pi ‖ p)`` is ``-mean((w r - w b) log pi)`` for any baseline ``b``.
     ``log t`` is capped at ``max_log_t`` so that samples the target rules out get a large
     finite penalty under losses whose ``f'`` is unbounded; where ``pi = 0`` both are 0.

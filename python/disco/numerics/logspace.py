@@ -1,4 +1,4 @@
-"""Log-space reductions: ``logsumexp``, importance weights, their ESS and moments (DESIGN §3)."""
+"""Log-space reductions: ``logsumexp``, weights, their ESS and moments (docs/design.md §4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The maximum-entropy fit of the coefficients of an EBM (DESIGN §4)."""
+"""The maximum-entropy fit of the coefficients of an EBM (docs/design.md §3)."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def fit_coefficients(
     initial: ArrayLike | None = None,
     feature_names: Sequence[str] | None = None,
 ) -> FitResult:
-    """Fit ``lambda`` so that ``p ∝ a b exp(lambda . phi)`` has the target moments (DESIGN §4).
+    """Fit ``lambda``: ``p ∝ a b exp(lambda . phi)`` with the target moments (docs/design.md §3).
 
     From ``N`` samples of a proposal ``q``, with ``log_weights = log a + log b - log q``
     (default all zero: the samples come from the base itself) and an ``N x K`` feature matrix,

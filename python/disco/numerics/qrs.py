@@ -1,4 +1,4 @@
-"""Quasi-Rejection Sampling (DESIGN §6): the β-curve index, accept/reject, the IMH chain."""
+"""Quasi-Rejection Sampling (docs/design.md §7): the β-curve index, accept/reject, IMH (§8)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def _log_betas(betas: ArrayLike | None, log_betas: ArrayLike | None) -> FloatArr
 
 @dataclass(frozen=True)
 class QRSCurve:
-    """QRS trade-off along a grid of betas (DESIGN §6); every array has one entry per beta.
+    """QRS trade-off on a grid of betas (docs/design.md §7.2); every array has one entry per beta.
 
     Attributes
     ----------
@@ -262,7 +262,7 @@ def qrs_curve(
     With ``r_i = P_i / q_i`` (``log_ratios`` ``= log P_i - log q_i``) and means over the samples
     (weighted by ``exp(log_weights)`` when given), ``Z_β = mean min(r, β)``,
     ``AR = Z_β / β``, ``KL(p ‖ p_β)`` and ``TV(p, p_β)`` are prefix-sum queries after one
-    sort, so B betas over N samples cost O(N log N + B log N) (DESIGN §6). The naive formula,
+    sort: B betas over N samples cost O(N log N + B log N) (docs/design.md §7.2). The naive formula,
     per beta: ``AR = mean(minimum(exp(l), β)) / β``.
 
     >>> curve = qrs_curve([0.0, 1.0], betas=[0.5, 3.0])

@@ -1,4 +1,4 @@
-"""Samplers: drawing in batches, Quasi-Rejection Sampling and its estimator, and IMH (DESIGN §6)."""
+"""Samplers: drawing in batches, QRS and its estimator, and IMH (docs/design.md §7, §8)."""
 
 from collections.abc import Callable
 from dataclasses import dataclass

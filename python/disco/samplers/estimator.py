@@ -1,4 +1,4 @@
-"""What QRS costs and how exact it is, at any beta, before sampling (DESIGN §6)."""
+"""What QRS costs and how exact it is, at any beta, before sampling (docs/design.md §7.3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Independent Metropolis–Hastings: the classical MCMC alternative to QRS (DESIGN §6)."""
+"""Independent Metropolis–Hastings: the classical MCMC alternative to QRS (docs/design.md §8)."""
 
 from __future__ import annotations
 

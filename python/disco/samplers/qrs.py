@@ -56,7 +56,7 @@ class AcceptanceStatistics:
 
 
 class QuasiRejectionSampler(ChunkedSampler):
-    """Quasi-Rejection Sampling (QRS) from ``target`` with proposals from ``proposal`` (DESIGN §6).
+    """Quasi-Rejection Sampling from ``target`` through ``proposal`` (docs/design.md §7.1).
 
     A proposal ``x ~ q`` is accepted with probability ``min(1, P(x) / (β q(x)))``, so accepted
     samples follow ``p_β ∝ min(P, β q)``, which is the normalised target ``p`` once ``β`` reaches

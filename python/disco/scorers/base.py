@@ -3,7 +3,7 @@
 A :class:`Scorer` is a real-valued feature ``phi(x, c)``; a :class:`PositiveScorer` is a
 non-negative factor of an unnormalised distribution and exposes ``log_score``; a
 :class:`Product` multiplies factors (a base distribution included) into an EBM
-``P(x) = a(x) b(x) exp(lambda . phi(x))`` (DESIGN §4). Everything scores whole batches and
+``P(x) = a(x) b(x) exp(lambda . phi(x))`` (docs/design.md §2.2). Everything scores whole batches and
 returns float64 tensors; ``-inf`` log-scores (probability zero) stay exact.
 """
 

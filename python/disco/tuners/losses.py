@@ -1,4 +1,4 @@
-"""f-divergence losses for f-DPG (DESIGN §5).
+"""f-divergence losses for f-DPG (docs/design.md §6).
 
 Each loss names its divergence ``D_f(pi ‖ p)``; given a batch of samples from a proposal ``q``
 it returns the surrogate whose gradient is an unbiased estimate of ``∇ D_f``:

@@ -1,4 +1,4 @@
-"""One tuning loop for DPG, CDPG and f-DPG (DESIGN §5)."""
+"""One tuning loop for DPG, CDPG and f-DPG (docs/design.md §6)."""
 
 from __future__ import annotations
 
