@@ -195,7 +195,7 @@ def test_estimator_per_context_is_the_mean_of_exact_values():
         n_samples=3_000,
         progress=False,
     )
-    assert drawn.contexts == list(names)
+    assert sorted(drawn.contexts) == list(names)  # a seeded pick of 3 of 3: each once
     assert 0.0 < drawn.acceptance_rate_at_beta(1.0) <= 1.0
 
 

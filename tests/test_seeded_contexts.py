@@ -97,3 +97,38 @@ def test_a_seeded_draw_leaves_torch_global_generator_alone():
     torch.manual_seed(7)
     draw_contexts(GlobalSampler(), 4, seed=1)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_a_generator_keys_a_distribution_that_only_samples():
+    # the tuner draws each step's contexts with its seeded numpy generator
+    def drawn(torch_seed: int) -> list[Any]:
+        torch.manual_seed(torch_seed)
+        return draw_contexts(GlobalSampler(), 5, rng=np.random.default_rng(11))
+
+    first = drawn(0)
+    assert all(drawn(torch_seed) == first for torch_seed in (1, 2))
+    assert drawn(0) != draw_contexts(GlobalSampler(), 5, rng=np.random.default_rng(12))
+
+
+def test_the_qrs_estimator_draws_the_same_contexts_for_the_same_seed():
+    from disco.samplers import QRSEstimator
+
+    def contexts(distribution: Any, torch_seed: int) -> list[Any]:
+        proposal = Recording()
+        torch.manual_seed(torch_seed)
+        QRSEstimator(
+            Product(Recording(), HAS_A),
+            proposal,
+            context_distribution=distribution,
+            n_contexts=3,
+            n_samples=3 * 16,
+            sampling_size=16,
+            progress=False,
+            seed=5,
+        )
+        return proposal.drawn
+
+    for distribution in (ContextDistribution(list(CONTEXTS)), GlobalSampler()):
+        first = contexts(distribution, 0)
+        assert len(set(first)) >= 1 and set(first) <= set(CONTEXTS)
+        assert all(contexts(distribution, torch_seed) == first for torch_seed in (1, 2))

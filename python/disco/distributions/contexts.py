@@ -284,7 +284,8 @@ def draw_contexts(
     With ``rng`` and a distribution that lists its entries (``contexts()``), ``rng`` picks them,
     without replacement unless there are fewer entries than ``n_contexts``: a seeded caller then
     reproduces its contexts whatever the distribution's own generator. Otherwise the distribution
-    draws them (``sample(n_contexts)`` returning ``(contexts, log_probs)`` or just the contexts).
+    draws them (``sample(n_contexts)`` returning ``(contexts, log_probs)`` or just the contexts),
+    keyed by a seed taken from ``rng`` when there is one.
     ``seed`` (instead of ``rng``) keys the whole draw: the picks come from a numpy generator
     seeded with it, and a distribution that only samples does so under
     :func:`~disco.distributed.keyed_random`, so one seed gives the same contexts whatever torch's
@@ -312,6 +313,9 @@ def draw_contexts(
     if pool is not None and rng is not None:
         picks = rng.choice(len(pool), size=n_contexts, replace=len(pool) < n_contexts)
         return [pool[int(i)] for i in picks]
+    if seed is None and rng is not None:
+        # a seeded caller's generator keys a distribution that only samples, too
+        seed = int(rng.integers(2**62))
     keyed = contextlib.nullcontext() if seed is None else keyed_random(context_distribution, seed)
     with keyed:
         drawn = context_distribution.sample(n_contexts)  # by position, as the original did
