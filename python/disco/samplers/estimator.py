@@ -13,7 +13,6 @@ from tqdm.auto import tqdm
 from disco import numerics
 from disco._beta import beta_from_log, check_beta, checked_log_beta
 from disco.distributed import Chunk, current_world, draw_chunk, plan_chunks, shared_seed
-from disco.distributions.contexts import resolve_contexts
 from disco.samplers._common import (
     FloatArray,
     at_least_one,
@@ -111,6 +110,9 @@ class QRSEstimator:
     ) -> None:
         if n_estimation_samples is not None:  # the original disco's name
             n_samples = n_estimation_samples
+        # imported on use: the samplers' registry (disco list) needs no context distribution
+        from disco.distributions.contexts import resolve_contexts
+
         chosen = resolve_contexts(context, contexts, context_distribution, n_contexts)
         per_context = max(1, int(n_samples) // len(chosen))
         sampling_size = at_least_one(sampling_size, "sampling_size")
