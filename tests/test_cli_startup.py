@@ -1,9 +1,10 @@
 """The command answers what needs no model without importing torch or transformers.
 
-``--version``, ``--help``, ``disco inspect``, ``disco list loggers`` and every configuration
-mistake the file alone shows (types, ranges, unknown keys, missing files) are checked in a fresh interpreter, which
-then reports the modules it loaded: the answer must be the usual one, and neither torch nor
-transformers may be among them. No time is measured (the machine's load would decide it).
+``--version``, ``--help``, ``disco inspect``, ``disco list`` (every registry, or one) and every
+configuration mistake the file alone shows (types, ranges, unknown keys and names, the warp,
+missing files) are checked in a fresh interpreter, which then reports the modules it loaded: the
+answer must be the usual one, and neither torch nor transformers may be among them. No time is
+measured (the machine's load would decide it).
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ MISTAKES = {
     "no features": ("seed = 1\n", "features"),
     "moment": ('[[features]]\ntype = "word"\nword = "the"\nmoment = nan\n', "features[0].moment"),
     "feature without a type": ("[[features]]\nmoment = 0.5\n", "features[0].type"),
+    "unknown feature type": ('[[features]]\ntype = "absent"\nmoment = 0.5\n', "features[0].type"),
+    "unknown loss": ('[tuner]\nloss = "absent"\n' + FEATURE, "tuner.loss"),
+    "warp": ("[model]\ntop_p = 2\n" + FEATURE, "model"),
     "lora": ("[lora]\nr = 0\n" + FEATURE, "lora.r"),
     "malformed TOML": ("seed = \n", "CONFIG"),
 }
@@ -83,10 +87,23 @@ def test_version_and_help_import_no_torch(argv: list[str]) -> None:
     assert ("disco-control" if argv == ["--version"] else "usage: disco") in out
 
 
-def test_listing_the_loggers_imports_no_torch() -> None:
-    status, heavy, out, _ = probe("list", "loggers")
+# Each registry `disco list` shows: its heading and one of its entries.
+LISTED = {
+    "losses": ("losses ([tuner] loss):", "  reverse_kl  "),
+    "features": ("features ([[features]] type):", "  classifier  "),
+    "loggers": ("loggers ([output] loggers):", "  tensorboard  "),
+    "samplers": ("samplers (disco sample --method):", "  qrs  "),
+}
+
+
+@pytest.mark.parametrize("what", [*LISTED, None])
+def test_listing_the_registries_imports_no_torch(what: str | None) -> None:
+    status, heavy, out, _ = probe("list", *([what] if what else []))
     assert status == 0 and heavy == []
-    assert out.startswith("loggers ([output] loggers):") and "  tensorboard  " in out
+    for name in [what] if what else list(LISTED):
+        heading, entry = LISTED[name]
+        assert heading in out and entry in out, name
+    assert out.startswith(LISTED[what or "losses"][0])
 
 
 def test_inspect_imports_no_torch(tmp_path: Path) -> None:
@@ -119,7 +136,9 @@ def test_a_mistake_in_the_file_is_reported_without_torch(tmp_path: Path, mistake
     assert f"({key})" in err, err
 
 
-@pytest.mark.parametrize("package", ["disco.cli", "disco.tuners"])
+@pytest.mark.parametrize(
+    "package", ["disco.cli", "disco.distributions", "disco.scorers", "disco.tuners"]
+)
 def test_a_lazy_package_keeps_every_public_name(package: str) -> None:
     module = importlib.import_module(package)
     for name in module.__all__:

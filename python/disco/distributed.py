@@ -22,13 +22,17 @@ import os
 import pickle
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
-import torch
 
 from disco._calls import draw_batch
+
+# torch is imported where it is used: the samplers, and with them ``disco list``, import this
+# module, and cost no torch.
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "Chunk",
@@ -107,6 +111,8 @@ def plan_chunks(contexts: Sequence[Any], n: int, chunk_size: int, *key: int | st
 
 
 def _is_generator_state(state: Any) -> bool:
+    import torch
+
     reference = torch.Generator().get_state()
     return (
         isinstance(state, torch.Tensor)
@@ -123,6 +129,8 @@ def keyed_random(distribution: Any, seed: int) -> Iterator[None]:
     torch generator exposed as ``random_state`` / ``set_random_state`` (``EnumerableLM``); both
     are seeded here and restored afterwards, so a keyed draw leaves no trace on other streams.
     """
+    import torch
+
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
     own = getattr(distribution, "random_state", None)
     saved = own() if callable(own) else None
@@ -182,6 +190,8 @@ class World:
 
     def all_gather(self, value: Any) -> list[Any]:
         """Every rank's ``value`` (picklable), in rank order, on every rank."""
+        import torch
+
         if self.size == 1:
             return [value]
         out: list[Any] = [None] * self.size
@@ -190,6 +200,8 @@ class World:
 
     def broadcast(self, value: T) -> T:
         """Rank 0's ``value`` on every rank."""
+        import torch
+
         if self.size == 1:
             return value
         box = [value]
@@ -268,6 +280,8 @@ class World:
         the terms' exponents span fewer than 29 bits, so the totals do not depend on how the work
         was dealt to the ranks.
         """
+        import torch
+
         if self.size == 1:
             return sums
         device = like[0].device if like else torch.device("cpu")
@@ -294,6 +308,8 @@ class World:
 
     def barrier(self) -> None:
         """Wait for every rank."""
+        import torch
+
         if self.size > 1:
             torch.distributed.barrier()
 
@@ -311,6 +327,8 @@ def _portable(error: BaseException | None) -> BaseException | None:
 
 def current_world() -> World:
     """The world of ``torch.distributed`` when a process group is initialised, else size 1."""
+    import torch
+
     dist = torch.distributed
     if dist.is_available() and dist.is_initialized():
         return World(dist.get_rank(), dist.get_world_size())
@@ -319,6 +337,8 @@ def current_world() -> World:
 
 def shared_seed(seed: int | None, world: World | None = None) -> int:
     """``seed``, or one drawn from torch's generator on rank 0 and shared with every rank."""
+    import torch
+
     world = world or current_world()
     if seed is None:
         seed = int(torch.randint(0, MAX_SEED, (1,)))
@@ -333,6 +353,8 @@ def init_from_environment(timeout_s: float = 1800.0) -> World:
     available, each rank on GPU ``LOCAL_RANK``; gloo otherwise). Without a launcher, or when a
     group already exists, nothing changes. Returns the world.
     """
+    import torch
+
     dist = torch.distributed
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size > 1 and dist.is_available() and not dist.is_initialized():

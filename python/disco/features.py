@@ -17,13 +17,16 @@ import numbers
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from disco import numerics
 from disco.registry import Registry
-from disco.scorers import BooleanScorer, PipelineScorer, PositiveScorer, Scorer
+from disco.scorers.base import BooleanScorer, PositiveScorer, Scorer
+
+if TYPE_CHECKING:  # a classifier's scorer is torch's: imported when one is built
+    from disco.scorers.pipeline import PipelineScorer
 
 __all__ = [
     "FEATURE_TYPES",
@@ -164,6 +167,8 @@ def classifier_probability(model: str, label: str | int, batch_size: int = 32) -
         raise ValueError(f"model must be a folder or Hub name, got {model!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    from disco.scorers.pipeline import PipelineScorer
+
     scorer = PipelineScorer(label, model, batch_size=batch_size)
     return _with_spec(
         scorer, {"type": "classifier", "model": model, "label": label, "batch_size": batch_size}

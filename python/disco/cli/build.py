@@ -1,7 +1,7 @@
 """From checked settings to the run's objects: features, models, the tuner and its loggers.
 
 Everything that imports torch or transformers on the command's behalf starts here, as do the
-checks that need them: the registries' names, the warp, the model's positions and the device
+checks that need them: the features built, the model's positions and the device
 (:func:`check_buildable`, the second pass of :func:`disco.cli.check_config`).
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from disco.cli import sources
-from disco.cli.config import LoraSection, ModelSection, RunConfig, TunerSection, check_feature_table
+from disco.cli.config import LoraSection, ModelSection, RunConfig, check_feature_table
 from disco.cli.errors import UserError, first_line
 
 __all__ = [
@@ -55,17 +55,10 @@ def build_feature(
 def _check_built_feature(
     spec: dict[str, Any], index: int, base_dir: Path | None, allow_imports: bool
 ) -> None:
-    """A known type whose settings build, and a moment its scorer can have."""
-    from disco.features import FEATURE_TYPES
+    """Settings that build (the type is known already), and a moment its scorer can have."""
     from disco.scorers import BooleanScorer
 
     key = f"features[{index}]"
-    if not isinstance(spec["type"], str) or spec["type"] not in FEATURE_TYPES:
-        raise UserError(
-            f"unknown feature type {spec['type']!r}",
-            f"{key}.type",
-            f"use one of {', '.join(FEATURE_TYPES)}",
-        )
     if spec["type"] == "classifier":
         return  # built once, by the run: loading a classifier twice is slow
     scorer = build_feature(spec, index, allow_imports=allow_imports, base_dir=base_dir)
@@ -88,29 +81,6 @@ def check_feature(
     checked = check_feature_table(spec, index, base_dir)
     _check_built_feature(checked, index, base_dir, allow_imports)
     return checked
-
-
-def _check_warp(model: ModelSection) -> None:
-    """The warp checks itself as ``LMDistribution``'s does, before any model is loaded."""
-    from disco.distributions.warp import Warp
-
-    try:
-        Warp(
-            1.0 if model.temperature is None else model.temperature,
-            0 if model.top_k is None else model.top_k,
-            1.0 if model.top_p is None else model.top_p,
-        )
-    except ValueError as err:
-        raise UserError(str(err), "model", "fix that setting") from None
-
-
-def _check_loss(tuner: TunerSection) -> None:
-    from disco.tuners.losses import LOSSES
-
-    if tuner.loss not in LOSSES:
-        raise UserError(
-            f"unknown loss {tuner.loss!r}", "tuner.loss", f"use one of {', '.join(LOSSES)}"
-        )
 
 
 def _check_autocast(mode: Any) -> None:
@@ -139,13 +109,12 @@ def check_buildable(
 ) -> None:
     """The checks the file alone cannot make, on ``raw``'s checked ``settings``.
 
-    Names in the registries, the warp, the features' settings and moments, the device for
-    bf16, and the contexts against the model's positions. ``settings`` are :meth:`RunConfig.check`'s of ``raw``; a refusal is a :class:`UserError`.
+    The features' settings and moments, the device for bf16, and the contexts against the
+    model's positions. ``settings`` are :meth:`RunConfig.check`'s of ``raw``; a refusal is a
+    :class:`UserError`.
     """
-    _check_warp(settings.model)
     for index, spec in enumerate(settings.features):
         _check_built_feature(spec, index, base_dir, allow_imports)
-    _check_loss(settings.tuner)
     _check_autocast(settings.tuner.settings.get("autocast", "auto"))
     model = settings.model
     sources.check_positions(model.path, model.length, settings.contexts, dict(raw))

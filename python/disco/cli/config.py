@@ -5,9 +5,9 @@ normalised (every default filled in) as plain data, the form ``config.json`` rec
 :func:`disco.cli.run_pipeline` takes. A problem is a one-line :class:`UserError` naming the key.
 
 The checks run in two passes. :meth:`RunConfig.check` reads the file alone (types, ranges,
-unknown keys, missing files) and imports neither torch nor transformers, so such a mistake is
-reported at once; then :func:`disco.cli.build.check_buildable` checks what needs the library's
-registries, the model's files or the device.
+unknown keys and names, the warp, missing files) and imports neither torch nor transformers, so
+such a mistake is reported at once; then :func:`disco.cli.build.check_buildable` checks what
+needs the features built, the model's files or the device.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any
 from disco._fields import described as _help
 from disco.cli import sources
 from disco.cli.errors import UserError
+from disco.cli.values import check_acceptance_rate, real, user_beta
 
 __all__ = [
     "FitSection",
@@ -91,10 +92,6 @@ def _integer(value: Any, key: str, minimum: int, maximum: int = MAX_COUNT) -> in
     return value
 
 
-def _real(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int | float)
-
-
 def _without_none(section: Any) -> dict[str, Any]:
     """A section as its table: settings left unset (``None``) are not written."""
     return {k: v for k, v in dataclasses.asdict(section).items() if v is not None}
@@ -115,13 +112,19 @@ class ModelSection:
     @classmethod
     def check(cls, raw: Mapping[str, Any], base_dir: Path | None) -> ModelSection:
         """The ``[model]`` table of ``raw``, checked."""
+        from disco.distributions.warp import Warp
+
         table = _table(raw, "model")
         _known(table, _keys(cls), "model.")
         if "path" in table:
             table["path"] = sources.model_path(table["path"], base_dir)
         section = cls(**table)
         _integer(section.length, "model.length", 1, 1_000_000)
-        return section  # the warp (temperature, top_k, top_p) checks itself in the second pass
+        try:  # as LMDistribution's warp will, before any model is loaded
+            Warp(**{k: v for k, v in section.settings().items() if k != "length"})
+        except ValueError as err:
+            raise UserError(str(err), "model", "fix that setting") from None
+        return section
 
     def settings(self) -> dict[str, Any]:
         """The keywords ``LMDistribution`` takes besides the path."""
@@ -151,7 +154,7 @@ class LoraSection:
         numbers = {}
         for key, default, low, high in (("alpha", 16.0, 0.0, math.inf), ("dropout", 0.0, 0.0, 1.0)):
             value = table.get(key, default)
-            if not _real(value) or not low <= value < high:
+            if not real(value) or not low <= value < high:
                 raise UserError(
                     f"{value!r} is not a number in [{low}, {high})", f"lora.{key}", "fix the number"
                 )
@@ -200,11 +203,12 @@ class TunerSection:
 
     @classmethod
     def check(cls, raw: Mapping[str, Any], seed: int) -> TunerSection:
-        """The ``[tuner]`` table of ``raw``, each setting checked by ``TunerConfig`` itself.
+        """The ``[tuner]`` table of ``raw``, checked.
 
-        The loss's name is checked against the losses in the second pass.
+        Each setting is checked by ``TunerConfig`` itself, the loss's name against the losses.
         """
         from disco.tuners.config import TunerConfig
+        from disco.tuners.losses import LOSSES
 
         table = _table(raw, "tuner")
         loss = str(table.pop("loss", "kl"))
@@ -230,32 +234,11 @@ class TunerSection:
                 raise UserError(
                     f"{value} is more than {limit}", f"tuner.{key}", f"use at most {limit}"
                 )
+        if loss not in LOSSES:
+            raise UserError(
+                f"unknown loss {loss!r}", "tuner.loss", f"use one of {', '.join(LOSSES)}"
+            )
         return cls(loss, table)
-
-
-def user_beta(beta: Any, key: str) -> float:
-    """A QRS β the user gave: a number (not a string or a boolean), positive and finite.
-
-    The positive-and-finite check is :func:`disco._beta.check_beta`'s; a refusal is a
-    :class:`UserError` naming ``key``.
-    """
-    from disco._beta import check_beta as checked
-
-    try:
-        if not _real(beta):
-            raise ValueError(f"beta {beta!r} is not a number")
-        return checked(beta, "beta")
-    except (ValueError, OverflowError) as err:
-        raise UserError(str(err), key, "use beta > 0") from None
-
-
-def check_acceptance_rate(rate: Any, key: str) -> float:
-    """A QRS acceptance rate to choose β for: in (0, 1]."""
-    if not _real(rate) or not 0 < rate <= 1:
-        raise UserError(
-            f"acceptance rate {rate!r} is outside (0, 1]", key, "use 0 < acceptance_rate <= 1"
-        )
-    return float(rate)
 
 
 @dataclass
@@ -331,12 +314,14 @@ class OutputSection:
 
 
 def check_feature_table(spec: Any, index: int, base_dir: Path | None = None) -> dict[str, Any]:
-    """One ``[[features]]`` table as far as the file alone tells: a type and a finite moment.
+    """One ``[[features]]`` table as far as the file alone tells: a known type, a finite moment.
 
     A classifier's local model folder is made absolute (looked up next to the config first).
-    Whether the type exists and its settings are valid is checked in the second pass
+    Whether its settings are valid is checked in the second pass
     (:func:`disco.cli.build.check_feature`).
     """
+    from disco.features import FEATURE_TYPES
+
     key = f"features[{index}]"
     if not isinstance(spec, dict):
         raise UserError(f"{key} is not a table", key, "write each feature as a [[features]] table")
@@ -345,9 +330,15 @@ def check_feature_table(spec: Any, index: int, base_dir: Path | None = None) -> 
     if "moment" not in spec:
         raise UserError("a feature without a target moment", f"{key}.moment", "add moment = 0.5")
     moment = spec["moment"]
-    if not _real(moment) or not math.isfinite(moment):
+    if not real(moment) or not math.isfinite(moment):
         raise UserError(
             f"moment {moment!r} is not a finite number", f"{key}.moment", "give a number"
+        )
+    if not isinstance(spec["type"], str) or spec["type"] not in FEATURE_TYPES:
+        raise UserError(
+            f"unknown feature type {spec['type']!r}",
+            f"{key}.type",
+            f"use one of {', '.join(FEATURE_TYPES)}",
         )
     spec = dict(spec)
     if spec["type"] == "classifier" and isinstance(spec.get("model"), str):
@@ -386,8 +377,8 @@ class RunConfig:
     def check(cls, raw: Mapping[str, Any], base_dir: Path | None = None) -> RunConfig:
         """Check a configuration mapping section by section, from the file alone.
 
-        Neither torch nor transformers is imported: what needs them (the registries' names,
-        the warp, the model's positions, the device) is :func:`check_config`'s second pass.
+        Neither torch nor transformers is imported: what needs them (the features built, the
+        model's positions, the device) is :func:`check_config`'s second pass.
         """
         _known(raw, list(SECTIONS), "")
         seed = _integer(raw.get("seed", 0), "seed", 0, MAX_SEED)
@@ -439,8 +430,8 @@ def check_config(
 
     Unknown keys, feature types and tuner settings, moments a boolean feature cannot have,
     missing files and malformed numbers raise :class:`UserError` naming the key: first what
-    the file alone shows (:meth:`RunConfig.check`), then what needs the library's registries,
-    the model's files or the device (:func:`disco.cli.build.check_buildable`).
+    the file alone shows (:meth:`RunConfig.check`), then what needs the features built, the
+    model's files or the device (:func:`disco.cli.build.check_buildable`).
     """
     from disco.cli.build import check_buildable
 

@@ -17,12 +17,14 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from disco.distributed import keyed_random
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "ContextDistribution",
@@ -56,6 +58,8 @@ class _FiniteContexts:
         self._counts = Counter(self._entries)
         self._generator: torch.Generator | None = None
         if seed is not None:
+            import torch
+
             self._generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
@@ -71,6 +75,8 @@ class _FiniteContexts:
             raise ValueError(f"sampling_size must be a positive integer; got {sampling_size!r}")
         if sampling_size < 1:
             raise ValueError(f"sampling_size must be a positive integer; got {sampling_size}")
+        import torch
+
         index = torch.randint(len(self._entries), (sampling_size,), generator=self._generator)
         drawn = [self._entries[i] for i in index.tolist()]
         return drawn, self.log_score(drawn)
@@ -84,6 +90,8 @@ class _FiniteContexts:
             math.log(self._counts[c] / total) if self._counts.get(c) else -math.inf
             for c in contexts
         ]
+        import torch
+
         return torch.tensor(values, dtype=torch.float64)
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["MIN_TEMPERATURE", "Warp", "warp_logits"]
 
@@ -22,6 +23,8 @@ MIN_TEMPERATURE = 1e-4
 
 def _kept_mask(scores: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor | None:
     """Which tokens top-k then top-p keep (``None``: all); ``scores`` are temperature-scaled."""
+    import torch
+
     vocab = scores.shape[-1]
     keep: torch.Tensor | None = None
     with torch.no_grad():
@@ -56,6 +59,7 @@ def warp_logits(
     through the kept logits; the kept set itself is computed without gradient. The arguments are
     not checked: :class:`Warp` checks them.
 
+    >>> import torch
     >>> warp_logits(torch.tensor([2.0, 1.0, 0.0]), temperature=2.0, top_k=2).tolist()
     [1.0, 0.5, -inf]
     """
@@ -92,6 +96,7 @@ class Warp:
 
     Examples
     --------
+    >>> import torch
     >>> Warp(temperature=0.5).apply(torch.tensor([1.0, 0.0])).tolist()
     [2.0, 0.0]
     >>> Warp().is_identity

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from disco._calls import FloatArray, call_log_score, log_scores
 from disco.distributed import Chunk, chunk_seed, current_world, draw_chunk, plan_chunks, shared_seed
 from disco.distributions.contexts import resolve_contexts
+
+# torch is imported where it is used: the samplers' registry (``disco list``) costs no torch.
+if TYPE_CHECKING:
+    import torch
 
 
 class Samples(tuple):
@@ -91,6 +94,8 @@ def score_target(target: Any, samples: Sequence[Any], context: Any) -> FloatArra
 
 def as_tensor(values: FloatArray) -> torch.Tensor:
     """A float64 CPU tensor sharing nothing with ``values``."""
+    import torch
+
     return torch.from_numpy(np.array(values, dtype=np.float64))
 
 
@@ -98,6 +103,7 @@ class Gathered:
     """Samples and their log-scores kept batch by batch: the tail every ``sample_n`` shares."""
 
     def __init__(self) -> None:
+
         self.samples: list[Any] = []
         self._log_p: list[torch.Tensor] = []
         self._log_q: list[torch.Tensor] = []
@@ -114,6 +120,8 @@ class Gathered:
         return len(rows)
 
     def result(self) -> Samples:
+        import torch
+
         empty = torch.zeros(0, dtype=torch.float64)
         return Samples(
             self.samples, torch.cat([empty, *self._log_p]), torch.cat([empty, *self._log_q])

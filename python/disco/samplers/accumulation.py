@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from tqdm.auto import tqdm
 
 from disco._calls import draw_batch
 from disco.samplers._common import at_least_one
+
+# torch is imported where it is used: the samplers' registry (``disco list``) costs no torch.
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["AccumulationSampler"]
 
@@ -46,6 +49,8 @@ class AccumulationSampler:
 
         Returns the samples and their log-probabilities (a float64 CPU tensor).
         """
+        import torch
+
         sampling_size = at_least_one(sampling_size, "sampling_size")
         samples: list[Any] = []
         log_probs: list[torch.Tensor] = []

@@ -10,12 +10,16 @@ returns float64 tensors; ``-inf`` log-scores (probability zero) stay exact.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from disco._calls import call_log_score
+
+# torch is imported where it is used: the feature registry and the command's checks import
+# this module, and cost no torch.
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "BooleanScorer",
@@ -29,6 +33,8 @@ __all__ = [
 
 def _as_scores(values: Any, n: int, who: str) -> torch.Tensor:
     """Turns a scoring function's output into a finite float64 CPU tensor of length ``n``."""
+    import torch
+
     if isinstance(values, torch.Tensor):
         scores = values.detach().to("cpu", torch.float64).reshape(-1)
     else:
@@ -124,6 +130,8 @@ def as_list(value: Any, name: str) -> list[Any]:
     ``ExponentialScorer([f], 0.5)`` or ``constrain(feature, ...)`` name one item where a list
     of them belongs; taking the number or the scorer for a list of one would hide the mistake.
     """
+    import torch
+
     if isinstance(value, np.ndarray | torch.Tensor):
         if value.ndim != 1:
             raise TypeError(
@@ -167,6 +175,8 @@ class PositiveScorer(Scorer):
 
     def log_score(self, samples: Sequence[Any], context: Any = "") -> torch.Tensor:
         """``log`` of the factor for each sample (``-inf`` where it is 0)."""
+        import torch
+
         return torch.log(self.score(samples, context))
 
     def __mul__(self, other: Any) -> Product:
@@ -185,6 +195,8 @@ class BooleanScorer(PositiveScorer):
 
     def score(self, samples: Sequence[Any], context: Any = "") -> torch.Tensor:
         """1.0 where the predicate holds, else 0.0."""
+        import torch
+
         raw = self._raw(samples, context)
         values = torch.as_tensor(np.asarray(raw, dtype=bool).reshape(-1), dtype=torch.float64)
         if values.numel() != len(samples):
@@ -219,6 +231,8 @@ class ExponentialScorer(PositiveScorer):
     def __init__(
         self, features: Sequence[Scorer | Callable[..., Any]], coefficients: Sequence[float] | Any
     ) -> None:
+        import torch
+
         features = as_list(features, "features")
         if isinstance(coefficients, torch.Tensor):
             coefficients = coefficients.detach().cpu()
@@ -243,6 +257,8 @@ class ExponentialScorer(PositiveScorer):
 
     def feature_matrix(self, samples: Sequence[Any], context: Any = "") -> torch.Tensor:
         """``N x K`` matrix of the features' values."""
+        import torch
+
         if not samples:
             return torch.zeros((0, len(self.features)), dtype=torch.float64)
         n = len(samples)
@@ -259,6 +275,8 @@ class ExponentialScorer(PositiveScorer):
         return self.feature_matrix(samples, context) @ self.coefficients
 
     def _energy(self, samples: Sequence[Any], context: Any) -> torch.Tensor:
+        import torch
+
         return torch.exp(self.log_score(samples, context))
 
     def score(self, samples: Sequence[Any], context: Any = "") -> torch.Tensor:
@@ -303,6 +321,8 @@ class Product(PositiveScorer):
 
     def log_score(self, samples: Sequence[Any], context: Any = "") -> torch.Tensor:
         """Sum of the factors' log-scores (``-inf`` wherever any factor is zero)."""
+        import torch
+
         total = torch.zeros(len(samples), dtype=torch.float64)
         for factor in self.factors:
             scores = call_log_score(factor, samples, context)
@@ -320,6 +340,8 @@ class Product(PositiveScorer):
         return total
 
     def _product(self, samples: Sequence[Any], context: Any) -> torch.Tensor:
+        import torch
+
         return torch.exp(self.log_score(samples, context))
 
     def score(self, samples: Sequence[Any], context: Any = "") -> torch.Tensor:

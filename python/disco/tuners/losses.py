@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
 
 from disco import numerics
 from disco.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "LOSSES",
@@ -138,6 +140,8 @@ class FDivergenceLoss:
         The baseline is not updated here: call :meth:`record_batch` once the whole batch of a
         context has been seen, so that every chunk of it uses the same baseline.
         """
+        import torch
+
         policy_np = policy_log_probs.detach().to("cpu", torch.float64).numpy()
         weights, weighted_rewards = numerics.f_pseudo_rewards(
             self.kind, policy_np, target_log_scores, proposal_log_probs, log_z, self.max_log_t
