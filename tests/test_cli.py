@@ -503,9 +503,11 @@ def test_console_entry_point_runs_as_a_module(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
-def test_readme_shows_the_shipped_config() -> None:
-    readme = (ROOT / "README.md").read_text()
-    assert "```toml\n" + (EXAMPLES / "demo.toml").read_text() + "```" in readme
+def test_the_command_page_shows_the_shipped_config() -> None:
+    from markdown_pages import fenced_blocks
+
+    shown = fenced_blocks("docs/command.md", "Configuration file", "toml")
+    assert shown == [(EXAMPLES / "demo.toml").read_text()]
 
 
 def test_the_tuning_plot_smooths_with_a_trailing_mean():

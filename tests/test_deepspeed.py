@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -224,18 +223,18 @@ def test_the_deepspeed_settings_the_tuner_cannot_honour_are_refused() -> None:
             _check_deepspeed_config(config)
 
 
-def _readme_zero2_file() -> str:
-    """The accelerate DeepSpeed ZeRO-2 file README.md shows (the one this test launches)."""
-    readme = (HERE.parent / "README.md").read_text(encoding="utf-8")
-    found = re.search(
-        r"```yaml\n(compute_environment[^`]*distributed_type: DEEPSPEED[^`]*)```", readme
-    )
-    assert found is not None, "README.md has no accelerate DeepSpeed file"
-    return found.group(1)
+def _docs_zero2_file() -> str:
+    """The accelerate DeepSpeed ZeRO-2 file docs/scale.md shows (the one this test launches)."""
+    from markdown_pages import fenced_blocks
+
+    blocks = fenced_blocks("docs/scale.md", "More than one GPU or node", "yaml")
+    found = [b for b in blocks if "distributed_type: DEEPSPEED" in b]
+    assert len(found) == 1, "docs/scale.md should show one accelerate DeepSpeed file"
+    return found[0]
 
 
 @pytest.mark.slow
-def test_accelerate_launch_with_the_readme_zero2_file_writes_the_one_process_report(
+def test_accelerate_launch_with_the_docs_zero2_file_writes_the_one_process_report(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import subprocess
@@ -244,7 +243,7 @@ def test_accelerate_launch_with_the_readme_zero2_file_writes_the_one_process_rep
     from test_distributed_cli import _small_config
 
     config = _small_config(tmp_path)
-    (tmp_path / "zero2.yaml").write_text(_readme_zero2_file())
+    (tmp_path / "zero2.yaml").write_text(_docs_zero2_file())
     accelerate = Path(sys.executable).with_name("accelerate")
     done = subprocess.run(
         [

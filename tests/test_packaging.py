@@ -1,4 +1,4 @@
-"""Packaging: one version from Cargo.toml, `disco --version`, the wheel check, the docs' README quotes.
+"""Packaging: one version from Cargo.toml, `disco --version`, the wheel check.
 
 .ci/run builds the real wheel and runs scripts/check_wheel.py on it; these tests check that the
 check itself catches what it should, on small synthetic wheels.
@@ -32,7 +32,6 @@ def _load(path: Path) -> ModuleType:
 
 
 check_wheel = _load(ROOT / "scripts" / "check_wheel.py")
-docs_hooks = _load(ROOT / "docs" / "hooks.py")
 
 
 def _toml(path: Path) -> dict:
@@ -128,29 +127,3 @@ def test_a_plain_linux_tag_or_another_version_fails(tmp_path: Path) -> None:
         "manylinux" in p for p in check_wheel.wheel_problems(_wheel(tmp_path, name=linux), VERSION)
     )
     assert any("Cargo.toml" in p for p in check_wheel.wheel_problems(_wheel(tmp_path), "9.9.9"))
-
-
-# --- the documentation quotes the README ------------------------------------------------------
-
-
-def test_every_readme_section_the_docs_quote_exists() -> None:
-    readme = (ROOT / "README.md").read_text()
-    markers = [
-        m.group(1)
-        for page in sorted((ROOT / "docs").glob("*.md"))
-        for m in docs_hooks.MARKER.finditer(page.read_text())
-    ]
-    assert "Coming from the original disco" in markers
-    for heading in markers:
-        assert docs_hooks.readme_section(heading, readme).strip(), heading
-
-
-def test_readme_sections_end_at_the_next_heading_and_skip_code() -> None:
-    text = "# T\nintro\n## A\na1\n```bash\n# not a heading\n```\n### A.1\nsub\n## B\nb\n"
-    assert docs_hooks.readme_section("T", text) == "intro\n"
-    assert (
-        docs_hooks.readme_section("A", text) == "a1\n```bash\n# not a heading\n```\n### A.1\nsub\n"
-    )
-    assert docs_hooks.readme_section("B", text) == "b\n"
-    with pytest.raises(ValueError, match="no section 'C'"):
-        docs_hooks.readme_section("C", text)
