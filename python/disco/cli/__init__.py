@@ -8,7 +8,8 @@ samplers). A problem the user can fix prints one line, ``disco: error: <what> (<
 and exits with status 2.
 
 The modules: :mod:`~disco.cli.config` (one dataclass per configuration section, checked from
-the file alone), :mod:`~disco.cli.sources` (the files a configuration names),
+the file alone; :mod:`~disco.cli.values` its shared value checks), :mod:`~disco.cli.sources` (the
+files a configuration names),
 :mod:`~disco.cli.build` (the run's objects, and the checks that need them),
 :mod:`~disco.cli.pipeline` (the run's stages), :mod:`~disco.cli.sampling`, :mod:`~disco.cli.report`,
 :mod:`~disco.cli.files`, :mod:`~disco.cli.interrupt` (Ctrl-C, SIGTERM, SIGUSR1) and

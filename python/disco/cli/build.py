@@ -48,7 +48,9 @@ def build_feature(
         ) from None
     except (ValueError, TypeError, KeyError, ImportError, AttributeError, OSError) as err:
         raise UserError(
-            first_line(err), f"features[{index}]", "fix the feature's settings (see the README)"
+            first_line(err),
+            f"features[{index}]",
+            "fix the feature's settings (the configuration file in docs/command.md lists them)",
         ) from None
 
 
