@@ -19,13 +19,10 @@ import numpy as np
 from disco import numerics
 from disco.distributed import (
     Chunk,
-    chunk_seed,
     current_world,
     draw_chunk,
-    plan_chunks,
-    shared_seed,
 )
-from disco.distributions.contexts import resolve_contexts
+from disco.distributions.contexts import plan_over_contexts
 from disco.numerics import Estimate, mean_of_independent
 from disco.samplers._common import FloatArray, at_least_one, log_scores, score_target
 
@@ -271,13 +268,17 @@ def evaluate(
     import torch
 
     world = current_world()
-    keyed = shared_seed(seed, world)
-    pick_seed = chunk_seed(keyed, "evaluate", "contexts")
-    chosen = resolve_contexts(context, contexts, context_distribution, n_contexts, seed=pick_seed)
-    per_context = max(1, int(n) // len(chosen))
-    size = at_least_one(sampling_size, "sampling_size")
-    chosen = world.broadcast(chosen)
-    chunks = plan_chunks(chosen, per_context, size, keyed, "evaluate")
+    chosen, chunks = plan_over_contexts(
+        "evaluate",
+        seed,
+        n,
+        at_least_one(sampling_size, "sampling_size"),
+        context=context,
+        contexts=contexts,
+        context_distribution=context_distribution,
+        n_contexts=n_contexts,
+        world=world,
+    )
     names = [_name(f, i) for i, f in enumerate(features)]
 
     def scored(chunk: Chunk) -> tuple[list[Any] | None, FloatArray, FloatArray, Any, FloatArray]:

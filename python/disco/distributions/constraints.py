@@ -22,13 +22,10 @@ from disco import numerics
 from disco._calls import call_log_score
 from disco.distributed import (
     Chunk,
-    chunk_seed,
     current_world,
     draw_chunk,
-    plan_chunks,
-    shared_seed,
 )
-from disco.distributions.contexts import resolve_contexts
+from disco.distributions.contexts import plan_over_contexts
 from disco.scorers.base import (
     BooleanScorer,
     CountMismatchError,
@@ -399,18 +396,17 @@ class _Draw:
         distribution keyed by the seed like the samples.
         """
         world = current_world()
-        seed = shared_seed(self.seed, world)
-        chosen = resolve_contexts(
-            context,
-            contexts,
-            context_distribution,
-            n_contexts,
-            seed=chunk_seed(seed, "constrain", "contexts"),
+        _, chunks = plan_over_contexts(
+            "constrain",
+            self.seed,
+            self.n_samples,
+            self.sampling_size,
+            context=context,
+            contexts=contexts,
+            context_distribution=context_distribution,
+            n_contexts=n_contexts,
             single_once=True,
-        )
-        chosen = world.broadcast(chosen)  # every rank fits the same contexts
-        chunks = plan_chunks(
-            chosen, max(1, self.n_samples // len(chosen)), self.sampling_size, seed, "constrain"
+            world=world,
         )
         bar = tqdm(
             total=sum(c.size for c in world.mine(chunks)),

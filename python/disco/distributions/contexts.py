@@ -21,7 +21,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from disco.distributed import keyed_random
+from disco.distributed import (
+    Chunk,
+    World,
+    chunk_seed,
+    current_world,
+    keyed_random,
+    plan_chunks,
+    shared_seed,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -364,3 +372,39 @@ def resolve_contexts(
     if not chosen:
         raise ValueError("no contexts: give a context, a non-empty list or a context distribution")
     return chosen
+
+
+def plan_over_contexts(
+    purpose: str,
+    seed: int | None,
+    n_samples: int,
+    sampling_size: int,
+    *,
+    context: Any = "",
+    contexts: Sequence[Any] | None = None,
+    context_distribution: Any = None,
+    n_contexts: int = 1,
+    single_once: bool = False,
+    world: World | None = None,
+) -> tuple[list[Any], list[Chunk]]:
+    """The contexts of a seeded job and its chunks: ``n_samples`` split evenly over them.
+
+    One key for the whole job: ``seed`` (or one drawn on rank 0), shared by every rank. The
+    contexts are resolved as :func:`resolve_contexts` does, those drawn from
+    ``context_distribution`` keyed by ``(key, purpose, "contexts")``, and every rank takes rank
+    0's; the chunks are keyed by ``(key, purpose, position, chunk)``. So the same seed gives the
+    same contexts and samples whatever the number of processes and whatever ran before.
+    """
+    world = world or current_world()
+    key = shared_seed(seed, world)
+    chosen = resolve_contexts(
+        context,
+        contexts,
+        context_distribution,
+        n_contexts,
+        seed=chunk_seed(key, purpose, "contexts"),
+        single_once=single_once,
+    )
+    chosen = world.broadcast(chosen)
+    per_context = max(1, int(n_samples) // len(chosen))
+    return chosen, plan_chunks(chosen, per_context, int(sampling_size), key, purpose)

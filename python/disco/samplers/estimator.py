@@ -14,13 +14,10 @@ from disco import numerics
 from disco._beta import beta_from_log, check_beta, checked_log_beta
 from disco.distributed import (
     Chunk,
-    chunk_seed,
     current_world,
     draw_chunk,
-    plan_chunks,
-    shared_seed,
 )
-from disco.distributions.contexts import resolve_contexts
+from disco.distributions.contexts import plan_over_contexts
 from disco.samplers._common import (
     FloatArray,
     at_least_one,
@@ -119,20 +116,19 @@ class QRSEstimator:
         if n_estimation_samples is not None:  # the original disco's name
             n_samples = n_estimation_samples
         world = current_world()
-        key = shared_seed(seed, world)
-        chosen = resolve_contexts(
-            context,
-            contexts,
-            context_distribution,
-            n_contexts,
-            seed=chunk_seed(key, "estimate", "contexts"),
+        chosen, chunks = plan_over_contexts(
+            "estimate",
+            seed,
+            n_samples,
+            at_least_one(sampling_size, "sampling_size"),
+            context=context,
+            contexts=contexts,
+            context_distribution=context_distribution,
+            n_contexts=n_contexts,
+            world=world,
         )
-        per_context = max(1, int(n_samples) // len(chosen))
-        sampling_size = at_least_one(sampling_size, "sampling_size")
         self.target = target
         self.proposal = proposal
-        chosen = world.broadcast(chosen)  # every rank estimates on the same contexts
-        chunks = plan_chunks(chosen, per_context, int(sampling_size), key, "estimate")
         bar = tqdm(
             total=sum(c.size for c in world.mine(chunks)),
             desc="QRS estimator: sampling",
