@@ -207,19 +207,20 @@ class TunerSection:
 
         Each setting is checked by ``TunerConfig`` itself, the loss's name against the losses.
         """
+        from disco.parallel import LEAVE_THE_POLICY_SHARDED
         from disco.tuners.config import TunerConfig
         from disco.tuners.losses import LOSSES
 
         table = _table(raw, "tuner")
         loss = str(table.pop("loss", "kl"))
-        if table.get("fsdp_lockstep"):
-            raise UserError(
-                "the command samples and evaluates with the tuned policy after tuning, in uneven "
-                "shares, which a policy left sharded by fsdp_lockstep cannot do",
-                "tuner.fsdp_lockstep",
-                "remove it (parallel = 'fsdp' gathers the model within a step), or tune in "
-                "lockstep from Python with disco.tuners.Tuner",
-            )
+        for key, instead in LEAVE_THE_POLICY_SHARDED.items():
+            if table.get(key):
+                raise UserError(
+                    "the command samples and evaluates with the tuned policy after tuning, in "
+                    f"uneven shares, which a policy left sharded by {key} cannot do",
+                    f"tuner.{key}",
+                    f"remove it ({instead}), or tune from Python with disco.tuners.Tuner",
+                )
         _known(table, [k for k in TunerConfig.field_help() if k not in TUNER_RESERVED], "tuner.")
         table.setdefault("seed", seed)
         for key, value in table.items():

@@ -58,7 +58,7 @@ def keep_steps_up_to(metrics: Path, step: int) -> None:
 def save_policy(policy: Any, folder: Path, state_dict: dict[str, Any] | None = None) -> None:
     """Write the tuned policy whole or not at all: never a folder without its weights.
 
-    ``state_dict``: the weights gathered whole when FSDP shards the model
+    ``state_dict``: the weights gathered whole when the parallel mode shards the model
     (:func:`disco.parallel.whole_state_dict`); by default the model's own.
     """
     from disco._atomic import replace_folder

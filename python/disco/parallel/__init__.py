@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHOICES",
+    "LEAVE_THE_POLICY_SHARDED",
     "MODES",
     "AccelerateDDP",
     "DeepSpeedZeRO",
@@ -54,6 +55,13 @@ MODES: dict[str, str] = {
 """Every mode by its ``TunerConfig.parallel`` name: where its class lives."""
 CHOICES = ("auto", *MODES)
 """What ``TunerConfig.parallel`` accepts: a mode, or ``'auto'`` (:func:`selection.resolve`)."""
+
+LEAVE_THE_POLICY_SHARDED: dict[str, str] = {
+    "fsdp_lockstep": "parallel = 'fsdp' without it gathers the model within a step",
+}
+"""Tuner settings after which the tuned policy stays split between the ranks, each with what
+does the same work and leaves it whole. A caller that uses the policy on uneven shares after
+tuning (the ``disco`` command's QRS and evaluation) refuses them; read from the file alone."""
 
 _HOMES = {
     "GradientPath": "base",
