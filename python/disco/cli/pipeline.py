@@ -253,9 +253,8 @@ class _Run:
                 "see the message; e.g. more samples_per_context, or a smaller learning_rate",
             ) from None
         policy.freeze()
-        whole = whole_state_dict(
-            policy.model
-        )  # gathered whole if the mode shards it: every rank calls it
+        # gathered whole if the parallel mode shards it: every rank takes part
+        whole = whole_state_dict(policy.model)
         if current_world().is_main:
             files.save_policy(policy, self.out / "policy", whole)
             kill_point("run: policy saved")
