@@ -270,7 +270,8 @@ def original_logger_arguments(
 ) -> dict[str, Any]:
     """The native keywords of the original's ``Logger(tuner, *args, **kwargs)``.
 
-    Appends ``logger`` to ``tuner.loggers``, so the tuner starts, feeds and closes it.
+    The caller attaches ``logger`` to ``tuner.loggers`` once it is built, so the tuner starts,
+    feeds and closes it.
     """
     from disco.tuners.tuner import Tuner
 
@@ -280,9 +281,7 @@ def original_logger_arguments(
     form = next((forms[c] for c in type(logger).__mro__ if c in forms), None)
     if form is None:
         raise TypeError(f"{type(logger).__name__} has no original-disco form Logger(tuner, ...)")
-    native = form(*args, **kwargs)
-    tuner.loggers.append(logger)
-    return native
+    return form(*args, **kwargs)
 
 
 # --- the original's objects one level down -------------------------------------------------------

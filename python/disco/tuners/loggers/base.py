@@ -17,7 +17,8 @@ def takes_original_form(init: _Init) -> _Init:
     """Let a logger's ``__init__`` also take the original disco's form ``Logger(tuner, ...)``.
 
     A first argument with a ``tune`` method is the original's tuner: the alias layer (imported
-    on that first use only) translates the other arguments and attaches the logger to it.
+    on that first use only) translates the other arguments; the logger, once built, is
+    attached to the tuner.
     """
 
     @functools.wraps(init)
@@ -25,7 +26,9 @@ def takes_original_form(init: _Init) -> _Init:
         if args and callable(getattr(args[0], "tune", None)):
             from disco.compat import original_logger_arguments
 
-            init(self, **original_logger_arguments(self, args[0], args[1:], kwargs))
+            tuner = args[0]
+            init(self, **original_logger_arguments(self, tuner, args[1:], kwargs))
+            tuner.loggers.append(self)  # once built: a logger that could not start is not attached
         else:
             init(self, *args, **kwargs)
 
