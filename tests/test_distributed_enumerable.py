@@ -124,7 +124,7 @@ def parallel_errors_case() -> list[str]:
     # Without accelerate (an optional extra): 'auto' sums explicitly, 'ddp' says what to install.
     from unittest import mock
 
-    with mock.patch("disco.parallel.importlib.util.find_spec", return_value=None):
+    with mock.patch("importlib.util.find_spec", return_value=None):
         messages.append(Tuner(base.clone(), target, parallel="auto").gradients.name)
         try:
             Tuner(base.clone(), target, parallel="ddp")

@@ -18,8 +18,9 @@ importing torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from disco._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from disco.parallel.base import GradientPath, Setup, WholeState
@@ -63,22 +64,19 @@ LEAVE_THE_POLICY_SHARDED: dict[str, str] = {
 does the same work and leaves it whole. A caller that uses the policy on uneven shares after
 tuning (the ``disco`` command's QRS and evaluation) refuses them; read from the file alone."""
 
-_HOMES = {
-    "GradientPath": "base",
-    "Setup": "base",
-    "WholeState": "base",
-    "AccelerateDDP": "ddp",
-    "DeepSpeedZeRO": "deepspeed",
-    "GradientSum": "exact",
-    "ShardedFSDP": "fsdp",
-    "check_lockstep": "fsdp",
-    "whole_state_dict": "fsdp",
-    "for_tuner": "selection",
-    "gradient_sync": "selection",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "GradientPath": "disco.parallel.base",
+        "Setup": "disco.parallel.base",
+        "WholeState": "disco.parallel.base",
+        "AccelerateDDP": "disco.parallel.ddp",
+        "DeepSpeedZeRO": "disco.parallel.deepspeed",
+        "GradientSum": "disco.parallel.exact",
+        "ShardedFSDP": "disco.parallel.fsdp",
+        "check_lockstep": "disco.parallel.fsdp",
+        "whole_state_dict": "disco.parallel.fsdp",
+        "for_tuner": "disco.parallel.selection",
+        "gradient_sync": "disco.parallel.selection",
+    },
+)
