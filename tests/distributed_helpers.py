@@ -7,6 +7,7 @@ process (defined at the top level of a module under tests/).
 
 from __future__ import annotations
 
+import datetime
 import os
 import pickle
 import socket
@@ -23,6 +24,8 @@ from disco.tuners import Tuner
 
 HERE = Path(__file__).parent
 STEPS = 3
+# Far above any wait between two ranks' collectives here, even on a loaded 2-core machine.
+COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=10)
 
 
 def has_a(sample: Any, context: Any) -> bool:
@@ -68,7 +71,8 @@ def _worker(rank: int, size: int, port: int, out: str, jobs: dict[str, Any]) -> 
         MASTER_PORT=str(port),
         OMP_NUM_THREADS="1",
     )
-    torch.distributed.init_process_group("gloo", init_method="env://")
+    # A collective one rank never joins fails the test after this, instead of hanging it.
+    torch.distributed.init_process_group("gloo", init_method="env://", timeout=COLLECTIVE_TIMEOUT)
     try:
         results = {name: fn(*args) for name, (fn, args) in jobs.items()}
         with open(os.path.join(out, f"rank{rank}.pkl"), "wb") as f:

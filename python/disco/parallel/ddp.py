@@ -32,45 +32,28 @@ def _sum_hook(
 _sum_hook.__annotations__ = typing.get_type_hints(_sum_hook)
 
 
-class _Routed:
-    """Stands in for a distribution's model: calls go through the wrapper, the rest to the model.
-
-    ``LMDistribution`` calls its ``model`` for forward passes and reads attributes from it
-    (``config``, ``get_input_embeddings()``): the wrapper must see the calls (its hooks do the
-    communication) and the model answers everything else.
-    """
-
-    def __init__(self, wrapper: torch.nn.Module, model: torch.nn.Module) -> None:
-        self._wrapper = wrapper
-        self._model = model
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._wrapper(*args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._model, name)
-
-
 class AccelerateDDP(GradientPath):
     """The policy's Hugging Face model wrapped by accelerate's ``DistributedDataParallel``.
 
-    Ranks deal themselves uneven numbers of chunks (none, some), so no backward pass may be a
-    collective: every chunk's backward runs under DDP's ``no_sync`` (local accumulation, and the
-    policy's forward passes go through the wrapper there), and :meth:`finish` runs one tiny
-    forward/backward of a zero gradient outside it, on every rank, which all-reduces the
-    accumulated gradients in DDP's buckets. A communication hook sums where DDP averages, so
-    the step is the exact global sum :class:`~disco.parallel.GradientSum` computes (no loss
-    rescaling). Buffers are not broadcast at each forward (a collective per forward would
-    deadlock ranks with different numbers of forwards; they are equal on every rank anyway).
+    Ranks deal themselves uneven numbers of chunks (none, some), so nothing a rank does per
+    chunk may be a collective. A step's forward and backward passes call the model itself,
+    under DDP's ``no_sync``: the gradients accumulate locally. The wrapper runs only in
+    :meth:`finish`, one tiny forward/backward of a zero gradient on every rank, which
+    all-reduces the accumulated gradients in DDP's buckets. DDP's own collectives at a
+    forward (rebuilding its buckets after the first step) then happen at the same point on
+    every rank; a forward through the wrapper per chunk would run them on the ranks that hold
+    a chunk alone, and the others would wait forever. A communication hook sums where DDP
+    averages, so the step is the exact global sum :class:`~disco.parallel.GradientSum`
+    computes (no loss rescaling). Buffers are not broadcast at each forward (they are equal on
+    every rank).
     """
 
     name = "ddp"
 
     def __init__(
-        self, distribution: Any, wrapper: torch.nn.parallel.DistributedDataParallel
+        self, model: torch.nn.Module, wrapper: torch.nn.parallel.DistributedDataParallel
     ) -> None:
-        self.distribution = distribution
-        self.model = distribution.model
+        self.model = model
         self.wrapper = wrapper
         wrapper.register_comm_hook(None, _sum_hook)
 
@@ -84,18 +67,13 @@ class AccelerateDDP(GradientPath):
             )
         require_hf_policy(setup.distribution, "parallel='ddp' wraps")
         wrapper = _accelerate_wrapper(setup.distribution.model, setup.world)
-        return cls(setup.distribution, wrapper)
+        return cls(setup.distribution.model, wrapper)
 
     @contextlib.contextmanager
     def accumulating(self) -> Iterator[None]:
-        """The step's backward passes: through the wrapper, without synchronising."""
-        routed = _Routed(self.wrapper, self.model)
-        self.distribution.model = routed
-        try:
-            with self.wrapper.no_sync():
-                yield
-        finally:
-            self.distribution.model = self.model
+        """The step's backward passes: the model itself, with the wrapper not synchronising."""
+        with self.wrapper.no_sync():
+            yield
 
     def finish(self) -> None:
         """One synchronising pass: a one-token forward, backpropagating zeros."""
