@@ -517,3 +517,19 @@ def test_the_tuning_plot_smooths_with_a_trailing_mean():
     assert trailing_mean(values, 3) == [1.0, 2.0, 2.0, 4.0, 7.0]
     assert trailing_mean(values[:2], 1) == values[:2]
     assert math.isnan(trailing_mean([math.nan], 4)[0])
+
+
+def test_a_rate_on_which_every_sample_agrees_still_has_an_error():
+    # Two QRS samples a context, all with the feature in one and none in the other: the
+    # plug-in error is 0 in both, and the table printed 0.500 ± 0.000 from four samples.
+    from disco.cli.report import rates_with_stderr
+    from disco.distributions.base import TextSample
+    from disco.scorers import BooleanScorer
+
+    has_x = BooleanScorer(lambda sample, context: "x" in sample.text, name="has_x")
+    drawn = [("a", [TextSample((1,), "x")] * 2), ("b", [TextSample((2,), "y")] * 2)]
+    values, errors = rates_with_stderr([has_x], drawn)
+    smoothed = (0 + 2) / (2 + 4)  # Agresti-Coull, the same in both contexts by symmetry
+    assert values == [0.5]
+    want = math.sqrt(2 * smoothed * (1 - smoothed) / 6) / 2
+    assert errors[0] == pytest.approx(want, rel=8 * sys.float_info.epsilon)  # a few roundings

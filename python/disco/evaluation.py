@@ -99,7 +99,7 @@ class ContextEvaluation:
             )
         log_w = np.where(log_target == -np.inf, -np.inf, log_target - log_policy)
         if phi.shape[1]:
-            pm, pse = numerics.weighted_moments_with_stderr(np.zeros(n), phi)
+            pm, pse = numerics.sample_means_with_stderr(phi)
             tm, tse = numerics.weighted_moments_with_stderr(log_w, phi)
         else:
             pm = pse = tm = tse = np.zeros(0)

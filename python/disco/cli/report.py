@@ -53,20 +53,17 @@ def rates(features: Sequence[Any], drawn: Drawn) -> list[float]:
 def rates_with_stderr(features: Sequence[Any], drawn: Drawn) -> tuple[list[float], list[float]]:
     """:func:`rates` and their standard errors.
 
-    Binomial for 0/1 features, per context, then combined as the error of a mean over
-    independent contexts.
+    Per context (:func:`~disco.numerics.sample_means_with_stderr`: Agresti-Coull for 0/1
+    features), then combined as the error of a mean over independent contexts.
     """
-    import numpy as np
-
-    from disco.numerics import Estimate, mean_of_independent, weighted_moments_with_stderr
+    from disco.numerics import Estimate, mean_of_independent, sample_means_with_stderr
 
     values, errors = [], []
     for scorer in features:
         per_context = []
         for c, samples in drawn:
             if samples:
-                phi = scorer.score(samples, c).double().numpy()
-                m, se = weighted_moments_with_stderr(np.zeros(len(samples)), phi)
+                m, se = sample_means_with_stderr(scorer.score(samples, c).double().numpy())
                 per_context.append(Estimate(float(m[0]), float(se[0])))
         mean = mean_of_independent(per_context) if per_context else Estimate(math.nan, math.nan)
         values.append(mean.value)

@@ -61,6 +61,7 @@ from disco.numerics.stderr import (
     effective_sample_size_with_stderr,
     mean_of_independent,
     qrs_point,
+    sample_means_with_stderr,
     weighted_moments_with_stderr,
     z_score,
 )
@@ -100,6 +101,7 @@ __all__ = [
     "qrs_curve",
     "qrs_point",
     "reverse_kl_divergence",
+    "sample_means_with_stderr",
     "tuner_metrics",
     "tv_distance",
     "weighted_moments",

@@ -5,7 +5,8 @@ means, so its standard error is the delta method's: one influence value per draw
 ``se = sqrt(sum_i (psi_i - mean psi)**2) / N``. The divisor ``N`` (not ``N - 1``) makes a
 sample repeated ``k`` times have exactly ``1/sqrt(k)`` of the error; on samples drawn from the
 distribution itself (equal weights) a 0/1 feature's rate gets the binomial
-``sqrt(p (1 - p) / N)``. These are first-order errors: they hold once the importance weights'
+``sqrt(p (1 - p) / N)``, which :func:`sample_means_with_stderr` replaces by Agresti and Coull's
+(not 0 when every sample agrees). These are first-order errors: they hold once the importance weights'
 variance is finite and ``N`` is well past the ESS's small-sample regime.
 """
 
@@ -125,6 +126,30 @@ def weighted_moments_with_stderr(
     matrix = as_matrix(features, "features")
     values, stderrs = _core.weighted_moments_stderr(lw, matrix)  # checks the lengths
     return values, stderrs
+
+
+def sample_means_with_stderr(features: ArrayLike) -> tuple[FloatArray, FloatArray]:
+    """Plain means of an ``N x K`` feature matrix's columns (samples of the distribution itself).
+
+    A column of 0s and 1s is a rate ``k / N``, and its standard error is Agresti and Coull's,
+    that of ``p~ = (k + 2) / (N + 4)`` over ``N + 4`` trials: the binomial
+    ``sqrt(p (1 - p) / N)`` to within a few ``1/N`` in between, but not 0 when all ``N`` samples
+    agree (``k = 0`` or ``N``), where the plug-in error is 0 and would claim the rate exactly.
+    Other columns take :func:`weighted_moments_with_stderr`'s error with equal weights.
+
+    >>> m, se = sample_means_with_stderr([1.0, 1.0, 1.0, 1.0])
+    >>> float(m[0]), round(float(se[0]), 4)
+    (1.0, 0.1531)
+    """
+    matrix = as_matrix(features, "features")
+    n = matrix.shape[0]
+    if n == 0:
+        raise ValueError("features has no rows: a mean needs at least one sample")
+    values, stderrs = weighted_moments_with_stderr(np.zeros(n), matrix)
+    rates = np.all((matrix == 0.0) | (matrix == 1.0), axis=0)
+    smoothed = np.where(rates, (matrix.sum(axis=0) + 2.0) / (n + 4.0), 0.5)  # 0.5: not a rate
+    binomial = np.sqrt(smoothed * (1.0 - smoothed) / (n + 4.0))
+    return values, np.where(rates, binomial, stderrs)
 
 
 def effective_sample_size_with_stderr(log_weights: ArrayLike) -> Estimate:
