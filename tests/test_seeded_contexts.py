@@ -1,8 +1,9 @@
 """A call's ``seed`` keys the contexts it draws from a context distribution, not torch's state.
 
-``constrain`` and ``evaluate`` draw ``n_contexts`` contexts before drawing samples; with a seed,
-the same call must fit (evaluate) on the same contexts whatever torch's global generator did
-before it, for a distribution that lists its entries and for one that only samples.
+``constrain``, ``evaluate``, the QRS estimator and the samplers' ``sample_contexts`` draw
+``n_contexts`` contexts before drawing samples; with a seed, the same call must work on the same
+contexts whatever torch's global generator did before it, for a distribution that lists its
+entries and for one that only samples.
 """
 
 from typing import Any
@@ -132,3 +133,25 @@ def test_the_qrs_estimator_draws_the_same_contexts_for_the_same_seed():
         first = contexts(distribution, 0)
         assert len(set(first)) >= 1 and set(first) <= set(CONTEXTS)
         assert all(contexts(distribution, torch_seed) == first for torch_seed in (1, 2))
+
+
+def test_a_seeded_samplers_context_draws_follow_its_seed():
+    from disco.samplers import IMHSampler, QuasiRejectionSampler
+
+    def contexts(cls: Any, distribution: Any, torch_seed: int, seed: int = 6) -> list[Any]:
+        torch.manual_seed(torch_seed)
+        sampler = cls(Product(Recording(), HAS_A), Recording(), seed=seed)
+        first = sampler.sample_contexts(
+            context_distribution=distribution, n_contexts=3, sampling_size=4
+        )
+        second = sampler.sample_contexts(
+            context_distribution=distribution, n_contexts=3, sampling_size=4
+        )
+        return [c for c, _ in first + second]
+
+    for cls in (QuasiRejectionSampler, IMHSampler):
+        for distribution in (ContextDistribution(list(CONTEXTS)), GlobalSampler()):
+            drawn = contexts(cls, distribution, 0)
+            assert set(drawn) <= set(CONTEXTS)
+            assert all(contexts(cls, distribution, s) == drawn for s in (1, 2)), cls.__name__
+            assert contexts(cls, distribution, 0, seed=7) != drawn  # the seed decides them

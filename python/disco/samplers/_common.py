@@ -153,8 +153,14 @@ class ContextSampler:
         """:meth:`sample` for each of ``contexts`` (or ``n_contexts`` drawn from a distribution)."""
         if contexts is None and context_distribution is None:
             raise ValueError("give contexts or a context_distribution")
-        chosen = resolve_contexts("", contexts, context_distribution, n_contexts)
+        chosen = resolve_contexts(
+            "", contexts, context_distribution, n_contexts, seed=self._contexts_seed()
+        )
         return [(c, self.sample(c, sampling_size)) for c in chosen]
+
+    def _contexts_seed(self) -> int | None:
+        """The key of a new draw of contexts (``None``: the distribution draws unkeyed)."""
+        return None
 
 
 @dataclass
@@ -183,6 +189,12 @@ class ChunkedSampler(ContextSampler):
         self.world = current_world()
         self.seed = shared_seed(seed, self.world)
         self._calls = 0
+        self._context_draws = 0
+
+    def _contexts_seed(self) -> int:
+        """Draws of contexts are keyed by ``(seed, tag, "contexts", draw)``, like the chunks."""
+        self._context_draws += 1
+        return chunk_seed(self.seed, self.tag, "contexts", self._context_draws)
 
     def _propose(self, chunk: Chunk) -> Proposals:
         """One chunk's proposals, scored, with accept/reject uniforms keyed by the chunk.
