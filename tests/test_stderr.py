@@ -239,12 +239,12 @@ def test_other_columns_keep_the_plug_in_error(matrix):
     np.testing.assert_array_equal(stderrs, want_stderrs)
 
 
-def _coverage(n, p, stderr_of_count):
+def _coverage(n, p, stderr_by_count):
     """Exact probability that k/n ± z95 · se(k) covers p, for k ~ Binomial(n, p)."""
     z = numerics.z_score(0.95)
     ks = np.arange(n + 1)
     pmf = np.array([math.comb(n, k) * p**k * (1 - p) ** (n - k) for k in ks])
-    covered = np.abs(ks / n - p) <= z * stderr_of_count(ks, n)
+    covered = np.abs(ks / n - p) <= z * stderr_by_count
     return float(pmf[covered].sum())
 
 
@@ -253,17 +253,12 @@ def test_rate_intervals_cover_near_the_edges_where_the_plug_in_cannot(n):
     # The plug-in error is 0 at k = 0 and k = n: its interval misses every p once no sample
     # shows the feature, so near the edges it covers p only when some sample does.
     grid = np.linspace(0.001, 0.999, 999)
-
-    def agresti_coull(ks, n):
-        return np.array(
-            [numerics.sample_means_with_stderr([1.0] * k + [0.0] * (n - k))[1][0] for k in ks]
-        )
-
-    def plug_in(ks, n):
-        return np.sqrt(ks / n * (1 - ks / n) / n)
-
-    ac_table = agresti_coull(np.arange(n + 1), n)
-    worst = min(_coverage(n, p, lambda ks, n: ac_table[ks]) for p in grid)
+    ks = np.arange(n + 1)
+    agresti_coull = np.array(
+        [numerics.sample_means_with_stderr([1.0] * k + [0.0] * (n - k))[1][0] for k in ks]
+    )
+    plug_in = np.sqrt(ks / n * (1 - ks / n) / n)
+    worst = min(_coverage(n, p, agresti_coull) for p in grid)
     worst_plug_in = min(_coverage(n, p, plug_in) for p in grid)
     # docs/design.md §5.3: at least 85% at every p from 20 samples on (87%, 91%, 92% for
     # 20, 50, 100 samples; the plug-in's falls to 2%, 5% and 10% there).

@@ -6,8 +6,8 @@ means, so its standard error is the delta method's: one influence value per draw
 sample repeated ``k`` times have exactly ``1/sqrt(k)`` of the error; on samples drawn from the
 distribution itself (equal weights) a 0/1 feature's rate gets the binomial
 ``sqrt(p (1 - p) / N)``, which :func:`sample_means_with_stderr` replaces by Agresti and Coull's
-(not 0 when every sample agrees). These are first-order errors: they hold once the importance weights'
-variance is finite and ``N`` is well past the ESS's small-sample regime.
+(not 0 when every sample agrees). These are first-order errors: they hold once the importance
+weights' variance is finite and ``N`` is well past the ESS's small-sample regime.
 """
 
 from __future__ import annotations
